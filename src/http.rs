@@ -1,0 +1,413 @@
+//! The HTTP front: one listening socket for plain HTTP and WebSocket.
+//!
+//! Owns: the listening socket (built with socket2 so accepted connections
+//! inherit the send timeout, TCP_USER_TIMEOUT and keep-alive), the tiny_http
+//! server reading it, the request threads, routing, the embedded static files,
+//! and the front's supervisor, which probes `/healthz` over loopback every
+//! second and replaces a tiny_http server that stopped answering.
+//!
+//! Channels: subscribes WebSocket clients to the fan-out; reads the latest
+//! stats snapshot. Writes nothing into the pipeline yet.
+//!
+//! Must not know: how verdicts are reached.
+
+use std::io::{self, Cursor, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
+use tiny_http::{Header, Method, Request, Response, StatusCode};
+
+use crate::config::Config;
+use crate::fanout::Subscriptions;
+use crate::hub::LatestStats;
+use crate::transport::{ClientSlots, ws};
+
+/// Threads answering requests. Requests are short (WebSocket clients are
+/// handed to their own writer thread), so a few suffice.
+const REQUEST_THREADS: usize = 4;
+
+/// How long a request thread waits for a request before checking for shutdown.
+const RECV_POLL: Duration = Duration::from_millis(200);
+
+/// Pause between self-probes of `/healthz`.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A probe gets this long to be answered.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Consecutive failed probes before the front is declared deaf and replaced.
+const PROBES_BEFORE_RESTART: u32 = 3;
+
+/// Idle time before TCP keep-alive probes start on a connection.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+
+/// Listen backlog: connections the kernel holds for us before `accept`.
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// Builds the listening socket. Accepted connections inherit its options on
+/// Linux: a bounded send time (`SO_SNDTIMEO`) is what turns a stalled client
+/// into a write error. `SO_RCVTIMEO` is deliberately left unset — `accept()`
+/// honours it and tiny_http's accept thread ends on the first timeout.
+pub fn bind(config: &Config) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(config.listen), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_tcp_nodelay(true)?;
+    socket.set_write_timeout(Some(Duration::from_secs(config.write_timeout)))?;
+    socket.set_tcp_user_timeout(Some(Duration::from_secs(config.tcp_user_timeout)))?;
+    socket.set_tcp_keepalive(
+        &TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(Duration::from_secs(10))
+            .with_retries(3),
+    )?;
+    socket.bind(&config.listen.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// What request handlers share.
+pub struct App {
+    /// Adds WebSocket clients to the fan-out.
+    pub subscriptions: Subscriptions,
+    /// The cap on connected clients.
+    pub slots: ClientSlots,
+    /// The latest stats snapshot.
+    pub latest: Arc<LatestStats>,
+    /// Serve static files from here instead of the embedded copies.
+    pub static_dir: Option<PathBuf>,
+    /// Numbers writer threads (`ws-1`, `ws-2`, …).
+    pub next_client: AtomicU64,
+}
+
+/// The tiny_http server currently reading the listening socket, and what is
+/// needed to replace it.
+struct Front {
+    listener: TcpListener,
+    current: RwLock<(u64, Arc<tiny_http::Server>)>,
+}
+
+impl Front {
+    fn new(listener: TcpListener) -> io::Result<Self> {
+        let server = serve_on(&listener)?;
+        Ok(Front {
+            listener,
+            current: RwLock::new((0, server)),
+        })
+    }
+
+    fn current(&self) -> (u64, Arc<tiny_http::Server>) {
+        let guard = self.current.read().unwrap_or_else(|e| e.into_inner());
+        (guard.0, Arc::clone(&guard.1))
+    }
+
+    /// Replaces server generation `seen` with a fresh one on the same socket;
+    /// a no-op if another thread already replaced it. Connected WebSocket
+    /// clients and the pipeline are not touched.
+    fn replace(&self, seen: u64, why: &str) {
+        let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if guard.0 != seen {
+            return;
+        }
+        match serve_on(&self.listener) {
+            Ok(server) => {
+                log::error!("HTTP front stopped answering ({why}); started a fresh one on the same socket");
+                *guard = (seen + 1, server);
+            }
+            Err(e) => log::error!("HTTP front stopped answering ({why}) and could not be restarted: {e}"),
+        }
+    }
+}
+
+fn serve_on(listener: &TcpListener) -> io::Result<Arc<tiny_http::Server>> {
+    let server = tiny_http::Server::from_listener(listener.try_clone()?, None).map_err(io::Error::other)?;
+    Ok(Arc::new(server))
+}
+
+/// Starts the front on `listener`: the request threads and the supervisor.
+/// They end when `stop` is disconnected.
+pub fn spawn(listener: TcpListener, app: Arc<App>, stop: Receiver<()>) -> io::Result<Vec<JoinHandle<()>>> {
+    let probe_addr = loopback_of(listener.local_addr()?);
+    let front = Arc::new(Front::new(listener)?);
+    let mut threads = Vec::with_capacity(REQUEST_THREADS + 1);
+    for n in 0..REQUEST_THREADS {
+        let (front, app, stop) = (Arc::clone(&front), Arc::clone(&app), stop.clone());
+        threads.push(
+            thread::Builder::new()
+                .name(format!("http-{n}"))
+                .spawn(move || serve_requests(&front, &app, &stop))?,
+        );
+    }
+    threads.push(
+        thread::Builder::new()
+            .name("http-probe".into())
+            .spawn(move || supervise(&front, probe_addr, &stop))?,
+    );
+    Ok(threads)
+}
+
+fn stopped(stop: &Receiver<()>) -> bool {
+    matches!(stop.try_recv(), Err(TryRecvError::Disconnected))
+}
+
+fn serve_requests(front: &Front, app: &App, stop: &Receiver<()>) {
+    while !stopped(stop) {
+        let (generation, server) = front.current();
+        match server.recv_timeout(RECV_POLL) {
+            Ok(Some(request)) => route(app, request),
+            Ok(None) => {}
+            Err(e) => {
+                front.replace(generation, &format!("accept failed: {e}"));
+                thread::sleep(RECV_POLL);
+            }
+        }
+    }
+}
+
+/// Probes `/healthz` every second and replaces the front after
+/// [`PROBES_BEFORE_RESTART`] failures in a row.
+fn supervise(front: &Front, probe_addr: SocketAddr, stop: &Receiver<()>) {
+    let mut failures = 0;
+    loop {
+        match stop.recv_timeout(PROBE_INTERVAL) {
+            Err(RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let (generation, _) = front.current();
+        match probe(probe_addr) {
+            Ok(()) => failures = 0,
+            Err(e) => {
+                failures += 1;
+                log::warn!("self-probe of /healthz failed ({failures} in a row): {e}");
+                if failures >= PROBES_BEFORE_RESTART {
+                    front.replace(generation, &format!("{failures} self-probes failed"));
+                    failures = 0;
+                }
+            }
+        }
+    }
+}
+
+/// The address to reach our own listener on: loopback when bound to all interfaces.
+fn loopback_of(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+/// One `GET /healthz` over a fresh connection; `Ok` on a 200 answer.
+pub fn probe(addr: SocketAddr) -> io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
+    stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
+    stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head)?;
+    if head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200") {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "answered {:?}",
+            String::from_utf8_lossy(&head)
+        )))
+    }
+}
+
+type Reply = Response<Cursor<Vec<u8>>>;
+
+fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("header names and values here are ASCII")
+}
+
+fn body(status: u16, content_type: &str, bytes: Vec<u8>) -> Reply {
+    Response::from_data(bytes)
+        .with_status_code(StatusCode(status))
+        .with_header(header("Content-Type", content_type))
+        .with_header(header("Cache-Control", "no-store"))
+}
+
+fn json(status: u16, bytes: Vec<u8>) -> Reply {
+    body(status, "application/json", bytes)
+}
+
+/// A JSON error answer: `{"error": message}`.
+pub fn error(status: u16, message: &str) -> Reply {
+    json(status, serde_json::json!({ "error": message }).to_string().into_bytes())
+}
+
+fn respond(request: Request, reply: Reply) {
+    if let Err(e) = request.respond(reply) {
+        log::debug!("could not send a response: {e}");
+    }
+}
+
+/// The value of query parameter `name` in `url`, if present.
+pub fn query_param<'a>(url: &'a str, name: &str) -> Option<&'a str> {
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
+}
+
+fn header_value<'a>(request: &'a Request, name: &'static str) -> Option<&'a str> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
+}
+
+fn has_token(value: Option<&str>, token: &str) -> bool {
+    value.is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+fn route(app: &App, request: Request) {
+    let path = request.url().split('?').next().unwrap_or("/").to_owned();
+    let method = request.method().clone();
+    let reply = match (path.as_str(), &method) {
+        ("/ws", Method::Get) => return upgrade_websocket(app, request),
+        ("/healthz", Method::Get) => json(200, br#"{"status":"ok"}"#.to_vec()),
+        ("/api/stats", Method::Get) => match app.latest.get() {
+            Some((_, json_bytes)) => json(200, json_bytes.to_vec()),
+            None => error(503, "no stats snapshot yet; retry in a second"),
+        },
+        (_, Method::Get) => match static_file(app, &path) {
+            Some(reply) => reply,
+            None => error(404, &format!("no such resource: {path}")),
+        },
+        ("/ws" | "/healthz" | "/api/stats", _) => error(405, &format!("{path} only answers GET")),
+        (_, _) if static_name(&path).is_some() => error(405, &format!("{path} only answers GET")),
+        (_, _) => error(404, &format!("no such resource: {path}")),
+    };
+    respond(request, reply);
+}
+
+/// Answers a WebSocket upgrade and hands the connection to a writer thread.
+fn upgrade_websocket(app: &App, request: Request) {
+    let upgrade = header_value(&request, "Upgrade");
+    let connection = header_value(&request, "Connection");
+    let version = header_value(&request, "Sec-WebSocket-Version");
+    let key = header_value(&request, "Sec-WebSocket-Key").map(str::to_owned);
+    let is_upgrade = has_token(upgrade, "websocket") && has_token(connection, "upgrade");
+    let Some(key) = key.filter(|_| is_upgrade) else {
+        return respond(
+            request,
+            error(400, "/ws is a WebSocket endpoint: send Upgrade: websocket, Connection: Upgrade and Sec-WebSocket-Key"),
+        );
+    };
+    if version.map(str::trim) != Some("13") {
+        let reply = error(426, "unsupported WebSocket version: send Sec-WebSocket-Version: 13")
+            .with_header(header("Sec-WebSocket-Version", "13"));
+        return respond(request, reply);
+    }
+    let Some(slot) = app.slots.try_take() else {
+        let message = format!("client limit reached ({} connected); try again later", app.slots.max());
+        return respond(request, error(503, &message));
+    };
+    let wants_stats = query_param(request.url(), "stats") == Some("1");
+    let Some(queue) = app.subscriptions.subscribe(wants_stats) else {
+        return respond(request, error(503, "shutting down"));
+    };
+    let accept = ws::accept_key(&key);
+    let handshake = Response::empty(StatusCode(101)).with_header(header("Sec-WebSocket-Accept", &accept));
+    let stream = request.upgrade("websocket", handshake);
+    let name = format!("ws-{}", app.next_client.fetch_add(1, Ordering::Relaxed) + 1);
+    log::debug!("{name} connected (stats: {wants_stats})");
+    if let Err(e) = ws::spawn_writer(stream, Arc::clone(&queue), slot, name) {
+        queue.close();
+        log::warn!("could not start a WebSocket writer thread: {e}");
+    }
+}
+
+/// A file of the page: its name, content type, and the copy built into the binary.
+struct StaticFile {
+    name: &'static str,
+    content_type: &'static str,
+    embedded: &'static [u8],
+}
+
+const STATIC_FILES: &[StaticFile] = &[
+    StaticFile {
+        name: "index.html",
+        content_type: "text/html; charset=utf-8",
+        embedded: include_bytes!("../static/index.html"),
+    },
+    StaticFile {
+        name: "app.js",
+        content_type: "text/javascript; charset=utf-8",
+        embedded: include_bytes!("../static/app.js"),
+    },
+    StaticFile {
+        name: "style.css",
+        content_type: "text/css; charset=utf-8",
+        embedded: include_bytes!("../static/style.css"),
+    },
+];
+
+/// The static file a path names. Only the listed files are served, so no path
+/// can reach outside the static directory.
+fn static_name(path: &str) -> Option<&'static StaticFile> {
+    let name = match path {
+        "/" => "index.html",
+        other => other.strip_prefix('/')?,
+    };
+    STATIC_FILES.iter().find(|f| f.name == name)
+}
+
+fn static_file(app: &App, path: &str) -> Option<Reply> {
+    let file = static_name(path)?;
+    let bytes = match &app.static_dir {
+        None => file.embedded.to_vec(),
+        Some(dir) => match std::fs::read(dir.join(file.name)) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                let message = format!("cannot read {} from --static-dir: {e}", file.name);
+                return Some(error(500, &message));
+            }
+        },
+    };
+    Some(body(200, file.content_type, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_found_by_name() {
+        assert_eq!(query_param("/ws?stats=1&since=4", "stats"), Some("1"));
+        assert_eq!(query_param("/ws?stats=1&since=4", "since"), Some("4"));
+        assert_eq!(query_param("/ws?flag", "flag"), Some(""));
+        assert_eq!(query_param("/ws", "stats"), None);
+    }
+
+    #[test]
+    fn only_listed_files_are_static() {
+        assert_eq!(static_name("/").map(|f| f.name), Some("index.html"));
+        assert_eq!(static_name("/app.js").map(|f| f.name), Some("app.js"));
+        assert!(static_name("/../Cargo.toml").is_none());
+        assert!(static_name("/static/../src/main.rs").is_none());
+    }
+
+    #[test]
+    fn header_tokens_are_matched_case_insensitively_in_lists() {
+        assert!(has_token(Some("keep-alive, Upgrade"), "upgrade"));
+        assert!(!has_token(Some("keep-alive"), "upgrade"));
+        assert!(!has_token(None, "upgrade"));
+    }
+
+    #[test]
+    fn a_wildcard_address_is_probed_on_loopback() {
+        let addr: SocketAddr = "0.0.0.0:8080".parse().expect("valid");
+        assert_eq!(loopback_of(addr).to_string(), "127.0.0.1:8080");
+    }
+}

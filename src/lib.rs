@@ -1,0 +1,46 @@
+//! punctual: a deadline-aware live event monitor.
+//!
+//! Events carry their own deadline. A fixed pool of workers takes them from a
+//! bounded queue and gives each a verdict — `on-time`, `late`, or `dropped`
+//! with a reason — and every verdict is streamed to every connected dashboard.
+//!
+//! Goals, against which every choice here is checked:
+//! - **Predictable, not fast.** Work that cannot finish in time is dropped on
+//!   purpose, visibly, so the work that is done keeps its promise.
+//! - **Bounded everywhere.** Every queue has a named capacity and a stated
+//!   behaviour when full; nothing grows without limit under overload.
+//! - **Every outcome counted.** `generated + ingested == onTime + late +
+//!   dropped + inFlight` holds at every stats snapshot.
+//! - **Plain threads.** Synchronous code on named OS threads; no async runtime.
+//! - **No unsafe code.**
+//!
+//! The flow, one module per stage: [`generator`] → [`workers`] (work queue,
+//! admission, verdicts) → [`hub`] (sequence, serialise once, [`stats`]) →
+//! [`fanout`] (per-client queues) → [`transport`] (writer threads), with
+//! [`http`] in front and [`config`] and [`time`] beside. [`server`] wires them.
+//!
+//! ```no_run
+//! let server = punctual::Server::start(punctual::Config::for_tests())?;
+//! println!("open http://{}/", server.local_addr());
+//! server.stop();
+//! # Ok::<(), std::io::Error>(())
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod event;
+pub mod fanout;
+pub mod generator;
+pub mod http;
+pub mod hub;
+pub mod limits;
+pub mod server;
+pub mod stats;
+pub mod time;
+pub mod transport;
+pub mod workers;
+
+pub use config::{Admission, Config};
+pub use event::{DropReason, Event, Source, Status};
+pub use server::Server;

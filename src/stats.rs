@@ -1,0 +1,418 @@
+//! Counting: the conservation ledger, the live gauges, and the once-a-second
+//! snapshot built from them.
+//!
+//! Owns: [`Ledger`] (every event's entry and verdict, under one lock so a
+//! snapshot always balances), [`Gauges`] (lock-free counters of busy workers,
+//! clients, generator lag), and [`Window`] (latency histogram and rates of the
+//! last second, owned by the hub thread). Reads and writes no channel; the hub
+//! calls [`Window::snapshot`] and publishes the result.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::event::{DropReason, Outcome, Source, Status};
+
+/// Cumulative counts of events by entry and by verdict.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Totals {
+    /// Events made by the generator.
+    pub generated: u64,
+    /// Events posted by producers.
+    pub ingested: u64,
+    /// Verdicts `on-time`.
+    pub on_time: u64,
+    /// Verdicts `late`.
+    pub late: u64,
+    /// Verdicts `dropped`, by reason.
+    pub dropped: Dropped,
+    /// Events entered and not yet judged: in the work queue or being worked on.
+    pub in_flight: u64,
+}
+
+/// Drop counts by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Dropped {
+    /// The work queue was full.
+    pub queue_full: u64,
+    /// The deadline had passed before work could start.
+    pub expired: u64,
+    /// The predicted work did not fit in the time left.
+    pub infeasible: u64,
+}
+
+impl Dropped {
+    /// All drops together.
+    pub fn total(&self) -> u64 {
+        self.queue_full + self.expired + self.infeasible
+    }
+}
+
+impl Totals {
+    /// Events that entered the pipeline.
+    pub fn entered(&self) -> u64 {
+        self.generated + self.ingested
+    }
+
+    /// Events that have a verdict.
+    pub fn judged(&self) -> u64 {
+        self.on_time + self.late + self.dropped.total()
+    }
+
+    /// The conservation invariant: every event that entered is judged or in flight.
+    pub fn balances(&self) -> bool {
+        self.entered() == self.judged() + self.in_flight
+    }
+
+    fn count_entry(&mut self, source: Source) {
+        match source {
+            Source::Generator => self.generated += 1,
+            Source::Ingest => self.ingested += 1,
+        }
+    }
+
+    fn count_verdict(&mut self, status: Status) {
+        match status {
+            Status::OnTime => self.on_time += 1,
+            Status::Late => self.late += 1,
+            Status::Dropped(DropReason::QueueFull) => self.dropped.queue_full += 1,
+            Status::Dropped(DropReason::Expired) => self.dropped.expired += 1,
+            Status::Dropped(DropReason::Infeasible) => self.dropped.infeasible += 1,
+        }
+    }
+}
+
+/// The conservation ledger. Entry and verdict of each event are recorded under
+/// one lock, so any copy taken with [`Ledger::totals`] balances exactly.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    totals: Mutex<Totals>,
+}
+
+impl Ledger {
+    /// Records the entry of an event whose hand-off to the work queue is
+    /// attempted by `enqueue` while the ledger is locked. Returns what `enqueue`
+    /// returned: `true` means queued (now in flight), `false` means the queue
+    /// was full and the event is already counted as `dropped/queue-full`.
+    ///
+    /// `enqueue` must not block: the ledger lock is held across it so that a
+    /// worker cannot judge an event before its entry is counted.
+    pub fn enter(&self, source: Source, enqueue: impl FnOnce() -> bool) -> bool {
+        let mut totals = self.lock();
+        totals.count_entry(source);
+        let queued = enqueue();
+        if queued {
+            totals.in_flight += 1;
+        } else {
+            totals.count_verdict(Status::Dropped(DropReason::QueueFull));
+        }
+        queued
+    }
+
+    /// Records the verdict on an event that was in flight.
+    pub fn judge(&self, status: Status) {
+        let mut totals = self.lock();
+        totals.in_flight = totals.in_flight.saturating_sub(1);
+        totals.count_verdict(status);
+    }
+
+    /// A consistent copy of the counts.
+    pub fn totals(&self) -> Totals {
+        *self.lock()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Totals> {
+        // Counting never panics while holding the lock, but a poisoned lock
+        // must not stop the counting either.
+        self.totals.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Live gauges updated lock-free by the stages that own them.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// Workers currently running work.
+    pub busy_workers: AtomicUsize,
+    /// Total time workers spent running work, in microseconds.
+    pub work_micros: AtomicU64,
+    /// Generator ticks skipped because it fell behind.
+    pub lag_ticks: AtomicU64,
+    /// Dashboard clients connected now.
+    pub clients: AtomicUsize,
+    /// Messages not delivered to some client because its queue was full.
+    pub client_dropped: AtomicU64,
+}
+
+/// Latency percentiles of the outcomes judged in the last window, in ms.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct LatencyMs {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// Per-second rates over the last window.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rates {
+    /// Generated events per second.
+    pub generated: f64,
+    /// Ingested events per second.
+    pub ingested: f64,
+    /// On-time verdicts per second.
+    pub on_time: f64,
+    /// Late verdicts per second.
+    pub late: f64,
+    /// Drops per second (all reasons).
+    pub dropped: f64,
+    /// Queue-full drops per second.
+    pub queue_full: f64,
+    /// Expired drops per second.
+    pub expired: f64,
+    /// Infeasible drops per second.
+    pub infeasible: f64,
+}
+
+/// The state of the system once a second: served at `/api/stats` and sent to
+/// clients that asked for stats.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    /// Always `"stats"`.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Seconds since start.
+    pub uptime_s: f64,
+    /// Cumulative counts; they balance (see [`Totals::balances`]).
+    pub totals: Totals,
+    /// Per-second rates over the last window.
+    pub rates: Rates,
+    /// Latency of events worked on (on-time and late) in the last window.
+    pub latency_ms: LatencyMs,
+    /// Work queue fill.
+    pub queue: QueueState,
+    /// Worker pool use.
+    pub workers: WorkerState,
+    /// Connected dashboards.
+    pub clients: ClientState,
+    /// Generator state.
+    pub generator: GeneratorState,
+    /// Effective settings.
+    pub config: serde_json::Value,
+}
+
+/// Work queue fill.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct QueueState {
+    /// Events waiting now.
+    pub depth: usize,
+    /// Most events it holds.
+    pub capacity: usize,
+}
+
+/// Worker pool use.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerState {
+    /// Workers running work now.
+    pub busy: usize,
+    /// Workers in the pool.
+    pub total: usize,
+    /// Total time spent running work since start, ms.
+    pub work_ms_total: f64,
+}
+
+/// Connected dashboards.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientState {
+    /// Clients connected now.
+    pub connected: usize,
+    /// Effective most clients at once.
+    pub max: usize,
+    /// Messages not delivered because a client's queue was full, since start.
+    pub dropped_messages: u64,
+}
+
+/// Generator state.
+#[derive(Clone, Copy, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GeneratorState {
+    /// Target events per second (0: off).
+    pub rate: u64,
+    /// Ticks skipped because the generator fell behind, since start.
+    pub lag_ticks: u64,
+}
+
+/// What a snapshot needs from the rest of the system at the moment it is taken.
+pub struct Readings {
+    /// Totals copied from the ledger.
+    pub totals: Totals,
+    /// Work queue depth and capacity.
+    pub queue: QueueState,
+    /// Worker pool.
+    pub workers: WorkerState,
+    /// Clients.
+    pub clients: ClientState,
+    /// Generator.
+    pub generator: GeneratorState,
+    /// Effective settings.
+    pub config: serde_json::Value,
+}
+
+/// Latency of the current window and the totals at its start. Owned by the hub.
+pub struct Window {
+    started: Instant,
+    window_start: Instant,
+    previous: Totals,
+    latency_us: Histogram<u64>,
+}
+
+/// Highest latency the histogram records exactly; beyond it values are clamped.
+const MAX_TRACKED_LATENCY_US: u64 = 3_600_000_000;
+
+impl Window {
+    /// An empty window starting at `now`.
+    pub fn new(now: Instant) -> Self {
+        Window {
+            started: now,
+            window_start: now,
+            previous: Totals::default(),
+            latency_us: Histogram::new_with_bounds(1, MAX_TRACKED_LATENCY_US, 3)
+                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
+        }
+    }
+
+    /// Adds an outcome's latency when it was worked on (on-time or late).
+    /// Drops are excluded: their "latency" is time-to-drop and would flatter the chart.
+    pub fn record(&mut self, outcome: &Outcome) {
+        if matches!(outcome.status, Status::OnTime | Status::Late) {
+            let micros = u64::try_from(outcome.latency().as_micros()).unwrap_or(u64::MAX);
+            self.latency_us.saturating_record(micros.clamp(1, MAX_TRACKED_LATENCY_US));
+        }
+    }
+
+    /// Closes the window at `now`, returns its snapshot, and starts the next one.
+    pub fn snapshot(&mut self, now: Instant, readings: Readings) -> Snapshot {
+        let elapsed = now.saturating_duration_since(self.window_start);
+        let rates = rates(&self.previous, &readings.totals, elapsed);
+        let latency_ms = self.latency_percentiles();
+        self.previous = readings.totals;
+        self.window_start = now;
+        self.latency_us.reset();
+        Snapshot {
+            kind: "stats",
+            uptime_s: now.saturating_duration_since(self.started).as_secs_f64(),
+            totals: readings.totals,
+            rates,
+            latency_ms,
+            queue: readings.queue,
+            workers: readings.workers,
+            clients: readings.clients,
+            generator: readings.generator,
+            config: readings.config,
+        }
+    }
+
+    fn latency_percentiles(&self) -> LatencyMs {
+        if self.latency_us.is_empty() {
+            return LatencyMs::default();
+        }
+        let ms = |us: u64| us as f64 / 1000.0;
+        LatencyMs {
+            p50: ms(self.latency_us.value_at_quantile(0.50)),
+            p90: ms(self.latency_us.value_at_quantile(0.90)),
+            p99: ms(self.latency_us.value_at_quantile(0.99)),
+            max: ms(self.latency_us.max()),
+        }
+    }
+}
+
+fn rates(before: &Totals, now: &Totals, elapsed: Duration) -> Rates {
+    let secs = elapsed.as_secs_f64();
+    if secs <= 0.0 {
+        return Rates::default();
+    }
+    let per_s = |a: u64, b: u64| b.saturating_sub(a) as f64 / secs;
+    Rates {
+        generated: per_s(before.generated, now.generated),
+        ingested: per_s(before.ingested, now.ingested),
+        on_time: per_s(before.on_time, now.on_time),
+        late: per_s(before.late, now.late),
+        dropped: per_s(before.dropped.total(), now.dropped.total()),
+        queue_full: per_s(before.dropped.queue_full, now.dropped.queue_full),
+        expired: per_s(before.dropped.expired, now.dropped.expired),
+        infeasible: per_s(before.dropped.infeasible, now.dropped.infeasible),
+    }
+}
+
+impl Snapshot {
+    /// The one-line summary the log carries every `--log-interval`.
+    pub fn summary_line(&self) -> String {
+        let t = &self.totals;
+        let judged = t.judged();
+        let on_time_pct = if judged == 0 {
+            100.0
+        } else {
+            t.on_time as f64 * 100.0 / judged as f64
+        };
+        format!(
+            "{:.0} events/s, on-time {:.1}% ({} on-time, {} late, dropped {} queue-full / {} expired / {} infeasible), \
+             p99 {:.1} ms, queue {}/{}, clients {}",
+            self.rates.generated + self.rates.ingested,
+            on_time_pct,
+            t.on_time,
+            t.late,
+            t.dropped.queue_full,
+            t.dropped.expired,
+            t.dropped.infeasible,
+            self.latency_ms.p99,
+            self.queue.depth,
+            self.queue.capacity,
+            self.clients.connected,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entry_and_verdicts_balance_at_every_step() {
+        let ledger = Ledger::default();
+        assert!(ledger.enter(Source::Generator, || true));
+        assert!(ledger.totals().balances());
+        assert_eq!(ledger.totals().in_flight, 1);
+        assert!(!ledger.enter(Source::Ingest, || false));
+        let t = ledger.totals();
+        assert!(t.balances());
+        assert_eq!((t.ingested, t.dropped.queue_full, t.in_flight), (1, 1, 1));
+        ledger.judge(Status::Late);
+        let t = ledger.totals();
+        assert!(t.balances());
+        assert_eq!((t.late, t.in_flight), (1, 0));
+    }
+
+    #[test]
+    fn rates_are_per_second_over_the_window() {
+        let before = Totals::default();
+        let now = Totals {
+            generated: 40,
+            on_time: 30,
+            ..Totals::default()
+        };
+        let r = rates(&before, &now, Duration::from_secs(2));
+        assert_eq!((r.generated, r.on_time), (20.0, 15.0));
+    }
+}

@@ -1,0 +1,358 @@
+//! The work queue and the worker pool: where each event gets its verdict.
+//!
+//! Owns: the bounded work queue (`--queue`), the [`Intake`] every producer
+//! uses to enter events, the admission decision ([`admit`]), the work-time
+//! estimator ([`WorkEstimator`]), and the worker threads.
+//!
+//! Channels: producers write events into the work queue with `try_send` (a full
+//! queue is a `dropped/queue-full` verdict on the spot); workers read it. Every
+//! verdict, including queue-full drops, is written to the hub's outcome channel.
+//! The ledger records each entry and each verdict, so nothing leaves uncounted.
+//!
+//! Must not know: how outcomes are serialised or who watches them.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError, after, at, select_biased};
+
+use crate::config::Knobs;
+use crate::event::{DropReason, Event, Outcome, Status};
+use crate::stats::{Gauges, Ledger};
+
+/// The way into the pipeline, shared by the generator, ingest and tests.
+#[derive(Clone)]
+pub struct Intake {
+    queue: Sender<Event>,
+    ledger: Arc<Ledger>,
+    outcomes: Sender<Outcome>,
+}
+
+/// What became of a submitted event at the door.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// It is in the work queue and will get a verdict from a worker.
+    Queued,
+    /// The queue was full: it is counted and reported as `dropped/queue-full`.
+    QueueFull,
+}
+
+impl Intake {
+    /// Hands `event` to the work queue without waiting. A full queue drops it
+    /// at once; either way it is counted and will be reported downstream.
+    pub fn submit(&self, event: Event) -> Entry {
+        let mut refused = None;
+        let source = event.source;
+        let queued = self
+            .ledger
+            .enter(source, || match self.queue.try_send(event) {
+                Ok(()) => true,
+                Err(TrySendError::Full(e) | TrySendError::Disconnected(e)) => {
+                    refused = Some(e);
+                    false
+                }
+            });
+        if let Some(event) = refused {
+            let outcome = Outcome {
+                event,
+                status: Status::Dropped(DropReason::QueueFull),
+                decided: Instant::now(),
+            };
+            // The hub outlives every producer; a send error only happens in shutdown.
+            let _ = self.outcomes.send(outcome);
+        }
+        if queued { Entry::Queued } else { Entry::QueueFull }
+    }
+
+    /// Events waiting in the work queue now.
+    pub fn depth(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Most events the work queue holds.
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity().unwrap_or(0)
+    }
+}
+
+/// What a worker does with an event it has just taken from the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// The deadline has passed: drop it, do no work.
+    Expired,
+    /// The predicted work does not fit in the time left: drop it, do no work.
+    Infeasible,
+    /// Start the work; the deadline is `time_left` away.
+    Start {
+        /// Time from now until the absolute deadline.
+        time_left: Duration,
+    },
+}
+
+/// The admission decision at `now` for an event due at `deadline_at`.
+/// `predicted` is the expected work time, or `None` when admission control is off.
+pub fn admit(now: Instant, deadline_at: Instant, predicted: Option<Duration>) -> Admit {
+    let Some(time_left) = deadline_at.checked_duration_since(now).filter(|d| !d.is_zero()) else {
+        return Admit::Expired;
+    };
+    match predicted {
+        Some(work) if work > time_left => Admit::Infeasible,
+        _ => Admit::Start { time_left },
+    }
+}
+
+/// Predicts how long configured work takes: the 90th percentile of the last
+/// [`WorkEstimator::WINDOW`] measured durations.
+///
+/// - Until [`WorkEstimator::MIN_SAMPLES`] have been measured, it answers the
+///   90th percentile of the configured distribution, `work + 0.9 × jitter`.
+/// - A run abandoned at its deadline is recorded as the time it did run, a lower
+///   bound of its true length; the estimate can only err towards admitting.
+/// - When the configured work or jitter changes, the history is discarded.
+/// - It never looks at the duration an event is about to get: the decision
+///   must rely on what the worker could know before starting.
+#[derive(Debug)]
+pub struct WorkEstimator {
+    configured: (Duration, Duration),
+    samples: VecDeque<Duration>,
+    p90: Duration,
+    since_refresh: usize,
+}
+
+impl WorkEstimator {
+    /// Measured durations the percentile is taken over.
+    pub const WINDOW: usize = 256;
+    /// Measurements needed before they replace the configured seed.
+    pub const MIN_SAMPLES: usize = 20;
+    /// The percentile is recomputed after this many new samples (sorting 256
+    /// values on every event would be waste).
+    const REFRESH_EVERY: usize = 16;
+
+    /// An estimator seeded from configured `work` and `jitter`.
+    pub fn new(work: Duration, jitter: Duration) -> Self {
+        WorkEstimator {
+            configured: (work, jitter),
+            samples: VecDeque::with_capacity(Self::WINDOW),
+            p90: seed(work, jitter),
+            since_refresh: 0,
+        }
+    }
+
+    /// The predicted work time for the configuration `(work, jitter)`.
+    pub fn predict(&mut self, work: Duration, jitter: Duration) -> Duration {
+        if self.configured != (work, jitter) {
+            *self = WorkEstimator::new(work, jitter);
+        }
+        self.p90
+    }
+
+    /// Records a measured work duration.
+    pub fn observe(&mut self, took: Duration) {
+        if self.samples.len() == Self::WINDOW {
+            self.samples.pop_front();
+        }
+        self.samples.push_back(took);
+        self.since_refresh += 1;
+        let enough = self.samples.len() >= Self::MIN_SAMPLES;
+        if enough && (self.since_refresh >= Self::REFRESH_EVERY || self.samples.len() == Self::MIN_SAMPLES) {
+            self.p90 = percentile_90(&self.samples);
+            self.since_refresh = 0;
+        }
+    }
+}
+
+fn seed(work: Duration, jitter: Duration) -> Duration {
+    work + jitter.mul_f64(0.9)
+}
+
+fn percentile_90(samples: &VecDeque<Duration>) -> Duration {
+    let mut sorted: Vec<Duration> = samples.iter().copied().collect();
+    sorted.sort_unstable();
+    let rank = (sorted.len() * 9).div_ceil(10).max(1) - 1;
+    sorted[rank]
+}
+
+/// Builds the bounded work queue and the intake that feeds it.
+/// Returns the intake and the receiving end for the workers.
+pub fn work_queue(
+    capacity: usize,
+    ledger: Arc<Ledger>,
+    outcomes: Sender<Outcome>,
+) -> (Intake, Receiver<Event>) {
+    let (queue, taken) = crossbeam_channel::bounded(capacity);
+    (
+        Intake {
+            queue,
+            ledger,
+            outcomes,
+        },
+        taken,
+    )
+}
+
+/// What every worker shares.
+#[derive(Clone)]
+pub struct WorkerContext {
+    /// The live settings.
+    pub knobs: Arc<Knobs>,
+    /// The conservation ledger.
+    pub ledger: Arc<Ledger>,
+    /// Busy-worker and work-time gauges.
+    pub gauges: Arc<Gauges>,
+    /// The shared work-time estimator.
+    pub estimator: Arc<Mutex<WorkEstimator>>,
+}
+
+/// Starts `count` workers reading `queue`. They end once every intake is
+/// dropped and the queue is empty, each remaining event having got its verdict.
+pub fn spawn_workers(
+    count: usize,
+    queue: Receiver<Event>,
+    outcomes: Sender<Outcome>,
+    ctx: WorkerContext,
+) -> io::Result<Vec<JoinHandle<()>>> {
+    (0..count)
+        .map(|n| {
+            let (queue, outcomes, ctx) = (queue.clone(), outcomes.clone(), ctx.clone());
+            thread::Builder::new()
+                .name(format!("worker-{n}"))
+                .spawn(move || {
+                    for event in queue.iter() {
+                        let outcome = ctx.judge(event);
+                        ctx.ledger.judge(outcome.status);
+                        if outcomes.send(outcome).is_err() {
+                            break;
+                        }
+                    }
+                })
+        })
+        .collect()
+}
+
+impl WorkerContext {
+    /// Decides on `event` and, when admitted, runs its work under its deadline.
+    fn judge(&self, event: Event) -> Outcome {
+        let status = match admit(Instant::now(), event.deadline_at(), self.prediction(&event)) {
+            Admit::Expired => Status::Dropped(DropReason::Expired),
+            Admit::Infeasible => Status::Dropped(DropReason::Infeasible),
+            Admit::Start { .. } => self.run(&event),
+        };
+        Outcome {
+            event,
+            status,
+            decided: Instant::now(),
+        }
+    }
+
+    /// The expected work time, or `None` with admission control off. An event
+    /// that declares its own work is predicted by its declaration.
+    fn prediction(&self, event: &Event) -> Option<Duration> {
+        if !self.knobs.admission() {
+            return None;
+        }
+        Some(event.work.unwrap_or_else(|| {
+            self.lock_estimator()
+                .predict(self.knobs.work(), self.knobs.work_jitter())
+        }))
+    }
+
+    /// Runs the simulated work, racing it against the absolute deadline. The
+    /// verdict `late` is given the instant the deadline passes; the work is
+    /// abandoned and the worker is free at once.
+    fn run(&self, event: &Event) -> Status {
+        let work = event.work.unwrap_or_else(|| self.sample_work());
+        self.gauges.busy_workers.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let work_done = after(work);
+        let deadline = at(event.deadline_at());
+        let status = select_biased! {
+            recv(work_done) -> _ => Status::OnTime,
+            recv(deadline) -> _ => Status::Late,
+        };
+        let took = started.elapsed();
+        self.gauges.busy_workers.fetch_sub(1, Ordering::Relaxed);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.gauges.work_micros.fetch_add(micros, Ordering::Relaxed);
+        if event.work.is_none() {
+            self.lock_estimator().observe(took);
+        }
+        status
+    }
+
+    fn sample_work(&self) -> Duration {
+        let jitter_ms = u64::try_from(self.knobs.work_jitter().as_millis()).unwrap_or(u64::MAX);
+        self.knobs.work() + Duration::from_millis(fastrand::u64(0..=jitter_ms))
+    }
+
+    fn lock_estimator(&self) -> std::sync::MutexGuard<'_, WorkEstimator> {
+        self.estimator.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn an_event_past_its_deadline_is_expired() {
+        let now = Instant::now();
+        assert_eq!(admit(now, now - 5 * MS, Some(10 * MS)), Admit::Expired);
+        assert_eq!(admit(now, now, None), Admit::Expired);
+    }
+
+    #[test]
+    fn work_longer_than_the_time_left_is_infeasible() {
+        let now = Instant::now();
+        assert_eq!(admit(now, now + 40 * MS, Some(50 * MS)), Admit::Infeasible);
+    }
+
+    #[test]
+    fn work_that_fits_starts_with_the_time_left() {
+        let now = Instant::now();
+        assert_eq!(
+            admit(now, now + 100 * MS, Some(50 * MS)),
+            Admit::Start { time_left: 100 * MS }
+        );
+    }
+
+    #[test]
+    fn without_admission_control_any_unexpired_event_starts() {
+        let now = Instant::now();
+        assert_eq!(
+            admit(now, now + 10 * MS, None),
+            Admit::Start { time_left: 10 * MS }
+        );
+    }
+
+    #[test]
+    fn the_estimator_starts_from_the_configured_90th_percentile() {
+        let mut est = WorkEstimator::new(50 * MS, 100 * MS);
+        assert_eq!(est.predict(50 * MS, 100 * MS), 140 * MS);
+    }
+
+    #[test]
+    fn the_estimator_follows_measured_work() {
+        let mut est = WorkEstimator::new(50 * MS, Duration::ZERO);
+        for n in 1..=100u32 {
+            est.observe(n * MS);
+        }
+        // p90 of 1..=100 ms is 90 ms.
+        assert_eq!(est.predict(50 * MS, Duration::ZERO), 90 * MS);
+    }
+
+    #[test]
+    fn the_estimator_forgets_its_history_when_the_configuration_changes() {
+        let mut est = WorkEstimator::new(50 * MS, Duration::ZERO);
+        for _ in 0..100 {
+            est.observe(80 * MS);
+        }
+        assert_eq!(est.predict(50 * MS, Duration::ZERO), 80 * MS);
+        assert_eq!(est.predict(10 * MS, Duration::ZERO), 10 * MS);
+    }
+}
