@@ -14,7 +14,7 @@ use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
 /// Whether workers refuse work that cannot finish before its deadline.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Admission {
     /// Drop an event as `infeasible` when the predicted work exceeds the time left.
@@ -40,22 +40,22 @@ pub struct Config {
 
     /// Events generated per second by the built-in generator (0 disables it).
     #[arg(long, env = "PUNCTUAL_RATE", default_value_t = 20,
-          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+          value_parser = clap::value_parser!(u32).range(0..=RATE_MAX as i64))]
     pub rate: u32,
 
     /// Deadline of each generated event, in milliseconds after its creation.
     #[arg(long, env = "PUNCTUAL_DEADLINE_MS", default_value_t = 100,
-          value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+          value_parser = clap::value_parser!(u64).range(1..=MS_MAX))]
     pub deadline_ms: u64,
 
     /// Simulated work per event, in milliseconds.
     #[arg(long, env = "PUNCTUAL_WORK_MS", default_value_t = 50,
-          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+          value_parser = clap::value_parser!(u64).range(0..=MS_MAX))]
     pub work_ms: u64,
 
     /// Uniform random extra work per event: 0..=N milliseconds.
     #[arg(long, env = "PUNCTUAL_WORK_JITTER_MS", default_value_t = 0,
-          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+          value_parser = clap::value_parser!(u64).range(0..=MS_MAX))]
     pub work_jitter_ms: u64,
 
     /// Drop events whose predicted work does not fit in the time left (on|off).
@@ -97,6 +97,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub write_timeout: u64,
 
+    /// Bearer token required by every mutating endpoint (unset: no authentication).
+    #[arg(long, env = "PUNCTUAL_TOKEN", hide_env_values = true)]
+    #[serde(skip)]
+    pub token: Option<String>,
+
     /// Seconds unacknowledged data may wait before the kernel drops a connection (TCP_USER_TIMEOUT).
     #[arg(long, env = "PUNCTUAL_TCP_USER_TIMEOUT", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
@@ -111,6 +116,25 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The settings in force, with the live knobs' current values: reported in
+    /// stats, at `GET /api/config`, and in the start line.
+    pub fn effective(&self, knobs: &Knobs, max_clients: usize) -> serde_json::Value {
+        serde_json::json!({
+            "listen": self.listen.to_string(),
+            "rate": knobs.rate(),
+            "deadlineMs": knobs.deadline_ms.load(Ordering::Relaxed),
+            "workMs": knobs.work_ms.load(Ordering::Relaxed),
+            "workJitterMs": knobs.work_jitter_ms.load(Ordering::Relaxed),
+            "admission": if knobs.admission() { "on" } else { "off" },
+            "workers": self.workers,
+            "queue": self.queue,
+            "clientQueue": self.client_queue,
+            "maxClients": max_clients,
+            "logInterval": self.log_interval,
+            "auth": self.token.is_some(),
+        })
+    }
+
     /// The default configuration, listening on a free loopback port: what tests start.
     pub fn for_tests() -> Self {
         Config {
@@ -169,6 +193,68 @@ impl Knobs {
     }
 }
 
+/// A change of live settings, as sent to `PUT /api/config`. Absent fields stay
+/// as they are; unknown fields are refused so a typo is loud.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KnobsUpdate {
+    /// New generator rate, events/s (0 stops the generator).
+    pub rate: Option<u64>,
+    /// New deadline of generated events, ms.
+    pub deadline_ms: Option<u64>,
+    /// New configured work, ms.
+    pub work_ms: Option<u64>,
+    /// New jitter bound, ms.
+    pub work_jitter_ms: Option<u64>,
+    /// Admission control on or off.
+    pub admission: Option<Admission>,
+}
+
+/// The accepted ranges of the live settings, shared by flags and updates.
+const RATE_MAX: u64 = 1_000_000;
+const MS_MAX: u64 = 3_600_000;
+
+impl KnobsUpdate {
+    /// Checks every field against its range; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        let check = |name: &str, value: Option<u64>, min: u64, max: u64| match value {
+            Some(v) if v < min || v > max => Err(format!("{name} must be between {min} and {max}, got {v}")),
+            _ => Ok(()),
+        };
+        check("rate", self.rate, 0, RATE_MAX)?;
+        check("deadlineMs", self.deadline_ms, 1, MS_MAX)?;
+        check("workMs", self.work_ms, 0, MS_MAX)?;
+        check("workJitterMs", self.work_jitter_ms, 0, MS_MAX)
+    }
+}
+
+impl Knobs {
+    /// Applies a validated update and describes what changed (for the log).
+    pub fn apply(&self, update: &KnobsUpdate) -> Result<Vec<String>, String> {
+        update.validate()?;
+        let mut changes = Vec::new();
+        let mut set = |name: &str, cell: &AtomicU64, value: Option<u64>| {
+            if let Some(new) = value {
+                let old = cell.swap(new, Ordering::Relaxed);
+                if old != new {
+                    changes.push(format!("{name} {old} → {new}"));
+                }
+            }
+        };
+        set("rate", &self.rate, update.rate);
+        set("deadlineMs", &self.deadline_ms, update.deadline_ms);
+        set("workMs", &self.work_ms, update.work_ms);
+        set("workJitterMs", &self.work_jitter_ms, update.work_jitter_ms);
+        if let Some(admission) = update.admission {
+            let on = admission == Admission::On;
+            if self.admission.swap(on, Ordering::Relaxed) != on {
+                changes.push(format!("admission → {}", if on { "on" } else { "off" }));
+            }
+        }
+        Ok(changes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +266,33 @@ mod tests {
         assert_eq!((c.rate, c.deadline_ms, c.work_ms, c.work_jitter_ms), (20, 100, 50, 0));
         assert_eq!((c.workers, c.queue, c.client_queue, c.max_clients), (4, 64, 256, 10_000));
         assert_eq!(c.admission, Admission::On);
+    }
+
+    #[test]
+    fn an_update_out_of_range_is_refused_and_changes_nothing() {
+        let knobs = Knobs::new(&Config::default());
+        let update = KnobsUpdate {
+            rate: Some(50),
+            deadline_ms: Some(0),
+            ..KnobsUpdate::default()
+        };
+        let err = knobs.apply(&update).expect_err("deadline 0 is nonsense");
+        assert!(err.contains("deadlineMs"), "{err}");
+        assert_eq!(knobs.rate(), 20);
+    }
+
+    #[test]
+    fn an_update_reports_what_it_changed() {
+        let knobs = Knobs::new(&Config::default());
+        let update = KnobsUpdate {
+            work_ms: Some(150),
+            admission: Some(Admission::Off),
+            ..KnobsUpdate::default()
+        };
+        let changes = knobs.apply(&update).expect("valid");
+        assert_eq!(changes, ["workMs 50 → 150", "admission → off"]);
+        assert_eq!(knobs.work(), Duration::from_millis(150));
+        assert!(!knobs.admission());
     }
 
     #[test]

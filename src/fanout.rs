@@ -178,7 +178,7 @@ pub fn spawn(
     let (subscribe, subscribed) = crossbeam_channel::bounded(SUBSCRIBE_CHANNEL_CAPACITY);
     let handle = thread::Builder::new()
         .name("fanout".into())
-        .spawn(move || run(&broadcasts, &subscribed, &gauges))?;
+        .spawn(move || run(&broadcasts, subscribed, &gauges))?;
     Ok((
         Subscriptions {
             subscribe,
@@ -188,11 +188,16 @@ pub fn spawn(
     ))
 }
 
-fn run(broadcasts: &Receiver<Broadcast>, subscribed: &Receiver<Subscriber>, gauges: &Gauges) {
+fn run(broadcasts: &Receiver<Broadcast>, subscribed: Receiver<Subscriber>, gauges: &Gauges) {
     let mut subscribers: Vec<Subscriber> = Vec::new();
+    let mut subscribed = subscribed;
     loop {
         select_biased! {
-            recv(subscribed) -> s => if let Ok(s) = s { subscribers.push(s) },
+            recv(subscribed) -> s => match s {
+                Ok(s) => subscribers.push(s),
+                // No transport is left to subscribe (shutdown): stop watching.
+                Err(_) => subscribed = crossbeam_channel::never(),
+            },
             recv(broadcasts) -> message => match message {
                 Ok(message) => deliver(&mut subscribers, &message, gauges),
                 Err(_) => break,

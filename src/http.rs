@@ -23,7 +23,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
-use crate::config::Config;
+use crate::config::{Config, Knobs, KnobsUpdate};
 use crate::fanout::Subscriptions;
 use crate::hub::LatestStats;
 use crate::transport::{ClientSlots, ws};
@@ -83,6 +83,10 @@ pub struct App {
     pub static_dir: Option<PathBuf>,
     /// Numbers writer threads (`ws-1`, `ws-2`, …).
     pub next_client: AtomicU64,
+    /// The live settings, changed by `PUT /api/config`.
+    pub knobs: Arc<Knobs>,
+    /// The settings the daemon started with.
+    pub config: Config,
 }
 
 /// The tiny_http server currently reading the listening socket, and what is
@@ -280,15 +284,82 @@ fn route(app: &App, request: Request) {
             Some((_, json_bytes)) => json(200, json_bytes.to_vec()),
             None => error(503, "no stats snapshot yet; retry in a second"),
         },
+        ("/api/config", Method::Get) => json(200, app.settings().to_string().into_bytes()),
+        ("/api/config", Method::Put) => {
+            let mut request = request;
+            let reply = change_settings(app, &mut request);
+            return respond(request, reply);
+        }
         (_, Method::Get) => match static_file(app, &path) {
             Some(reply) => reply,
             None => error(404, &format!("no such resource: {path}")),
         },
         ("/ws" | "/healthz" | "/api/stats", _) => error(405, &format!("{path} only answers GET")),
+        ("/api/config", _) => error(405, "/api/config answers GET and PUT"),
         (_, _) if static_name(&path).is_some() => error(405, &format!("{path} only answers GET")),
         (_, _) => error(404, &format!("no such resource: {path}")),
     };
     respond(request, reply);
+}
+
+impl App {
+    fn settings(&self) -> serde_json::Value {
+        self.config.effective(&self.knobs, self.slots.max())
+    }
+
+    /// Whether `request` may change state: always when no `--token` is set,
+    /// otherwise only with `Authorization: Bearer <token>` (compared in constant time).
+    fn authorized(&self, request: &Request) -> bool {
+        let Some(token) = &self.config.token else {
+            return true;
+        };
+        let presented = header_value(request, "Authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        constant_time_eq::constant_time_eq(presented.as_bytes(), token.as_bytes())
+    }
+}
+
+/// Largest body `PUT /api/config` reads.
+const MAX_CONFIG_BODY: u64 = 16 * 1024;
+
+/// `PUT /api/config`: validates the whole change before applying any of it.
+fn change_settings(app: &App, request: &mut Request) -> Reply {
+    if !app.authorized(request) {
+        return error(401, "missing or wrong token: send Authorization: Bearer <token>");
+    }
+    let content_type = header_value(request, "Content-Type").unwrap_or("");
+    if !content_type.trim().starts_with("application/json") {
+        return error(415, "send the change as Content-Type: application/json");
+    }
+    let body = match read_body(request, MAX_CONFIG_BODY) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let update: KnobsUpdate = match serde_json::from_slice(&body) {
+        Ok(update) => update,
+        Err(e) => return error(400, &format!("invalid config change: {e}")),
+    };
+    match app.knobs.apply(&update) {
+        Ok(changes) if changes.is_empty() => {}
+        Ok(changes) => log::info!("settings changed: {}", changes.join(", ")),
+        Err(e) => return error(400, &e),
+    }
+    json(200, app.settings().to_string().into_bytes())
+}
+
+/// Reads a request body of at most `limit` bytes; a longer one is refused with 413.
+fn read_body(request: &mut Request, limit: u64) -> Result<Vec<u8>, Reply> {
+    if request.body_length().is_some_and(|n| n as u64 > limit) {
+        return Err(error(413, &format!("body too large: at most {limit} bytes")));
+    }
+    let mut body = Vec::new();
+    match request.as_reader().take(limit + 1).read_to_end(&mut body) {
+        Ok(_) if body.len() as u64 > limit => Err(error(413, &format!("body too large: at most {limit} bytes"))),
+        Ok(_) => Ok(body),
+        Err(e) => Err(error(400, &format!("could not read the body: {e}"))),
+    }
 }
 
 /// Answers a WebSocket upgrade and hands the connection to a writer thread.
@@ -345,6 +416,16 @@ const STATIC_FILES: &[StaticFile] = &[
         name: "app.js",
         content_type: "text/javascript; charset=utf-8",
         embedded: include_bytes!("../static/app.js"),
+    },
+    StaticFile {
+        name: "logic.js",
+        content_type: "text/javascript; charset=utf-8",
+        embedded: include_bytes!("../static/logic.js"),
+    },
+    StaticFile {
+        name: "charts.js",
+        content_type: "text/javascript; charset=utf-8",
+        embedded: include_bytes!("../static/charts.js"),
     },
     StaticFile {
         name: "style.css",

@@ -82,7 +82,7 @@ impl Server {
                     rate: knobs.rate(),
                     lag_ticks: gauges.lag_ticks.load(std::sync::atomic::Ordering::Relaxed),
                 },
-                config: effective_settings(&config, &knobs, max_clients),
+                config: config.effective(&knobs, max_clients),
             }
         };
         let hub_thread = Hub {
@@ -111,6 +111,8 @@ impl Server {
             latest: Arc::clone(&latest),
             static_dir: config.static_dir.clone(),
             next_client: Default::default(),
+            knobs: Arc::clone(&knobs),
+            config: config.clone(),
         });
         let mut producers = http::spawn(listener, app, stopped.clone())?;
         producers.push(generator::spawn(intake.clone(), Arc::clone(&knobs), gauges, stopped)?);
@@ -118,7 +120,7 @@ impl Server {
         log::info!(
             "punctual {} serving http://{addr}/ — {}",
             env!("CARGO_PKG_VERSION"),
-            effective_settings(&config, &knobs, max_clients)
+            config.effective(&knobs, max_clients)
         );
         Ok(Server {
             addr,
@@ -192,21 +194,4 @@ fn join_all(threads: &mut Vec<JoinHandle<()>>) {
             log::error!("thread {name} panicked");
         }
     }
-}
-
-/// The settings in force, as reported in stats and the start line.
-fn effective_settings(config: &Config, knobs: &Knobs, max_clients: usize) -> serde_json::Value {
-    serde_json::json!({
-        "listen": config.listen.to_string(),
-        "rate": knobs.rate(),
-        "deadlineMs": knobs.deadline().as_millis() as u64,
-        "workMs": knobs.work().as_millis() as u64,
-        "workJitterMs": knobs.work_jitter().as_millis() as u64,
-        "admission": if knobs.admission() { "on" } else { "off" },
-        "workers": config.workers,
-        "queue": config.queue,
-        "clientQueue": config.client_queue,
-        "maxClients": max_clients,
-        "logInterval": config.log_interval,
-    })
 }
