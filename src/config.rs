@@ -218,7 +218,9 @@ impl KnobsUpdate {
     /// Checks every field against its range; the error names the field.
     pub fn validate(&self) -> Result<(), String> {
         let check = |name: &str, value: Option<u64>, min: u64, max: u64| match value {
-            Some(v) if v < min || v > max => Err(format!("{name} must be between {min} and {max}, got {v}")),
+            Some(v) if v < min || v > max => {
+                Err(format!("{name} must be between {min} and {max}, got {v}"))
+            }
             _ => Ok(()),
         };
         check("rate", self.rate, 0, RATE_MAX)?;
@@ -263,8 +265,14 @@ mod tests {
     fn defaults_match_the_documented_values() {
         let c = Config::default();
         assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
-        assert_eq!((c.rate, c.deadline_ms, c.work_ms, c.work_jitter_ms), (20, 100, 50, 0));
-        assert_eq!((c.workers, c.queue, c.client_queue, c.max_clients), (4, 64, 256, 10_000));
+        assert_eq!(
+            (c.rate, c.deadline_ms, c.work_ms, c.work_jitter_ms),
+            (20, 100, 50, 0)
+        );
+        assert_eq!(
+            (c.workers, c.queue, c.client_queue, c.max_clients),
+            (4, 64, 256, 10_000)
+        );
         assert_eq!(c.admission, Admission::On);
     }
 

@@ -276,8 +276,14 @@ mod tests {
         let slow = Arc::new(ClientQueue::new(1));
         let fast = Arc::new(ClientQueue::new(100));
         let mut subs = vec![
-            Subscriber { queue: Arc::clone(&slow), wants_stats: false },
-            Subscriber { queue: Arc::clone(&fast), wants_stats: false },
+            Subscriber {
+                queue: Arc::clone(&slow),
+                wants_stats: false,
+            },
+            Subscriber {
+                queue: Arc::clone(&fast),
+                wants_stats: false,
+            },
         ];
         for seq in 1..=10 {
             deliver(&mut subs, &message(seq), &gauges);

@@ -71,7 +71,10 @@ impl Ticker {
     /// are skipped and reported, never emitted later as a burst.
     pub fn poll(&mut self, now: Instant) -> Due {
         if self.rate == 0 || now < self.next_due() {
-            return Due { emit: 0, skipped: 0 };
+            return Due {
+                emit: 0,
+                skipped: 0,
+            };
         }
         let elapsed = now.duration_since(self.start).as_nanos();
         let last_due = (elapsed * u128::from(self.rate) / 1_000_000_000) as u64;
@@ -144,10 +147,22 @@ mod tests {
         let t0 = Instant::now();
         let mut ticker = Ticker::new(t0, 20);
         assert_eq!(ticker.next_due(), t0);
-        assert_eq!(ticker.poll(t0), Due { emit: 1, skipped: 0 });
+        assert_eq!(
+            ticker.poll(t0),
+            Due {
+                emit: 1,
+                skipped: 0
+            }
+        );
         assert_eq!(ticker.next_due(), t0 + 50 * MS);
         // Waking 30 ms late does not shift the schedule.
-        assert_eq!(ticker.poll(t0 + 80 * MS), Due { emit: 1, skipped: 0 });
+        assert_eq!(
+            ticker.poll(t0 + 80 * MS),
+            Due {
+                emit: 1,
+                skipped: 0
+            }
+        );
         assert_eq!(ticker.next_due(), t0 + 100 * MS);
     }
 
@@ -156,7 +171,13 @@ mod tests {
         let t0 = Instant::now();
         let mut ticker = Ticker::new(t0, 20);
         ticker.poll(t0);
-        assert_eq!(ticker.poll(t0 + 49 * MS), Due { emit: 0, skipped: 0 });
+        assert_eq!(
+            ticker.poll(t0 + 49 * MS),
+            Due {
+                emit: 0,
+                skipped: 0
+            }
+        );
     }
 
     #[test]
@@ -165,7 +186,13 @@ mod tests {
         let mut ticker = Ticker::new(t0, 5000);
         ticker.poll(t0);
         // 1 ms at 5000/s is 5 ticks (0.2 ms apart).
-        assert_eq!(ticker.poll(t0 + MS), Due { emit: 5, skipped: 0 });
+        assert_eq!(
+            ticker.poll(t0 + MS),
+            Due {
+                emit: 5,
+                skipped: 0
+            }
+        );
     }
 
     #[test]
@@ -175,7 +202,13 @@ mod tests {
         ticker.poll(t0);
         // 2 s behind at 1000/s: 2000 ticks due, at most 100 ms worth (100) emitted.
         let due = ticker.poll(t0 + Duration::from_secs(2));
-        assert_eq!(due, Due { emit: 100, skipped: 1900 });
+        assert_eq!(
+            due,
+            Due {
+                emit: 100,
+                skipped: 1900
+            }
+        );
         assert_eq!(ticker.next_due(), t0 + Duration::from_secs(2) + MS);
     }
 

@@ -55,7 +55,11 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// into a write error. `SO_RCVTIMEO` is deliberately left unset — `accept()`
 /// honours it and tiny_http's accept thread ends on the first timeout.
 pub fn bind(config: &Config) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(config.listen), Type::STREAM, Some(Protocol::TCP))?;
+    let socket = Socket::new(
+        Domain::for_address(config.listen),
+        Type::STREAM,
+        Some(Protocol::TCP),
+    )?;
     socket.set_reuse_address(true)?;
     socket.set_tcp_nodelay(true)?;
     socket.set_write_timeout(Some(Duration::from_secs(config.write_timeout)))?;
@@ -120,22 +124,31 @@ impl Front {
         }
         match serve_on(&self.listener) {
             Ok(server) => {
-                log::error!("HTTP front stopped answering ({why}); started a fresh one on the same socket");
+                log::error!(
+                    "HTTP front stopped answering ({why}); started a fresh one on the same socket"
+                );
                 *guard = (seen + 1, server);
             }
-            Err(e) => log::error!("HTTP front stopped answering ({why}) and could not be restarted: {e}"),
+            Err(e) => {
+                log::error!("HTTP front stopped answering ({why}) and could not be restarted: {e}")
+            }
         }
     }
 }
 
 fn serve_on(listener: &TcpListener) -> io::Result<Arc<tiny_http::Server>> {
-    let server = tiny_http::Server::from_listener(listener.try_clone()?, None).map_err(io::Error::other)?;
+    let server =
+        tiny_http::Server::from_listener(listener.try_clone()?, None).map_err(io::Error::other)?;
     Ok(Arc::new(server))
 }
 
 /// Starts the front on `listener`: the request threads and the supervisor.
 /// They end when `stop` is disconnected.
-pub fn spawn(listener: TcpListener, app: Arc<App>, stop: Receiver<()>) -> io::Result<Vec<JoinHandle<()>>> {
+pub fn spawn(
+    listener: TcpListener,
+    app: Arc<App>,
+    stop: Receiver<()>,
+) -> io::Result<Vec<JoinHandle<()>>> {
     let probe_addr = loopback_of(listener.local_addr()?);
     let front = Arc::new(Front::new(listener)?);
     let mut threads = Vec::with_capacity(REQUEST_THREADS + 1);
@@ -228,7 +241,8 @@ pub fn probe(addr: SocketAddr) -> io::Result<()> {
 type Reply = Response<Cursor<Vec<u8>>>;
 
 fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("header names and values here are ASCII")
+    Header::from_bytes(name.as_bytes(), value.as_bytes())
+        .expect("header names and values here are ASCII")
 }
 
 fn body(status: u16, content_type: &str, bytes: Vec<u8>) -> Reply {
@@ -244,7 +258,12 @@ fn json(status: u16, bytes: Vec<u8>) -> Reply {
 
 /// A JSON error answer: `{"error": message}`.
 pub fn error(status: u16, message: &str) -> Reply {
-    json(status, serde_json::json!({ "error": message }).to_string().into_bytes())
+    json(
+        status,
+        serde_json::json!({ "error": message })
+            .to_string()
+            .into_bytes(),
+    )
 }
 
 fn respond(request: Request, reply: Reply) {
@@ -327,7 +346,10 @@ const MAX_CONFIG_BODY: u64 = 16 * 1024;
 /// `PUT /api/config`: validates the whole change before applying any of it.
 fn change_settings(app: &App, request: &mut Request) -> Reply {
     if !app.authorized(request) {
-        return error(401, "missing or wrong token: send Authorization: Bearer <token>");
+        return error(
+            401,
+            "missing or wrong token: send Authorization: Bearer <token>",
+        );
     }
     let content_type = header_value(request, "Content-Type").unwrap_or("");
     if !content_type.trim().starts_with("application/json") {
@@ -337,7 +359,7 @@ fn change_settings(app: &App, request: &mut Request) -> Reply {
         Ok(body) => body,
         Err(reply) => return reply,
     };
-    let update: KnobsUpdate = match serde_json::from_slice(&body) {
+    let update: KnobsUpdate = match parse_json(&body) {
         Ok(update) => update,
         Err(e) => return error(400, &format!("invalid config change: {e}")),
     };
@@ -349,14 +371,33 @@ fn change_settings(app: &App, request: &mut Request) -> Reply {
     json(200, app.settings().to_string().into_bytes())
 }
 
+/// Parses JSON into `T`; the error names the field at fault (`rate: invalid value …`).
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        match e.path().to_string() {
+            path if path == "." => e.inner().to_string(),
+            path => format!("{path}: {}", e.inner()),
+        }
+    })?;
+    deserializer.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
 /// Reads a request body of at most `limit` bytes; a longer one is refused with 413.
 fn read_body(request: &mut Request, limit: u64) -> Result<Vec<u8>, Reply> {
     if request.body_length().is_some_and(|n| n as u64 > limit) {
-        return Err(error(413, &format!("body too large: at most {limit} bytes")));
+        return Err(error(
+            413,
+            &format!("body too large: at most {limit} bytes"),
+        ));
     }
     let mut body = Vec::new();
     match request.as_reader().take(limit + 1).read_to_end(&mut body) {
-        Ok(_) if body.len() as u64 > limit => Err(error(413, &format!("body too large: at most {limit} bytes"))),
+        Ok(_) if body.len() as u64 > limit => Err(error(
+            413,
+            &format!("body too large: at most {limit} bytes"),
+        )),
         Ok(_) => Ok(body),
         Err(e) => Err(error(400, &format!("could not read the body: {e}"))),
     }
@@ -372,16 +413,25 @@ fn upgrade_websocket(app: &App, request: Request) {
     let Some(key) = key.filter(|_| is_upgrade) else {
         return respond(
             request,
-            error(400, "/ws is a WebSocket endpoint: send Upgrade: websocket, Connection: Upgrade and Sec-WebSocket-Key"),
+            error(
+                400,
+                "/ws is a WebSocket endpoint: send Upgrade: websocket, Connection: Upgrade and Sec-WebSocket-Key",
+            ),
         );
     };
     if version.map(str::trim) != Some("13") {
-        let reply = error(426, "unsupported WebSocket version: send Sec-WebSocket-Version: 13")
-            .with_header(header("Sec-WebSocket-Version", "13"));
+        let reply = error(
+            426,
+            "unsupported WebSocket version: send Sec-WebSocket-Version: 13",
+        )
+        .with_header(header("Sec-WebSocket-Version", "13"));
         return respond(request, reply);
     }
     let Some(slot) = app.slots.try_take() else {
-        let message = format!("client limit reached ({} connected); try again later", app.slots.max());
+        let message = format!(
+            "client limit reached ({} connected); try again later",
+            app.slots.max()
+        );
         return respond(request, error(503, &message));
     };
     let wants_stats = query_param(request.url(), "stats") == Some("1");
@@ -389,7 +439,8 @@ fn upgrade_websocket(app: &App, request: Request) {
         return respond(request, error(503, "shutting down"));
     };
     let accept = ws::accept_key(&key);
-    let handshake = Response::empty(StatusCode(101)).with_header(header("Sec-WebSocket-Accept", &accept));
+    let handshake =
+        Response::empty(StatusCode(101)).with_header(header("Sec-WebSocket-Accept", &accept));
     let stream = request.upgrade("websocket", handshake);
     let name = format!("ws-{}", app.next_client.fetch_add(1, Ordering::Relaxed) + 1);
     log::debug!("{name} connected (stats: {wants_stats})");

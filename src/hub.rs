@@ -64,7 +64,10 @@ pub struct LatestStats {
 impl LatestStats {
     /// The latest snapshot and its JSON, once the first one is taken.
     pub fn get(&self) -> Option<(Arc<Snapshot>, Bytes)> {
-        self.latest.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set(&self, snapshot: Arc<Snapshot>, json: Bytes) {
@@ -92,7 +95,9 @@ impl Hub {
     /// Starts the hub thread. It ends when every outcome sender is gone and the
     /// channel is drained, after publishing a final snapshot.
     pub fn spawn(self) -> io::Result<JoinHandle<()>> {
-        thread::Builder::new().name("hub".into()).spawn(move || self.run())
+        thread::Builder::new()
+            .name("hub".into())
+            .spawn(move || self.run())
     }
 
     fn run(self) {

@@ -16,7 +16,9 @@ use crossbeam_channel::Sender;
 use crate::config::{Config, Knobs};
 use crate::event::Event;
 use crate::hub::{self, Hub, LatestStats};
-use crate::stats::{ClientState, Gauges, GeneratorState, Ledger, QueueState, Readings, Snapshot, WorkerState};
+use crate::stats::{
+    ClientState, Gauges, GeneratorState, Ledger, QueueState, Readings, Snapshot, WorkerState,
+};
 use crate::time::WallClock;
 use crate::transport::ClientSlots;
 use crate::workers::{self, Entry, Intake, WorkEstimator, WorkerContext};
@@ -40,8 +42,9 @@ impl Server {
     /// serving. Fails only when the address cannot be bound or a thread cannot
     /// be started.
     pub fn start(config: Config) -> io::Result<Server> {
-        let listener = http::bind(&config)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen)))?;
+        let listener = http::bind(&config).map_err(|e| {
+            io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
+        })?;
         let addr = listener.local_addr()?;
         let max_clients = limits::client_cap(config.max_clients as usize);
 
@@ -53,14 +56,26 @@ impl Server {
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
 
         let (outcome_tx, outcome_rx) = crossbeam_channel::bounded(hub::OUTCOME_CHANNEL_CAPACITY);
-        let (broadcast_tx, broadcast_rx) = crossbeam_channel::bounded(hub::BROADCAST_CHANNEL_CAPACITY);
-        let (intake, queue) = workers::work_queue(config.queue as usize, Arc::clone(&ledger), outcome_tx.clone());
+        let (broadcast_tx, broadcast_rx) =
+            crossbeam_channel::bounded(hub::BROADCAST_CHANNEL_CAPACITY);
+        let (intake, queue) = workers::work_queue(
+            config.queue as usize,
+            Arc::clone(&ledger),
+            outcome_tx.clone(),
+        );
 
-        let (subscriptions, fanout_thread) =
-            fanout::spawn(broadcast_rx, config.client_queue as usize, Arc::clone(&gauges))?;
+        let (subscriptions, fanout_thread) = fanout::spawn(
+            broadcast_rx,
+            config.client_queue as usize,
+            Arc::clone(&gauges),
+        )?;
         let readings = {
-            let (ledger, gauges, knobs, queue) =
-                (Arc::clone(&ledger), Arc::clone(&gauges), Arc::clone(&knobs), queue.clone());
+            let (ledger, gauges, knobs, queue) = (
+                Arc::clone(&ledger),
+                Arc::clone(&gauges),
+                Arc::clone(&knobs),
+                queue.clone(),
+            );
             let (config, workers) = (config.clone(), config.workers as usize);
             move || Readings {
                 totals: ledger.totals(),
@@ -69,14 +84,22 @@ impl Server {
                     capacity: queue.capacity().unwrap_or(0),
                 },
                 workers: WorkerState {
-                    busy: gauges.busy_workers.load(std::sync::atomic::Ordering::Relaxed),
+                    busy: gauges
+                        .busy_workers
+                        .load(std::sync::atomic::Ordering::Relaxed),
                     total: workers,
-                    work_ms_total: gauges.work_micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1000.0,
+                    work_ms_total: gauges
+                        .work_micros
+                        .load(std::sync::atomic::Ordering::Relaxed)
+                        as f64
+                        / 1000.0,
                 },
                 clients: ClientState {
                     connected: gauges.clients.load(std::sync::atomic::Ordering::Relaxed),
                     max: max_clients,
-                    dropped_messages: gauges.client_dropped.load(std::sync::atomic::Ordering::Relaxed),
+                    dropped_messages: gauges
+                        .client_dropped
+                        .load(std::sync::atomic::Ordering::Relaxed),
                 },
                 generator: GeneratorState {
                     rate: knobs.rate(),
@@ -99,7 +122,10 @@ impl Server {
             knobs: Arc::clone(&knobs),
             ledger: Arc::clone(&ledger),
             gauges: Arc::clone(&gauges),
-            estimator: Arc::new(Mutex::new(WorkEstimator::new(knobs.work(), knobs.work_jitter()))),
+            estimator: Arc::new(Mutex::new(WorkEstimator::new(
+                knobs.work(),
+                knobs.work_jitter(),
+            ))),
         };
         let mut pipeline = workers::spawn_workers(config.workers as usize, queue, outcome_tx, ctx)?;
         pipeline.push(hub_thread);
@@ -115,7 +141,12 @@ impl Server {
             config: config.clone(),
         });
         let mut producers = http::spawn(listener, app, stopped.clone())?;
-        producers.push(generator::spawn(intake.clone(), Arc::clone(&knobs), gauges, stopped)?);
+        producers.push(generator::spawn(
+            intake.clone(),
+            Arc::clone(&knobs),
+            gauges,
+            stopped,
+        )?);
 
         log::info!(
             "punctual {} serving http://{addr}/ — {}",

@@ -298,7 +298,8 @@ impl Window {
     pub fn record(&mut self, outcome: &Outcome) {
         if matches!(outcome.status, Status::OnTime | Status::Late) {
             let micros = u64::try_from(outcome.latency().as_micros()).unwrap_or(u64::MAX);
-            self.latency_us.saturating_record(micros.clamp(1, MAX_TRACKED_LATENCY_US));
+            self.latency_us
+                .saturating_record(micros.clamp(1, MAX_TRACKED_LATENCY_US));
         }
     }
 

@@ -65,7 +65,11 @@ impl Intake {
             // The hub outlives every producer; a send error only happens in shutdown.
             let _ = self.outcomes.send(outcome);
         }
-        if queued { Entry::Queued } else { Entry::QueueFull }
+        if queued {
+            Entry::Queued
+        } else {
+            Entry::QueueFull
+        }
     }
 
     /// Events waiting in the work queue now.
@@ -96,7 +100,10 @@ pub enum Admit {
 /// The admission decision at `now` for an event due at `deadline_at`.
 /// `predicted` is the expected work time, or `None` when admission control is off.
 pub fn admit(now: Instant, deadline_at: Instant, predicted: Option<Duration>) -> Admit {
-    let Some(time_left) = deadline_at.checked_duration_since(now).filter(|d| !d.is_zero()) else {
+    let Some(time_left) = deadline_at
+        .checked_duration_since(now)
+        .filter(|d| !d.is_zero())
+    else {
         return Admit::Expired;
     };
     match predicted {
@@ -158,7 +165,10 @@ impl WorkEstimator {
         self.samples.push_back(took);
         self.since_refresh += 1;
         let enough = self.samples.len() >= Self::MIN_SAMPLES;
-        if enough && (self.since_refresh >= Self::REFRESH_EVERY || self.samples.len() == Self::MIN_SAMPLES) {
+        if enough
+            && (self.since_refresh >= Self::REFRESH_EVERY
+                || self.samples.len() == Self::MIN_SAMPLES)
+        {
             self.p90 = percentile_90(&self.samples);
             self.since_refresh = 0;
         }
@@ -317,7 +327,9 @@ mod tests {
         let now = Instant::now();
         assert_eq!(
             admit(now, now + 100 * MS, Some(50 * MS)),
-            Admit::Start { time_left: 100 * MS }
+            Admit::Start {
+                time_left: 100 * MS
+            }
         );
     }
 

@@ -12,7 +12,10 @@ use serde_json::Value;
 const WAIT: Duration = Duration::from_secs(20);
 
 fn statuses(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["status"].as_str().unwrap_or("?").to_owned()).collect()
+    events
+        .iter()
+        .map(|e| e["status"].as_str().unwrap_or("?").to_owned())
+        .collect()
 }
 
 #[test]
@@ -25,18 +28,33 @@ fn every_client_receives_the_same_sequence_of_outcomes() {
         .map(|client| {
             events(client, 150, WAIT)
                 .iter()
-                .map(|e| (e["seq"].as_u64().expect("seq"), e["id"].as_str().expect("id").to_owned()))
+                .map(|e| {
+                    (
+                        e["seq"].as_u64().expect("seq"),
+                        e["id"].as_str().expect("id").to_owned(),
+                    )
+                })
                 .collect()
         })
         .collect();
     for sequence in &seen {
         for pair in sequence.windows(2) {
-            assert_eq!(pair[1].0, pair[0].0 + 1, "seq has a gap or repeat: {pair:?}");
+            assert_eq!(
+                pair[1].0,
+                pair[0].0 + 1,
+                "seq has a gap or repeat: {pair:?}"
+            );
         }
     }
     // Clients joined at slightly different moments: compare where they overlap.
     let first = seen.iter().map(|s| s[0].0).max().expect("three clients");
-    let overlap = |s: &Vec<(u64, String)>| s.iter().filter(|(seq, _)| *seq >= first).take(100).cloned().collect::<Vec<_>>();
+    let overlap = |s: &Vec<(u64, String)>| {
+        s.iter()
+            .filter(|(seq, _)| *seq >= first)
+            .take(100)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     assert!(overlap(&seen[0]).len() >= 100);
     assert_eq!(overlap(&seen[0]), overlap(&seen[1]));
     assert_eq!(overlap(&seen[0]), overlap(&seen[2]));
@@ -51,14 +69,24 @@ fn work_well_inside_the_deadline_is_on_time() {
     });
     let mut client = connect(server.local_addr(), "/ws");
     let got = events(&mut client, 30, WAIT);
-    assert!(statuses(&got).iter().all(|s| s == "on-time"), "{:?}", statuses(&got));
+    assert!(
+        statuses(&got).iter().all(|s| s == "on-time"),
+        "{:?}",
+        statuses(&got)
+    );
     for e in &got {
         let latency = e["latencyMs"].as_f64().expect("latencyMs");
         assert!((10.0..500.0).contains(&latency), "latency {latency}");
         assert_eq!(e["source"], "generator");
         assert_eq!(e["deadlineMs"], 500.0);
-        let (created, processed) = (e["createdAt"].as_f64().expect("createdAt"), e["processedAt"].as_f64().expect("processedAt"));
-        assert!((processed - created - latency).abs() < 0.01, "processedAt - createdAt must equal latencyMs");
+        let (created, processed) = (
+            e["createdAt"].as_f64().expect("createdAt"),
+            e["processedAt"].as_f64().expect("processedAt"),
+        );
+        assert!(
+            (processed - created - latency).abs() < 0.01,
+            "processedAt - createdAt must equal latencyMs"
+        );
         assert!(e.get("dropReason").is_none());
     }
 }
@@ -78,7 +106,10 @@ fn late_verdict_is_given_at_the_deadline_not_when_work_ends() {
         assert_eq!(e["status"], "late", "{e}");
         let latency = e["latencyMs"].as_f64().expect("latencyMs");
         // Close to the 100 ms deadline, far from the 1 000 ms of work.
-        assert!((99.0..400.0).contains(&latency), "late verdict came after {latency} ms");
+        assert!(
+            (99.0..400.0).contains(&latency),
+            "late verdict came after {latency} ms"
+        );
     }
 }
 
@@ -97,7 +128,10 @@ fn admission_control_drops_infeasible_work_without_spending_worker_time() {
         assert!(e["latencyMs"].as_f64().expect("latencyMs") < 100.0);
     }
     let stats = next_stats(&mut client, WAIT);
-    assert_eq!(stats["workers"]["workMsTotal"], 0.0, "no worker time may be spent on doomed events");
+    assert_eq!(
+        stats["workers"]["workMsTotal"], 0.0,
+        "no worker time may be spent on doomed events"
+    );
     assert_eq!(stats["totals"]["onTime"], 0);
     assert_eq!(stats["totals"]["late"], 0);
 }
@@ -106,7 +140,10 @@ fn admission_control_drops_infeasible_work_without_spending_worker_time() {
 fn an_event_created_past_its_deadline_is_dropped_as_expired() {
     let server = start(|c| c.rate = 0);
     let mut client = connect(server.local_addr(), "/ws");
-    let mut event = Event::generated(Instant::now() - Duration::from_millis(500), Duration::from_millis(100));
+    let mut event = Event::generated(
+        Instant::now() - Duration::from_millis(500),
+        Duration::from_millis(100),
+    );
     event.id = "from-the-past".into();
     server.submit(event);
     let got = events(&mut client, 1, WAIT);
@@ -133,14 +170,33 @@ fn overload_drops_queue_full_and_every_snapshot_balances() {
         let t = &stats["totals"];
         let n = |v: &Value| v.as_u64().expect("count");
         let entered = n(&t["generated"]) + n(&t["ingested"]);
-        let judged = n(&t["onTime"]) + n(&t["late"]) + n(&t["dropped"]["queueFull"]) + n(&t["dropped"]["expired"])
+        let judged = n(&t["onTime"])
+            + n(&t["late"])
+            + n(&t["dropped"]["queueFull"])
+            + n(&t["dropped"]["expired"])
             + n(&t["dropped"]["infeasible"]);
-        assert_eq!(entered, judged + n(&t["inFlight"]), "conservation broken in {t}");
-        assert!(n(&t["inFlight"]) <= queue + workers, "inFlight beyond queue + workers: {t}");
+        assert_eq!(
+            entered,
+            judged + n(&t["inFlight"]),
+            "conservation broken in {t}"
+        );
+        assert!(
+            n(&t["inFlight"]) <= queue + workers,
+            "inFlight beyond queue + workers: {t}"
+        );
         last = stats;
     }
-    assert!(last["totals"]["dropped"]["queueFull"].as_u64().expect("count") > 0, "{last}");
-    assert!(last["totals"]["onTime"].as_u64().expect("count") > 0, "{last}");
+    assert!(
+        last["totals"]["dropped"]["queueFull"]
+            .as_u64()
+            .expect("count")
+            > 0,
+        "{last}"
+    );
+    assert!(
+        last["totals"]["onTime"].as_u64().expect("count") > 0,
+        "{last}"
+    );
 }
 
 /// On-time verdicts per second over a few seconds of 10× overload.
@@ -167,6 +223,12 @@ fn admission_control_keeps_on_time_throughput_under_overload() {
     let with = on_time_rate_under_tenfold_overload(Admission::On);
     let without = on_time_rate_under_tenfold_overload(Admission::Off);
     eprintln!("on-time/s under 10x overload: admission on {with:.1}, off {without:.1}");
-    assert!(with >= 40.0, "with admission on-time throughput should stay near 80/s, got {with:.1}");
-    assert!(with > 2.0 * without, "admission on {with:.1}/s vs off {without:.1}/s");
+    assert!(
+        with >= 40.0,
+        "with admission on-time throughput should stay near 80/s, got {with:.1}"
+    );
+    assert!(
+        with > 2.0 * without,
+        "admission on {with:.1}/s vs off {without:.1}/s"
+    );
 }

@@ -43,7 +43,9 @@ impl ClientSlots {
     pub fn try_take(&self) -> Option<Slot> {
         self.gauges
             .clients
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
             .ok()
             .map(|_| Slot {
                 gauges: Arc::clone(&self.gauges),

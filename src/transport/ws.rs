@@ -42,7 +42,12 @@ pub fn accept_key(client_key: &str) -> String {
 }
 
 /// Starts the writer thread for an upgraded connection.
-pub fn spawn_writer<S>(stream: S, queue: Arc<ClientQueue>, slot: Slot, name: String) -> io::Result<()>
+pub fn spawn_writer<S>(
+    stream: S,
+    queue: Arc<ClientQueue>,
+    slot: Slot,
+    name: String,
+) -> io::Result<()>
 where
     S: Read + Write + Send + 'static,
 {
@@ -56,7 +61,10 @@ where
             // its next message and the slot is free now.
             queue.close();
             drop(slot);
-            log::debug!("{} ended: {ended}", thread::current().name().unwrap_or("ws"));
+            log::debug!(
+                "{} ended: {ended}",
+                thread::current().name().unwrap_or("ws")
+            );
         })?;
     Ok(())
 }
@@ -84,10 +92,14 @@ fn write_until_closed<S: Read + Write>(mut socket: WebSocket<S>, queue: &ClientQ
     }
 }
 
-fn write_batch<S: Read + Write>(socket: &mut WebSocket<S>, batch: &mut Vec<Broadcast>) -> tungstenite::Result<()> {
+fn write_batch<S: Read + Write>(
+    socket: &mut WebSocket<S>,
+    batch: &mut Vec<Broadcast>,
+) -> tungstenite::Result<()> {
     for message in batch.drain(..) {
         // The hub serialised with serde_json, which only writes UTF-8.
-        let text = Utf8Bytes::try_from(message.json).map_err(|_| tungstenite::Error::Utf8("outcome".into()))?;
+        let text = Utf8Bytes::try_from(message.json)
+            .map_err(|_| tungstenite::Error::Utf8("outcome".into()))?;
         socket.write(Message::Text(text))?;
     }
     socket.flush()

@@ -24,7 +24,8 @@ pub fn start(adjust: impl FnOnce(&mut Config)) -> Server {
 
 /// Connects a WebSocket client to `path` (e.g. `/ws?stats=1`).
 pub fn connect(addr: SocketAddr, path: &str) -> Client {
-    let (client, response) = tungstenite::connect(format!("ws://{addr}{path}")).expect("WebSocket handshake");
+    let (client, response) =
+        tungstenite::connect(format!("ws://{addr}{path}")).expect("WebSocket handshake");
     assert_eq!(response.status(), 101);
     if let MaybeTlsStream::Plain(stream) = client.get_ref() {
         stream
@@ -39,10 +40,15 @@ pub fn next_message(client: &mut Client, timeout: Duration) -> Option<Value> {
     let until = Instant::now() + timeout;
     while Instant::now() < until {
         match client.read() {
-            Ok(Message::Text(text)) => return Some(serde_json::from_str(&text).expect("server sends JSON")),
+            Ok(Message::Text(text)) => {
+                return Some(serde_json::from_str(&text).expect("server sends JSON"));
+            }
             Ok(_) => {}
             Err(tungstenite::Error::Io(e))
-                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => panic!("WebSocket read failed: {e}"),
         }
     }
@@ -55,7 +61,11 @@ pub fn events(client: &mut Client, n: usize, timeout: Duration) -> Vec<Value> {
     let mut got = Vec::with_capacity(n);
     while got.len() < n {
         let left = until.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "only {} of {n} events within {timeout:?}", got.len());
+        assert!(
+            !left.is_zero(),
+            "only {} of {n} events within {timeout:?}",
+            got.len()
+        );
         if let Some(message) = next_message(client, left) {
             if message["type"] == "event" {
                 got.push(message);
@@ -80,9 +90,17 @@ pub fn next_stats(client: &mut Client, timeout: Duration) -> Value {
 }
 
 /// A plain HTTP/1.1 exchange: returns the status, the lower-cased headers and the body.
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
     let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
@@ -105,11 +123,18 @@ pub struct Response {
 
 impl Response {
     fn parse(raw: &[u8]) -> Response {
-        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("end of headers");
+        let split = raw
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("end of headers");
         let head = String::from_utf8_lossy(&raw[..split]).into_owned();
         let mut lines = head.split("\r\n");
         let status_line = lines.next().expect("status line");
-        let status = status_line.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status code");
+        let status = status_line
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status code");
         let headers = lines
             .filter_map(|l| l.split_once(':'))
             .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
@@ -122,12 +147,18 @@ impl Response {
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
 }
