@@ -29,6 +29,7 @@ pub enum Admission {
 #[command(
     name = "punctual",
     version,
+    allow_negative_numbers = true,
     about = "Deadline-aware live event monitor: processes each event under its own deadline, \
              drops what cannot finish in time, and streams every outcome to dashboards."
 )]
@@ -83,6 +84,16 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_clients: u32,
 
+    /// Outcomes kept for replay to reconnecting clients and `GET /api/events`.
+    #[arg(long, env = "PUNCTUAL_HISTORY", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub history: u32,
+
+    /// Largest request body accepted by `POST /api/events`, in bytes.
+    #[arg(long, env = "PUNCTUAL_MAX_BODY", default_value_t = 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=256 * 1024 * 1024))]
+    pub max_body: u64,
+
     /// Serve the page from this directory instead of the copy built into the binary.
     #[arg(long, env = "PUNCTUAL_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
@@ -131,6 +142,8 @@ impl Config {
             "clientQueue": self.client_queue,
             "maxClients": max_clients,
             "logInterval": self.log_interval,
+            "history": self.history,
+            "maxBody": self.max_body,
             "auth": self.token.is_some(),
         })
     }

@@ -18,6 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, select_biased};
 
 use crate::hub::{Broadcast, Kind};
@@ -44,6 +45,9 @@ pub struct ClientQueue {
 #[derive(Debug, Default)]
 struct QueueState {
     messages: VecDeque<Broadcast>,
+    /// Replayed messages not yet taken: they do not count against the
+    /// capacity, so live messages behind a long replay are not lost.
+    replayed: usize,
     closed: bool,
 }
 
@@ -86,7 +90,7 @@ impl ClientQueue {
         if state.closed {
             return Offer::Closed;
         }
-        if state.messages.len() >= self.capacity {
+        if state.messages.len() >= self.capacity + state.replayed {
             drop(state);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return Offer::Full;
@@ -110,12 +114,23 @@ impl ClientQueue {
             .unwrap_or_else(|e| e.into_inner());
         if !state.messages.is_empty() {
             into.extend(state.messages.drain(..));
+            state.replayed = 0;
             Batch::Messages
         } else if state.closed {
             Batch::Closed
         } else {
             Batch::Idle
         }
+    }
+
+    /// Adds a replayed message regardless of capacity: a replay is bounded by
+    /// the history ring, and losing part of it would defeat its purpose.
+    fn preload(&self, message: Broadcast) {
+        let mut state = self.lock();
+        state.messages.push_back(message);
+        state.replayed += 1;
+        drop(state);
+        self.ready.notify_one();
     }
 
     /// Closes the queue: no more offers; the writer drains what is left.
@@ -139,13 +154,120 @@ impl ClientQueue {
     }
 }
 
+/// Which outcomes a client wants replayed before the live stream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Resume {
+    /// Live only.
+    #[default]
+    Live,
+    /// Every retained outcome after this `seq` (a client resuming).
+    Since(u64),
+    /// The last N retained outcomes.
+    Last(usize),
+}
+
+/// What a client asks for when it connects.
+#[derive(Clone, Debug, Default)]
+pub struct Interest {
+    /// Stats messages too, once a second.
+    pub stats: bool,
+    /// What to replay first.
+    pub resume: Resume,
+    /// Only outcomes with these statuses (`None`: all).
+    pub statuses: Option<Vec<String>>,
+}
+
+impl Interest {
+    fn wants(&self, message: &Broadcast) -> bool {
+        match message.kind {
+            Kind::Stats => self.stats,
+            Kind::Gap => true,
+            Kind::Event => self
+                .statuses
+                .as_ref()
+                .is_none_or(|wanted| wanted.iter().any(|s| s == message.status)),
+        }
+    }
+}
+
 /// A client's subscription: its queue and what it asked for.
 #[derive(Clone, Debug)]
-pub struct Subscriber {
-    /// Where its messages go.
-    pub queue: Arc<ClientQueue>,
-    /// Whether it gets stats messages too.
-    pub wants_stats: bool,
+struct Subscriber {
+    queue: Arc<ClientQueue>,
+    interest: Interest,
+}
+
+/// The last `--history` outcomes, for replay on resume and `GET /api/events`.
+/// Written only by the fan-out thread, in `seq` order.
+#[derive(Debug)]
+pub struct History {
+    ring: Mutex<VecDeque<Broadcast>>,
+    capacity: usize,
+}
+
+/// Retained outcomes after a `seq`, and the range that was no longer retained.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Outcomes, oldest first.
+    pub messages: Vec<Broadcast>,
+    /// `(from, to)`: outcomes asked for but already gone from the ring.
+    pub gap: Option<(u64, u64)>,
+}
+
+impl History {
+    /// A ring of at most `capacity` outcomes.
+    pub fn new(capacity: usize) -> Self {
+        History {
+            ring: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            capacity,
+        }
+    }
+
+    fn push(&self, message: &Broadcast) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut ring = self.lock();
+        if ring.len() == self.capacity {
+            ring.pop_front();
+        }
+        ring.push_back(message.clone());
+    }
+
+    /// Up to `limit` retained outcomes after `since`, given that `newest` is the
+    /// last `seq` handed out. A `since` beyond `newest` comes from an earlier
+    /// run (sequence numbers restart at 1), so it is read as 0.
+    pub fn after(&self, since: u64, newest: u64, limit: usize) -> Replay {
+        let since = if since > newest { 0 } else { since };
+        let ring = self.lock();
+        let first_retained = ring.front().map_or(newest + 1, |m| m.seq);
+        let gap = (since + 1 < first_retained).then(|| (since + 1, first_retained - 1));
+        let messages = ring
+            .iter()
+            .filter(|m| m.seq > since)
+            .take(limit)
+            .cloned()
+            .collect();
+        Replay { messages, gap }
+    }
+
+    /// The last `n` retained outcomes, oldest first.
+    pub fn last(&self, n: usize) -> Vec<Broadcast> {
+        let ring = self.lock();
+        ring.iter()
+            .skip(ring.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
+    /// The newest retained `seq` (0 when empty).
+    pub fn newest(&self) -> u64 {
+        self.lock().back().map_or(0, |m| m.seq)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Broadcast>> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Lets transports add subscribers to the fan-out.
@@ -156,12 +278,14 @@ pub struct Subscriptions {
 }
 
 impl Subscriptions {
-    /// Registers a new client and returns its queue.
-    pub fn subscribe(&self, wants_stats: bool) -> Option<Arc<ClientQueue>> {
+    /// Registers a new client and returns its queue. The fan-out thread puts
+    /// the replay in the queue before the first live message, so the seam has
+    /// no gap and no duplicate.
+    pub fn subscribe(&self, interest: Interest) -> Option<Arc<ClientQueue>> {
         let queue = Arc::new(ClientQueue::new(self.client_queue));
         let subscriber = Subscriber {
             queue: Arc::clone(&queue),
-            wants_stats,
+            interest,
         };
         self.subscribe.send(subscriber).ok()?;
         Some(queue)
@@ -173,12 +297,21 @@ impl Subscriptions {
 pub fn spawn(
     broadcasts: Receiver<Broadcast>,
     client_queue: usize,
+    history: Arc<History>,
     gauges: Arc<Gauges>,
 ) -> io::Result<(Subscriptions, JoinHandle<()>)> {
     let (subscribe, subscribed) = crossbeam_channel::bounded(SUBSCRIBE_CHANNEL_CAPACITY);
     let handle = thread::Builder::new()
         .name("fanout".into())
-        .spawn(move || run(&broadcasts, subscribed, &gauges))?;
+        .spawn(move || {
+            FanOut {
+                subscribers: Vec::new(),
+                history,
+                newest: 0,
+                gauges,
+            }
+            .run(&broadcasts, subscribed)
+        })?;
     Ok((
         Subscriptions {
             subscribe,
@@ -188,56 +321,128 @@ pub fn spawn(
     ))
 }
 
-fn run(broadcasts: &Receiver<Broadcast>, subscribed: Receiver<Subscriber>, gauges: &Gauges) {
-    let mut subscribers: Vec<Subscriber> = Vec::new();
-    let mut subscribed = subscribed;
-    loop {
-        select_biased! {
-            recv(subscribed) -> s => match s {
-                Ok(s) => subscribers.push(s),
-                // No transport is left to subscribe (shutdown): stop watching.
-                Err(_) => subscribed = crossbeam_channel::never(),
-            },
-            recv(broadcasts) -> message => match message {
-                Ok(message) => deliver(&mut subscribers, &message, gauges),
-                Err(_) => break,
-            },
+/// The fan-out thread's state.
+struct FanOut {
+    subscribers: Vec<Subscriber>,
+    history: Arc<History>,
+    /// The last outcome `seq` seen.
+    newest: u64,
+    gauges: Arc<Gauges>,
+}
+
+impl FanOut {
+    fn run(mut self, broadcasts: &Receiver<Broadcast>, mut subscribed: Receiver<Subscriber>) {
+        loop {
+            select_biased! {
+                recv(subscribed) -> s => match s {
+                    Ok(s) => self.add(s),
+                    // No transport is left to subscribe (shutdown): stop watching.
+                    Err(_) => subscribed = crossbeam_channel::never(),
+                },
+                recv(broadcasts) -> message => match message {
+                    Ok(message) => self.deliver(&message),
+                    Err(_) => break,
+                },
+            }
+        }
+        for subscriber in self.subscribers.drain(..) {
+            subscriber.queue.close();
         }
     }
-    for subscriber in subscribers.drain(..) {
-        subscriber.queue.close();
+
+    /// Replays what the subscriber asked for, then makes it live. Both happen
+    /// on this thread between two broadcasts, which is what makes the seam exact.
+    fn add(&mut self, subscriber: Subscriber) {
+        let replay = match subscriber.interest.resume {
+            Resume::Live => Replay::default(),
+            Resume::Since(seq) => self.history.after(seq, self.newest, usize::MAX),
+            Resume::Last(n) => Replay {
+                messages: self.history.last(n),
+                gap: None,
+            },
+        };
+        if let Some((from, to)) = replay.gap {
+            subscriber.queue.preload(gap_message(from, to));
+        }
+        for message in replay
+            .messages
+            .into_iter()
+            .filter(|m| subscriber.interest.wants(m))
+        {
+            subscriber.queue.preload(message);
+        }
+        self.subscribers.push(subscriber);
+    }
+
+    /// Records `message` and offers it to every subscriber that wants it,
+    /// forgetting the ones that have gone.
+    fn deliver(&mut self, message: &Broadcast) {
+        if message.kind == Kind::Event {
+            self.newest = message.seq;
+            self.history.push(message);
+        }
+        let gauges = &self.gauges;
+        self.subscribers.retain(|s| {
+            if !s.interest.wants(message) {
+                return !s.queue.is_closed();
+            }
+            match s.queue.offer(message.clone()) {
+                Offer::Queued => true,
+                Offer::Full => {
+                    gauges.client_dropped.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Offer::Closed => false,
+            }
+        });
     }
 }
 
-/// Offers `message` to every subscriber that wants it, forgetting the ones
-/// that have gone.
-fn deliver(subscribers: &mut Vec<Subscriber>, message: &Broadcast, gauges: &Gauges) {
-    subscribers.retain(|s| {
-        if message.kind == Kind::Stats && !s.wants_stats {
-            return !s.queue.is_closed();
-        }
-        match s.queue.offer(message.clone()) {
-            Offer::Queued => true,
-            Offer::Full => {
-                gauges.client_dropped.fetch_add(1, Ordering::Relaxed);
-                true
-            }
-            Offer::Closed => false,
-        }
-    });
+/// The message telling a client that outcomes `from..=to` are no longer retained.
+pub fn gap_message(from: u64, to: u64) -> Broadcast {
+    Broadcast {
+        kind: Kind::Gap,
+        seq: to,
+        status: "",
+        json: Bytes::from(format!(r#"{{"type":"gap","from":{from},"to":{to}}}"#)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn message(seq: u64) -> Broadcast {
         Broadcast {
             kind: Kind::Event,
             seq,
+            status: if seq % 2 == 0 { "late" } else { "on-time" },
             json: Bytes::from_static(b"{}"),
         }
+    }
+
+    fn fan_out(history: usize) -> FanOut {
+        FanOut {
+            subscribers: Vec::new(),
+            history: Arc::new(History::new(history)),
+            newest: 0,
+            gauges: Arc::new(Gauges::default()),
+        }
+    }
+
+    fn subscribe(fan: &mut FanOut, capacity: usize, interest: Interest) -> Arc<ClientQueue> {
+        let queue = Arc::new(ClientQueue::new(capacity));
+        fan.add(Subscriber {
+            queue: Arc::clone(&queue),
+            interest,
+        });
+        queue
+    }
+
+    fn drain(queue: &ClientQueue) -> Vec<(Kind, u64)> {
+        let mut got = Vec::new();
+        queue.take_all(&mut got, Duration::ZERO);
+        got.iter().map(|m| (m.kind, m.seq)).collect()
     }
 
     #[test]
@@ -247,9 +452,7 @@ mod tests {
         assert_eq!(q.offer(message(2)), Offer::Queued);
         assert_eq!(q.offer(message(3)), Offer::Full);
         assert_eq!(q.dropped(), 1);
-        let mut got = Vec::new();
-        assert_eq!(q.take_all(&mut got, Duration::ZERO), Batch::Messages);
-        assert_eq!(got.iter().map(|m| m.seq).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(drain(&q), [(Kind::Event, 1), (Kind::Event, 2)]);
     }
 
     #[test]
@@ -272,26 +475,68 @@ mod tests {
 
     #[test]
     fn one_full_client_does_not_stop_delivery_to_another() {
-        let gauges = Gauges::default();
-        let slow = Arc::new(ClientQueue::new(1));
-        let fast = Arc::new(ClientQueue::new(100));
-        let mut subs = vec![
-            Subscriber {
-                queue: Arc::clone(&slow),
-                wants_stats: false,
-            },
-            Subscriber {
-                queue: Arc::clone(&fast),
-                wants_stats: false,
-            },
-        ];
+        let mut fan = fan_out(0);
+        let slow = subscribe(&mut fan, 1, Interest::default());
+        let fast = subscribe(&mut fan, 100, Interest::default());
         for seq in 1..=10 {
-            deliver(&mut subs, &message(seq), &gauges);
+            fan.deliver(&message(seq));
         }
-        let mut got = Vec::new();
-        fast.take_all(&mut got, Duration::ZERO);
-        assert_eq!(got.len(), 10);
+        assert_eq!(drain(&fast).len(), 10);
         assert_eq!(slow.dropped(), 9);
-        assert_eq!(gauges.client_dropped.load(Ordering::Relaxed), 9);
+        assert_eq!(fan.gauges.client_dropped.load(Ordering::Relaxed), 9);
+    }
+
+    #[test]
+    fn a_resuming_client_gets_the_missed_outcomes_then_live_ones_without_seam() {
+        let mut fan = fan_out(100);
+        for seq in 1..=10 {
+            fan.deliver(&message(seq));
+        }
+        let interest = Interest {
+            resume: Resume::Since(7),
+            ..Interest::default()
+        };
+        let q = subscribe(&mut fan, 2, interest);
+        fan.deliver(&message(11));
+        let seqs: Vec<u64> = drain(&q).into_iter().map(|(_, seq)| seq).collect();
+        assert_eq!(seqs, [8, 9, 10, 11]);
+    }
+
+    #[test]
+    fn resuming_from_beyond_the_ring_is_announced_as_a_gap() {
+        let mut fan = fan_out(5);
+        for seq in 1..=20 {
+            fan.deliver(&message(seq));
+        }
+        let interest = Interest {
+            resume: Resume::Since(3),
+            ..Interest::default()
+        };
+        let q = subscribe(&mut fan, 10, interest);
+        let got = drain(&q);
+        assert_eq!(got[0], (Kind::Gap, 15));
+        assert_eq!(
+            got[1..].iter().map(|(_, s)| *s).collect::<Vec<_>>(),
+            [16, 17, 18, 19, 20]
+        );
+        let replay = fan.history.after(3, 20, usize::MAX);
+        assert_eq!(replay.gap, Some((4, 15)));
+    }
+
+    #[test]
+    fn a_status_filter_passes_only_those_outcomes() {
+        let mut fan = fan_out(0);
+        let interest = Interest {
+            statuses: Some(vec!["late".into()]),
+            ..Interest::default()
+        };
+        let q = subscribe(&mut fan, 10, interest);
+        for seq in 1..=6 {
+            fan.deliver(&message(seq));
+        }
+        assert_eq!(
+            drain(&q).into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
+            [2, 4, 6]
+        );
     }
 }

@@ -42,6 +42,9 @@ pub enum Kind {
     Event,
     /// A stats snapshot (`{"type":"stats",…}`), for clients that asked for stats.
     Stats,
+    /// Outcomes a resuming client asked for that are no longer retained
+    /// (`{"type":"gap","from":…,"to":…}`); made by the fan-out, per client.
+    Gap,
 }
 
 /// One message for the dashboards, serialised once and shared by every client.
@@ -51,6 +54,9 @@ pub struct Broadcast {
     pub kind: Kind,
     /// The outcome's sequence number; for stats, the last outcome's.
     pub seq: u64,
+    /// The outcome's status name (`on-time`, `late`, `dropped`), for filters;
+    /// empty for other kinds.
+    pub status: &'static str,
     /// The JSON text.
     pub json: Bytes,
 }
@@ -115,7 +121,7 @@ impl Hub {
                         window.record(&outcome);
                         let json = Bytes::from(outcome.to_wire(seq, &self.clock));
                         log::debug!("outcome seq={seq} id={} status={}", outcome.event.id, outcome.status.name());
-                        self.send(Broadcast { kind: Kind::Event, seq, json });
+                        self.send(Broadcast { kind: Kind::Event, seq, status: outcome.status.name(), json });
                     }
                     Err(_) => break,
                 },
@@ -141,6 +147,7 @@ impl Hub {
         self.send(Broadcast {
             kind: Kind::Stats,
             seq,
+            status: "",
             json,
         });
         snapshot

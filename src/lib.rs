@@ -34,6 +34,7 @@ pub mod fanout;
 pub mod generator;
 pub mod http;
 pub mod hub;
+pub mod ingest;
 pub mod limits;
 pub mod server;
 pub mod stats;

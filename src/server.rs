@@ -15,6 +15,7 @@ use crossbeam_channel::Sender;
 
 use crate::config::{Config, Knobs};
 use crate::event::Event;
+use crate::fanout::History;
 use crate::hub::{self, Hub, LatestStats};
 use crate::stats::{
     ClientState, Gauges, GeneratorState, Ledger, QueueState, Readings, Snapshot, WorkerState,
@@ -64,9 +65,11 @@ impl Server {
             outcome_tx.clone(),
         );
 
+        let history = Arc::new(History::new(config.history as usize));
         let (subscriptions, fanout_thread) = fanout::spawn(
             broadcast_rx,
             config.client_queue as usize,
+            Arc::clone(&history),
             Arc::clone(&gauges),
         )?;
         let readings = {
@@ -139,6 +142,10 @@ impl Server {
             next_client: Default::default(),
             knobs: Arc::clone(&knobs),
             config: config.clone(),
+            intake: intake.clone(),
+            clock,
+            history,
+            history_capacity: config.history as usize,
         });
         let mut producers = http::spawn(listener, app, stopped.clone())?;
         producers.push(generator::spawn(
@@ -148,6 +155,12 @@ impl Server {
             stopped,
         )?);
 
+        if config.token.is_none() && !config.listen.ip().is_loopback() {
+            log::warn!(
+                "listening on {} without --token: anyone who can reach it can post events and change settings",
+                config.listen
+            );
+        }
         log::info!(
             "punctual {} serving http://{addr}/ — {}",
             env!("CARGO_PKG_VERSION"),

@@ -8,12 +8,86 @@
 //!
 //! [`ClientQueue`]: crate::fanout::ClientQueue
 
+pub mod sse;
 pub mod ws;
 
+use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::Duration;
 
+use crate::fanout::{Batch, ClientQueue};
+use crate::hub::Broadcast;
 use crate::stats::Gauges;
+
+/// An idle client gets a keep-alive (WebSocket Ping, SSE comment) after this long.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+
+/// Stack of a writer thread: it only moves buffers around, and thousands of
+/// them must fit.
+const WRITER_STACK: usize = 128 * 1024;
+
+/// A client connection as a writer thread sees it.
+pub trait Sink {
+    /// Writes every message of `batch` (draining it) and flushes once.
+    fn write_batch(&mut self, batch: &mut Vec<Broadcast>) -> io::Result<()>;
+    /// Tells an idle client the connection is alive.
+    fn keepalive(&mut self) -> io::Result<()>;
+    /// Says goodbye at shutdown (best effort).
+    fn goodbye(&mut self);
+}
+
+/// Starts a client's writer thread: it drains everything queued on each wake
+/// and flushes once, so a burst costs one write, not one per message. It ends
+/// as soon as a write fails — a client that went away, or whose socket stayed
+/// unwritable past the socket's send timeout — or when the queue closes.
+pub fn spawn_writer<S>(
+    mut sink: S,
+    queue: Arc<ClientQueue>,
+    slot: Slot,
+    name: String,
+) -> io::Result<()>
+where
+    S: Sink + Send + 'static,
+{
+    let thread_queue = Arc::clone(&queue);
+    let spawned = thread::Builder::new()
+        .name(name)
+        .stack_size(WRITER_STACK)
+        .spawn(move || {
+            let ended = write_until_closed(&mut sink, &thread_queue);
+            // Whatever ended the writer, the fan-out forgets this client at
+            // its next message and the slot is free now.
+            thread_queue.close();
+            drop(slot);
+            log::debug!(
+                "{} ended: {ended}",
+                thread::current().name().unwrap_or("writer")
+            );
+        });
+    if spawned.is_err() {
+        queue.close();
+    }
+    spawned.map(|_| ())
+}
+
+fn write_until_closed(sink: &mut impl Sink, queue: &ClientQueue) -> String {
+    let mut batch: Vec<Broadcast> = Vec::new();
+    loop {
+        let written = match queue.take_all(&mut batch, KEEPALIVE_IDLE) {
+            Batch::Messages => sink.write_batch(&mut batch),
+            Batch::Idle => sink.keepalive(),
+            Batch::Closed => {
+                sink.goodbye();
+                return "server closed the stream".into();
+            }
+        };
+        if let Err(e) = written {
+            return format!("write failed: {e}");
+        }
+    }
+}
 
 /// The cap on connected clients. A slot is taken before a connection is
 /// upgraded and given back when its writer ends.

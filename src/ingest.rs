@@ -1,0 +1,325 @@
+//! Ingest: turning a producer's `POST /api/events` body into events.
+//!
+//! Owns the validation of posted events. Pure functions: the HTTP front reads
+//! the body, calls [`parse_batch`], and only when the whole batch is valid
+//! submits each event through the intake — a batch with one bad item is
+//! refused whole, nothing half-ingested.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use crate::event::{Event, Source};
+use crate::time::WallClock;
+
+/// Most items in one request.
+pub const MAX_BATCH: usize = 10_000;
+/// Longest producer-chosen id.
+pub const MAX_ID_CHARS: usize = 128;
+/// Largest deadline or work, ms (one hour).
+pub const MAX_MS: f64 = 3_600_000.0;
+/// Largest serialised payload.
+pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024;
+/// How far in the future `createdAt` may lie (clock skew allowance).
+pub const MAX_FUTURE_MS: f64 = 60_000.0;
+
+/// A refused request: the HTTP status and a message naming what was wrong.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// 400, 413 or 415.
+    pub status: u16,
+    /// What was wrong, naming the item index and field.
+    pub message: String,
+}
+
+fn refuse(status: u16, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        message: message.into(),
+    }
+}
+
+/// One posted event, as sent.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Posted {
+    id: Option<String>,
+    deadline_ms: Option<f64>,
+    created_at: Option<f64>,
+    work_ms: Option<f64>,
+    payload: Option<Box<RawValue>>,
+}
+
+/// The body formats a producer may send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object or an array of them.
+    Json,
+    /// One JSON object per line.
+    Ndjson,
+}
+
+/// The body format named by a `Content-Type`, or a 415 refusal.
+pub fn format_of(content_type: Option<&str>) -> Result<Format, Refusal> {
+    let media = content_type
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match media.as_str() {
+        "application/json" => Ok(Format::Json),
+        "application/x-ndjson" | "application/ndjson" => Ok(Format::Ndjson),
+        other => Err(refuse(
+            415,
+            format!(
+                "unsupported Content-Type {other:?}: send application/json or application/x-ndjson"
+            ),
+        )),
+    }
+}
+
+/// Parses and validates a whole batch; `now` and `clock` give the moment of
+/// receipt, `default_deadline` applies to items without `deadlineMs`.
+pub fn parse_batch(
+    format: Format,
+    body: &[u8],
+    now: Instant,
+    clock: &WallClock,
+    default_deadline: Duration,
+) -> Result<Vec<Event>, Refusal> {
+    let items = split_items(format, body)?;
+    if items.len() > MAX_BATCH {
+        return Err(refuse(
+            413,
+            format!(
+                "batch of {} items: at most {MAX_BATCH} per request",
+                items.len()
+            ),
+        ));
+    }
+    if items.is_empty() {
+        return Err(refuse(400, "no events in the body"));
+    }
+    items
+        .iter()
+        .enumerate()
+        .map(|(index, raw)| {
+            let posted: Posted = crate::http::parse_json(raw.get().as_bytes())
+                .map_err(|e| refuse(400, format!("item {index}: {e}")))?;
+            to_event(posted, now, clock, default_deadline)
+                .map_err(|e| refuse(400, format!("item {index}: {e}")))
+        })
+        .collect()
+}
+
+/// The raw JSON of each item, before field validation.
+fn split_items(format: Format, body: &[u8]) -> Result<Vec<Box<RawValue>>, Refusal> {
+    match format {
+        Format::Json => {
+            let trimmed = body.trim_ascii_start();
+            if trimmed.starts_with(b"[") {
+                serde_json::from_slice(body)
+                    .map_err(|e| refuse(400, format!("malformed JSON array: {e}")))
+            } else {
+                let one: Box<RawValue> = serde_json::from_slice(body)
+                    .map_err(|e| refuse(400, format!("malformed JSON: {e}")))?;
+                Ok(vec![one])
+            }
+        }
+        Format::Ndjson => body
+            .split(|b| *b == b'\n')
+            .filter(|line| !line.trim_ascii().is_empty())
+            .enumerate()
+            .map(|(index, line)| {
+                serde_json::from_slice(line)
+                    .map_err(|e| refuse(400, format!("item {index}: malformed JSON line: {e}")))
+            })
+            .collect(),
+    }
+}
+
+fn milliseconds(field: &str, value: f64, min_exclusive_zero: bool) -> Result<Duration, String> {
+    let in_range = value.is_finite()
+        && value <= MAX_MS
+        && if min_exclusive_zero {
+            value > 0.0
+        } else {
+            value >= 0.0
+        };
+    if !in_range {
+        let low = if min_exclusive_zero {
+            "greater than 0"
+        } else {
+            "at least 0"
+        };
+        return Err(format!(
+            "{field}: must be {low} and at most {MAX_MS}, got {value}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(value / 1000.0))
+}
+
+fn to_event(
+    posted: Posted,
+    now: Instant,
+    clock: &WallClock,
+    default_deadline: Duration,
+) -> Result<Event, String> {
+    let id = match posted.id {
+        Some(id) if id.is_empty() || id.chars().count() > MAX_ID_CHARS => {
+            return Err(format!("id: must be 1 to {MAX_ID_CHARS} characters"));
+        }
+        Some(id) => id,
+        None => uuid::Uuid::new_v4().to_string(),
+    };
+    let deadline = match posted.deadline_ms {
+        Some(ms) => milliseconds("deadlineMs", ms, true)?,
+        None => default_deadline,
+    };
+    let work = posted
+        .work_ms
+        .map(|ms| milliseconds("workMs", ms, false))
+        .transpose()?;
+    let created = match posted.created_at {
+        None => now,
+        Some(epoch_ms) => created_instant(epoch_ms, now, clock)?,
+    };
+    if let Some(payload) = &posted.payload {
+        if payload.get().len() > MAX_PAYLOAD_BYTES {
+            return Err(format!(
+                "payload: {} bytes serialised, at most {MAX_PAYLOAD_BYTES}",
+                payload.get().len()
+            ));
+        }
+    }
+    Ok(Event {
+        id,
+        source: Source::Ingest,
+        created,
+        deadline,
+        work,
+        payload: posted.payload,
+    })
+}
+
+fn created_instant(epoch_ms: f64, now: Instant, clock: &WallClock) -> Result<Instant, String> {
+    let now_ms = clock.epoch_ms(now);
+    if !epoch_ms.is_finite() || epoch_ms < 0.0 {
+        return Err(format!(
+            "createdAt: must be milliseconds since the Unix epoch, got {epoch_ms}"
+        ));
+    }
+    if epoch_ms > now_ms + MAX_FUTURE_MS {
+        return Err(format!(
+            "createdAt: {:.0} ms in the future; at most {MAX_FUTURE_MS} ms of clock skew is accepted",
+            epoch_ms - now_ms
+        ));
+    }
+    clock
+        .instant_at(epoch_ms)
+        .ok_or_else(|| format!("createdAt: {epoch_ms} is too far in the past"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_millis(100);
+
+    fn parse(format: Format, body: &str) -> Result<Vec<Event>, Refusal> {
+        let now = Instant::now();
+        let clock = WallClock::anchored(now, 1_000_000_000.0);
+        parse_batch(format, body.as_bytes(), now, &clock, DEADLINE)
+    }
+
+    #[test]
+    fn one_object_an_array_and_ndjson_are_all_accepted() {
+        assert_eq!(
+            parse(Format::Json, r#"{"id":"a"}"#).expect("object").len(),
+            1
+        );
+        assert_eq!(
+            parse(Format::Json, r#"[{"id":"a"},{}]"#)
+                .expect("array")
+                .len(),
+            2
+        );
+        assert_eq!(
+            parse(Format::Ndjson, "{\"id\":\"a\"}\n\n{\"workMs\":5}\n")
+                .expect("ndjson")
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn absent_fields_get_defaults() {
+        let events = parse(Format::Json, "{}").expect("valid");
+        assert_eq!(events[0].deadline, DEADLINE);
+        assert_eq!(events[0].source, Source::Ingest);
+        assert!(uuid::Uuid::parse_str(&events[0].id).is_ok());
+        assert!(events[0].work.is_none());
+    }
+
+    #[test]
+    fn a_bad_field_is_named_with_its_item_index() {
+        let err =
+            parse(Format::Json, r#"[{}, {"deadlineMs": -5}]"#).expect_err("negative deadline");
+        assert_eq!(err.status, 400);
+        assert!(
+            err.message.contains("item 1") && err.message.contains("deadlineMs"),
+            "{}",
+            err.message
+        );
+        let err = parse(Format::Json, r#"[{"deadlinMs": 5}]"#).expect_err("typo");
+        assert!(
+            err.message.contains("item 0") && err.message.contains("deadlinMs"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn created_at_far_in_the_future_is_refused() {
+        let err = parse(Format::Json, r#"{"createdAt": 1000070000}"#).expect_err("70 s ahead");
+        assert!(err.message.contains("createdAt"), "{}", err.message);
+        assert!(parse(Format::Json, r#"{"createdAt": 1000030000}"#).is_ok());
+    }
+
+    #[test]
+    fn a_large_payload_or_long_id_is_refused() {
+        let big = format!(r#"{{"payload":"{}"}}"#, "x".repeat(5000));
+        assert!(
+            parse(Format::Json, &big)
+                .expect_err("too big")
+                .message
+                .contains("payload")
+        );
+        let long = format!(r#"{{"id":"{}"}}"#, "i".repeat(129));
+        assert!(
+            parse(Format::Json, &long)
+                .expect_err("too long")
+                .message
+                .contains("id")
+        );
+    }
+
+    #[test]
+    fn the_content_type_decides_the_format() {
+        assert_eq!(
+            format_of(Some("application/json; charset=utf-8")),
+            Ok(Format::Json)
+        );
+        assert_eq!(format_of(Some("application/x-ndjson")), Ok(Format::Ndjson));
+        assert_eq!(
+            format_of(Some("text/plain"))
+                .expect_err("wrong type")
+                .status,
+            415
+        );
+        assert_eq!(format_of(None).expect_err("missing").status, 415);
+    }
+}
