@@ -1,0 +1,530 @@
+//! The systemd packaging seen from outside: what `systemd/install.sh` puts in
+//! a staging tree and takes out again, how `systemd-analyze` judges the unit,
+//! and whether the example settings file still matches the daemon's flags.
+//!
+//! The installer is only ever run with `DESTDIR` set to a temporary directory,
+//! so these tests never touch the machine's own systemd.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::SystemTime;
+
+/// The daemon built for these tests; the installer is given it as the binary.
+const BINARY: &str = env!("CARGO_BIN_EXE_punctual");
+
+/// Highest `systemd-analyze security` exposure the unit may have ("OK" band).
+const MAX_EXPOSURE: f64 = 2.0;
+
+fn systemd_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd")
+}
+
+fn shipped(name: &str) -> String {
+    let path = systemd_dir().join(name);
+    fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
+}
+
+/// A directory under the system temp dir, removed again on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(label: &str) -> TempDir {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!(
+            "punctual-systemd-{label}-{}-{nanos}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = std::env::temp_dir().join(name);
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        TempDir(path)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs the installer with `DESTDIR=destdir`, installing [`BINARY`] unless
+/// told to uninstall. Panics with its output when it fails.
+fn install(destdir: &Path, args: &[&str]) -> String {
+    let mut command = Command::new(systemd_dir().join("install.sh"));
+    if !args.contains(&"--uninstall") {
+        command.args(["--no-build", "--binary", BINARY]);
+    }
+    let output = command
+        .args(args)
+        .env("DESTDIR", destdir)
+        .output()
+        .expect("run systemd/install.sh");
+    assert!(
+        output.status.success(),
+        "install.sh {args:?} failed: {}",
+        describe(&output)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "{}\n--- stdout\n{}--- stderr\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Every file below `root`: permission bits, size, inode and modification
+/// time, so that comparing two snapshots shows whether anything was rewritten
+/// or replaced.
+fn snapshot(root: &Path) -> BTreeMap<PathBuf, (u32, u64, u64, SystemTime)> {
+    let mut files = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in fs::read_dir(&dir).unwrap_or_else(|e| panic!("list {}: {e}", dir.display())) {
+            let path = entry.expect("read a directory entry").path();
+            let meta = fs::symlink_metadata(&path)
+                .unwrap_or_else(|e| panic!("stat {}: {e}", path.display()));
+            if meta.is_dir() {
+                pending.push(path);
+            } else {
+                let modified = meta
+                    .modified()
+                    .expect("file systems here record modification times");
+                let relative = path
+                    .strip_prefix(root)
+                    .expect("walked below the root")
+                    .to_path_buf();
+                files.insert(
+                    relative,
+                    (
+                        meta.permissions().mode() & 0o7777,
+                        meta.len(),
+                        meta.ino(),
+                        modified,
+                    ),
+                );
+            }
+        }
+    }
+    files
+}
+
+fn mode(path: &Path) -> u32 {
+    let meta =
+        fs::metadata(path).unwrap_or_else(|e| panic!("{} should exist: {e}", path.display()));
+    meta.permissions().mode() & 0o7777
+}
+
+struct Staged {
+    binary: PathBuf,
+    unit: PathBuf,
+    settings: PathBuf,
+}
+
+fn staged(destdir: &Path, prefix: &str) -> Staged {
+    Staged {
+        binary: destdir
+            .join(prefix.trim_start_matches('/'))
+            .join("bin/punctual"),
+        unit: destdir.join("etc/systemd/system/punctual.service"),
+        settings: destdir.join("etc/default/punctual"),
+    }
+}
+
+#[test]
+fn install_into_destdir_is_idempotent_and_keeps_operator_settings() {
+    let dest = TempDir::new("install");
+    let out = install(dest.path(), &[]);
+    let files = staged(dest.path(), "/usr/local");
+
+    let installed = fs::read(&files.binary).expect("the binary is installed under /usr/local/bin");
+    assert!(
+        installed == fs::read(BINARY).expect("read the built binary"),
+        "installed binary differs"
+    );
+    assert_eq!(mode(&files.binary), 0o755, "the binary must be executable");
+    let unit = fs::read_to_string(&files.unit).expect("the unit is installed");
+    assert_eq!(
+        unit,
+        shipped("punctual.service"),
+        "with the default prefix the unit is installed as shipped"
+    );
+    assert!(
+        unit.contains("\nExecStart=/usr/local/bin/punctual\n"),
+        "{unit}"
+    );
+    assert_eq!(mode(&files.unit), 0o644);
+    let settings = fs::read_to_string(&files.settings).expect("the example settings are installed");
+    assert_eq!(settings, shipped("punctual.env"));
+    assert_eq!(
+        mode(&files.settings),
+        0o600,
+        "settings may hold a token: root only"
+    );
+    assert!(out.contains("systemctl enable --now punctual"), "{out}");
+    assert!(out.contains("journalctl -fu punctual"), "{out}");
+
+    let before = snapshot(dest.path());
+    install(dest.path(), &[]);
+    assert_eq!(
+        snapshot(dest.path()),
+        before,
+        "a second install must leave every file alone"
+    );
+
+    let local = format!("{settings}PUNCTUAL_RATE=5\nPUNCTUAL_LISTEN=0.0.0.0:9000\n");
+    fs::write(&files.settings, &local).expect("edit the settings as an operator would");
+    let out = install(dest.path(), &[]);
+    assert_eq!(
+        fs::read_to_string(&files.settings).expect("settings still there"),
+        local,
+        "an install must never overwrite the operator's settings"
+    );
+    assert!(
+        out.contains("kept"),
+        "the installer says it kept the settings: {out}"
+    );
+
+    let out = install(dest.path(), &["--uninstall"]);
+    assert!(!files.binary.exists(), "uninstall removes the binary");
+    assert!(!files.unit.exists(), "uninstall removes the unit");
+    assert_eq!(
+        fs::read_to_string(&files.settings).expect("modified settings survive uninstall"),
+        local
+    );
+    assert!(
+        out.contains("kept"),
+        "the uninstaller says it kept the settings: {out}"
+    );
+}
+
+#[test]
+fn uninstall_removes_untouched_example_settings_and_can_run_twice() {
+    let dest = TempDir::new("uninstall");
+    install(dest.path(), &[]);
+    let files = staged(dest.path(), "/usr/local");
+    assert!(
+        files.settings.exists(),
+        "the example settings are installed"
+    );
+
+    install(dest.path(), &["--uninstall"]);
+    for path in [&files.binary, &files.unit, &files.settings] {
+        assert!(!path.exists(), "{} should be gone", path.display());
+    }
+    install(dest.path(), &["--uninstall"]);
+}
+
+#[test]
+fn a_custom_prefix_moves_the_binary_and_points_exec_start_at_it() {
+    let dest = TempDir::new("prefix");
+    install(dest.path(), &["--prefix", "/opt/punctual/"]);
+    let files = staged(dest.path(), "/opt/punctual");
+
+    assert_eq!(mode(&files.binary), 0o755, "binary under the prefix");
+    assert!(
+        !staged(dest.path(), "/usr/local").binary.exists(),
+        "nothing under /usr/local"
+    );
+    let unit = fs::read_to_string(&files.unit).expect("the unit is installed");
+    let exec_starts: Vec<&str> = unit
+        .lines()
+        .filter(|l| l.starts_with("ExecStart="))
+        .collect();
+    assert_eq!(exec_starts, ["ExecStart=/opt/punctual/bin/punctual"]);
+    let rest = |text: &str| {
+        text.lines()
+            .filter(|l| !l.starts_with("ExecStart="))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        rest(&unit),
+        rest(&shipped("punctual.service")),
+        "only ExecStart= changes"
+    );
+
+    install(dest.path(), &["--prefix", "/opt/punctual", "--uninstall"]);
+    assert!(
+        !files.binary.exists() && !files.unit.exists(),
+        "uninstall with the same prefix removes both"
+    );
+}
+
+#[test]
+fn installer_explains_itself_and_refuses_what_it_does_not_understand() {
+    let script = systemd_dir().join("install.sh");
+    let help = Command::new(&script)
+        .arg("--help")
+        .output()
+        .expect("run install.sh --help");
+    assert!(help.status.success(), "{}", describe(&help));
+    let text = String::from_utf8_lossy(&help.stdout);
+    for word in [
+        "Usage:",
+        "--prefix",
+        "--no-build",
+        "--binary",
+        "--uninstall",
+        "DESTDIR",
+    ] {
+        assert!(text.contains(word), "--help should mention {word}: {text}");
+    }
+
+    let dest = TempDir::new("refuse");
+    for args in [
+        &["--frobnicate"][..],
+        &["--prefix", "relative/path"],
+        &["--prefix", "/has space"],
+    ] {
+        let output = Command::new(&script)
+            .args(args)
+            .env("DESTDIR", dest.path())
+            .output()
+            .expect("run install.sh");
+        assert!(
+            !output.status.success(),
+            "{args:?} must be refused: {}",
+            describe(&output)
+        );
+        assert!(!output.stderr.is_empty(), "{args:?} must say why");
+    }
+    assert!(
+        snapshot(dest.path()).is_empty(),
+        "a refused run installs nothing"
+    );
+}
+
+/// `systemd-analyze`, or `None` (after saying so) when it is not installed.
+/// Under CI its absence is a failure: the check must not silently vanish.
+fn systemd_analyze() -> Option<Command> {
+    let present = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !present {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "systemd-analyze is missing and CI is set: install the systemd package"
+        );
+        eprintln!("skipped: no systemd-analyze");
+        return None;
+    }
+    let mut command = Command::new("systemd-analyze");
+    command
+        .env("SYSTEMD_PAGER", "cat")
+        .env("SYSTEMD_COLORS", "0")
+        .env("LC_ALL", "C");
+    Some(command)
+}
+
+#[test]
+fn unit_sandbox_exposure_is_at_most_two() {
+    let Some(mut analyze) = systemd_analyze() else {
+        return;
+    };
+    let unit = systemd_dir().join("punctual.service");
+    let output = analyze
+        .args(["security", "--offline=true"])
+        .arg(&unit)
+        .output()
+        .expect("run systemd-analyze security");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no overall exposure in the output: {}", describe(&output)));
+    // "→ Overall exposure level for punctual.service: 1.1 OK 🙂" (the arrow
+    // and the face vary with the locale): the first number is the score.
+    let score: f64 = line
+        .split_whitespace()
+        .find_map(|word| word.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read the exposure from {line:?}"));
+    eprintln!("{}", line.trim());
+    assert!(
+        score <= MAX_EXPOSURE,
+        "exposure {score} > {MAX_EXPOSURE}:\n{stdout}"
+    );
+}
+
+/// The value for `ExecStart=` that runs `path`: quoted when it has spaces,
+/// with `%` doubled so systemd does not read it as a specifier.
+fn exec_start_for(path: &str) -> String {
+    let escaped = path.replace('%', "%%");
+    if escaped.contains(char::is_whitespace) {
+        format!("\"{}\"", escaped.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        escaped
+    }
+}
+
+#[test]
+fn unit_verifies_cleanly_when_its_binary_exists() {
+    let Some(mut analyze) = systemd_analyze() else {
+        return;
+    };
+    let dir = TempDir::new("verify");
+    let unit: String = shipped("punctual.service")
+        .lines()
+        .map(|line| match line.strip_prefix("ExecStart=") {
+            Some(_) => format!("ExecStart={}\n", exec_start_for(BINARY)),
+            None => format!("{line}\n"),
+        })
+        .collect();
+    let copy = dir.path().join("punctual.service");
+    fs::write(&copy, unit).expect("write the unit copy");
+
+    let output = analyze
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("run systemd-analyze verify");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let about_unit: Vec<&str> = stderr.lines().filter(|l| l.contains("punctual")).collect();
+    assert!(
+        output.status.success(),
+        "verify failed: {}",
+        describe(&output)
+    );
+    assert!(
+        about_unit.is_empty(),
+        "verify warns about the unit:\n{}",
+        about_unit.join("\n")
+    );
+    if !stderr.trim().is_empty() {
+        eprintln!("systemd-analyze verify, about other units:\n{stderr}");
+    }
+}
+
+/// `(variable, default)` for every flag in the daemon's `--help`.
+fn flags_from_help() -> BTreeMap<String, Option<String>> {
+    let mut command = Command::new(BINARY);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("PUNCTUAL_") {
+            command.env_remove(name);
+        }
+    }
+    let output = command.arg("--help").output().expect("run punctual --help");
+    assert!(output.status.success(), "{}", describe(&output));
+    let help = String::from_utf8_lossy(&output.stdout).into_owned();
+
+    // One block per option, starting at its `--flag` line.
+    let mut blocks: Vec<Vec<&str>> = Vec::new();
+    for line in help.lines() {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with("--") || (trimmed.starts_with('-') && trimmed.contains(", --")) {
+            blocks.push(Vec::new());
+        }
+        if let Some(block) = blocks.last_mut() {
+            block.push(trimmed);
+        }
+    }
+    let mut flags = BTreeMap::new();
+    for block in blocks {
+        let bracketed = |prefix: &str| {
+            block
+                .iter()
+                .find_map(|l| l.strip_prefix(prefix))
+                .map(|rest| rest.split(']').next().unwrap_or(rest).to_owned())
+        };
+        if let Some(env) = bracketed("[env: ") {
+            let name = env.split('=').next().unwrap_or(&env).to_owned();
+            flags.insert(name, bracketed("[default: "));
+        }
+    }
+    assert!(
+        flags.contains_key("PUNCTUAL_LISTEN"),
+        "could not read flags from --help:\n{help}"
+    );
+    flags
+}
+
+#[test]
+fn example_settings_name_every_flag_with_its_default_and_change_nothing() {
+    let text = shipped("punctual.env");
+    let mut listed = BTreeMap::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        assert!(
+            line.starts_with('#'),
+            "the example must set nothing, but has {line:?}"
+        );
+        let Some((name, value)) = line.trim_start_matches('#').split_once('=') else {
+            continue;
+        };
+        if name.starts_with("PUNCTUAL_") || name == "RUST_LOG" {
+            assert!(
+                listed.insert(name.to_owned(), value.to_owned()).is_none(),
+                "{name} is listed twice"
+            );
+        }
+    }
+    assert!(listed.remove("RUST_LOG").is_some(), "RUST_LOG is listed");
+
+    let flags = flags_from_help();
+    assert_eq!(
+        listed.keys().collect::<BTreeSet<_>>(),
+        flags.keys().collect::<BTreeSet<_>>(),
+        "punctual.env and `punctual --help` list different variables"
+    );
+    for (name, default) in &flags {
+        if let Some(default) = default {
+            assert_eq!(
+                &listed[name], default,
+                "{name} shows a value other than its default"
+            );
+        } else {
+            assert_eq!(
+                listed[name], "",
+                "{name} has no default, so its example line is empty"
+            );
+        }
+    }
+}
+
+fn unit_number(unit: &str, key: &str) -> u64 {
+    let prefix = format!("{key}=");
+    let values: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix(prefix.as_str()))
+        .collect();
+    match values[..] {
+        [value] => value
+            .parse()
+            .unwrap_or_else(|e| panic!("{key}={value} is not a number: {e}")),
+        _ => panic!("the unit should set {key}= exactly once, has {values:?}"),
+    }
+}
+
+#[test]
+fn unit_limits_leave_room_for_the_default_client_cap() {
+    let unit = shipped("punctual.service");
+    let nofile = unit_number(&unit, "LimitNOFILE");
+    let clients = punctual::limits::allowed_clients(nofile);
+    let default_cap = u64::from(punctual::Config::default().max_clients);
+    assert!(
+        clients >= default_cap,
+        "LimitNOFILE={nofile} allows only {clients} clients, default is {default_cap}"
+    );
+
+    // One writer thread per client, up to 1024 workers, and the fixed threads.
+    let tasks = unit_number(&unit, "TasksMax");
+    let needed = clients + 1024 + 64;
+    assert!(
+        tasks >= needed,
+        "TasksMax={tasks} is below the {needed} threads LimitNOFILE={nofile} allows"
+    );
+}
