@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::config::Knobs;
 use crate::event::Event;
+use crate::health::{Heartbeats, Stage};
 use crate::stats::Gauges;
 use crate::workers::Intake;
 
@@ -24,7 +25,7 @@ use crate::workers::Intake;
 /// fell behind catches up by at most this much and counts the rest as lag.
 const MAX_BURST_SPAN: Duration = Duration::from_millis(100);
 
-/// How often an idle generator (rate 0) looks at the rate again.
+/// How often an idle generator (rate 0) looks at the rate again (and beats).
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
 /// The ticks a wake-up found due.
@@ -101,16 +102,18 @@ pub fn spawn(
     intake: Intake,
     knobs: Arc<Knobs>,
     gauges: Arc<Gauges>,
+    health: Arc<Heartbeats>,
     stop: Receiver<()>,
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("generator".into())
-        .spawn(move || run(&intake, &knobs, &gauges, &stop))
+        .spawn(move || run(&intake, &knobs, &gauges, &health, &stop))
 }
 
-fn run(intake: &Intake, knobs: &Knobs, gauges: &Gauges, stop: &Receiver<()>) {
+fn run(intake: &Intake, knobs: &Knobs, gauges: &Gauges, health: &Heartbeats, stop: &Receiver<()>) {
     let mut ticker = Ticker::new(Instant::now(), knobs.rate());
     loop {
+        health.beat(Stage::Generator);
         if knobs.rate() != ticker.rate() {
             log::info!("generator rate now {} events/s", knobs.rate());
             ticker = Ticker::new(Instant::now(), knobs.rate());

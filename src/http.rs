@@ -25,11 +25,13 @@ use tiny_http::{Header, Method, Request, Response, StatusCode};
 
 use crate::config::{Config, Knobs, KnobsUpdate};
 use crate::fanout::{ClientQueue, History, Interest, Resume, Subscriptions};
+use crate::health::{Heartbeats, Stage};
 use crate::hub::LatestStats;
-use crate::ingest;
+use crate::logging::RateLimit;
 use crate::time::WallClock;
-use crate::transport::{self, ClientSlots, Slot, sse, ws};
+use crate::transport::{self, ClientSlots, Slot, Transport, sse, ws};
 use crate::workers::{Entry, Intake};
+use crate::{ingest, metrics};
 
 /// Threads answering requests. Requests are short (WebSocket clients are
 /// handed to their own writer thread), so a few suffice.
@@ -102,6 +104,8 @@ pub struct App {
     pub history: Arc<History>,
     /// Size of the history ring (the most a `replay` can ask for).
     pub history_capacity: usize,
+    /// Heartbeats for `/healthz`, `/readyz`, and the probe's own beat.
+    pub health: Arc<Heartbeats>,
 }
 
 /// The tiny_http server currently reading the listening socket, and what is
@@ -174,7 +178,7 @@ pub fn spawn(
     threads.push(
         thread::Builder::new()
             .name("http-probe".into())
-            .spawn(move || supervise(&front, probe_addr, &stop))?,
+            .spawn(move || supervise(&front, probe_addr, &app.health, &stop))?,
     );
     Ok(threads)
 }
@@ -198,8 +202,9 @@ fn serve_requests(front: &Front, app: &App, stop: &Receiver<()>) {
 }
 
 /// Probes `/healthz` every second and replaces the front after
-/// [`PROBES_BEFORE_RESTART`] failures in a row.
-fn supervise(front: &Front, probe_addr: SocketAddr, stop: &Receiver<()>) {
+/// [`PROBES_BEFORE_RESTART`] failures in a row. Any HTTP answer counts: the
+/// probe asks whether the front answers, not whether the pipeline is healthy.
+fn supervise(front: &Front, probe_addr: SocketAddr, health: &Heartbeats, stop: &Receiver<()>) {
     let mut failures = 0;
     loop {
         match stop.recv_timeout(PROBE_INTERVAL) {
@@ -208,10 +213,15 @@ fn supervise(front: &Front, probe_addr: SocketAddr, stop: &Receiver<()>) {
         }
         let (generation, _) = front.current();
         match probe(probe_addr) {
-            Ok(()) => failures = 0,
+            Ok(()) => {
+                failures = 0;
+                health.beat(Stage::Front);
+            }
             Err(e) => {
                 failures += 1;
-                log::warn!("self-probe of /healthz failed ({failures} in a row): {e}");
+                if PROBE_WARNINGS.allow() {
+                    log::warn!("self-probe of /healthz failed ({failures} in a row): {e}");
+                }
                 if failures >= PROBES_BEFORE_RESTART {
                     front.replace(generation, &format!("{failures} self-probes failed"));
                     failures = 0;
@@ -220,6 +230,9 @@ fn supervise(front: &Front, probe_addr: SocketAddr, stop: &Receiver<()>) {
         }
     }
 }
+
+/// Self-probe failures are warned about at most every 10 s.
+static PROBE_WARNINGS: RateLimit = RateLimit::new(Duration::from_secs(10));
 
 /// The address to reach our own listener on: loopback when bound to all interfaces.
 fn loopback_of(addr: SocketAddr) -> SocketAddr {
@@ -231,21 +244,19 @@ fn loopback_of(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-/// One `GET /healthz` over a fresh connection; `Ok` on a 200 answer.
+/// One `GET /healthz` over a fresh connection; `Ok` on any HTTP answer.
 pub fn probe(addr: SocketAddr) -> io::Result<()> {
     let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)?;
     stream.set_read_timeout(Some(PROBE_TIMEOUT))?;
     stream.set_write_timeout(Some(PROBE_TIMEOUT))?;
     stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")?;
-    let mut head = [0u8; 12];
+    let mut head = [0u8; 9];
     stream.read_exact(&mut head)?;
-    if head.starts_with(b"HTTP/1.1 200") || head.starts_with(b"HTTP/1.0 200") {
+    if head.starts_with(b"HTTP/1.") {
         Ok(())
     } else {
-        Err(io::Error::other(format!(
-            "answered {:?}",
-            String::from_utf8_lossy(&head)
-        )))
+        let answer = String::from_utf8_lossy(&head).into_owned();
+        Err(io::Error::other(format!("answered {answer:?}, not HTTP")))
     }
 }
 
@@ -265,6 +276,16 @@ fn body(status: u16, content_type: &str, bytes: Vec<u8>) -> Reply {
 
 fn json(status: u16, bytes: Vec<u8>) -> Reply {
     body(status, "application/json", bytes)
+}
+
+/// A health answer: `{"status": status, "reason": reason}`.
+fn status_json(code: u16, status: &str, reason: &str) -> Reply {
+    json(
+        code,
+        serde_json::json!({ "status": status, "reason": reason })
+            .to_string()
+            .into_bytes(),
+    )
 }
 
 /// A JSON error answer: `{"error": message}`.
@@ -310,7 +331,22 @@ fn route(app: &App, mut request: Request) {
     let reply = match (path.as_str(), &method) {
         ("/ws", Method::Get) => return upgrade_websocket(app, request),
         ("/events", Method::Get) => return open_event_stream(app, request),
-        ("/healthz", Method::Get) => json(200, br#"{"status":"ok"}"#.to_vec()),
+        ("/healthz", Method::Get) => match app.health.live() {
+            Ok(()) => json(200, br#"{"status":"ok"}"#.to_vec()),
+            Err(reason) => status_json(503, "stalled", &reason),
+        },
+        ("/readyz", Method::Get) => match app.health.ready() {
+            Ok(()) => json(200, br#"{"status":"ready"}"#.to_vec()),
+            Err(reason) => status_json(503, "not ready", &reason),
+        },
+        ("/metrics", Method::Get) => match app.latest.get() {
+            Some((snapshot, _)) => body(
+                200,
+                metrics::CONTENT_TYPE,
+                metrics::render(&snapshot).into_bytes(),
+            ),
+            None => error(503, "no stats snapshot yet; retry in a second"),
+        },
         ("/api/stats", Method::Get) => match app.latest.get() {
             Some((_, json_bytes)) => json(200, json_bytes.to_vec()),
             None => error(503, "no stats snapshot yet; retry in a second"),
@@ -323,7 +359,7 @@ fn route(app: &App, mut request: Request) {
             Some(reply) => reply,
             None => error(404, &format!("no such resource: {path}")),
         },
-        ("/ws" | "/events" | "/healthz" | "/api/stats", _) => {
+        ("/ws" | "/events" | "/healthz" | "/readyz" | "/metrics" | "/api/stats", _) => {
             error(405, &format!("{path} only answers GET"))
         }
         ("/api/config", _) => error(405, "/api/config answers GET and PUT"),
@@ -435,7 +471,7 @@ fn upgrade_websocket(app: &App, request: Request) {
         .with_header(header("Sec-WebSocket-Version", "13"));
         return respond(request, reply);
     }
-    let (slot, queue) = match join(app, &request, None) {
+    let (slot, queue) = match join(app, &request, Transport::WebSocket, None) {
         Ok(joined) => joined,
         Err(reply) => return respond(request, reply),
     };
@@ -452,7 +488,7 @@ fn upgrade_websocket(app: &App, request: Request) {
 /// `GET /events`: a Server-Sent Events stream on the same terms as `/ws`.
 fn open_event_stream(app: &App, request: Request) {
     let last_event_id = header_value(&request, "Last-Event-ID").map(str::to_owned);
-    let (slot, queue) = match join(app, &request, last_event_id.as_deref()) {
+    let (slot, queue) = match join(app, &request, Transport::Sse, last_event_id.as_deref()) {
         Ok(joined) => joined,
         Err(reply) => return respond(request, reply),
     };
@@ -479,11 +515,12 @@ fn open_event_stream(app: &App, request: Request) {
 fn join(
     app: &App,
     request: &Request,
+    transport: Transport,
     resume_from: Option<&str>,
 ) -> Result<(Slot, Arc<ClientQueue>), Reply> {
     let interest =
         interest(request.url(), resume_from, app.history_capacity).map_err(|e| error(400, &e))?;
-    let Some(slot) = app.slots.try_take() else {
+    let Some(slot) = app.slots.try_take(transport) else {
         let message = format!(
             "client limit reached ({} connected); try again later",
             app.slots.max()

@@ -17,9 +17,10 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, select_biased, tick};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::event::Outcome;
+use crate::health::{Heartbeats, Stage};
 use crate::stats::{Readings, Snapshot, Window};
 use crate::time::WallClock;
 
@@ -95,6 +96,110 @@ pub struct Hub {
     pub latest: Arc<LatestStats>,
     /// Seconds between summary log lines.
     pub log_interval: Duration,
+    /// Deadline in force at start: the metrics histogram's buckets sit around it.
+    pub deadline: Duration,
+    /// Where the hub reports that it is turning.
+    pub health: Arc<Heartbeats>,
+}
+
+/// What the log says about the snapshots: a summary every `--log-interval`,
+/// client-count changes, and overload entered and left (never per event).
+struct Reports {
+    log_interval: Duration,
+    next_summary: Instant,
+    next_client_line: Instant,
+    clients_reported: usize,
+    overloaded: bool,
+    calm_snapshots: u32,
+    overloaded_since: Instant,
+}
+
+/// Share of late and dropped verdicts above which the system is overloaded.
+const OVERLOAD_SHARE: f64 = 0.05;
+/// Queue fill (of capacity) at or above which the system is overloaded.
+const OVERLOAD_QUEUE_FILL: f64 = 0.9;
+/// Calm snapshots in a row before an overload counts as over (no flapping).
+const CALM_TO_RECOVER: u32 = 5;
+/// Least time between two client-count lines.
+const CLIENT_LINE_EVERY: Duration = Duration::from_secs(10);
+
+/// The overload rule, also shown on the dashboard.
+pub fn overloaded(snapshot: &Snapshot) -> bool {
+    let r = &snapshot.rates;
+    let verdicts = r.on_time + r.late + r.dropped;
+    let missed_share = if verdicts > 0.0 {
+        (r.late + r.dropped) / verdicts
+    } else {
+        0.0
+    };
+    let fill = snapshot.queue.depth as f64 / snapshot.queue.capacity.max(1) as f64;
+    missed_share > OVERLOAD_SHARE || fill >= OVERLOAD_QUEUE_FILL
+}
+
+impl Reports {
+    fn new(now: Instant, log_interval: Duration) -> Self {
+        Reports {
+            log_interval,
+            next_summary: now + log_interval,
+            next_client_line: now,
+            clients_reported: 0,
+            overloaded: false,
+            calm_snapshots: 0,
+            overloaded_since: now,
+        }
+    }
+
+    fn after(&mut self, snapshot: &Snapshot, now: Instant) {
+        if now >= self.next_summary {
+            log::info!("{}", snapshot.summary_line());
+            self.next_summary = now + self.log_interval;
+        }
+        let clients = snapshot.clients.connected;
+        if clients != self.clients_reported && now >= self.next_client_line {
+            log::info!("clients: {} → {clients}", self.clients_reported);
+            self.clients_reported = clients;
+            self.next_client_line = now + CLIENT_LINE_EVERY;
+        }
+        self.watch_overload(snapshot, now);
+    }
+
+    fn watch_overload(&mut self, snapshot: &Snapshot, now: Instant) {
+        let r = &snapshot.rates;
+        match (self.overloaded, overloaded(snapshot)) {
+            (false, true) => {
+                self.overloaded = true;
+                self.overloaded_since = now;
+                log::warn!(
+                    "overloaded: {:.0} late/s, {:.0} dropped/s (queue-full {:.0}, expired {:.0}, infeasible {:.0}) \
+                     against {:.0} on-time/s; queue {}/{}",
+                    r.late,
+                    r.dropped,
+                    r.queue_full,
+                    r.expired,
+                    r.infeasible,
+                    r.on_time,
+                    snapshot.queue.depth,
+                    snapshot.queue.capacity
+                );
+            }
+            (true, true) => self.calm_snapshots = 0,
+            (true, false) => {
+                self.calm_snapshots += 1;
+                if self.calm_snapshots >= CALM_TO_RECOVER {
+                    self.overloaded = false;
+                    self.calm_snapshots = 0;
+                    let lasted = now
+                        .saturating_duration_since(self.overloaded_since)
+                        .as_secs();
+                    log::warn!(
+                        "overload over after {lasted} s: {:.0} on-time/s, late and dropped back under 5%",
+                        r.on_time
+                    );
+                }
+            }
+            (false, false) => {}
+        }
+    }
 }
 
 impl Hub {
@@ -108,31 +213,41 @@ impl Hub {
 
     fn run(self) {
         let started = Instant::now();
-        let mut window = Window::new(started);
+        let mut window = Window::new(started, self.deadline);
         let mut seq = 0u64;
-        let mut next_log = started + self.log_interval;
-        let stats_tick = tick(STATS_INTERVAL);
+        let mut reports = Reports::new(started, self.log_interval);
+        let mut next_snapshot = started + STATS_INTERVAL;
+        self.publish_snapshot(&mut window, seq);
         loop {
-            // Outcomes first: a snapshot waits for the outcomes already queued.
-            select_biased! {
-                recv(self.outcomes) -> outcome => match outcome {
-                    Ok(outcome) => {
-                        seq += 1;
-                        window.record(&outcome);
-                        let json = Bytes::from(outcome.to_wire(seq, &self.clock));
-                        log::debug!("outcome seq={seq} id={} status={}", outcome.event.id, outcome.status.name());
-                        self.send(Broadcast { kind: Kind::Event, seq, status: outcome.status.name(), json });
-                    }
-                    Err(_) => break,
-                },
-                recv(stats_tick) -> _ => {
-                    let snapshot = self.publish_snapshot(&mut window, seq);
-                    let now = Instant::now();
-                    if now >= next_log {
-                        log::info!("{}", snapshot.summary_line());
-                        next_log = now + self.log_interval;
-                    }
+            // The snapshot is due by the clock, not by a tick channel, so a
+            // steady stream of outcomes can never starve it.
+            match self.outcomes.recv_deadline(next_snapshot) {
+                Ok(outcome) => {
+                    seq += 1;
+                    window.record(&outcome);
+                    let json = Bytes::from(outcome.to_wire(seq, &self.clock));
+                    log::debug!(
+                        "outcome seq={seq} id={} status={}",
+                        outcome.event.id,
+                        outcome.status.name()
+                    );
+                    let status = outcome.status.name();
+                    self.send(Broadcast {
+                        kind: Kind::Event,
+                        seq,
+                        status,
+                        json,
+                    });
                 }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            self.health.beat(Stage::Hub);
+            let now = Instant::now();
+            if now >= next_snapshot {
+                let snapshot = self.publish_snapshot(&mut window, seq);
+                reports.after(&snapshot, now);
+                next_snapshot = (next_snapshot + STATS_INTERVAL).max(now);
             }
         }
         let last = self.publish_snapshot(&mut window, seq);

@@ -1,15 +1,27 @@
-//! The `punctual` binary: parse flags, start the daemon, wait.
+//! The `punctual` binary: parse flags, start the daemon, wait until a signal
+//! stops it.
 
 use clap::Parser;
+use punctual::{Config, Server, logging, service};
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let config = punctual::Config::parse();
-    match punctual::Server::start(config) {
-        Ok(server) => server.wait(),
+    logging::init();
+    let config = Config::parse();
+    let server = match Server::start(config) {
+        Ok(server) => server,
         Err(e) => {
             log::error!("{e}");
             std::process::exit(1);
         }
+    };
+    if let Err(e) = service::handle_signals(server.stopper()) {
+        log::error!("cannot install signal handlers: {e}");
+        std::process::exit(1);
     }
+    if let Err(e) = service::spawn_notifier(server.monitor()) {
+        log::warn!("cannot start the systemd notifier: {e}");
+    }
+    service::notify_ready();
+    server.wait();
+    log::info!("punctual stopped");
 }

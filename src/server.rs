@@ -3,19 +3,21 @@
 //!
 //! Owns: the stop channel and the join handles of every long-lived thread.
 //! The running daemon is a [`Server`]: its address, a way to submit events,
-//! the latest stats, and [`Server::stop`].
+//! the latest stats, health, and [`Server::stop`].
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{Config, Knobs};
 use crate::event::Event;
 use crate::fanout::History;
+use crate::health::Heartbeats;
 use crate::hub::{self, Hub, LatestStats};
 use crate::stats::{
     ClientState, Gauges, GeneratorState, Ledger, QueueState, Readings, Snapshot, WorkerState,
@@ -25,17 +27,58 @@ use crate::transport::ClientSlots;
 use crate::workers::{self, Entry, Intake, WorkEstimator, WorkerContext};
 use crate::{fanout, generator, http, limits};
 
+/// How long shutdown waits for client writers to send their goodbye.
+const WRITER_GOODBYE: Duration = Duration::from_secs(1);
+
 /// A running punctual daemon.
 pub struct Server {
     addr: SocketAddr,
     clock: WallClock,
     intake: Option<Intake>,
     latest: Arc<LatestStats>,
-    stop: Option<Sender<()>>,
-    /// Threads that end when `stop` closes: generator, HTTP front.
+    health: Arc<Heartbeats>,
+    gauges: Arc<Gauges>,
+    stopper: Stopper,
+    /// Threads that end when the stop channel closes: generator, HTTP front.
     producers: Vec<JoinHandle<()>>,
     /// Threads that end when their input channel is drained: workers, hub, fan-out (in that order).
     pipeline: Vec<JoinHandle<()>>,
+}
+
+/// Asks a running [`Server`] to stop, from any thread (a signal handler's, say).
+#[derive(Clone)]
+pub struct Stopper {
+    stop: Arc<Mutex<Option<Sender<()>>>>,
+    health: Arc<Heartbeats>,
+}
+
+impl Stopper {
+    /// Starts the shutdown: producers stop; [`Server::wait`] returns once
+    /// every event in flight has its verdict and every client was told.
+    pub fn stop(&self) {
+        self.health.set_stopping();
+        // Dropping the only sender closes the channel: every producer sees it.
+        self.stop.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// Reads a running [`Server`]'s health and stats from any thread.
+#[derive(Clone)]
+pub struct Monitor {
+    health: Arc<Heartbeats>,
+    latest: Arc<LatestStats>,
+}
+
+impl Monitor {
+    /// Readiness, as `/readyz` reports it.
+    pub fn ready(&self) -> Result<(), String> {
+        self.health.ready()
+    }
+
+    /// The latest stats snapshot.
+    pub fn stats(&self) -> Option<Arc<Snapshot>> {
+        self.latest.get().map(|(snapshot, _)| snapshot)
+    }
 }
 
 impl Server {
@@ -53,6 +96,7 @@ impl Server {
         let knobs = Arc::new(Knobs::new(&config));
         let ledger = Arc::new(Ledger::default());
         let gauges = Arc::new(Gauges::default());
+        let health = Arc::new(Heartbeats::new());
         let latest = Arc::new(LatestStats::default());
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
 
@@ -72,52 +116,23 @@ impl Server {
             Arc::clone(&history),
             Arc::clone(&gauges),
         )?;
-        let readings = {
-            let (ledger, gauges, knobs, queue) = (
-                Arc::clone(&ledger),
-                Arc::clone(&gauges),
-                Arc::clone(&knobs),
-                queue.clone(),
-            );
-            let (config, workers) = (config.clone(), config.workers as usize);
-            move || Readings {
-                totals: ledger.totals(),
-                queue: QueueState {
-                    depth: queue.len(),
-                    capacity: queue.capacity().unwrap_or(0),
-                },
-                workers: WorkerState {
-                    busy: gauges
-                        .busy_workers
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                    total: workers,
-                    work_ms_total: gauges
-                        .work_micros
-                        .load(std::sync::atomic::Ordering::Relaxed)
-                        as f64
-                        / 1000.0,
-                },
-                clients: ClientState {
-                    connected: gauges.clients.load(std::sync::atomic::Ordering::Relaxed),
-                    max: max_clients,
-                    dropped_messages: gauges
-                        .client_dropped
-                        .load(std::sync::atomic::Ordering::Relaxed),
-                },
-                generator: GeneratorState {
-                    rate: knobs.rate(),
-                    lag_ticks: gauges.lag_ticks.load(std::sync::atomic::Ordering::Relaxed),
-                },
-                config: config.effective(&knobs, max_clients),
-            }
+        let reader = SystemReader {
+            config: config.clone(),
+            ledger: Arc::clone(&ledger),
+            gauges: Arc::clone(&gauges),
+            knobs: Arc::clone(&knobs),
+            queue: queue.clone(),
+            max_clients,
         };
         let hub_thread = Hub {
             outcomes: outcome_rx,
             broadcast: broadcast_tx,
             clock,
-            readings: Box::new(readings),
+            readings: Box::new(move || reader.read()),
             latest: Arc::clone(&latest),
-            log_interval: std::time::Duration::from_secs(config.log_interval),
+            log_interval: Duration::from_secs(config.log_interval),
+            deadline: knobs.deadline(),
+            health: Arc::clone(&health),
         }
         .spawn()?;
 
@@ -146,12 +161,14 @@ impl Server {
             clock,
             history,
             history_capacity: config.history as usize,
+            health: Arc::clone(&health),
         });
         let mut producers = http::spawn(listener, app, stopped.clone())?;
         producers.push(generator::spawn(
             intake.clone(),
             Arc::clone(&knobs),
-            gauges,
+            Arc::clone(&gauges),
+            Arc::clone(&health),
             stopped,
         )?);
 
@@ -171,7 +188,12 @@ impl Server {
             clock,
             intake: Some(intake),
             latest,
-            stop: Some(stop),
+            stopper: Stopper {
+                stop: Arc::new(Mutex::new(Some(stop))),
+                health: Arc::clone(&health),
+            },
+            health,
+            gauges,
             producers,
             pipeline,
         })
@@ -200,33 +222,56 @@ impl Server {
         self.latest.get().map(|(snapshot, _)| snapshot)
     }
 
-    /// Blocks until the daemon ends (it runs until stopped).
+    /// Whether the daemon is healthy enough to be kept alive (see `/readyz`).
+    pub fn ready(&self) -> Result<(), String> {
+        self.health.ready()
+    }
+
+    /// A handle that reads health and stats from another thread.
+    pub fn monitor(&self) -> Monitor {
+        Monitor {
+            health: Arc::clone(&self.health),
+            latest: Arc::clone(&self.latest),
+        }
+    }
+
+    /// A handle that stops this server from another thread.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Blocks until a [`Stopper`] stops the daemon and the shutdown is done.
     pub fn wait(mut self) {
-        join_all(&mut self.producers);
         self.shut_down();
     }
 
     /// Stops the daemon: producers first, then every event still in flight
     /// gets its verdict (bounded by its deadline), the hub publishes a final
-    /// snapshot, and every client is sent a Close frame.
+    /// snapshot, and every client is sent a goodbye (WebSocket Close 1001).
     pub fn stop(mut self) {
         let started = Instant::now();
-        self.stop.take();
-        join_all(&mut self.producers);
+        self.stopper.stop();
         self.shut_down();
         log::info!("stopped in {:?}", started.elapsed());
     }
 
+    /// Waits for the producers to end, then takes the pipeline down in flow order.
     fn shut_down(&mut self) {
+        join_all(&mut self.producers);
         self.intake.take();
         join_all(&mut self.pipeline);
+        // The fan-out has closed every client queue; give writers a moment to
+        // send their goodbye before the process may exit.
+        let until = Instant::now() + WRITER_GOODBYE;
+        while self.gauges.clients.load(Ordering::Acquire) > 0 && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.stop.take();
-        join_all(&mut self.producers);
+        self.stopper.stop();
         self.shut_down();
     }
 }
@@ -236,6 +281,48 @@ fn join_all(threads: &mut Vec<JoinHandle<()>>) {
         let name = thread.thread().name().unwrap_or("unnamed").to_owned();
         if thread.join().is_err() {
             log::error!("thread {name} panicked");
+        }
+    }
+}
+
+/// Reads the rest of the system for the hub's snapshot.
+struct SystemReader {
+    config: Config,
+    ledger: Arc<Ledger>,
+    gauges: Arc<Gauges>,
+    knobs: Arc<Knobs>,
+    queue: Receiver<Event>,
+    max_clients: usize,
+}
+
+impl SystemReader {
+    fn read(&self) -> Readings {
+        let gauge = |g: &std::sync::atomic::AtomicUsize| g.load(Ordering::Relaxed);
+        let counter = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+        let g = &self.gauges;
+        Readings {
+            totals: self.ledger.totals(),
+            queue: QueueState {
+                depth: self.queue.len(),
+                capacity: self.queue.capacity().unwrap_or(0),
+            },
+            workers: WorkerState {
+                busy: gauge(&g.busy_workers),
+                total: self.config.workers as usize,
+                work_ms_total: counter(&g.work_micros) as f64 / 1000.0,
+            },
+            clients: ClientState {
+                connected: gauge(&g.clients),
+                websocket: gauge(&g.websocket_clients),
+                sse: gauge(&g.sse_clients),
+                max: self.max_clients,
+                dropped_messages: counter(&g.client_dropped),
+            },
+            generator: GeneratorState {
+                rate: self.knobs.rate(),
+                lag_ticks: counter(&g.lag_ticks),
+            },
+            config: self.config.effective(&self.knobs, self.max_clients),
         }
     }
 }

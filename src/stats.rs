@@ -144,6 +144,10 @@ pub struct Gauges {
     pub lag_ticks: AtomicU64,
     /// Dashboard clients connected now.
     pub clients: AtomicUsize,
+    /// Of which over WebSocket.
+    pub websocket_clients: AtomicUsize,
+    /// Of which over Server-Sent Events.
+    pub sse_clients: AtomicUsize,
     /// Messages not delivered to some client because its queue was full.
     pub client_dropped: AtomicU64,
 }
@@ -209,6 +213,70 @@ pub struct Snapshot {
     pub generator: GeneratorState,
     /// Effective settings.
     pub config: serde_json::Value,
+    /// Latency of every event worked on since start, for `/metrics`.
+    #[serde(skip)]
+    pub cumulative_latency: CumulativeLatency,
+}
+
+/// A cumulative latency histogram with fixed buckets placed around the
+/// deadline in force at start (Prometheus needs buckets that never change).
+#[derive(Clone, Debug, Default)]
+pub struct CumulativeLatency {
+    bounds_s: Vec<f64>,
+    counts: Vec<u64>,
+    count: u64,
+    sum_s: f64,
+}
+
+/// Bucket bounds as multiples of the deadline.
+const BUCKET_FACTORS: [f64; 11] = [0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0, 5.0];
+
+impl CumulativeLatency {
+    /// Buckets around `deadline`.
+    pub fn around(deadline: Duration) -> Self {
+        // Whole milliseconds keep the `le` labels readable (0.01, not 0.010000000000000002).
+        let deadline_ms = deadline.as_secs_f64() * 1000.0;
+        let bounds_s: Vec<f64> = BUCKET_FACTORS
+            .iter()
+            .map(|f| (deadline_ms * f).round().max(1.0) / 1000.0)
+            .collect();
+        CumulativeLatency {
+            counts: vec![0; bounds_s.len()],
+            bounds_s,
+            count: 0,
+            sum_s: 0.0,
+        }
+    }
+
+    fn record(&mut self, latency: Duration) {
+        let seconds = latency.as_secs_f64();
+        if let Some(i) = self.bounds_s.iter().position(|le| seconds <= *le) {
+            self.counts[i] += 1;
+        }
+        self.count += 1;
+        self.sum_s += seconds;
+    }
+
+    /// `(upper bound in seconds, observations at or below it)`, ascending.
+    pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.bounds_s
+            .iter()
+            .zip(self.counts.iter().scan(0, |total, n| {
+                *total += n;
+                Some(*total)
+            }))
+            .map(|(le, n)| (*le, n))
+    }
+
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of all observations, seconds.
+    pub fn sum_seconds(&self) -> f64 {
+        self.sum_s
+    }
 }
 
 /// Work queue fill.
@@ -238,6 +306,10 @@ pub struct WorkerState {
 pub struct ClientState {
     /// Clients connected now.
     pub connected: usize,
+    /// Of which over WebSocket.
+    pub websocket: usize,
+    /// Of which over Server-Sent Events.
+    pub sse: usize,
     /// Effective most clients at once.
     pub max: usize,
     /// Messages not delivered because a client's queue was full, since start.
@@ -272,6 +344,7 @@ pub struct Readings {
 
 /// Latency of the current window and the totals at its start. Owned by the hub.
 pub struct Window {
+    cumulative: CumulativeLatency,
     started: Instant,
     window_start: Instant,
     previous: Totals,
@@ -282,14 +355,16 @@ pub struct Window {
 const MAX_TRACKED_LATENCY_US: u64 = 3_600_000_000;
 
 impl Window {
-    /// An empty window starting at `now`.
-    pub fn new(now: Instant) -> Self {
+    /// An empty window starting at `now`; the cumulative histogram's buckets
+    /// are placed around `deadline`.
+    pub fn new(now: Instant, deadline: Duration) -> Self {
         Window {
+            cumulative: CumulativeLatency::around(deadline),
             started: now,
             window_start: now,
             previous: Totals::default(),
             latency_us: Histogram::new_with_bounds(1, MAX_TRACKED_LATENCY_US, 3)
-                .unwrap_or_else(|_| Histogram::new(3).unwrap_or_else(|_| unreachable!())),
+                .expect("constant histogram bounds are valid"),
         }
     }
 
@@ -300,6 +375,7 @@ impl Window {
             let micros = u64::try_from(outcome.latency().as_micros()).unwrap_or(u64::MAX);
             self.latency_us
                 .saturating_record(micros.clamp(1, MAX_TRACKED_LATENCY_US));
+            self.cumulative.record(outcome.latency());
         }
     }
 
@@ -322,6 +398,7 @@ impl Window {
             clients: readings.clients,
             generator: readings.generator,
             config: readings.config,
+            cumulative_latency: self.cumulative.clone(),
         }
     }
 
@@ -358,20 +435,36 @@ fn rates(before: &Totals, now: &Totals, elapsed: Duration) -> Rates {
 }
 
 impl Snapshot {
+    /// Share of verdicts that were on time, in percent (100 before any verdict).
+    pub fn on_time_percent(&self) -> f64 {
+        let judged = self.totals.judged();
+        if judged == 0 {
+            100.0
+        } else {
+            self.totals.on_time as f64 * 100.0 / judged as f64
+        }
+    }
+
+    /// The short live line `systemctl status` shows.
+    pub fn status_line(&self) -> String {
+        format!(
+            "{:.0} events/s, on-time {:.1}%, {} late, {} dropped, {} clients",
+            self.rates.generated + self.rates.ingested,
+            self.on_time_percent(),
+            self.totals.late,
+            self.totals.dropped.total(),
+            self.clients.connected,
+        )
+    }
+
     /// The one-line summary the log carries every `--log-interval`.
     pub fn summary_line(&self) -> String {
         let t = &self.totals;
-        let judged = t.judged();
-        let on_time_pct = if judged == 0 {
-            100.0
-        } else {
-            t.on_time as f64 * 100.0 / judged as f64
-        };
         format!(
             "{:.0} events/s, on-time {:.1}% ({} on-time, {} late, dropped {} queue-full / {} expired / {} infeasible), \
              p99 {:.1} ms, queue {}/{}, clients {}",
             self.rates.generated + self.rates.ingested,
-            on_time_pct,
+            self.on_time_percent(),
             t.on_time,
             t.late,
             t.dropped.queue_full,
@@ -403,6 +496,20 @@ mod tests {
         let t = ledger.totals();
         assert!(t.balances());
         assert_eq!((t.late, t.in_flight), (1, 0));
+    }
+
+    #[test]
+    fn the_cumulative_histogram_counts_at_or_below_each_bound() {
+        let mut h = CumulativeLatency::around(Duration::from_millis(100));
+        for ms in [5, 50, 100, 101, 700] {
+            h.record(Duration::from_millis(ms));
+        }
+        let buckets: Vec<(f64, u64)> = h.buckets().collect();
+        assert_eq!(buckets[0], (0.01, 1));
+        assert_eq!(buckets[5], (0.1, 3));
+        assert_eq!(buckets[6].1, 4);
+        assert_eq!(buckets.last().copied(), Some((0.5, 4)));
+        assert_eq!(h.count(), 5);
     }
 
     #[test]

@@ -89,6 +89,15 @@ fn write_until_closed(sink: &mut impl Sink, queue: &ClientQueue) -> String {
     }
 }
 
+/// How a client is connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket (`/ws`).
+    WebSocket,
+    /// Server-Sent Events (`/events`).
+    Sse,
+}
+
 /// The cap on connected clients. A slot is taken before a connection is
 /// upgraded and given back when its writer ends.
 #[derive(Clone)]
@@ -100,6 +109,7 @@ pub struct ClientSlots {
 /// A taken client slot; dropping it frees the slot.
 pub struct Slot {
     gauges: Arc<Gauges>,
+    transport: Transport,
 }
 
 impl ClientSlots {
@@ -114,21 +124,31 @@ impl ClientSlots {
     }
 
     /// Takes a slot, or `None` when every slot is taken.
-    pub fn try_take(&self) -> Option<Slot> {
+    pub fn try_take(&self, transport: Transport) -> Option<Slot> {
         self.gauges
             .clients
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max).then_some(n + 1)
             })
-            .ok()
-            .map(|_| Slot {
-                gauges: Arc::clone(&self.gauges),
-            })
+            .ok()?;
+        per_transport(&self.gauges, transport).fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            gauges: Arc::clone(&self.gauges),
+            transport,
+        })
+    }
+}
+
+fn per_transport(gauges: &Gauges, transport: Transport) -> &std::sync::atomic::AtomicUsize {
+    match transport {
+        Transport::WebSocket => &gauges.websocket_clients,
+        Transport::Sse => &gauges.sse_clients,
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        per_transport(&self.gauges, self.transport).fetch_sub(1, Ordering::Relaxed);
         self.gauges.clients.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -1,0 +1,148 @@
+//! Health: heartbeats of the stages whose silence means the daemon is stuck.
+//!
+//! Owns the [`Heartbeats`]: the generator beats on every wake (it wakes at
+//! least every 100 ms, even at rate 0), the hub on every loop turn (at least
+//! once a second, for the stats tick), and the HTTP self-probe on every
+//! answered probe. `/healthz`, `/readyz` and the systemd watchdog read them.
+//! Reads and writes no channel.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// A stage that reports it is alive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The generator thread.
+    Generator,
+    /// The hub thread.
+    Hub,
+    /// The HTTP front, as seen by its own loopback probe.
+    Front,
+}
+
+/// Silence after which a stage counts as stalled.
+const GENERATOR_SILENCE: Duration = Duration::from_secs(3);
+const HUB_SILENCE: Duration = Duration::from_secs(3);
+/// The probe runs every second with a 2 s timeout.
+const FRONT_SILENCE: Duration = Duration::from_secs(5);
+
+/// When each stage last reported, in ms since start.
+#[derive(Debug)]
+pub struct Heartbeats {
+    started: Instant,
+    generator: AtomicU64,
+    hub: AtomicU64,
+    front: AtomicU64,
+    stopping: AtomicBool,
+}
+
+impl Heartbeats {
+    /// Every stage counts as just seen.
+    pub fn new() -> Self {
+        Heartbeats {
+            started: Instant::now(),
+            generator: AtomicU64::new(0),
+            hub: AtomicU64::new(0),
+            front: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+        }
+    }
+
+    fn cell(&self, stage: Stage) -> &AtomicU64 {
+        match stage {
+            Stage::Generator => &self.generator,
+            Stage::Hub => &self.hub,
+            Stage::Front => &self.front,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Records that `stage` is alive now.
+    pub fn beat(&self, stage: Stage) {
+        self.cell(stage).store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Marks the daemon as shutting down: it is no longer ready.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    fn silent(&self, stage: Stage, limit: Duration) -> Option<String> {
+        let since = self
+            .now_ms()
+            .saturating_sub(self.cell(stage).load(Ordering::Relaxed));
+        (since > limit.as_millis() as u64)
+            .then(|| format!("{stage:?} silent for {since} ms").to_lowercase())
+    }
+
+    /// Liveness: the pipeline's own threads are turning.
+    pub fn live(&self) -> Result<(), String> {
+        let stalled: Vec<String> = [
+            (Stage::Generator, GENERATOR_SILENCE),
+            (Stage::Hub, HUB_SILENCE),
+        ]
+        .into_iter()
+        .filter_map(|(stage, limit)| self.silent(stage, limit))
+        .collect();
+        if stalled.is_empty() {
+            Ok(())
+        } else {
+            Err(stalled.join(", "))
+        }
+    }
+
+    /// Readiness: live, the HTTP front answers its own probe, and not stopping.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err("shutting down".into());
+        }
+        self.live()?;
+        match self.silent(Stage::Front, FRONT_SILENCE) {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Default for Heartbeats {
+    fn default() -> Self {
+        Heartbeats::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_daemon_is_live_and_ready() {
+        let beats = Heartbeats::new();
+        assert_eq!(beats.live(), Ok(()));
+        assert_eq!(beats.ready(), Ok(()));
+    }
+
+    #[test]
+    fn a_silent_stage_is_named() {
+        let beats = Heartbeats::new();
+        beats.hub.store(0, Ordering::Relaxed);
+        let later = Heartbeats {
+            started: beats.started - Duration::from_secs(10),
+            ..Heartbeats::new()
+        };
+        later.beat(Stage::Generator);
+        let reason = later.live().expect_err("hub silent for 10 s");
+        assert!(reason.contains("hub"), "{reason}");
+        assert!(!reason.contains("generator"), "{reason}");
+    }
+
+    #[test]
+    fn a_stopping_daemon_is_not_ready() {
+        let beats = Heartbeats::new();
+        beats.set_stopping();
+        assert_eq!(beats.ready(), Err("shutting down".into()));
+        assert_eq!(beats.live(), Ok(()));
+    }
+}
