@@ -27,8 +27,13 @@ use crate::transport::ClientSlots;
 use crate::workers::{self, Entry, Intake, WorkEstimator, WorkerContext};
 use crate::{fanout, generator, http, limits};
 
+/// How long shutdown waits for events in flight to get their verdicts. Their
+/// deadlines bound the drain, but a deadline may be an hour away: past this
+/// limit the daemon exits and says how many events it left without a verdict.
+const DRAIN_LIMIT: Duration = Duration::from_millis(1500);
+
 /// How long shutdown waits for client writers to send their goodbye.
-const WRITER_GOODBYE: Duration = Duration::from_secs(1);
+const WRITER_GOODBYE: Duration = Duration::from_millis(400);
 
 /// A running punctual daemon.
 pub struct Server {
@@ -38,6 +43,7 @@ pub struct Server {
     latest: Arc<LatestStats>,
     health: Arc<Heartbeats>,
     gauges: Arc<Gauges>,
+    ledger: Arc<Ledger>,
     stopper: Stopper,
     /// Threads that end when the stop channel closes: generator, HTTP front.
     producers: Vec<JoinHandle<()>>,
@@ -174,8 +180,7 @@ impl Server {
 
         if config.token.is_none() && !config.listen.ip().is_loopback() {
             log::warn!(
-                "listening on {} without --token: anyone who can reach it can post events and change settings",
-                config.listen
+                "listening on {addr} without --token: anyone who can reach it can post events and change settings"
             );
         }
         log::info!(
@@ -194,6 +199,7 @@ impl Server {
             },
             health,
             gauges,
+            ledger,
             producers,
             pipeline,
         })
@@ -259,7 +265,15 @@ impl Server {
     fn shut_down(&mut self) {
         join_all(&mut self.producers);
         self.intake.take();
-        join_all(&mut self.pipeline);
+        if !join_within(&mut self.pipeline, Instant::now() + DRAIN_LIMIT) {
+            let left = self.ledger.totals().in_flight;
+            log::warn!(
+                "drain limit of {DRAIN_LIMIT:?} reached: exiting with {left} events in flight"
+            );
+            // Detach the stragglers: they end with the process.
+            self.pipeline.clear();
+            return;
+        }
         // The fan-out has closed every client queue; give writers a moment to
         // send their goodbye before the process may exit.
         let until = Instant::now() + WRITER_GOODBYE;
@@ -274,6 +288,18 @@ impl Drop for Server {
         self.stopper.stop();
         self.shut_down();
     }
+}
+
+/// Joins `threads` in order if they all end before `until`; returns whether they did.
+fn join_within(threads: &mut Vec<JoinHandle<()>>, until: Instant) -> bool {
+    while threads.iter().any(|t| !t.is_finished()) {
+        if Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    join_all(threads);
+    true
 }
 
 fn join_all(threads: &mut Vec<JoinHandle<()>>) {

@@ -1,0 +1,323 @@
+//! punctual as an operator runs it: a child process stopped by signals, its
+//! log format under journald, and the health and metrics endpoints.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{connect, get_json, http, start};
+use tungstenite::Message;
+use tungstenite::protocol::frame::coding::CloseCode;
+
+/// A `punctual` child process on a free port, with its log lines collected.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    lines: mpsc::Receiver<String>,
+    /// The log up to and including the start line.
+    startup: Vec<String>,
+}
+
+impl Daemon {
+    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Daemon {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_punctual"));
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        command
+            .args(args)
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("NOTIFY_SOCKET")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start punctual");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let (lines, startup, addr) = follow_log(stderr);
+        Daemon {
+            child,
+            addr,
+            lines,
+            startup,
+        }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    fn wait_for_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll child") {
+                return status;
+            }
+            if Instant::now() >= until {
+                let _ = self.child.kill();
+                panic!("punctual did not exit within {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn log_so_far(&self) -> Vec<String> {
+        self.lines.try_iter().collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the log until the start line names the URL; the rest keeps flowing
+/// into the returned channel.
+fn follow_log(stderr: ChildStderr) -> (mpsc::Receiver<String>, Vec<String>, SocketAddr) {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut startup = Vec::new();
+    while Instant::now() < until {
+        let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
+            continue;
+        };
+        let addr = line.split("serving http://").nth(1).map(|rest| {
+            let addr = rest.split('/').next().expect("address");
+            addr.parse::<SocketAddr>().expect("socket address")
+        });
+        startup.push(line);
+        if let Some(addr) = addr {
+            return (rx, startup, addr);
+        }
+    }
+    panic!("punctual never logged its URL");
+}
+
+#[test]
+fn sigterm_drains_says_goodbye_to_every_client_and_exits_zero_within_two_seconds() {
+    let mut daemon = Daemon::spawn(&["--rate", "200"], &[]);
+    let mut clients: Vec<_> = (0..3).map(|_| connect(daemon.addr, "/ws")).collect();
+    for client in &mut clients {
+        common::events(client, 5, Duration::from_secs(20));
+    }
+    let signalled = Instant::now();
+    daemon.signal("TERM");
+    for client in &mut clients {
+        let close = read_until_close(client, Duration::from_secs(5));
+        assert_eq!(close, Some(CloseCode::Away), "every client gets Close 1001");
+    }
+    let status = daemon.wait_for_exit(Duration::from_secs(5));
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(took < Duration::from_secs(2), "shutdown took {took:?}");
+    let log = daemon.log_so_far().join("\n");
+    assert!(log.contains("SIGTERM received"), "{log}");
+    assert!(log.contains("final:"), "a final summary is logged: {log}");
+}
+
+/// Reads messages until the server's Close frame; returns its code.
+fn read_until_close(client: &mut common::Client, timeout: Duration) -> Option<CloseCode> {
+    let until = Instant::now() + timeout;
+    while Instant::now() < until {
+        match client.read() {
+            Ok(Message::Close(frame)) => return frame.map(|f| f.code),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("connection ended without a Close frame: {e}"),
+        }
+    }
+    None
+}
+
+#[test]
+fn sigterm_ends_event_streams() {
+    let mut daemon = Daemon::spawn(&["--rate", "50"], &[]);
+    let mut stream = std::net::TcpStream::connect(daemon.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    std::io::Write::write_all(&mut stream, b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
+        .expect("request");
+    let mut first = [0u8; 64];
+    let n = stream.read(&mut first).expect("stream opens");
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    daemon.signal("TERM");
+    let mut rest = Vec::new();
+    stream
+        .read_to_end(&mut rest)
+        .expect("the stream ends cleanly");
+    assert!(daemon.wait_for_exit(Duration::from_secs(5)).success());
+}
+
+#[test]
+fn a_second_signal_exits_at_once_without_draining() {
+    // Work of 10 s against a 60 s deadline keeps the drain busy past its limit.
+    let args = [
+        "--rate",
+        "20",
+        "--work-ms",
+        "10000",
+        "--deadline-ms",
+        "60000",
+        "--admission",
+        "off",
+    ];
+    let mut daemon = Daemon::spawn(&args, &[]);
+    thread::sleep(Duration::from_millis(500));
+    daemon.signal("INT");
+    thread::sleep(Duration::from_millis(200));
+    let second = Instant::now();
+    daemon.signal("INT");
+    let status = daemon.wait_for_exit(Duration::from_secs(5));
+    assert!(
+        second.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        second.elapsed()
+    );
+    assert_eq!(status.code(), Some(128 + 2), "exit status {status}");
+}
+
+#[test]
+fn under_journald_lines_carry_syslog_priorities_and_no_timestamp() {
+    let args = ["--rate", "0", "--listen", "0.0.0.0:0"];
+    let daemon = Daemon::spawn(&args, &[("JOURNAL_STREAM", "8:12345")]);
+    for line in &daemon.startup {
+        assert!(
+            line.starts_with("<4>punctual") || line.starts_with("<6>punctual"),
+            "{line}"
+        );
+    }
+    let serving = daemon.startup.last().expect("start line");
+    assert!(
+        serving.starts_with("<6>punctual::server: punctual "),
+        "{serving}"
+    );
+    // Listening on all interfaces without a token is a warning: priority 4.
+    let warning = daemon
+        .startup
+        .iter()
+        .find(|l| l.contains("without --token"))
+        .expect("token warning");
+    assert!(warning.starts_with("<4>"), "{warning}");
+}
+
+#[test]
+fn outside_journald_lines_start_with_an_rfc3339_timestamp() {
+    let daemon = Daemon::spawn(&["--rate", "0"], &[]);
+    let line = daemon.startup.last().expect("start line");
+    assert!(line.starts_with('['), "{line}");
+    let stamp = line[1..].split(' ').next().expect("timestamp");
+    assert!(
+        stamp.len() >= 20
+            && stamp.as_bytes()[4] == b'-'
+            && stamp.contains('T')
+            && stamp.ends_with('Z'),
+        "{stamp}"
+    );
+    assert!(line.contains("INFO"), "{line}");
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_agree_with_stats() {
+    let server = start(|c| c.rate = 200);
+    let addr = server.local_addr();
+    let mut client = connect(addr, "/ws");
+    common::events(&mut client, 50, Duration::from_secs(20));
+    thread::sleep(Duration::from_millis(1200));
+    let response = http(addr, "GET", "/metrics", &[], b"");
+    assert_eq!(response.status, 200);
+    assert!(
+        response
+            .header("content-type")
+            .expect("type")
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = String::from_utf8(response.body).expect("UTF-8");
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
+    let names: Vec<&str> = scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for expected in [
+        "punctual_events_total",
+        "punctual_outcomes_total",
+        "punctual_latency_seconds",
+        "punctual_queue_depth",
+        "punctual_queue_capacity",
+        "punctual_workers_busy",
+        "punctual_clients",
+        "punctual_client_dropped_messages_total",
+        "punctual_generator_lag_ticks_total",
+        "punctual_build_info",
+    ] {
+        assert!(
+            names.iter().any(|n| n.starts_with(expected)),
+            "missing {expected} in\n{text}"
+        );
+    }
+    let generated = scrape
+        .samples
+        .iter()
+        .find(|s| {
+            s.metric == "punctual_events_total" && s.labels.get("source") == Some("generator")
+        })
+        .expect("generator events");
+    match generated.value {
+        prometheus_parse::Value::Counter(v) => assert!(v >= 50.0, "{v}"),
+        ref other => panic!("events_total should be a counter, got {other:?}"),
+    }
+    let websocket = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "punctual_clients" && s.labels.get("transport") == Some("websocket"))
+        .expect("websocket clients");
+    assert!(
+        matches!(websocket.value, prometheus_parse::Value::Gauge(v) if v == 1.0),
+        "{:?}",
+        websocket.value
+    );
+}
+
+#[test]
+fn health_and_readiness_answer_json() {
+    let server = start(|c| c.rate = 20);
+    let addr = server.local_addr();
+    let (status, body) = get_json(addr, "/healthz");
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    // Ready once the self-probe has seen the front answer.
+    assert!(common::eventually(Duration::from_secs(20), || get_json(
+        addr, "/readyz"
+    )
+    .0 == 200));
+    assert_eq!(get_json(addr, "/readyz").1["status"], "ready");
+}
+
+#[test]
+fn a_stopping_daemon_is_not_ready() {
+    let server = start(|c| c.rate = 20);
+    let monitor = server.monitor();
+    assert!(common::eventually(Duration::from_secs(20), || monitor
+        .ready()
+        .is_ok()));
+    server.stop();
+    assert_eq!(monitor.ready(), Err("shutting down".to_owned()));
+}
