@@ -1,82 +1,554 @@
-// punctual's plain live page: one WebSocket, counters, the last 50 outcomes.
-// Messages are buffered and drawn once per animation frame, never per message.
+// punctual's live dashboard: one WebSocket, a stats bar, two charts, a health
+// panel, live settings and the last 50 outcomes.
+//
+// Messages are only parsed and buffered as they arrive; the DOM is updated
+// once per animation frame from what was buffered since the last frame. The
+// buffer is a bounded ring, so a hidden tab (no frames) keeps only the newest
+// events and its memory stays flat whatever the event rate.
+
+import {
+  HEALTH_RULE,
+  HEALTH_WINDOW_S,
+  KNOBS,
+  Ring,
+  Series,
+  backoffDelay,
+  configErrorMessage,
+  eventRow,
+  formatCount,
+  formatMs,
+  formatPercent,
+  formatRate,
+  formatUptime,
+  gapText,
+  health,
+  parseKnob,
+  sampleFromStats,
+  socketUrl,
+} from "./logic.js";
+import { drawLatency, drawOutcomes, palette } from "./charts.js";
 
 const MAX_ROWS = 50;
-const MAX_BUFFERED = 1000; // while the tab is hidden only the newest matter
+/** Events buffered between two frames; older ones are overwritten (only the newest 50 are shown). */
+const PENDING_CAPACITY = 1024;
+/** An open socket silent for this long is presumed dead (stats arrive every second). */
+const STALL_MS = 5000;
+const TOKEN_KEY = "punctual.token";
+/** How long a settings change may wait for the server's answer before it is sent again. */
+const PUT_TIMEOUT_MS = 4000;
+/**
+ * Least time between two redraws of the table. Events are still drained every
+ * frame; at thousands a second the rows could not be read at 60 redraws a
+ * second anyway, and re-setting 350 cells every frame costs the frame rate.
+ */
+const TABLE_INTERVAL_MS = 100;
 
 const $ = (id) => document.getElementById(id);
-const counts = { total: 0, "on-time": 0, late: 0, dropped: 0 };
-let pending = [];
+
+// ---- state (no DOM here) ----
+
+const pending = new Ring(PENDING_CAPACITY);
+const rows = new Ring(MAX_ROWS);
+const series = new Series();
 let latestStats = null;
-let retryMs = 500;
+let statsDirty = false;
+let healthDirty = true;
+let rowsDirty = false;
+let tableDrawnAt = 0;
+let chartsDirty = true;
+let paused = false;
+let missedWhilePaused = 0;
+let serverRestarts = 0;
+/** Set when a resumed stream reports outcomes the server no longer had. */
+let gapNote = "";
+
+const conn = {
+  socket: null,
+  attempt: 0,
+  lastSeq: null,
+  retryAt: 0,
+  retryTimer: 0,
+  lastMessageAt: 0,
+  state: "connecting",
+  text: "connecting…",
+  shownText: "",
+};
+
+// ---- connection ----
 
 function connect() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const socket = new WebSocket(`${scheme}//${location.host}/ws?stats=1`);
-  setState("connecting", "connecting…");
-  socket.onopen = () => { retryMs = 500; setState("open", "live"); };
+  clearTimeout(conn.retryTimer);
+  conn.retryTimer = 0;
+  let socket;
+  try {
+    socket = new WebSocket(socketUrl(location, conn.lastSeq));
+  } catch (e) {
+    scheduleReconnect(`cannot open a WebSocket: ${e.message}`);
+    return;
+  }
+  conn.socket = socket;
+  setConnection("connecting", conn.attempt ? `reconnecting… (attempt ${conn.attempt + 1})` : "connecting…");
+  socket.onopen = () => {
+    if (conn.socket !== socket) return;
+    conn.lastMessageAt = Date.now();
+    gapNote = "";
+    setConnection("live", "live");
+  };
   socket.onmessage = (msg) => {
-    const data = JSON.parse(msg.data);
-    if (data.type === "stats") { latestStats = data; return; }
+    if (conn.socket === socket) onMessage(msg.data);
+  };
+  socket.onerror = () => {
+    // A close event always follows; it does the reporting and the retry.
+  };
+  socket.onclose = (ev) => {
+    if (conn.socket !== socket) return;
+    conn.socket = null;
+    const why = ev.code === 1001 ? "server went away" : ev.reason || (ev.code === 1006 ? "connection lost" : `closed (${ev.code})`);
+    scheduleReconnect(why);
+  };
+}
+
+function scheduleReconnect(why) {
+  const delay = backoffDelay(conn.attempt, Math.random());
+  conn.attempt++;
+  conn.retryAt = Date.now() + delay;
+  conn.why = why;
+  setConnection("retrying", retryText());
+  conn.retryTimer = setTimeout(connect, delay);
+}
+
+function retryText() {
+  const left = Math.max(0, conn.retryAt - Date.now());
+  return `${conn.why} — retrying in ${(left / 1000).toFixed(left < 10_000 ? 1 : 0)} s`;
+}
+
+/** Drops a socket that stopped delivering without closing (a silent network failure). */
+function abandon(why) {
+  const socket = conn.socket;
+  if (!socket) return;
+  conn.socket = null;
+  socket.onopen = socket.onmessage = socket.onclose = socket.onerror = null;
+  try {
+    socket.close();
+  } catch {
+    // already closing
+  }
+  scheduleReconnect(why);
+}
+
+function setConnection(state, text) {
+  conn.state = state;
+  conn.text = text;
+}
+
+function onMessage(text) {
+  let data;
+  try {
+    data = JSON.parse(text);
+  } catch {
+    return; // not ours; ignore rather than break the stream
+  }
+  conn.lastMessageAt = Date.now();
+  // A message proves the server is back: the next loss starts the backoff afresh.
+  conn.attempt = 0;
+  if (data?.type === "event") {
+    if (Number.isSafeInteger(data.seq)) conn.lastSeq = data.seq;
     pending.push(data);
-    if (pending.length > MAX_BUFFERED) pending = pending.slice(-MAX_BUFFERED);
-  };
-  socket.onclose = () => {
-    setState("closed", `disconnected — retrying in ${(retryMs / 1000).toFixed(1)} s`);
-    setTimeout(connect, retryMs * (0.5 + Math.random()));
-    retryMs = Math.min(retryMs * 2, 15000);
-  };
+  } else if (data?.type === "gap") {
+    gapNote = gapText(data);
+  } else if (data?.type === "stats") {
+    if (latestStats && typeof data.uptimeS === "number" && data.uptimeS + 1 < latestStats.uptimeS) serverRestarts++;
+    latestStats = data;
+    series.add(sampleFromStats(data, Date.now()));
+    statsDirty = true;
+    chartsDirty = true;
+  }
 }
 
-function setState(cls, text) {
-  const el = $("connection");
-  el.className = `state ${cls}`;
+// ---- rendering, once per frame ----
+
+const table = { body: null, cells: [], texts: [] };
+const CELL_KEYS = ["id", "statusText", "source", "created", "processed", "latency", "deadline"];
+const CELL_CLASSES = ["mono", "status", "c-source", "c-created", "", "num", "num c-deadline"];
+
+function ensureRows(count) {
+  while (table.cells.length < count) {
+    const tr = document.createElement("tr");
+    const cells = CELL_KEYS.map((_, i) => {
+      const td = document.createElement("td");
+      if (CELL_CLASSES[i]) td.className = CELL_CLASSES[i];
+      tr.appendChild(td);
+      return td;
+    });
+    table.body.appendChild(tr);
+    table.cells.push(cells);
+    table.texts.push(new Array(CELL_KEYS.length).fill(null));
+  }
+}
+
+function renderRows() {
+  const list = rows.newest(MAX_ROWS);
+  ensureRows(list.length);
+  list.forEach((row, i) => {
+    const cells = table.cells[i];
+    const texts = table.texts[i];
+    const tr = cells[0].parentElement;
+    const cls = `st-${row.status}`;
+    if (tr.className !== cls) tr.className = cls;
+    tr.dataset.seq = String(row.seq);
+    if (cells[0].title !== row.fullId) cells[0].title = row.fullId;
+    CELL_KEYS.forEach((key, j) => {
+      if (texts[j] !== row[key]) {
+        cells[j].textContent = row[key];
+        texts[j] = row[key];
+      }
+    });
+  });
+}
+
+function setText(id, text) {
+  const el = $(id);
+  if (el && el.textContent !== text) el.textContent = text;
+}
+
+function renderStats() {
+  const s = latestStats;
+  if (!s) return;
+  const t = s.totals ?? {};
+  const r = s.rates ?? {};
+  const d = t.dropped ?? {};
+  const n = (v) => (typeof v === "number" && Number.isFinite(v) ? v : 0);
+  const dropped = n(d.queueFull) + n(d.expired) + n(d.infeasible);
+  const judged = n(t.onTime) + n(t.late) + dropped;
+  // The server reports latency 0 for a second in which nothing was worked on.
+  const worked = n(r.onTime) + n(r.late) > 0;
+
+  setText("s-rate", formatRate(n(r.generated) + n(r.ingested)));
+  setText("s-rate-sub", `${formatCount(n(t.generated) + n(t.ingested))} total`);
+  setText("s-on-time", formatCount(n(t.onTime)));
+  setText("s-on-time-sub", `${formatRate(n(r.onTime))}/s`);
+  setText("s-late", formatCount(n(t.late)));
+  setText("s-late-sub", `${formatRate(n(r.late))}/s`);
+  setText("s-dropped", formatCount(dropped));
+  setText("s-queue-full", formatCount(n(d.queueFull)));
+  setText("s-expired", formatCount(n(d.expired)));
+  setText("s-infeasible", formatCount(n(d.infeasible)));
+  setText("s-on-time-pct", judged > 0 ? formatPercent(n(t.onTime) / judged) : "–");
+  const recent = series.samples().filter((x) => x.t > Date.now() - HEALTH_WINDOW_S * 1000);
+  let recentOn = 0;
+  let recentAll = 0;
+  for (const x of recent) {
+    recentOn += x.onTime;
+    recentAll += x.onTime + x.late + x.dropped;
+  }
+  setText("s-on-time-pct-sub", recentAll > 0 ? `last ${HEALTH_WINDOW_S} s: ${formatPercent(recentOn / recentAll)}` : "since start");
+  const c = s.clients ?? {};
+  setText("s-clients", formatCount(n(c.connected)));
+  setText("s-clients-sub", `of ${formatCount(n(c.max))} max`);
+  setText("s-uptime", formatUptime(n(s.uptimeS)));
+  setText("s-uptime-sub", serverRestarts ? `restarted ${serverRestarts}× while watched` : `p99 ${worked ? formatMs(n(s.latencyMs?.p99)) : "–"}`);
+
+  const q = s.queue ?? {};
+  const w = s.workers ?? {};
+  const depth = n(q.depth);
+  const cap = n(q.capacity);
+  $("h-queue-meter").value = cap > 0 ? Math.min(depth / cap, 1) : 0;
+  setText("h-queue", `${formatCount(depth)} / ${formatCount(cap)}`);
+  $("h-workers-meter").value = n(w.total) > 0 ? Math.min(n(w.busy) / n(w.total), 1) : 0;
+  setText("h-workers", `${formatCount(n(w.busy))} / ${formatCount(n(w.total))}`);
+  setText("h-in-flight", formatCount(n(t.inFlight)));
+  setText("h-lag", `${formatCount(n(s.generator?.lagTicks))} ticks`);
+  setText("h-client-dropped", formatCount(n(c.droppedMessages)));
+
+  applyConfig(s.config);
+}
+
+function renderHealth() {
+  const h = health(series.samples(), Date.now());
+  const badge = $("health-state");
+  const cls = `badge ${h.state}`;
+  if (badge.className !== cls) badge.className = cls;
+  setText("health-state", h.state);
+  let text;
+  if (h.state === "unknown") text = conn.state === "live" ? "waiting for stats…" : "no stats: not connected";
+  else if (h.reasons.length === 0) text = "everything on time, queue calm";
+  else text = h.reasons.join(" · ");
+  setText("health-reasons", text);
+}
+
+function renderConnection() {
+  if (conn.state === "retrying") conn.text = retryText();
+  if (conn.text !== conn.shownText) {
+    const el = $("connection");
+    el.className = `state ${conn.state}`;
+    el.textContent = conn.text;
+    conn.shownText = conn.text;
+  }
+}
+
+let colors = null;
+let chartsDrawnAt = 0;
+
+function drawCharts(now) {
+  colors ??= palette(document.documentElement);
+  const samples = series.samples();
+  drawLatency($("latency-chart"), samples, now, colors);
+  drawOutcomes($("outcomes-chart"), samples, now, colors);
+  chartsDrawnAt = now;
+}
+
+function frame() {
+  const batch = pending.drain();
+  if (batch.length) {
+    if (paused) {
+      missedWhilePaused += batch.length;
+    } else {
+      // Only the newest rows can be shown; format just those.
+      for (const e of batch.slice(-MAX_ROWS)) rows.push(eventRow(e));
+      rowsDirty = true;
+    }
+  }
+  const now = Date.now();
+  if (rowsDirty && now - tableDrawnAt >= TABLE_INTERVAL_MS) {
+    renderRows();
+    rowsDirty = false;
+    tableDrawnAt = now;
+  }
+  setText("events-gap", gapNote);
+  if (paused) setText("pause", missedWhilePaused ? `resume (${formatCount(missedWhilePaused)} new)` : "resume");
+  if (statsDirty) {
+    renderStats();
+    statsDirty = false;
+    healthDirty = true;
+  }
+  if (healthDirty) {
+    renderHealth();
+    healthDirty = false;
+  }
+  // The charts slide with time even when no stats come (disconnected).
+  if (chartsDirty || now - chartsDrawnAt > 1000) {
+    drawCharts(now);
+    chartsDirty = false;
+  }
+  renderConnection();
+  requestAnimationFrame(frame);
+}
+
+// Once a second: notice a silent socket, and let health and charts age.
+setInterval(() => {
+  if (conn.socket && conn.state === "live" && Date.now() - conn.lastMessageAt > STALL_MS) {
+    abandon("no data for 5 s");
+  }
+  healthDirty = true;
+}, 1000);
+
+// ---- live settings ----
+
+const knobInputs = Object.fromEntries(
+  Object.keys(KNOBS).map((name) => [
+    name,
+    {
+      number: document.querySelector(`input[type=number][data-knob=${name}]`),
+      range: document.querySelector(`input[type=range][data-knob=${name}]`),
+    },
+  ]),
+);
+const admissionInput = $("k-admission");
+/** Knobs the user changed whose change the server has not confirmed yet. */
+const editing = new Set();
+let lastConfig = null;
+let requests = Promise.resolve();
+
+function syncRange(name) {
+  const { number, range } = knobInputs[name];
+  const v = Number(number.value);
+  if (Number.isFinite(v)) range.value = String(Math.min(Math.max(v, Number(range.min)), Number(range.max)));
+}
+
+/**
+ * Shows the server's effective settings, except in fields being edited;
+ * the knobs named in `force` are set whatever their state.
+ */
+function applyConfig(config, force = []) {
+  if (!config || typeof config !== "object") return;
+  lastConfig = config;
+  for (const [name, { number }] of Object.entries(knobInputs)) {
+    const v = config[name];
+    if (typeof v !== "number") continue;
+    const busy = editing.has(name) || document.activeElement === number || document.activeElement === knobInputs[name].range;
+    if ((force.includes(name) || !busy) && number.value !== String(v)) {
+      number.value = String(v);
+      syncRange(name);
+    }
+  }
+  if (config.admission === "on" || config.admission === "off") {
+    if (force.includes("admission") || !editing.has("admission")) {
+      admissionInput.checked = config.admission === "on";
+      setText("k-admission-text", config.admission);
+    }
+  }
+  $("knobs-lock").hidden = config.auth !== true;
+}
+
+function showKnobStatus(text, kind) {
+  const el = $("knobs-status");
   el.textContent = text;
+  el.className = `knobs-status ${kind}`;
 }
 
-function row(e) {
-  const tr = document.createElement("tr");
-  const status = e.dropReason ? `${e.status} (${e.dropReason})` : e.status;
-  const cells = [e.seq, e.id.slice(0, 8), status, e.source, `${e.latencyMs.toFixed(1)} ms`,
-    `${e.deadlineMs} ms`, new Date(e.processedAt).toLocaleTimeString()];
-  for (const text of cells) {
-    const td = document.createElement("td");
-    td.textContent = text;
-    tr.appendChild(td);
-  }
-  tr.className = e.status;
-  return tr;
+function describe(change) {
+  return Object.entries(change)
+    .map(([k, v]) => `${KNOBS[k]?.label ?? k} ${v}${k.endsWith("Ms") ? " ms" : k === "rate" ? "/s" : ""}`)
+    .join(", ");
 }
 
-function draw() {
-  if (pending.length > 0) {
-    const batch = pending;
-    pending = [];
-    for (const e of batch) { counts.total++; counts[e.status]++; }
-    const body = $("events");
-    const fragment = document.createDocumentFragment();
-    for (const e of batch.slice(-MAX_ROWS).reverse()) fragment.appendChild(row(e));
-    body.prepend(fragment);
-    while (body.rows.length > MAX_ROWS) body.deleteRow(-1);
+/**
+ * One PUT /api/config. A request unanswered after PUT_TIMEOUT_MS is abandoned
+ * and sent once more: a kept-alive connection to a server that has since
+ * restarted can swallow a request silently, and abandoning it makes the
+ * browser open a fresh one. PUT is idempotent, so sending twice is safe.
+ */
+async function put(change, token) {
+  const headers = { "Content-Type": "application/json" };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const body = JSON.stringify(change);
+  for (let attempt = 1; ; attempt++) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), PUT_TIMEOUT_MS);
+    try {
+      const res = await fetch("/api/config", { method: "PUT", headers, body, cache: "no-store", signal: abort.signal });
+      return { status: res.status, ok: res.ok, text: await res.text() };
+    } catch (e) {
+      if (e?.name !== "AbortError") throw e;
+      if (attempt >= 2) throw new Error(`no answer within ${PUT_TIMEOUT_MS / 1000} s`);
+    } finally {
+      clearTimeout(timer);
+    }
   }
-  const stats = latestStats;
-  if (stats) {
-    const t = stats.totals;
-    const dropped = t.dropped.queueFull + t.dropped.expired + t.dropped.infeasible;
-    $("c-total").textContent = t.generated + t.ingested;
-    $("c-on-time").textContent = t.onTime;
-    $("c-late").textContent = t.late;
-    $("c-dropped").textContent = dropped;
-    $("c-rate").textContent = (stats.rates.generated + stats.rates.ingested).toFixed(0);
-    $("c-p99").textContent = `${stats.latencyMs.p99.toFixed(1)} ms`;
+}
+
+function storedToken() {
+  try {
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+function storeToken(token) {
+  try {
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+  } catch {
+    // storage unavailable: the token lasts for this request only
+  }
+}
+
+async function sendChange(change) {
+  const names = Object.keys(change);
+  showKnobStatus(`applying ${describe(change)}…`, "busy");
+  let token = storedToken();
+  let answer;
+  try {
+    answer = await put(change, token);
+    if (answer.status === 401) {
+      // Ask once; a token that was stored but is now refused is forgotten.
+      storeToken(null);
+      const given = window.prompt(
+        `${configErrorMessage(401, answer.text)}\n\nThis server needs its access token to change settings. Token:`,
+      );
+      token = given ? given.trim() : "";
+      if (!token) {
+        showKnobStatus("not changed: the server needs a token", "error");
+        return;
+      }
+      storeToken(token);
+      answer = await put(change, token);
+      if (answer.status === 401) storeToken(null);
+    }
+  } catch (e) {
+    showKnobStatus(`not changed: could not reach the server (${e.message})`, "error");
+    return;
+  } finally {
+    for (const n of names) editing.delete(n);
+    if (answer?.ok !== true) applyConfig(lastConfig, names);
+  }
+  if (answer.ok) {
+    let config = null;
+    try {
+      config = JSON.parse(answer.text);
+    } catch {
+      // a 200 without JSON: the next stats message shows the effect
+    }
+    applyConfig(config ?? lastConfig, names);
+    showKnobStatus(`applied: ${describe(change)}`, "ok");
   } else {
-    $("c-total").textContent = counts.total;
-    $("c-on-time").textContent = counts["on-time"];
-    $("c-late").textContent = counts.late;
-    $("c-dropped").textContent = counts.dropped;
+    showKnobStatus(`not changed: ${configErrorMessage(answer.status, answer.text)}`, "error");
   }
-  requestAnimationFrame(draw);
 }
 
+function queueChange(change) {
+  for (const n of Object.keys(change)) editing.add(n);
+  requests = requests.then(() => sendChange(change)).catch(() => {});
+}
+
+function commitKnob(name) {
+  const parsed = parseKnob(name, knobInputs[name].number.value);
+  if (!parsed.ok) {
+    showKnobStatus(parsed.error, "error");
+    editing.delete(name);
+    return;
+  }
+  if (lastConfig && lastConfig[name] === parsed.value && !editing.has(name)) return;
+  queueChange({ [name]: parsed.value });
+}
+
+for (const [name, { number, range }] of Object.entries(knobInputs)) {
+  range.addEventListener("input", () => {
+    editing.add(name);
+    number.value = range.value;
+  });
+  range.addEventListener("change", () => commitKnob(name));
+  number.addEventListener("input", () => {
+    editing.add(name);
+    syncRange(name);
+  });
+  number.addEventListener("change", () => commitKnob(name));
+}
+admissionInput.addEventListener("change", () => {
+  const value = admissionInput.checked ? "on" : "off";
+  setText("k-admission-text", value);
+  queueChange({ admission: value });
+});
+$("knobs").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  for (const name of Object.keys(knobInputs)) if (editing.has(name)) commitKnob(name);
+});
+
+// ---- table pause ----
+
+$("pause").addEventListener("click", () => {
+  paused = !paused;
+  missedWhilePaused = 0;
+  const button = $("pause");
+  button.setAttribute("aria-pressed", String(paused));
+  button.textContent = paused ? "resume" : "pause";
+  setText("events-note", paused ? "table paused; counters and charts stay live" : "");
+});
+
+// ---- start ----
+
+table.body = $("events");
+$("health-rule").textContent = HEALTH_RULE;
+matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
+  colors = null;
+  chartsDirty = true;
+});
+window.addEventListener("resize", () => {
+  chartsDirty = true;
+});
+window.addEventListener("online", () => {
+  if (!conn.socket) connect();
+});
 connect();
-requestAnimationFrame(draw);
+requestAnimationFrame(frame);

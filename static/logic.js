@@ -1,0 +1,411 @@
+// Pure logic of the dashboard: no DOM, no network, no timers, no globals.
+// Everything here is deterministic given its arguments, so it can be tested
+// under Node (tests/js/logic.test.mjs) as well as used by the page.
+
+/** Seconds of history the charts and the series keep. */
+export const WINDOW_S = 300;
+
+/** Seconds over which the health rule looks back. */
+export const HEALTH_WINDOW_S = 5;
+
+/**
+ * A fixed-capacity FIFO. Pushing onto a full ring overwrites the oldest item
+ * and counts it in `overwritten`; `drain()` returns the items oldest first and
+ * empties the ring. Memory is bounded by `capacity` whatever the input rate.
+ */
+export class Ring {
+  constructor(capacity) {
+    if (!Number.isInteger(capacity) || capacity < 1) throw new RangeError("capacity must be a positive integer");
+    this.capacity = capacity;
+    this.items = new Array(capacity);
+    this.start = 0;
+    this.length = 0;
+    this.overwritten = 0;
+  }
+
+  push(item) {
+    const end = (this.start + this.length) % this.capacity;
+    this.items[end] = item;
+    if (this.length < this.capacity) {
+      this.length++;
+    } else {
+      this.start = (this.start + 1) % this.capacity;
+      this.overwritten++;
+    }
+  }
+
+  /** Items oldest first, without removing them. */
+  toArray() {
+    const out = new Array(this.length);
+    for (let i = 0; i < this.length; i++) out[i] = this.items[(this.start + i) % this.capacity];
+    return out;
+  }
+
+  /** Items newest first, at most `n` of them. */
+  newest(n = this.length) {
+    const count = Math.min(n, this.length);
+    const out = new Array(count);
+    for (let i = 0; i < count; i++) out[i] = this.items[(this.start + this.length - 1 - i) % this.capacity];
+    return out;
+  }
+
+  /** Removes and returns every item, oldest first. */
+  drain() {
+    const out = this.toArray();
+    this.clear();
+    return out;
+  }
+
+  clear() {
+    this.items = new Array(this.capacity);
+    this.start = 0;
+    this.length = 0;
+  }
+}
+
+/**
+ * Reconnect delay before attempt number `attempt` (0 for the first retry):
+ * exponential from `baseMs`, capped at `maxMs`, with "equal jitter" — half of
+ * the step is fixed, the other half random — so many dashboards that lost the
+ * same server do not all come back in the same millisecond.
+ * `random` is a number in [0, 1).
+ */
+export function backoffDelay(attempt, random, baseMs = 500, maxMs = 10_000) {
+  const n = Math.max(0, Math.floor(attempt));
+  const step = Math.min(maxMs, baseMs * 2 ** Math.min(n, 30));
+  const r = Math.min(Math.max(Number(random) || 0, 0), 1);
+  return Math.round(step / 2 + (step / 2) * r);
+}
+
+/** The WebSocket URL for a page at `location` ({protocol, host}), resuming after `lastSeq` if known. */
+export function socketUrl(location, lastSeq) {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  let url = `${scheme}//${location.host}/ws?stats=1`;
+  if (Number.isSafeInteger(lastSeq) && lastSeq >= 0) url += `&since=${lastSeq}`;
+  return url;
+}
+
+/** A finite number from `v`, or `fallback`. */
+export function num(v, fallback = 0) {
+  return typeof v === "number" && Number.isFinite(v) ? v : fallback;
+}
+
+/**
+ * One per-second sample for the charts and the health rule, taken from a
+ * server stats message received at client time `atMs`. Missing or malformed
+ * fields become 0, so a partial message never produces NaN downstream.
+ */
+export function sampleFromStats(stats, atMs) {
+  const rates = stats?.rates ?? {};
+  const latency = stats?.latencyMs ?? {};
+  const queue = stats?.queue ?? {};
+  const config = stats?.config ?? {};
+  return {
+    t: atMs,
+    uptimeS: num(stats?.uptimeS),
+    p50: num(latency.p50),
+    p99: num(latency.p99),
+    deadlineMs: num(config.deadlineMs),
+    onTime: num(rates.onTime),
+    late: num(rates.late),
+    dropped: num(rates.dropped),
+    entered: num(rates.generated) + num(rates.ingested),
+    queueDepth: num(queue.depth),
+    queueCapacity: num(queue.capacity),
+    lagTicks: num(stats?.generator?.lagTicks),
+    clientDropped: num(stats?.clients?.droppedMessages),
+  };
+}
+
+/**
+ * Per-second samples of the last `windowS` seconds, oldest first. Samples are
+ * kept in arrival order; anything older than the window is dropped on add.
+ */
+export class Series {
+  constructor(windowS = WINDOW_S) {
+    this.windowMs = windowS * 1000;
+    // A sample a second, plus slack for bursts after a hidden tab wakes up.
+    this.ring = new Ring(windowS * 2 + 16);
+  }
+
+  add(sample) {
+    this.ring.push(sample);
+    this.trim(sample.t);
+  }
+
+  trim(nowMs) {
+    const keep = this.ring.toArray().filter((s) => s.t >= nowMs - this.windowMs);
+    if (keep.length !== this.ring.length) {
+      this.ring.clear();
+      for (const s of keep) this.ring.push(s);
+    }
+  }
+
+  samples() {
+    return this.ring.toArray();
+  }
+
+  latest() {
+    return this.ring.length ? this.ring.newest(1)[0] : null;
+  }
+
+  clear() {
+    this.ring.clear();
+  }
+}
+
+/**
+ * The overall state from the samples of the last few seconds.
+ * Returns {state: "healthy"|"degraded"|"overloaded"|"unknown", reasons: [..]}.
+ */
+export function health(samples, nowMs, windowS = HEALTH_WINDOW_S) {
+  const recent = samples.filter((s) => s.t > nowMs - windowS * 1000 && s.t <= nowMs + 1000);
+  if (recent.length === 0) return { state: "unknown", reasons: ["no stats in the last " + windowS + " s"] };
+  let judged = 0;
+  let bad = 0;
+  for (const s of recent) {
+    judged += s.onTime + s.late + s.dropped;
+    bad += s.late + s.dropped;
+  }
+  const last = recent[recent.length - 1];
+  const first = recent[0];
+  const queueFill = last.queueCapacity > 0 ? last.queueDepth / last.queueCapacity : 0;
+  // Counters that only grow; a smaller value means the server restarted.
+  const grew = (key) => recent.length > 1 && last[key] > first[key];
+  const badShare = judged > 0 ? bad / judged : 0;
+  const reasons = [];
+  let state = "healthy";
+  if (badShare > 0.05 || queueFill > 0.9) {
+    state = "overloaded";
+  } else if (bad > 0 || queueFill > 0.5 || grew("lagTicks") || grew("clientDropped")) {
+    state = "degraded";
+  }
+  if (bad > 0) reasons.push(`${formatPercent(badShare)} late or dropped`);
+  if (queueFill > 0.5) reasons.push(`queue ${formatPercent(queueFill)} full`);
+  if (grew("lagTicks")) reasons.push("generator falling behind");
+  if (grew("clientDropped")) reasons.push("clients missing messages");
+  return { state, reasons };
+}
+
+/** The rule `health` applies, in words, for display next to its verdict. */
+export const HEALTH_RULE =
+  "Over the last 5 s: overloaded when late + dropped exceed 5 % of outcomes or the queue is over 90 % full; " +
+  "degraded when anything was late or dropped, the queue is over 50 % full, the generator lagged or a client missed messages; " +
+  "healthy otherwise.";
+
+/** The smallest "nice" number (1, 2, 2.5, 5 × 10^k) at or above `v`; at least `min`. */
+export function niceCeil(v, min = 1) {
+  const x = Math.max(num(v), min);
+  const exp = Math.floor(Math.log10(x));
+  const base = 10 ** exp;
+  for (const m of [1, 2, 2.5, 5, 10]) {
+    if (m * base >= x - 1e-9 * base) return m * base;
+  }
+  return 10 * base;
+}
+
+/**
+ * Evenly spaced tick values from 0 to `max` inclusive. Without `count`, a
+ * scale top from `niceCeil` is split so every tick stays round: 250 and 500
+ * into fifths (50, 100 …), 100 and 200 into quarters (25, 50 …).
+ */
+export function ticks(max, count) {
+  let n = count;
+  if (!n) {
+    const lead = max > 0 ? max / 10 ** Math.floor(Math.log10(max)) : 1;
+    n = Math.abs(lead - 2.5) < 1e-9 || Math.abs(lead - 5) < 1e-9 ? 5 : 4;
+  }
+  const out = [];
+  for (let i = 0; i <= n; i++) out.push((max * i) / n);
+  return out;
+}
+
+/**
+ * Maps samples to canvas coordinates inside `box` = {x, y, w, h} for a time
+ * axis [t0, t1] and a value axis [0, yMax]. `value(sample)` picks the value.
+ * Returns runs of points: a new run starts wherever consecutive samples are
+ * more than `gapMs` apart (a disconnection), or after a sample whose value is
+ * null (nothing to measure that second), so a line is not drawn across either.
+ */
+export function toRuns(samples, value, { t0, t1, yMax, box, gapMs = 2500 }) {
+  const runs = [];
+  let run = null;
+  let prevT = -Infinity;
+  const span = t1 - t0 || 1;
+  const top = yMax > 0 ? yMax : 1;
+  for (const s of samples) {
+    if (s.t < t0 - gapMs || s.t > t1 + gapMs) continue;
+    const raw = value(s);
+    if (raw === null || raw === undefined) {
+      run = null;
+      continue;
+    }
+    const v = Math.min(Math.max(num(raw), 0), top);
+    const pt = {
+      x: box.x + ((s.t - t0) / span) * box.w,
+      y: box.y + box.h - (v / top) * box.h,
+    };
+    if (!run || s.t - prevT > gapMs) {
+      run = [];
+      runs.push(run);
+    }
+    run.push(pt);
+    prevT = s.t;
+  }
+  return runs;
+}
+
+/** A compact axis label: "250 ms", "1.5 s", "7.5k/s". */
+export function axisLabel(v, unit) {
+  const n = (x) => String(+num(x).toFixed(2));
+  if (unit === "ms") return v >= 1000 ? `${n(v / 1000)} s` : `${n(v)} ms`;
+  if (v >= 1_000_000) return `${n(v / 1_000_000)}M${unit}`;
+  if (v >= 1000) return `${n(v / 1000)}k${unit}`;
+  return `${n(v)}${unit}`;
+}
+
+/** A sample's latency percentile, or null when nothing was worked on in its second (the server then reports 0). */
+export function latencyOf(sample, key) {
+  return sample.onTime + sample.late > 0 ? sample[key] : null;
+}
+
+/** The y scale top for the latency chart: covers p99 and the deadline, with headroom. */
+export function latencyScaleMax(samples) {
+  let max = 0;
+  for (const s of samples) max = Math.max(max, s.p99, s.p50, s.deadlineMs);
+  return niceCeil(max * 1.1, 10);
+}
+
+/** The y scale top for the stacked outcomes chart. */
+export function outcomesScaleMax(samples) {
+  let max = 0;
+  for (const s of samples) max = Math.max(max, s.onTime + s.late + s.dropped);
+  return niceCeil(max * 1.05, 5);
+}
+
+// ---- formatting: never "NaN", "undefined" or "Invalid Date" ----
+
+const DASH = "–";
+
+/** "12,345" / "1.2k/s"-free plain grouping; non-numbers become a dash. */
+export function formatCount(v) {
+  if (typeof v !== "number" || !Number.isFinite(v)) return DASH;
+  return Math.round(v).toLocaleString("en-US");
+}
+
+/** A per-second rate: one decimal below 10, none above. */
+export function formatRate(v) {
+  if (typeof v !== "number" || !Number.isFinite(v)) return DASH;
+  return v < 10 && v !== Math.round(v) ? v.toFixed(1) : Math.round(v).toLocaleString("en-US");
+}
+
+/** A share in [0, 1] as "97.5 %". */
+export function formatPercent(share) {
+  if (typeof share !== "number" || !Number.isFinite(share)) return DASH;
+  const pct = share * 100;
+  const digits = pct >= 99.95 || pct === 0 ? 0 : pct < 10 ? 2 : 1;
+  return `${pct.toFixed(digits)} %`;
+}
+
+/** Milliseconds as "51.6 ms", or "1.25 s" from a second up. */
+export function formatMs(v) {
+  if (typeof v !== "number" || !Number.isFinite(v)) return DASH;
+  if (Math.abs(v) >= 1000) return `${(v / 1000).toFixed(2)} s`;
+  return `${v < 10 ? v.toFixed(2) : v.toFixed(1)} ms`;
+}
+
+/** Uptime seconds as "45 s", "12 min 03 s", "3 h 04 min", "2 d 03 h". */
+export function formatUptime(s) {
+  if (typeof s !== "number" || !Number.isFinite(s) || s < 0) return DASH;
+  const t = Math.floor(s);
+  const pad = (n) => String(n).padStart(2, "0");
+  if (t < 60) return `${t} s`;
+  if (t < 3600) return `${Math.floor(t / 60)} min ${pad(t % 60)} s`;
+  if (t < 86400) return `${Math.floor(t / 3600)} h ${pad(Math.floor((t % 3600) / 60))} min`;
+  return `${Math.floor(t / 86400)} d ${pad(Math.floor((t % 86400) / 3600))} h`;
+}
+
+/** Epoch milliseconds as local "HH:MM:SS.mmm"; a dash for anything that is not a valid time. */
+export function formatClock(epochMs) {
+  if (typeof epochMs !== "number" || !Number.isFinite(epochMs) || epochMs <= 0) return DASH;
+  const d = new Date(epochMs);
+  if (Number.isNaN(d.getTime())) return DASH;
+  const p = (n, w = 2) => String(n).padStart(w, "0");
+  return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}.${p(d.getMilliseconds(), 3)}`;
+}
+
+/** The first 8 characters of an id. */
+export function shortId(id) {
+  if (typeof id !== "string" || id.length === 0) return DASH;
+  return id.length > 8 ? id.slice(0, 8) : id;
+}
+
+const STATUSES = new Set(["on-time", "late", "dropped"]);
+
+/** One table row's texts from a wire event; every field falls back to a dash. */
+export function eventRow(e) {
+  const status = STATUSES.has(e?.status) ? e.status : "unknown";
+  const reason = status === "dropped" && typeof e.dropReason === "string" ? e.dropReason : "";
+  return {
+    seq: Number.isSafeInteger(e?.seq) ? e.seq : -1,
+    id: shortId(e?.id),
+    fullId: typeof e?.id === "string" ? e.id : "",
+    status,
+    statusText: reason ? `${status} · ${reason}` : status,
+    source: typeof e?.source === "string" && e.source ? e.source : DASH,
+    created: formatClock(e?.createdAt),
+    processed: formatClock(e?.processedAt),
+    latency: formatMs(e?.latencyMs),
+    deadline: Number.isInteger(e?.deadlineMs) && e.deadlineMs < 1000 ? `${e.deadlineMs} ms` : formatMs(e?.deadlineMs),
+  };
+}
+
+/** The note for a `{"type":"gap","from","to"}` message: outcomes the server no longer kept when we resumed. */
+export function gapText(msg) {
+  const from = msg?.from;
+  const to = msg?.to;
+  if (!Number.isSafeInteger(from) || !Number.isSafeInteger(to) || to < from) return "";
+  const count = to - from + 1;
+  const what = count === 1 ? `outcome ${formatCount(from)}` : `${formatCount(count)} outcomes (${formatCount(from)}–${formatCount(to)})`;
+  return `missed ${what} while disconnected: older than the server keeps`;
+}
+
+// ---- live knobs ----
+
+/** The knobs PUT /api/config accepts, with the bounds the server enforces. */
+export const KNOBS = {
+  rate: { min: 0, max: 1_000_000, label: "rate" },
+  deadlineMs: { min: 1, max: 3_600_000, label: "deadline" },
+  workMs: { min: 0, max: 3_600_000, label: "work" },
+  workJitterMs: { min: 0, max: 3_600_000, label: "jitter" },
+};
+
+/**
+ * Parses a knob's input text. Returns {ok: true, value} or {ok: false, error}.
+ * Only whole numbers within the knob's bounds are accepted.
+ */
+export function parseKnob(name, text) {
+  const spec = KNOBS[name];
+  if (!spec) return { ok: false, error: `unknown setting ${name}` };
+  const s = String(text ?? "").trim();
+  if (!/^\d+$/.test(s)) return { ok: false, error: `${spec.label}: enter a whole number` };
+  const value = Number(s);
+  if (value < spec.min || value > spec.max) {
+    return { ok: false, error: `${spec.label}: must be between ${spec.min} and ${spec.max.toLocaleString("en-US")}` };
+  }
+  return { ok: true, value };
+}
+
+/** The message to show for a failed PUT /api/config answer. */
+export function configErrorMessage(status, bodyText) {
+  let detail = "";
+  try {
+    const parsed = JSON.parse(bodyText);
+    if (parsed && typeof parsed.error === "string") detail = parsed.error;
+  } catch {
+    // not JSON: fall back to the status line below
+  }
+  if (status === 401) return detail ? `not authorised: ${detail}` : "not authorised: a valid token is needed";
+  if (status === 404 || status === 405) return detail ? `live settings unavailable: ${detail}` : `live settings unavailable (HTTP ${status})`;
+  return detail || `the server answered HTTP ${status}`;
+}

@@ -1,0 +1,240 @@
+// Unit tests of static/logic.js, the dashboard's DOM-free logic.
+// Run: node --test tests/js/  (tests/browser.rs runs it when node is present)
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+
+// static/ has no package.json, so Node would read logic.js as CommonJS;
+// loading its text as a data: module keeps it a plain ES module for the page.
+const source = readFileSync(new URL("../../static/logic.js", import.meta.url), "utf8");
+const L = await import(`data:text/javascript;base64,${Buffer.from(source).toString("base64")}`);
+
+test("a ring keeps the newest items, counts overwrites and empties on drain", () => {
+  const r = new L.Ring(3);
+  for (const n of [1, 2, 3, 4, 5]) r.push(n);
+  assert.equal(r.length, 3);
+  assert.equal(r.overwritten, 2);
+  assert.deepEqual(r.newest(2), [5, 4]);
+  assert.deepEqual(r.drain(), [3, 4, 5]);
+  assert.equal(r.length, 0);
+  assert.deepEqual(r.drain(), []);
+  r.push(6);
+  assert.deepEqual(r.toArray(), [6]);
+  assert.throws(() => new L.Ring(0), RangeError);
+});
+
+test("a ring stays bounded under a flood", () => {
+  const r = new L.Ring(1024);
+  for (let i = 0; i < 100_000; i++) r.push(i);
+  assert.equal(r.length, 1024);
+  assert.equal(r.items.length, 1024);
+  assert.deepEqual(r.newest(1), [99_999]);
+});
+
+test("backoff doubles from the base, is capped, and jitters within its step", () => {
+  assert.equal(L.backoffDelay(0, 0), 250);
+  assert.equal(L.backoffDelay(0, 1), 500);
+  assert.equal(L.backoffDelay(1, 1), 1000);
+  assert.equal(L.backoffDelay(3, 1), 4000);
+  assert.equal(L.backoffDelay(50, 1), 10_000);
+  assert.equal(L.backoffDelay(50, 0), 5000);
+  for (let attempt = 0; attempt < 12; attempt++) {
+    const lo = L.backoffDelay(attempt, 0);
+    const hi = L.backoffDelay(attempt, 0.999999);
+    assert.ok(lo <= hi && hi <= 10_000, `attempt ${attempt}: ${lo}..${hi}`);
+    assert.ok(L.backoffDelay(attempt + 1, 0) >= lo);
+  }
+  assert.equal(L.backoffDelay(-3, NaN), 250);
+});
+
+test("the socket URL follows the page's scheme and host and resumes after the last seq", () => {
+  assert.equal(L.socketUrl({ protocol: "http:", host: "h:8080" }, null), "ws://h:8080/ws?stats=1");
+  assert.equal(L.socketUrl({ protocol: "https:", host: "example.test" }, 42), "wss://example.test/ws?stats=1&since=42");
+  assert.equal(L.socketUrl({ protocol: "http:", host: "h" }, 0), "ws://h/ws?stats=1&since=0");
+  assert.equal(L.socketUrl({ protocol: "http:", host: "h" }, undefined), "ws://h/ws?stats=1");
+});
+
+function stats(over = {}) {
+  return {
+    type: "stats",
+    uptimeS: 10,
+    rates: { generated: 100, ingested: 0, onTime: 100, late: 0, dropped: 0, ...over.rates },
+    latencyMs: { p50: 50, p90: 55, p99: 60, max: 70 },
+    queue: { depth: 0, capacity: 64, ...over.queue },
+    generator: { rate: 100, lagTicks: over.lagTicks ?? 0 },
+    clients: { connected: 1, max: 10, droppedMessages: over.clientDropped ?? 0 },
+    config: { deadlineMs: 100 },
+  };
+}
+
+function samples(list) {
+  return list.map((over, i) => L.sampleFromStats(stats(over), 1000 * (i + 1)));
+}
+
+test("a stats message becomes a sample; missing fields become zero", () => {
+  const s = L.sampleFromStats(stats(), 5);
+  assert.equal(s.t, 5);
+  assert.equal(s.p99, 60);
+  assert.equal(s.deadlineMs, 100);
+  assert.equal(s.onTime, 100);
+  const empty = L.sampleFromStats({ type: "stats" }, 7);
+  for (const [k, v] of Object.entries(empty)) assert.ok(Number.isFinite(v), `${k} is ${v}`);
+});
+
+test("health: healthy, degraded and overloaded by the stated rule", () => {
+  const now = 5000;
+  assert.equal(L.health([], now).state, "unknown");
+  assert.equal(L.health(samples([{}, {}, {}, {}, {}]), now).state, "healthy");
+  // one late in 500 outcomes: degraded, not overloaded
+  const oneLate = samples([{}, {}, { rates: { onTime: 99, late: 1 } }, {}, {}]);
+  assert.equal(L.health(oneLate, now).state, "degraded");
+  // 20 dropped in 500 outcomes (4 %): degraded; 30 (6 %): overloaded
+  const d = { rates: { onTime: 90, dropped: 10 } };
+  assert.equal(L.health(samples([d, {}, {}, {}, d]), now).state, "degraded");
+  assert.equal(L.health(samples([d, {}, d, {}, d]), now).state, "overloaded");
+  // queue fill thresholds
+  assert.equal(L.health(samples([{ queue: { depth: 40 } }]), 1000).state, "degraded");
+  assert.equal(L.health(samples([{ queue: { depth: 60 } }]), 1000).state, "overloaded");
+  // generator lag and missed client messages growing within the window
+  assert.equal(L.health(samples([{ lagTicks: 1 }, { lagTicks: 3 }]), 2000).state, "degraded");
+  assert.equal(L.health(samples([{ clientDropped: 5 }, { clientDropped: 9 }]), 2000).state, "degraded");
+  // a counter reset (server restart) is not growth
+  assert.equal(L.health(samples([{ lagTicks: 9 }, { lagTicks: 0 }]), 2000).state, "healthy");
+  // samples older than the window do not count
+  const old = samples([{ rates: { onTime: 0, dropped: 100 } }, {}, {}, {}, {}, {}, {}]);
+  assert.equal(L.health(old, 7000).state, "healthy");
+  assert.match(L.HEALTH_RULE, /5 %/);
+});
+
+test("nice scale tops and ticks", () => {
+  assert.equal(L.niceCeil(0, 10), 10);
+  assert.equal(L.niceCeil(11), 20);
+  assert.equal(L.niceCeil(110), 200);
+  assert.equal(L.niceCeil(220), 250);
+  assert.equal(L.niceCeil(4999), 5000);
+  assert.equal(L.niceCeil(100), 100);
+  assert.deepEqual(L.ticks(100, 4), [0, 25, 50, 75, 100]);
+  assert.deepEqual(L.ticks(100), [0, 25, 50, 75, 100]);
+  assert.deepEqual(L.ticks(25), [0, 5, 10, 15, 20, 25]);
+  assert.deepEqual(L.ticks(500), [0, 100, 200, 300, 400, 500]);
+  assert.deepEqual(L.ticks(200), [0, 50, 100, 150, 200]);
+  assert.deepEqual(L.ticks(0), [0, 0, 0, 0, 0]);
+});
+
+test("axis labels stay short", () => {
+  assert.equal(L.axisLabel(250, "ms"), "250 ms");
+  assert.equal(L.axisLabel(1500, "ms"), "1.5 s");
+  assert.equal(L.axisLabel(7500, "/s"), "7.5k/s");
+  assert.equal(L.axisLabel(10000, "/s"), "10k/s");
+  assert.equal(L.axisLabel(2_500_000, "/s"), "2.5M/s");
+  assert.equal(L.axisLabel(12.5, "/s"), "12.5/s");
+});
+
+test("latency scale covers p99 and the deadline", () => {
+  const s = samples([{}, {}]);
+  assert.ok(L.latencyScaleMax(s) >= 100);
+  s[1].p99 = 900;
+  assert.ok(L.latencyScaleMax(s) >= 900);
+  assert.equal(L.latencyScaleMax([]), 10);
+});
+
+test("samples map onto the plot box, split at gaps", () => {
+  const box = { x: 10, y: 0, w: 300, h: 100 };
+  const list = [
+    { t: 0, v: 0 },
+    { t: 1000, v: 50 },
+    { t: 2000, v: 100 },
+    { t: 9000, v: 200 }, // after a gap; clamped to the top
+  ];
+  const runs = L.toRuns(list, (s) => s.v, { t0: 0, t1: 10_000, yMax: 100, box });
+  assert.equal(runs.length, 2);
+  assert.deepEqual(runs[0][0], { x: 10, y: 100 });
+  assert.deepEqual(runs[0][1], { x: 40, y: 50 });
+  assert.deepEqual(runs[0][2], { x: 70, y: 0 });
+  assert.deepEqual(runs[1], [{ x: 280, y: 0 }]);
+  // a second with nothing to measure breaks the line
+  const holes = L.toRuns([{ t: 0, v: 1 }, { t: 1000, v: null }, { t: 2000, v: 1 }], (s) => s.v, { t0: 0, t1: 10_000, yMax: 1, box });
+  assert.equal(holes.length, 2);
+  assert.equal(L.latencyOf({ onTime: 0, late: 0, p99: 0 }, "p99"), null);
+  assert.equal(L.latencyOf({ onTime: 0, late: 3, p99: 100 }, "p99"), 100);
+  // samples far outside the window are skipped
+  assert.equal(L.toRuns([{ t: -60_000, v: 1 }], (s) => s.v, { t0: 0, t1: 10_000, yMax: 1, box }).length, 0);
+});
+
+test("a series keeps only the window", () => {
+  const s = new L.Series(10);
+  for (let i = 0; i <= 30; i++) s.add({ t: i * 1000 });
+  const kept = s.samples();
+  assert.equal(kept[0].t, 20_000);
+  assert.equal(kept.at(-1).t, 30_000);
+  assert.equal(s.latest().t, 30_000);
+});
+
+test("formatting never shows NaN, undefined or Invalid Date", () => {
+  const bad = [undefined, null, NaN, Infinity, "x", {}, -1];
+  for (const v of bad) {
+    for (const f of [L.formatCount, L.formatRate, L.formatPercent, L.formatMs, L.formatUptime, L.formatClock, L.shortId]) {
+      const out = f(v);
+      assert.equal(typeof out, "string");
+      assert.doesNotMatch(out, /NaN|undefined|Invalid|null|object/, `${f.name}(${String(v)}) = ${out}`);
+    }
+  }
+  assert.equal(L.formatCount(12345.4), "12,345");
+  assert.equal(L.formatRate(2.5), "2.5");
+  assert.equal(L.formatRate(1234), "1,234");
+  assert.equal(L.formatPercent(0.975), "97.5 %");
+  assert.equal(L.formatPercent(1), "100 %");
+  assert.equal(L.formatMs(51.6), "51.6 ms");
+  assert.equal(L.formatMs(1500), "1.50 s");
+  assert.equal(L.formatUptime(75), "1 min 15 s");
+  assert.equal(L.formatUptime(3 * 3600 + 240), "3 h 04 min");
+  assert.match(L.formatClock(Date.UTC(2026, 0, 1, 12, 0, 0, 7)), /^\d\d:\d\d:\d\d\.007$/);
+  assert.equal(L.shortId("6f1c2a3b-aaaa-bbbb"), "6f1c2a3b");
+});
+
+test("an event row falls back to dashes and names the drop reason", () => {
+  const row = L.eventRow({
+    type: "event",
+    seq: 42,
+    id: "6f1c2a3b-1111-2222-3333-444455556666",
+    source: "generator",
+    createdAt: 1_700_000_000_000.5,
+    deadlineMs: 100,
+    processedAt: 1_700_000_000_052.1,
+    latencyMs: 51.6,
+    status: "dropped",
+    dropReason: "queue-full",
+  });
+  assert.equal(row.id, "6f1c2a3b");
+  assert.equal(row.statusText, "dropped · queue-full");
+  assert.equal(row.latency, "51.6 ms");
+  assert.equal(row.deadline, "100 ms");
+  assert.equal(L.eventRow({ deadlineMs: 2500 }).deadline, "2.50 s");
+  const empty = L.eventRow({});
+  for (const v of Object.values(empty)) assert.doesNotMatch(String(v), /NaN|undefined|Invalid/);
+  assert.equal(L.eventRow({ status: "late", dropReason: "expired" }).statusText, "late");
+});
+
+test("a gap message names what was missed", () => {
+  assert.equal(L.gapText({ type: "gap", from: 1201, to: 3400 }), "missed 2,200 outcomes (1,201–3,400) while disconnected: older than the server keeps");
+  assert.match(L.gapText({ type: "gap", from: 7, to: 7 }), /missed outcome 7 /);
+  assert.equal(L.gapText({ type: "gap" }), "");
+  assert.equal(L.gapText({ type: "gap", from: 9, to: 3 }), "");
+});
+
+test("knob input is parsed to whole numbers within bounds", () => {
+  assert.deepEqual(L.parseKnob("workMs", " 300 "), { ok: true, value: 300 });
+  assert.equal(L.parseKnob("deadlineMs", "0").ok, false);
+  assert.equal(L.parseKnob("rate", "-5").ok, false);
+  assert.equal(L.parseKnob("rate", "1.5").ok, false);
+  assert.equal(L.parseKnob("rate", "").ok, false);
+  assert.equal(L.parseKnob("rate", "2000000").ok, false);
+  assert.equal(L.parseKnob("nope", "1").ok, false);
+});
+
+test("server errors are shown from their JSON error field", () => {
+  assert.equal(L.configErrorMessage(400, '{"error":"workMs: must be a number"}'), "workMs: must be a number");
+  assert.match(L.configErrorMessage(401, '{"error":"missing token"}'), /not authorised: missing token/);
+  assert.equal(L.configErrorMessage(500, "oops"), "the server answered HTTP 500");
+  assert.match(L.configErrorMessage(404, ""), /unavailable/);
+});
