@@ -113,10 +113,16 @@ pub fn admit(now: Instant, deadline_at: Instant, predicted: Option<Duration>) ->
 }
 
 /// Predicts how long configured work takes: the 90th percentile of the last
-/// [`WorkEstimator::WINDOW`] measured durations.
+/// [`WorkEstimator::WINDOW`] measured durations no older than
+/// [`WorkEstimator::MAX_AGE`].
 ///
-/// - Until [`WorkEstimator::MIN_SAMPLES`] have been measured, it answers the
-///   90th percentile of the configured distribution, `work + 0.9 × jitter`.
+/// - With fewer than [`WorkEstimator::MIN_SAMPLES`] fresh measurements, it
+///   answers the 90th percentile of the configured distribution,
+///   `work + 0.9 × jitter`.
+/// - Measurements age out. Only admitted work is measured, so a pessimistic
+///   estimate (say, learnt while the machine was starved) would otherwise
+///   refuse all work and never hear otherwise; once its measurements are
+///   stale it falls back to the seed and learns again.
 /// - A run abandoned at its deadline is recorded as the time it did run, a lower
 ///   bound of its true length; the estimate can only err towards admitting.
 /// - When the configured work or jitter changes, the history is discarded.
@@ -125,16 +131,18 @@ pub fn admit(now: Instant, deadline_at: Instant, predicted: Option<Duration>) ->
 #[derive(Debug)]
 pub struct WorkEstimator {
     configured: (Duration, Duration),
-    samples: VecDeque<Duration>,
-    p90: Duration,
+    samples: VecDeque<(Instant, Duration)>,
+    cached_p90: Option<Duration>,
     since_refresh: usize,
 }
 
 impl WorkEstimator {
     /// Measured durations the percentile is taken over.
     pub const WINDOW: usize = 256;
-    /// Measurements needed before they replace the configured seed.
+    /// Fresh measurements needed before they replace the configured seed.
     pub const MIN_SAMPLES: usize = 20;
+    /// Measurements older than this no longer count.
+    pub const MAX_AGE: Duration = Duration::from_secs(5);
     /// The percentile is recomputed after this many new samples (sorting 256
     /// values on every event would be waste).
     const REFRESH_EVERY: usize = 16;
@@ -144,32 +152,41 @@ impl WorkEstimator {
         WorkEstimator {
             configured: (work, jitter),
             samples: VecDeque::with_capacity(Self::WINDOW),
-            p90: seed(work, jitter),
+            cached_p90: None,
             since_refresh: 0,
         }
     }
 
-    /// The predicted work time for the configuration `(work, jitter)`.
-    pub fn predict(&mut self, work: Duration, jitter: Duration) -> Duration {
+    /// The predicted work time at `now` for the configuration `(work, jitter)`.
+    pub fn predict(&mut self, now: Instant, work: Duration, jitter: Duration) -> Duration {
         if self.configured != (work, jitter) {
             *self = WorkEstimator::new(work, jitter);
         }
-        self.p90
+        while self
+            .samples
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > Self::MAX_AGE)
+        {
+            self.samples.pop_front();
+            self.cached_p90 = None;
+        }
+        if self.samples.len() < Self::MIN_SAMPLES {
+            return seed(work, jitter);
+        }
+        *self
+            .cached_p90
+            .get_or_insert_with(|| percentile_90(&self.samples))
     }
 
-    /// Records a measured work duration.
-    pub fn observe(&mut self, took: Duration) {
+    /// Records a work duration measured at `now`.
+    pub fn observe(&mut self, now: Instant, took: Duration) {
         if self.samples.len() == Self::WINDOW {
             self.samples.pop_front();
         }
-        self.samples.push_back(took);
+        self.samples.push_back((now, took));
         self.since_refresh += 1;
-        let enough = self.samples.len() >= Self::MIN_SAMPLES;
-        if enough
-            && (self.since_refresh >= Self::REFRESH_EVERY
-                || self.samples.len() == Self::MIN_SAMPLES)
-        {
-            self.p90 = percentile_90(&self.samples);
+        if self.since_refresh >= Self::REFRESH_EVERY || self.samples.len() <= Self::MIN_SAMPLES {
+            self.cached_p90 = None;
             self.since_refresh = 0;
         }
     }
@@ -179,8 +196,8 @@ fn seed(work: Duration, jitter: Duration) -> Duration {
     work + jitter.mul_f64(0.9)
 }
 
-fn percentile_90(samples: &VecDeque<Duration>) -> Duration {
-    let mut sorted: Vec<Duration> = samples.iter().copied().collect();
+fn percentile_90(samples: &VecDeque<(Instant, Duration)>) -> Duration {
+    let mut sorted: Vec<Duration> = samples.iter().map(|(_, took)| *took).collect();
     sorted.sort_unstable();
     let rank = (sorted.len() * 9).div_ceil(10).max(1) - 1;
     sorted[rank]
@@ -265,8 +282,11 @@ impl WorkerContext {
             return None;
         }
         Some(event.work.unwrap_or_else(|| {
-            self.lock_estimator()
-                .predict(self.knobs.work(), self.knobs.work_jitter())
+            self.lock_estimator().predict(
+                Instant::now(),
+                self.knobs.work(),
+                self.knobs.work_jitter(),
+            )
         }))
     }
 
@@ -288,7 +308,7 @@ impl WorkerContext {
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.gauges.work_micros.fetch_add(micros, Ordering::Relaxed);
         if event.work.is_none() {
-            self.lock_estimator().observe(took);
+            self.lock_estimator().observe(Instant::now(), took);
         }
         status
     }
@@ -345,26 +365,42 @@ mod tests {
     #[test]
     fn the_estimator_starts_from_the_configured_90th_percentile() {
         let mut est = WorkEstimator::new(50 * MS, 100 * MS);
-        assert_eq!(est.predict(50 * MS, 100 * MS), 140 * MS);
+        assert_eq!(est.predict(Instant::now(), 50 * MS, 100 * MS), 140 * MS);
     }
 
     #[test]
     fn the_estimator_follows_measured_work() {
+        let now = Instant::now();
         let mut est = WorkEstimator::new(50 * MS, Duration::ZERO);
         for n in 1..=100u32 {
-            est.observe(n * MS);
+            est.observe(now, n * MS);
         }
         // p90 of 1..=100 ms is 90 ms.
-        assert_eq!(est.predict(50 * MS, Duration::ZERO), 90 * MS);
+        assert_eq!(est.predict(now, 50 * MS, Duration::ZERO), 90 * MS);
     }
 
     #[test]
     fn the_estimator_forgets_its_history_when_the_configuration_changes() {
+        let now = Instant::now();
         let mut est = WorkEstimator::new(50 * MS, Duration::ZERO);
         for _ in 0..100 {
-            est.observe(80 * MS);
+            est.observe(now, 80 * MS);
         }
-        assert_eq!(est.predict(50 * MS, Duration::ZERO), 80 * MS);
-        assert_eq!(est.predict(10 * MS, Duration::ZERO), 10 * MS);
+        assert_eq!(est.predict(now, 50 * MS, Duration::ZERO), 80 * MS);
+        assert_eq!(est.predict(now, 10 * MS, Duration::ZERO), 10 * MS);
+    }
+
+    #[test]
+    fn a_pessimistic_estimate_goes_stale_so_admission_cannot_lock_up() {
+        let then = Instant::now();
+        let mut est = WorkEstimator::new(50 * MS, Duration::ZERO);
+        // Learnt while the machine was starved: work seemed to take 120 ms.
+        for _ in 0..100 {
+            est.observe(then, 120 * MS);
+        }
+        assert_eq!(est.predict(then, 50 * MS, Duration::ZERO), 120 * MS);
+        // No work was admitted since, so nothing new was measured.
+        let later = then + WorkEstimator::MAX_AGE + MS;
+        assert_eq!(est.predict(later, 50 * MS, Duration::ZERO), 50 * MS);
     }
 }
