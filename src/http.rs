@@ -11,6 +11,7 @@
 //!
 //! Must not know: how verdicts are reached.
 
+use std::collections::VecDeque;
 use std::io::{self, Cursor, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -113,7 +114,14 @@ pub struct App {
 struct Front {
     listener: TcpListener,
     current: RwLock<(u64, Arc<tiny_http::Server>)>,
+    /// Replaced servers. Their accept thread is gone, but connections they
+    /// accepted (browsers keep them alive) still deliver requests into them,
+    /// so they are drained too. The oldest is let go past [`RETIRED_KEPT`].
+    retired: RwLock<VecDeque<Arc<tiny_http::Server>>>,
 }
+
+/// Replaced tiny_http servers still drained for their open connections.
+const RETIRED_KEPT: usize = 4;
 
 impl Front {
     fn new(listener: TcpListener) -> io::Result<Self> {
@@ -121,12 +129,22 @@ impl Front {
         Ok(Front {
             listener,
             current: RwLock::new((0, server)),
+            retired: RwLock::new(VecDeque::new()),
         })
     }
 
     fn current(&self) -> (u64, Arc<tiny_http::Server>) {
         let guard = self.current.read().unwrap_or_else(|e| e.into_inner());
         (guard.0, Arc::clone(&guard.1))
+    }
+
+    /// Requests waiting in replaced servers, from connections they accepted.
+    fn retired_requests(&self) -> Vec<Request> {
+        let retired = self.retired.read().unwrap_or_else(|e| e.into_inner());
+        retired
+            .iter()
+            .flat_map(|server| std::iter::from_fn(|| server.try_recv().ok().flatten()))
+            .collect()
     }
 
     /// Replaces server generation `seen` with a fresh one on the same socket;
@@ -142,7 +160,12 @@ impl Front {
                 log::error!(
                     "HTTP front stopped answering ({why}); started a fresh one on the same socket"
                 );
-                *guard = (seen + 1, server);
+                let old = std::mem::replace(&mut *guard, (seen + 1, server));
+                let mut retired = self.retired.write().unwrap_or_else(|e| e.into_inner());
+                retired.push_back(old.1);
+                if retired.len() > RETIRED_KEPT {
+                    retired.pop_front();
+                }
             }
             Err(e) => {
                 log::error!("HTTP front stopped answering ({why}) and could not be restarted: {e}")
@@ -197,6 +220,9 @@ fn serve_requests(front: &Front, app: &App, stop: &Receiver<()>) {
                 front.replace(generation, &format!("accept failed: {e}"));
                 thread::sleep(RECV_POLL);
             }
+        }
+        for request in front.retired_requests() {
+            route(app, request);
         }
     }
 }
