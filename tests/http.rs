@@ -275,3 +275,57 @@ fn a_client_that_never_reads_does_not_stop_another_from_receiving_every_seq() {
         "the stalled client's queue should have overflowed"
     );
 }
+
+#[test]
+fn a_client_whose_socket_stays_unwritable_is_disconnected_after_the_write_timeout() {
+    let server = start(|c| {
+        c.rate = 4_000;
+        c.workers = 8;
+        c.queue = 4_096;
+        c.work_ms = 0;
+        c.deadline_ms = 10_000;
+        c.write_timeout = 1;
+    });
+    let addr = server.local_addr();
+    let _stalled = stalled_client(addr);
+    assert!(eventually(
+        WAIT,
+        || get_json(addr, "/api/stats").1["clients"]["connected"] == 1
+    ));
+    // Its buffers fill within a second at this rate; a second later the send times out.
+    assert!(
+        eventually(
+            Duration::from_secs(30),
+            || get_json(addr, "/api/stats").1["clients"]["connected"] == 0
+        ),
+        "a client that never reads must be evicted, freeing its slot"
+    );
+}
+
+#[test]
+fn static_files_come_from_static_dir_when_given() {
+    let dir = std::env::temp_dir().join(format!("punctual-static-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join("index.html"), "<title>punctual from disk</title>")
+        .expect("write page");
+    let server = start(|c| {
+        c.rate = 0;
+        c.static_dir = Some(dir.clone());
+    });
+    let page = http(server.local_addr(), "GET", "/", &[], b"");
+    assert_eq!(page.status, 200);
+    assert_eq!(
+        String::from_utf8_lossy(&page.body),
+        "<title>punctual from disk</title>"
+    );
+    // A listed file missing from the directory is a clear server-side error, not a panic.
+    let missing = http(server.local_addr(), "GET", "/app.js", &[], b"");
+    assert_eq!(missing.status, 500);
+    assert!(
+        missing.json()["error"]
+            .as_str()
+            .expect("error")
+            .contains("--static-dir")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
