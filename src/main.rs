@@ -18,10 +18,10 @@ fn main() {
         log::error!("cannot install signal handlers: {e}");
         std::process::exit(1);
     }
+    service::notify_ready();
     if let Err(e) = service::spawn_notifier(server.monitor()) {
         log::warn!("cannot start the systemd notifier: {e}");
     }
-    service::notify_ready();
     server.wait();
     log::info!("punctual stopped");
 }

@@ -321,3 +321,72 @@ fn a_stopping_daemon_is_not_ready() {
     server.stop();
     assert_eq!(monitor.ready(), Err("shutting down".to_owned()));
 }
+
+#[test]
+fn under_systemd_it_reports_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = std::env::temp_dir().join(format!("punctual-notify-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let socket = UnixDatagram::bind(&path).expect("bind notify socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let notify_socket = path.to_str().expect("UTF-8 path").to_owned();
+    let mut daemon = Daemon::spawn(
+        &["--rate", "50"],
+        &[
+            ("NOTIFY_SOCKET", &notify_socket),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
+    let mut seen: Vec<String> = Vec::new();
+    let until = Instant::now() + Duration::from_secs(20);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < until
+        && !(has(&seen, "READY=1") && count(&seen, "WATCHDOG=1") >= 3 && has(&seen, "STATUS="))
+    {
+        if let Ok(n) = socket.recv(&mut buf) {
+            seen.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+    }
+    assert!(has(&seen, "READY=1"), "{seen:?}");
+    assert!(
+        count(&seen, "WATCHDOG=1") >= 3,
+        "watchdog pings at half of WATCHDOG_USEC: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|l| l.starts_with("STATUS=") && l.contains("events/s")),
+        "{seen:?}"
+    );
+    daemon.signal("TERM");
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until && !has(&seen, "STOPPING=1") {
+        if let Ok(n) = socket.recv(&mut buf) {
+            seen.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+    }
+    assert!(has(&seen, "STOPPING=1"), "{seen:?}");
+    assert!(daemon.wait_for_exit(Duration::from_secs(5)).success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn has(lines: &[String], wanted: &str) -> bool {
+    lines
+        .iter()
+        .any(|l| l == wanted || (wanted.ends_with('=') && l.starts_with(wanted)))
+}
+
+fn count(lines: &[String], wanted: &str) -> usize {
+    lines.iter().filter(|l| *l == wanted).count()
+}
