@@ -116,10 +116,10 @@ impl Outcome {
             seq,
             id: &self.event.id,
             source: self.event.source,
-            created_at: clock.epoch_ms(self.event.created),
-            deadline_ms: millis(self.event.deadline),
-            processed_at: clock.epoch_ms(self.decided),
-            latency_ms: millis(self.latency()),
+            created_at: to_microsecond(clock.epoch_ms(self.event.created)),
+            deadline_ms: to_microsecond(millis(self.event.deadline)),
+            processed_at: to_microsecond(clock.epoch_ms(self.decided)),
+            latency_ms: to_microsecond(millis(self.latency())),
             status: self.status.name(),
             drop_reason,
             payload: self.event.payload.as_deref(),
@@ -127,6 +127,12 @@ impl Outcome {
         // Serialising plain strings and numbers cannot fail.
         serde_json::to_vec(&wire).unwrap_or_default()
     }
+}
+
+/// Milliseconds rounded to the microsecond: the clocks are no finer in
+/// practice, and `50.174` reads better than `50.174535999999996`.
+fn to_microsecond(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
 }
 
 /// The wire shape of an outcome; field names are a published contract.
