@@ -25,7 +25,21 @@ struct Daemon {
 
 impl Daemon {
     fn spawn(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_punctual"));
+        Daemon::spawn_command(Command::new(env!("CARGO_BIN_EXE_punctual")), args, env)
+    }
+
+    /// Starts it with both open-file limits set to `limit` (it cannot raise them).
+    fn spawn_with_fd_limit(limit: u32, args: &[&str]) -> Daemon {
+        let mut command = Command::new("bash");
+        command.args([
+            "-c",
+            &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_punctual"),
+        ]);
+        Daemon::spawn_command(command, args, &[])
+    }
+
+    fn spawn_command(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Daemon {
         if !args.contains(&"--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
         }
@@ -389,4 +403,49 @@ fn has(lines: &[String], wanted: &str) -> bool {
 
 fn count(lines: &[String], wanted: &str) -> usize {
     lines.iter().filter(|l| *l == wanted).count()
+}
+
+#[test]
+fn a_front_deafened_by_running_out_of_descriptors_heals_itself() {
+    let mut daemon = Daemon::spawn_with_fd_limit(300, &["--rate", "20"]);
+    assert!(
+        daemon
+            .startup
+            .iter()
+            .any(|l| l.contains("--max-clients 10000 lowered to 22")),
+        "the client cap follows the descriptor limit: {:?}",
+        daemon.startup
+    );
+    // Idle connections hold two descriptors each inside tiny_http: 300 of them
+    // exhaust the limit and take tiny_http's accept thread down.
+    let flood: Vec<std::net::TcpStream> = (0..300)
+        .filter_map(|_| std::net::TcpStream::connect(daemon.addr).ok())
+        .collect();
+    thread::sleep(Duration::from_secs(2));
+    drop(flood);
+    let healed = common::eventually(Duration::from_secs(30), || {
+        std::net::TcpStream::connect(daemon.addr).is_ok()
+            && get_json_quick(daemon.addr) == Some(200)
+    });
+    let log = daemon.log_so_far().join("\n");
+    assert!(healed, "the front never answered again:\n{log}");
+    assert!(
+        log.contains("HTTP front stopped answering"),
+        "the restart is logged:\n{log}"
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait_for_exit(Duration::from_secs(5)).success());
+}
+
+/// The status of `GET /healthz`, or `None` when nobody answers within 2 s.
+fn get_json_quick(addr: SocketAddr) -> Option<u16> {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
