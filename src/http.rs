@@ -304,6 +304,11 @@ fn json(status: u16, bytes: Vec<u8>) -> Reply {
     body(status, "application/json", bytes)
 }
 
+/// A 405 answer with the `Allow` header listing what `path` answers.
+fn method_not_allowed(path: &str, allowed: &str) -> Reply {
+    error(405, &format!("{path} answers {allowed} only")).with_header(header("Allow", allowed))
+}
+
 /// A health answer: `{"status": status, "reason": reason}`.
 fn status_json(code: u16, status: &str, reason: &str) -> Reply {
     json(
@@ -385,12 +390,12 @@ fn route(app: &App, mut request: Request) {
             Some(reply) => reply,
             None => error(404, &format!("no such resource: {path}")),
         },
+        ("/api/config", _) => method_not_allowed(&path, "GET, PUT"),
+        ("/api/events", _) => method_not_allowed(&path, "GET, POST"),
         ("/ws" | "/events" | "/healthz" | "/readyz" | "/metrics" | "/api/stats", _) => {
-            error(405, &format!("{path} only answers GET"))
+            method_not_allowed(&path, "GET")
         }
-        ("/api/config", _) => error(405, "/api/config answers GET and PUT"),
-        ("/api/events", _) => error(405, "/api/events answers GET and POST"),
-        (_, _) if static_name(&path).is_some() => error(405, &format!("{path} only answers GET")),
+        (_, _) if static_name(&path).is_some() => method_not_allowed(&path, "GET"),
         (_, _) => error(404, &format!("no such resource: {path}")),
     };
     respond(request, reply);

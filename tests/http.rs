@@ -43,6 +43,7 @@ fn unknown_paths_and_wrong_methods_get_json_errors() {
     );
     let wrong = http(addr, "POST", "/healthz", &[], b"");
     assert_eq!(wrong.status, 405);
+    assert_eq!(wrong.header("allow"), Some("GET"));
     assert!(wrong.json()["error"].is_string());
     assert_eq!(http(addr, "DELETE", "/api/config", &[], b"").status, 405);
 }
