@@ -24,6 +24,10 @@ use crossbeam_channel::{Receiver, Sender, select_biased};
 use crate::hub::{Broadcast, Kind};
 use crate::stats::Gauges;
 
+/// Most broadcasts handed out in one pass of the fan-out (bounds the time a
+/// new subscriber waits to be added).
+const MAX_BATCH: usize = 256;
+
 /// Capacity of the subscribe channel: transports wait briefly only if a burst
 /// of connections outpaces the fan-out thread.
 const SUBSCRIBE_CHANNEL_CAPACITY: usize = 1024;
@@ -62,6 +66,15 @@ pub enum Offer {
     Closed,
 }
 
+/// What became of a batch offered to a client queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// Messages lost for this client because its queue was full (counted).
+    pub dropped: u64,
+    /// The client is gone; nothing was queued.
+    pub closed: bool,
+}
+
 /// What a writer got from its queue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Batch {
@@ -86,23 +99,46 @@ impl ClientQueue {
 
     /// Adds a message without waiting.
     pub fn offer(&self, message: Broadcast) -> Offer {
+        match self.offer_all(std::iter::once(&message)) {
+            Delivery { closed: true, .. } => Offer::Closed,
+            Delivery { dropped: 0, .. } => Offer::Queued,
+            Delivery { .. } => Offer::Full,
+        }
+    }
+
+    /// Adds several messages under one lock and with at most one wake-up of
+    /// the writer: under load the fan-out hands out batches, and a wake-up
+    /// per message per client is what it would otherwise spend its time on.
+    pub fn offer_all<'a>(&self, messages: impl Iterator<Item = &'a Broadcast>) -> Delivery {
         let mut state = self.lock();
         if state.closed {
-            return Offer::Closed;
-        }
-        if state.messages.len() >= self.capacity + state.replayed {
-            drop(state);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            return Offer::Full;
+            return Delivery {
+                dropped: 0,
+                closed: true,
+            };
         }
         let was_empty = state.messages.is_empty();
-        state.messages.push_back(message);
+        let mut dropped = 0;
+        for message in messages {
+            if state.messages.len() >= self.capacity + state.replayed {
+                dropped += 1;
+            } else {
+                state.messages.push_back(message.clone());
+            }
+        }
+        let wake = was_empty && !state.messages.is_empty();
         drop(state);
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
         // The writer only waits on an empty queue: wake it on that edge only.
-        if was_empty {
+        if wake {
             self.ready.notify_one();
         }
-        Offer::Queued
+        Delivery {
+            dropped,
+            closed: false,
+        }
     }
 
     /// Waits up to `idle` for messages and moves all of them into `into`.
@@ -332,6 +368,7 @@ struct FanOut {
 
 impl FanOut {
     fn run(mut self, broadcasts: &Receiver<Broadcast>, mut subscribed: Receiver<Subscriber>) {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
         loop {
             select_biased! {
                 recv(subscribed) -> s => match s {
@@ -340,7 +377,13 @@ impl FanOut {
                     Err(_) => subscribed = crossbeam_channel::never(),
                 },
                 recv(broadcasts) -> message => match message {
-                    Ok(message) => self.deliver(&message),
+                    Ok(first) => {
+                        // Whatever else is already waiting goes out with it.
+                        batch.push(first);
+                        batch.extend(broadcasts.try_iter().take(MAX_BATCH - 1));
+                        self.deliver(&batch);
+                        batch.clear();
+                    }
                     Err(_) => break,
                 },
             }
@@ -374,26 +417,24 @@ impl FanOut {
         self.subscribers.push(subscriber);
     }
 
-    /// Records `message` and offers it to every subscriber that wants it,
-    /// forgetting the ones that have gone.
-    fn deliver(&mut self, message: &Broadcast) {
-        if message.kind == Kind::Event {
+    /// Records the outcomes of `batch` in the history and offers every
+    /// subscriber the messages it wants, forgetting the ones that have gone.
+    fn deliver(&mut self, batch: &[Broadcast]) {
+        for message in batch.iter().filter(|m| m.kind == Kind::Event) {
             self.newest = message.seq;
             self.history.push(message);
         }
         let gauges = &self.gauges;
         self.subscribers.retain(|s| {
-            if !s.interest.wants(message) {
-                return !s.queue.is_closed();
+            let delivery = s
+                .queue
+                .offer_all(batch.iter().filter(|m| s.interest.wants(m)));
+            if delivery.dropped > 0 {
+                gauges
+                    .client_dropped
+                    .fetch_add(delivery.dropped, Ordering::Relaxed);
             }
-            match s.queue.offer(message.clone()) {
-                Offer::Queued => true,
-                Offer::Full => {
-                    gauges.client_dropped.fetch_add(1, Ordering::Relaxed);
-                    true
-                }
-                Offer::Closed => false,
-            }
+            !delivery.closed
         });
     }
 }
@@ -479,7 +520,7 @@ mod tests {
         let slow = subscribe(&mut fan, 1, Interest::default());
         let fast = subscribe(&mut fan, 100, Interest::default());
         for seq in 1..=10 {
-            fan.deliver(&message(seq));
+            fan.deliver(&[message(seq)]);
         }
         assert_eq!(drain(&fast).len(), 10);
         assert_eq!(slow.dropped(), 9);
@@ -487,17 +528,31 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_is_queued_with_one_wake_and_its_overflow_counted() {
+        let mut fan = fan_out(0);
+        let q = subscribe(&mut fan, 3, Interest::default());
+        let batch: Vec<Broadcast> = (1..=5).map(message).collect();
+        fan.deliver(&batch);
+        assert_eq!(
+            drain(&q).into_iter().map(|(_, s)| s).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(q.dropped(), 2);
+        assert_eq!(fan.gauges.client_dropped.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
     fn a_resuming_client_gets_the_missed_outcomes_then_live_ones_without_seam() {
         let mut fan = fan_out(100);
         for seq in 1..=10 {
-            fan.deliver(&message(seq));
+            fan.deliver(&[message(seq)]);
         }
         let interest = Interest {
             resume: Resume::Since(7),
             ..Interest::default()
         };
         let q = subscribe(&mut fan, 2, interest);
-        fan.deliver(&message(11));
+        fan.deliver(&[message(11)]);
         let seqs: Vec<u64> = drain(&q).into_iter().map(|(_, seq)| seq).collect();
         assert_eq!(seqs, [8, 9, 10, 11]);
     }
@@ -506,7 +561,7 @@ mod tests {
     fn resuming_from_beyond_the_ring_is_announced_as_a_gap() {
         let mut fan = fan_out(5);
         for seq in 1..=20 {
-            fan.deliver(&message(seq));
+            fan.deliver(&[message(seq)]);
         }
         let interest = Interest {
             resume: Resume::Since(3),
@@ -532,7 +587,7 @@ mod tests {
         };
         let q = subscribe(&mut fan, 10, interest);
         for seq in 1..=6 {
-            fan.deliver(&message(seq));
+            fan.deliver(&[message(seq)]);
         }
         assert_eq!(
             drain(&q).into_iter().map(|(_, s)| s).collect::<Vec<_>>(),

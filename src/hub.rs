@@ -255,7 +255,9 @@ impl Hub {
     }
 
     fn publish_snapshot(&self, window: &mut Window, seq: u64) -> Arc<Snapshot> {
-        let snapshot = Arc::new(window.snapshot(Instant::now(), (self.readings)()));
+        let mut snapshot = window.snapshot(Instant::now(), (self.readings)());
+        snapshot.clients.backlog = self.broadcast.len();
+        let snapshot = Arc::new(snapshot);
         // A snapshot holds only numbers and strings: serialising cannot fail.
         let json = Bytes::from(serde_json::to_vec(&*snapshot).unwrap_or_default());
         self.latest.set(Arc::clone(&snapshot), json.clone());

@@ -146,6 +146,14 @@ pub fn render(snapshot: &Snapshot) -> String {
 
     family(
         &mut out,
+        "punctual_fanout_backlog",
+        "gauge",
+        "Messages waiting for the fan-out to hand them to clients.",
+    );
+    let _ = writeln!(out, "punctual_fanout_backlog {}", snapshot.clients.backlog);
+
+    family(
+        &mut out,
         "punctual_generator_lag_ticks_total",
         "counter",
         "Generator ticks skipped because it fell behind.",

@@ -343,6 +343,8 @@ impl SystemReader {
                 sse: gauge(&g.sse_clients),
                 max: self.max_clients,
                 dropped_messages: counter(&g.client_dropped),
+                // Filled in by the hub, which holds the channel.
+                backlog: 0,
             },
             generator: GeneratorState {
                 rate: self.knobs.rate(),

@@ -314,6 +314,9 @@ pub struct ClientState {
     pub max: usize,
     /// Messages not delivered because a client's queue was full, since start.
     pub dropped_messages: u64,
+    /// Messages serialised by the hub and not yet handed out by the fan-out:
+    /// a growing number means the fan-out cannot keep up with the clients.
+    pub backlog: usize,
 }
 
 /// Generator state.
