@@ -9,6 +9,10 @@
 /// Descriptors held by one connected WebSocket client.
 pub const FDS_PER_CLIENT: u64 = 2;
 
+/// Threads held by one connected client: its writer, and the tiny_http pool
+/// thread that stays parked on the upgraded connection for its lifetime.
+pub const THREADS_PER_CLIENT: u64 = 2;
+
 /// Descriptors kept back for plain HTTP requests, the listener, logs and probes.
 pub const FD_RESERVE: u64 = 256;
 

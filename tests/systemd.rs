@@ -520,9 +520,9 @@ fn unit_limits_leave_room_for_the_default_client_cap() {
         "LimitNOFILE={nofile} allows only {clients} clients, default is {default_cap}"
     );
 
-    // One writer thread per client, up to 1024 workers, and the fixed threads.
+    // Two threads per client, up to 1024 workers, and the fixed threads.
     let tasks = unit_number(&unit, "TasksMax");
-    let needed = clients + 1024 + 64;
+    let needed = clients * punctual::limits::THREADS_PER_CLIENT + 1024 + 64;
     assert!(
         tasks >= needed,
         "TasksMax={tasks} is below the {needed} threads LimitNOFILE={nofile} allows"
