@@ -332,3 +332,26 @@ fn static_files_come_from_static_dir_when_given() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_idle_client_is_pinged_after_15_seconds() {
+    let server = start(|c| c.rate = 0);
+    let mut client = connect(server.local_addr(), "/ws");
+    let connected = std::time::Instant::now();
+    let pinged = loop {
+        assert!(
+            connected.elapsed() < Duration::from_secs(30),
+            "no Ping within 30 s"
+        );
+        match client.read() {
+            Ok(tungstenite::Message::Ping(_)) => break connected.elapsed(),
+            Ok(other) => panic!("an idle client should only get a Ping, got {other:?}"),
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("connection failed: {e}"),
+        }
+    };
+    assert!(
+        pinged >= Duration::from_secs(14),
+        "pinged after only {pinged:?}"
+    );
+}
