@@ -381,7 +381,7 @@ impl FanOut {
                         // Whatever else is already waiting goes out with it.
                         batch.push(first);
                         batch.extend(broadcasts.try_iter().take(MAX_BATCH - 1));
-                        self.deliver(&batch);
+                        self.deliver_joining(&batch, subscribed.try_iter());
                         batch.clear();
                     }
                     Err(_) => break,
@@ -415,6 +415,16 @@ impl FanOut {
             subscriber.queue.preload(message);
         }
         self.subscribers.push(subscriber);
+    }
+
+    /// Adds the clients that subscribed while `batch` gathered, then delivers
+    /// it: such a client may have connected before some of these outcomes
+    /// were made, and must not miss them.
+    fn deliver_joining(&mut self, batch: &[Broadcast], joined: impl Iterator<Item = Subscriber>) {
+        for subscriber in joined {
+            self.add(subscriber);
+        }
+        self.deliver(batch);
     }
 
     /// Records the outcomes of `batch` in the history and offers every
@@ -539,6 +549,19 @@ mod tests {
         );
         assert_eq!(q.dropped(), 2);
         assert_eq!(fan.gauges.client_dropped.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_client_subscribing_while_a_batch_gathers_gets_the_whole_batch() {
+        let mut fan = fan_out(10);
+        let queue = Arc::new(ClientQueue::new(10));
+        let joined = Subscriber {
+            queue: Arc::clone(&queue),
+            interest: Interest::default(),
+        };
+        fan.deliver_joining(&[message(1), message(2)], std::iter::once(joined));
+        let seqs: Vec<u64> = drain(&queue).into_iter().map(|(_, s)| s).collect();
+        assert_eq!(seqs, [1, 2]);
     }
 
     #[test]

@@ -1,0 +1,129 @@
+//! Building answers and reading requests: JSON replies and errors, headers,
+//! query parameters, bounded bodies, and JSON parsing whose errors name the
+//! field at fault.
+
+use std::io::{Cursor, Read};
+
+use tiny_http::{Header, Request, Response, StatusCode};
+
+pub(super) type Reply = Response<Cursor<Vec<u8>>>;
+
+pub(super) fn header(name: &str, value: &str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes())
+        .expect("header names and values here are ASCII")
+}
+
+pub(super) fn body(status: u16, content_type: &str, bytes: Vec<u8>) -> Reply {
+    Response::from_data(bytes)
+        .with_status_code(StatusCode(status))
+        .with_header(header("Content-Type", content_type))
+        .with_header(header("Cache-Control", "no-store"))
+}
+
+pub(super) fn json(status: u16, bytes: Vec<u8>) -> Reply {
+    body(status, "application/json", bytes)
+}
+
+/// A 405 answer with the `Allow` header listing what `path` answers.
+pub(super) fn method_not_allowed(path: &str, allowed: &str) -> Reply {
+    error(405, &format!("{path} answers {allowed} only")).with_header(header("Allow", allowed))
+}
+
+/// A health answer: `{"status": status, "reason": reason}`.
+pub(super) fn status_json(code: u16, status: &str, reason: &str) -> Reply {
+    json(
+        code,
+        serde_json::json!({ "status": status, "reason": reason })
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+/// A JSON error answer: `{"error": message}`.
+pub fn error(status: u16, message: &str) -> Reply {
+    json(
+        status,
+        serde_json::json!({ "error": message })
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+pub(super) fn respond(request: Request, reply: Reply) {
+    if let Err(e) = request.respond(reply) {
+        log::debug!("could not send a response: {e}");
+    }
+}
+
+/// The value of query parameter `name` in `url`, if present.
+pub fn query_param<'a>(url: &'a str, name: &str) -> Option<&'a str> {
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        (key == name).then_some(value)
+    })
+}
+
+pub(super) fn header_value<'a>(request: &'a Request, name: &'static str) -> Option<&'a str> {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv(name))
+        .map(|h| h.value.as_str())
+}
+
+pub(super) fn has_token(value: Option<&str>, token: &str) -> bool {
+    value.is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
+/// Parses JSON into `T`; the error names the field at fault (`rate: invalid value …`).
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
+        match e.path().to_string() {
+            path if path == "." => e.inner().to_string(),
+            path => format!("{path}: {}", e.inner()),
+        }
+    })?;
+    deserializer.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
+/// Reads a request body of at most `limit` bytes; a longer one is refused with 413.
+pub(super) fn read_body(request: &mut Request, limit: u64) -> Result<Vec<u8>, Reply> {
+    if request.body_length().is_some_and(|n| n as u64 > limit) {
+        return Err(error(
+            413,
+            &format!("body too large: at most {limit} bytes"),
+        ));
+    }
+    let mut body = Vec::new();
+    match request.as_reader().take(limit + 1).read_to_end(&mut body) {
+        Ok(_) if body.len() as u64 > limit => Err(error(
+            413,
+            &format!("body too large: at most {limit} bytes"),
+        )),
+        Ok(_) => Ok(body),
+        Err(e) => Err(error(400, &format!("could not read the body: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters_are_found_by_name() {
+        assert_eq!(query_param("/ws?stats=1&since=4", "stats"), Some("1"));
+        assert_eq!(query_param("/ws?stats=1&since=4", "since"), Some("4"));
+        assert_eq!(query_param("/ws?flag", "flag"), Some(""));
+        assert_eq!(query_param("/ws", "stats"), None);
+    }
+
+    #[test]
+    fn header_tokens_are_matched_case_insensitively_in_lists() {
+        assert!(has_token(Some("keep-alive, Upgrade"), "upgrade"));
+        assert!(!has_token(Some("keep-alive"), "upgrade"));
+        assert!(!has_token(None, "upgrade"));
+    }
+}

@@ -1,0 +1,325 @@
+//! Routing: which handler answers which method and path, and the handlers
+//! themselves — stats, settings, ingest, history, and the two streaming
+//! transports' handshakes.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use tiny_http::{Method, Request, Response, StatusCode};
+
+use super::App;
+use super::assets::{static_file, static_name};
+use super::reply::{
+    Reply, body, error, has_token, header, header_value, json, method_not_allowed, parse_json,
+    query_param, read_body, respond, status_json,
+};
+use crate::config::KnobsUpdate;
+use crate::fanout::{ClientQueue, Interest, Resume};
+use crate::transport::{self, Slot, Transport, sse, ws};
+use crate::workers::Entry;
+use crate::{ingest, metrics};
+
+pub(super) fn route(app: &App, mut request: Request) {
+    let path = request.url().split('?').next().unwrap_or("/").to_owned();
+    let method = request.method().clone();
+    let reply = match (path.as_str(), &method) {
+        ("/ws", Method::Get) => return upgrade_websocket(app, request),
+        ("/events", Method::Get) => return open_event_stream(app, request),
+        ("/healthz", Method::Get) => match app.health.live() {
+            Ok(()) => json(200, br#"{"status":"ok"}"#.to_vec()),
+            Err(reason) => status_json(503, "stalled", &reason),
+        },
+        ("/readyz", Method::Get) => match app.health.ready() {
+            Ok(()) => json(200, br#"{"status":"ready"}"#.to_vec()),
+            Err(reason) => status_json(503, "not ready", &reason),
+        },
+        ("/metrics", Method::Get) => match app.latest.get() {
+            Some((snapshot, _)) => body(
+                200,
+                metrics::CONTENT_TYPE,
+                metrics::render(&snapshot).into_bytes(),
+            ),
+            None => error(503, "no stats snapshot yet; retry in a second"),
+        },
+        ("/api/stats", Method::Get) => match app.latest.get() {
+            Some((_, json_bytes)) => json(200, json_bytes.to_vec()),
+            None => error(503, "no stats snapshot yet; retry in a second"),
+        },
+        ("/api/config", Method::Get) => json(200, app.settings().to_string().into_bytes()),
+        ("/api/config", Method::Put) => change_settings(app, &mut request),
+        ("/api/events", Method::Get) => recent_events(app, &request),
+        ("/api/events", Method::Post) => ingest(app, &mut request),
+        (_, Method::Get) => match static_file(app, &path) {
+            Some(reply) => reply,
+            None => error(404, &format!("no such resource: {path}")),
+        },
+        ("/api/config", _) => method_not_allowed(&path, "GET, PUT"),
+        ("/api/events", _) => method_not_allowed(&path, "GET, POST"),
+        ("/ws" | "/events" | "/healthz" | "/readyz" | "/metrics" | "/api/stats", _) => {
+            method_not_allowed(&path, "GET")
+        }
+        (_, _) if static_name(&path).is_some() => method_not_allowed(&path, "GET"),
+        (_, _) => error(404, &format!("no such resource: {path}")),
+    };
+    respond(request, reply);
+}
+
+impl App {
+    fn settings(&self) -> serde_json::Value {
+        self.config.effective(&self.knobs, self.slots.max())
+    }
+
+    /// Whether `request` may change state: always when no `--token` is set,
+    /// otherwise only with `Authorization: Bearer <token>` (compared in constant time).
+    fn authorized(&self, request: &Request) -> bool {
+        let Some(token) = &self.config.token else {
+            return true;
+        };
+        let presented = header_value(request, "Authorization")
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        constant_time_eq::constant_time_eq(presented.as_bytes(), token.as_bytes())
+    }
+}
+
+/// Largest body `PUT /api/config` reads.
+const MAX_CONFIG_BODY: u64 = 16 * 1024;
+
+/// `PUT /api/config`: validates the whole change before applying any of it.
+fn change_settings(app: &App, request: &mut Request) -> Reply {
+    if !app.authorized(request) {
+        return error(
+            401,
+            "missing or wrong token: send Authorization: Bearer <token>",
+        );
+    }
+    let content_type = header_value(request, "Content-Type").unwrap_or("");
+    if !content_type.trim().starts_with("application/json") {
+        return error(415, "send the change as Content-Type: application/json");
+    }
+    let body = match read_body(request, MAX_CONFIG_BODY) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let update: KnobsUpdate = match parse_json(&body) {
+        Ok(update) => update,
+        Err(e) => return error(400, &format!("invalid config change: {e}")),
+    };
+    match app.knobs.apply(&update) {
+        Ok(changes) if changes.is_empty() => {}
+        Ok(changes) => log::info!("settings changed: {}", changes.join(", ")),
+        Err(e) => return error(400, &e),
+    }
+    json(200, app.settings().to_string().into_bytes())
+}
+
+/// Answers a WebSocket upgrade and hands the connection to a writer thread.
+fn upgrade_websocket(app: &App, request: Request) {
+    let upgrade = header_value(&request, "Upgrade");
+    let connection = header_value(&request, "Connection");
+    let version = header_value(&request, "Sec-WebSocket-Version");
+    let key = header_value(&request, "Sec-WebSocket-Key").map(str::to_owned);
+    let is_upgrade = has_token(upgrade, "websocket") && has_token(connection, "upgrade");
+    let Some(key) = key.filter(|_| is_upgrade) else {
+        let message = "/ws is a WebSocket endpoint: send Upgrade: websocket, Connection: Upgrade and Sec-WebSocket-Key";
+        return respond(request, error(400, message));
+    };
+    if version.map(str::trim) != Some("13") {
+        let reply = error(
+            426,
+            "unsupported WebSocket version: send Sec-WebSocket-Version: 13",
+        )
+        .with_header(header("Sec-WebSocket-Version", "13"));
+        return respond(request, reply);
+    }
+    let (slot, queue) = match join(app, &request, Transport::WebSocket, None) {
+        Ok(joined) => joined,
+        Err(reply) => return respond(request, reply),
+    };
+    let handshake = Response::empty(StatusCode(101))
+        .with_header(header("Sec-WebSocket-Accept", &ws::accept_key(&key)));
+    let stream = request.upgrade("websocket", handshake);
+    let name = format!("ws-{}", app.next_client.fetch_add(1, Ordering::Relaxed) + 1);
+    log::debug!("{name} connected");
+    if let Err(e) = transport::spawn_writer(ws::WsSink::new(stream), queue, slot, name) {
+        log::warn!("could not start a WebSocket writer thread: {e}");
+    }
+}
+
+/// `GET /events`: a Server-Sent Events stream on the same terms as `/ws`.
+fn open_event_stream(app: &App, request: Request) {
+    let last_event_id = header_value(&request, "Last-Event-ID").map(str::to_owned);
+    let (slot, queue) = match join(app, &request, Transport::Sse, last_event_id.as_deref()) {
+        Ok(joined) => joined,
+        Err(reply) => return respond(request, reply),
+    };
+    let sink = match sse::SseSink::open(request.into_writer()) {
+        Ok(sink) => sink,
+        Err(e) => {
+            queue.close();
+            return log::debug!("event stream closed before it opened: {e}");
+        }
+    };
+    let name = format!(
+        "sse-{}",
+        app.next_client.fetch_add(1, Ordering::Relaxed) + 1
+    );
+    log::debug!("{name} connected");
+    if let Err(e) = transport::spawn_writer(sink, queue, slot, name) {
+        log::warn!("could not start an event-stream writer thread: {e}");
+    }
+}
+
+/// Takes a client slot and subscribes the client to the fan-out with what its
+/// query asks for (`stats`, `since`, `replay`, `status`); `resume_from` is an
+/// SSE `Last-Event-ID`, which wins over `since`.
+fn join(
+    app: &App,
+    request: &Request,
+    transport: Transport,
+    resume_from: Option<&str>,
+) -> Result<(Slot, Arc<ClientQueue>), Reply> {
+    let interest =
+        interest(request.url(), resume_from, app.history_capacity).map_err(|e| error(400, &e))?;
+    let Some(slot) = app.slots.try_take(transport) else {
+        let message = format!(
+            "client limit reached ({} connected); try again later",
+            app.slots.max()
+        );
+        return Err(error(503, &message));
+    };
+    let queue = app
+        .subscriptions
+        .subscribe(interest)
+        .ok_or_else(|| error(503, "shutting down"))?;
+    Ok((slot, queue))
+}
+
+/// The outcome statuses a filter may name.
+const STATUSES: [&str; 3] = ["on-time", "late", "dropped"];
+
+/// Reads a streaming client's wishes from its URL.
+fn interest(url: &str, resume_from: Option<&str>, history: usize) -> Result<Interest, String> {
+    let number = |name: &str, value: &str| {
+        value
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| format!("{name}: expected a non-negative integer, got {value:?}"))
+    };
+    let resume = match (
+        resume_from,
+        query_param(url, "since"),
+        query_param(url, "replay"),
+    ) {
+        (Some(id), _, _) => Resume::Since(number("Last-Event-ID", id)?),
+        (None, Some(since), _) => Resume::Since(number("since", since)?),
+        (None, None, Some(n)) => Resume::Last(
+            usize::try_from(number("replay", n)?)
+                .unwrap_or(usize::MAX)
+                .min(history),
+        ),
+        (None, None, None) => Resume::Live,
+    };
+    let statuses = match query_param(url, "status") {
+        None => None,
+        Some(list) => {
+            let wanted: Vec<String> = list
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if let Some(bad) = wanted.iter().find(|s| !STATUSES.contains(&s.as_str())) {
+                return Err(format!(
+                    "status: unknown status {bad:?}; use on-time, late, dropped"
+                ));
+            }
+            Some(wanted)
+        }
+    };
+    Ok(Interest {
+        stats: query_param(url, "stats") == Some("1"),
+        resume,
+        statuses,
+    })
+}
+
+/// Most outcomes `GET /api/events` returns when no `limit` is given.
+const DEFAULT_EVENTS_LIMIT: usize = 1000;
+
+/// `GET /api/events?since=SEQ&limit=N`: retained outcomes after SEQ, oldest
+/// first. Outcomes no longer retained are named in `X-Punctual-Gap: FROM-TO`.
+fn recent_events(app: &App, request: &Request) -> Reply {
+    let url = request.url();
+    let parse = |name: &str, default: u64| match query_param(url, name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| format!("{name}: expected a non-negative integer, got {v:?}")),
+    };
+    let (since, limit) = match (
+        parse("since", 0),
+        parse("limit", DEFAULT_EVENTS_LIMIT as u64),
+    ) {
+        (Ok(since), Ok(limit)) => (since, usize::try_from(limit).unwrap_or(usize::MAX)),
+        (Err(e), _) | (_, Err(e)) => return error(400, &e),
+    };
+    let replay = app.history.after(since, app.history.newest(), limit);
+    let mut body = Vec::with_capacity(
+        replay
+            .messages
+            .iter()
+            .map(|m| m.json.len() + 1)
+            .sum::<usize>()
+            + 2,
+    );
+    body.push(b'[');
+    for (i, message) in replay.messages.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&message.json);
+    }
+    body.push(b']');
+    let reply = json(200, body);
+    match replay.gap {
+        Some((from, to)) => reply.with_header(header("X-Punctual-Gap", &format!("{from}-{to}"))),
+        None => reply,
+    }
+}
+
+/// `POST /api/events`: validates the whole batch, then enters every event
+/// with the same `try_send` rule as the generator.
+fn ingest(app: &App, request: &mut Request) -> Reply {
+    if !app.authorized(request) {
+        return error(
+            401,
+            "missing or wrong token: send Authorization: Bearer <token>",
+        );
+    }
+    let format = match ingest::format_of(header_value(request, "Content-Type")) {
+        Ok(format) => format,
+        Err(refusal) => return error(refusal.status, &refusal.message),
+    };
+    let body = match read_body(request, app.config.max_body) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let received = Instant::now();
+    let events =
+        match ingest::parse_batch(format, &body, received, &app.clock, app.knobs.deadline()) {
+            Ok(events) => events,
+            Err(refusal) => return error(refusal.status, &refusal.message),
+        };
+    let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+    let dropped = events
+        .into_iter()
+        .map(|event| app.intake.submit(event))
+        .filter(|entry| *entry == Entry::QueueFull)
+        .count();
+    let answer =
+        serde_json::json!({ "accepted": ids.len() - dropped, "dropped": dropped, "ids": ids });
+    json(202, answer.to_string().into_bytes())
+}
