@@ -8,7 +8,9 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 use crate::common::{HTTPVersion, Method};
+use crate::limits::ConnectionState;
 use crate::util::RefinedTcpStream;
+use std::sync::Arc;
 use crate::util::{SequentialReader, SequentialReaderBuilder, SequentialWriterBuilder};
 use crate::Request;
 
@@ -34,6 +36,12 @@ pub struct ClientConnection {
 
     // true if the connection goes through SSL
     secure: bool,
+
+    // (patch) deadlines and limits shared with the connection's streams
+    state: Arc<ConnectionState>,
+
+    // (patch) false until the first request has been read
+    kept_alive: bool,
 }
 
 /// Error that can happen when reading a request.
@@ -44,6 +52,16 @@ enum ReadError {
     /// the client sent an unrecognized `Expect` header
     ExpectationFailed(HTTPVersion),
     ReadIoError(IoError),
+    /// (patch) the request line is longer than the limit
+    RequestLineTooLong,
+    /// (patch) the request head is larger than the limit
+    HeadTooLarge,
+}
+
+/// (patch) Why a line could not be read.
+enum LineError {
+    Io(IoError),
+    TooLong,
 }
 
 impl ClientConnection {
@@ -54,6 +72,7 @@ impl ClientConnection {
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
+        let state = Arc::clone(read_socket.state());
 
         let mut source = SequentialReaderBuilder::new(BufReader::with_capacity(1024, read_socket));
         let first_header = source.next().unwrap();
@@ -65,6 +84,8 @@ impl ClientConnection {
             next_header_source: first_header,
             no_more_requests: false,
             secure,
+            state,
+            kept_alive: false,
         }
     }
 
@@ -73,30 +94,61 @@ impl ClientConnection {
         self.secure
     }
 
+    /// (patch) Answers a request that could not be read with a JSON error
+    /// and marks the connection as closing.
+    fn refuse(&mut self, status: u16, message: &str, version: HTTPVersion) {
+        self.state.close();
+        if let Some(writer) = self.sink.next() {
+            json_error(status, message)
+                .raw_print(writer, version, &[], false, None)
+                .ok();
+        }
+    }
+
     /// Reads the next line from self.next_header_source.
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    ///
+    /// (patch) A line longer than `limit` bytes is refused; `on_first_byte`
+    /// runs once the line's first byte has arrived.
+    fn read_next_line(
+        &mut self,
+        limit: usize,
+        on_first_byte: impl FnOnce(&ConnectionState),
+    ) -> Result<AsciiString, LineError> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
+        let mut on_first_byte = Some(on_first_byte);
 
         loop {
             let byte = self.next_header_source.by_ref().bytes().next();
 
             let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+                Some(b) => b.map_err(LineError::Io)?,
+                None => {
+                    return Err(LineError::Io(IoError::new(
+                        ErrorKind::ConnectionAborted,
+                        "Unexpected EOF",
+                    )))
+                }
             };
+            if let Some(f) = on_first_byte.take() {
+                f(&self.state);
+            }
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
-                return AsciiString::from_ascii(buf)
-                    .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
+                return AsciiString::from_ascii(buf).map_err(|_| {
+                    LineError::Io(IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"))
+                });
             }
 
             prev_byte_was_cr = byte == b'\r';
 
+            if buf.len() >= limit {
+                return Err(LineError::TooLong);
+            }
             buf.push(byte);
         }
     }
@@ -104,10 +156,32 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        // (patch) the previous request's body is done with; a kept-alive
+        // connection may idle until the next request's first byte, which
+        // starts the clock for the whole request
+        self.next_header_source
+            .wait_turn()
+            .map_err(ReadError::ReadIoError)?;
+        if self.kept_alive {
+            self.state.await_next_request();
+        }
+        self.kept_alive = true;
+        let max_line = self.state.limits().max_request_line;
+        let mut head_left = self.state.limits().max_head;
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = match self.read_next_line(max_line.min(head_left), |state| {
+                    state.request_started()
+                }) {
+                    Ok(line) => line,
+                    Err(LineError::Io(e)) => return Err(ReadError::ReadIoError(e)),
+                    Err(LineError::TooLong) if max_line <= head_left => {
+                        return Err(ReadError::RequestLineTooLong)
+                    }
+                    Err(LineError::TooLong) => return Err(ReadError::HeadTooLarge),
+                };
+                head_left = head_left.saturating_sub(line.len() + 2);
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -118,7 +192,12 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = match self.read_next_line(head_left, |_| ()) {
+                        Ok(line) => line,
+                        Err(LineError::Io(e)) => return Err(ReadError::ReadIoError(e)),
+                        Err(LineError::TooLong) => return Err(ReadError::HeadTooLarge),
+                    };
+                    head_left = head_left.saturating_sub(line.len() + 2);
 
                     if line.is_empty() {
                         break;
@@ -145,6 +224,7 @@ impl ClientConnection {
 
         // building the next reader
         let request = crate::request::new_request(
+            Some(Arc::clone(&self.state)),
             self.secure,
             method,
             path,
@@ -175,7 +255,6 @@ impl Iterator for ClientConnection {
     /// Blocks until the next Request is available.
     /// Returns None when no new Requests will come from the client.
     fn next(&mut self) -> Option<Request> {
-        use crate::{Response, StatusCode};
 
         // the client sent a "connection: close" header in this previous request
         //  or is using HTTP 1.0, meaning that no new request will come
@@ -183,61 +262,54 @@ impl Iterator for ClientConnection {
             return None;
         }
 
-        loop {
-            let rq = match self.read() {
-                Err(ReadError::WrongRequestLine) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
+        // (patch) a connection that was taken over or is closing serves no more requests
+        if self.state.ends_here() {
+            return None;
+        }
 
-                Err(ReadError::WrongHeader(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(400));
-                    response.raw_print(writer, ver, &[], false, None).ok();
-                    return None; // we don't know where the next request would start,
-                                 // se we have to close
-                }
-
-                Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
-                    // request timeout
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(408));
-                    response
-                        .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                        .ok();
-                    return None; // closing the connection
-                }
-
-                Err(ReadError::ExpectationFailed(ver)) => {
-                    let writer = self.sink.next().unwrap();
-                    let response = Response::new_empty(StatusCode(417));
-                    response.raw_print(writer, ver, &[], true, None).ok();
-                    return None; // TODO: should be recoverable, but needs handling in case of body
-                }
-
-                Err(ReadError::ReadIoError(_)) => return None,
-
-                Ok(rq) => rq,
-            };
-
-            // checking HTTP version
-            if *rq.http_version() > (1, 1) {
-                let writer = self.sink.next().unwrap();
-                let response = Response::from_string(
-                    "This server only supports HTTP versions 1.0 and 1.1".to_owned(),
-                )
-                .with_status_code(StatusCode(505));
-                response
-                    .raw_print(writer, HTTPVersion(1, 1), &[], false, None)
-                    .ok();
-                continue;
+        // (patch) every refusal is a JSON error and ends the connection
+        let rq = match self.read() {
+            Err(ReadError::WrongRequestLine) => {
+                self.refuse(400, "malformed request line", HTTPVersion(1, 1));
+                return None;
             }
+            Err(ReadError::WrongHeader(ver)) => {
+                self.refuse(400, "malformed header line", ver);
+                return None;
+            }
+            Err(ReadError::RequestLineTooLong) => {
+                let limit = self.state.limits().max_request_line;
+                let message = format!("request line longer than {} bytes", limit);
+                self.refuse(414, &message, HTTPVersion(1, 1));
+                return None;
+            }
+            Err(ReadError::HeadTooLarge) => {
+                let limit = self.state.limits().max_head;
+                let message = format!("request head larger than {} bytes", limit);
+                self.refuse(431, &message, HTTPVersion(1, 1));
+                return None;
+            }
+            Err(ReadError::ReadIoError(ref err)) if err.kind() == ErrorKind::TimedOut => {
+                self.refuse(408, "request not received in time", HTTPVersion(1, 1));
+                return None;
+            }
+            Err(ReadError::ExpectationFailed(ver)) => {
+                self.refuse(417, "only Expect: 100-continue is supported", ver);
+                return None;
+            }
+            Err(ReadError::ReadIoError(_)) => return None,
+            Ok(rq) => rq,
+        };
 
+        // checking HTTP version; (patch) answered through the request itself,
+        // whose writer comes first
+        if *rq.http_version() > (1, 1) {
+            let message = "only HTTP/1.0 and HTTP/1.1 are supported";
+            rq.respond(json_error(505, message)).ok();
+            return None;
+        }
+
+        {
             // updating the status of the connection
             let connection_header = rq
                 .headers()
@@ -263,6 +335,20 @@ impl Iterator for ClientConnection {
             return Some(rq);
         }
     }
+}
+
+/// (patch) `{"error": message}` with a status; the connection closes after it.
+pub(crate) fn json_error(status: u16, message: &str) -> crate::Response<std::io::Cursor<Vec<u8>>> {
+    use crate::{Header, Response, StatusCode};
+    let escaped = message.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut response = Response::from_string(format!("{{\"error\":\"{}\"}}", escaped))
+        .with_status_code(StatusCode(status));
+    for (field, value) in [("Content-Type", "application/json"), ("Connection", "close")] {
+        if let Ok(header) = Header::from_bytes(field.as_bytes(), value.as_bytes()) {
+            response.add_header(header);
+        }
+    }
+    response
 }
 
 /// Parses a "HTTP/1.1" string.

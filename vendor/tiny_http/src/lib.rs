@@ -99,7 +99,7 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -112,6 +112,7 @@ use util::MessagesQueue;
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
+pub use limits::Limits;
 pub use request::{ReadWrite, Request};
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
@@ -119,6 +120,7 @@ pub use test::TestRequest;
 mod client;
 mod common;
 mod connection;
+mod limits;
 mod request;
 mod response;
 mod ssl;
@@ -140,6 +142,78 @@ pub struct Server {
 
     // result of TcpListener::local_addr()
     listening_addr: ListenAddr,
+
+    // (patch) connections open now, upgraded ones included
+    open: Arc<limits::OpenConnections>,
+}
+
+/// (patch) A request handler run on each connection's own thread.
+pub type Handler = Arc<dyn Fn(Request) + Send + Sync + 'static>;
+
+/// (patch) Told about each failed `accept`; the server backs off and keeps accepting.
+pub type AcceptErrorHook = Arc<dyn Fn(&IoError) + Send + Sync + 'static>;
+
+/// (patch) How a server built by [`Server::from_listener_with`] runs.
+#[derive(Clone, Default)]
+pub struct ServerOptions {
+    /// Limits applied to every connection.
+    pub limits: Limits,
+    /// Answers each request on its connection's own thread, one request at a
+    /// time, instead of queueing it for [`Server::recv`].
+    pub handler: Option<Handler>,
+    /// Told about each failed `accept` (descriptors exhausted, say).
+    pub on_accept_error: Option<AcceptErrorHook>,
+}
+
+/// (patch) First pause after a failed `accept`; doubled while failures go on.
+const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// (patch) Longest pause between `accept` attempts.
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// (patch) Connections past the cap that are answered `503` at once; more are closed unanswered.
+const REFUSING_MAX: usize = 64;
+/// (patch) How long a refused connection may take to send its request head.
+const REFUSE_READ: Duration = Duration::from_millis(500);
+
+/// (patch) Answers a connection past the cap with `503` and `Retry-After`,
+/// after reading its request head (closing with unread data would reset the
+/// connection before the answer is read), on a pool thread; closes it at once
+/// when [`REFUSING_MAX`] refusals are already under way.
+fn refuse_over_cap(pool: &util::TaskPool, sock: Connection, refusing: &Arc<AtomicUsize>) {
+    if refusing.fetch_add(1, Relaxed) >= REFUSING_MAX {
+        refusing.fetch_sub(1, Relaxed);
+        return;
+    }
+    let refusing = Arc::clone(refusing);
+    let mut sock = Some(sock);
+    pool.spawn(Box::new(move || {
+        if let Some(sock) = sock.take() {
+            answer_over_cap(sock);
+        }
+        refusing.fetch_sub(1, Relaxed);
+    }));
+}
+
+fn answer_over_cap(mut sock: Connection) {
+    use std::io::{Read, Write};
+    let _ = sock.set_read_timeout(Some(REFUSE_READ));
+    let _ = sock.set_write_timeout(Some(REFUSE_READ));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match sock.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = "{\"error\":\"connection limit reached; retry later\"}";
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        body
+    );
+    let _ = sock.write_all(answer.as_bytes());
+    let _ = sock.shutdown(Shutdown::Write);
 }
 
 enum Message {
@@ -161,6 +235,7 @@ impl From<Request> for Message {
 
 // this trait is to make sure that Server implements Share and Send
 #[doc(hidden)]
+#[allow(dead_code)] // (patch) silences a newer compiler's warning
 trait MustBeShareDummy: Sync + Send {}
 #[doc(hidden)]
 impl MustBeShareDummy for Server {}
@@ -243,6 +318,17 @@ impl Server {
         listener: L,
         ssl_config: Option<SslConfig>,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
+        Self::from_listener_with(listener, ssl_config, ServerOptions::default())
+    }
+
+    /// (patch) Like [`Server::from_listener`], with limits on every
+    /// connection, an optional handler that answers each request on its
+    /// connection's own thread, and a hook told about failed accepts.
+    pub fn from_listener_with<L: Into<Listener>>(
+        listener: L,
+        ssl_config: Option<SslConfig>,
+        options: ServerOptions,
+    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
@@ -285,71 +371,114 @@ impl Server {
 
         let inside_close_trigger = close_trigger.clone();
         let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
+        let open = Arc::new(limits::OpenConnections::default());
+        let inside_open = Arc::clone(&open);
+        let ServerOptions {
+            limits,
+            handler,
+            on_accept_error,
+        } = options;
+        let limits = Arc::new(limits);
+        // (patch) a named thread that never ends on an accept error
+        thread::Builder::new()
+            .name("http-accept".into())
+            .spawn(move || {
+                // a tasks pool is used to dispatch the connections into threads
+                let tasks_pool = util::TaskPool::new();
+                let refusing = Arc::new(AtomicUsize::new(0));
+                let mut backoff = ACCEPT_BACKOFF_MIN;
 
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
+                log::debug!("Running accept thread");
+                while !inside_close_trigger.load(Relaxed) {
+                    let sock = match server.accept() {
+                        Ok((sock, _)) => {
+                            backoff = ACCEPT_BACKOFF_MIN;
+                            sock
+                        }
+                        Err(e) => {
+                            if inside_close_trigger.load(Relaxed) {
+                                break;
                             }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
+                            // (patch) out of descriptors, or an aborted
+                            // connection: back off and keep accepting
+                            match &on_accept_error {
+                                Some(hook) => hook(&e),
+                                None => log::warn!("Error accepting new client: {}", e),
+                            }
+                            thread::sleep(backoff);
+                            backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                            continue;
+                        }
+                    };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
-                };
+                    // (patch) past the cap, answer 503 (a bounded number at a time) and close
+                    let slot = match inside_open.try_take(limits.max_connections) {
+                        Some(slot) => slot,
+                        None => {
+                            refuse_over_cap(&tasks_pool, sock, &refusing);
+                            continue;
+                        }
+                    };
 
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
+                    let sock = Arc::new(sock);
+                    let state = Arc::new(limits::ConnectionState::new(
+                        Arc::clone(&limits),
+                        Some(Arc::clone(&sock)),
+                        Some(slot),
+                    ));
+                    use util::RefinedTcpStream;
+                    let (read_closable, write_closable) = match ssl {
+                        None => RefinedTcpStream::new(sock, state),
+                        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
+                        Some(ref ssl) => {
+                            // trying to apply SSL over the connection
+                            // if an error occurs, we just close the socket and resume listening
+                            let sock = match Arc::try_unwrap(sock).ok().map(|s| ssl.accept(s)) {
+                                Some(Ok(s)) => s,
+                                _ => continue,
+                            };
+
+                            RefinedTcpStream::new(sock, state)
+                        }
+                        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
+                        Some(ref _ssl) => unreachable!(),
+                    };
+                    let client = ClientConnection::new(write_closable, read_closable);
+
+                    let messages = inside_messages.clone();
+                    let handler = handler.clone();
+                    let mut client = Some(client);
+                    tasks_pool.spawn(Box::new(move || {
+                        if let Some(client) = client.take() {
+                            if let Some(handler) = &handler {
+                                // (patch) one request at a time on this thread:
+                                // the next is read only once this one is answered
+                                for rq in client {
+                                    handler(rq);
+                                }
+                            } else if client.secure() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
+                                let (sender, receiver) = mpsc::channel();
+                                for rq in client {
+                                    messages.push(rq.with_notify_sender(sender.clone()).into());
+                                    if receiver.recv().is_err() {
+                                        break;
                                     }
                                 }
+                            } else {
+                                for rq in client {
+                                    messages.push(rq.into());
+                                }
                             }
-                        }));
-                    }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
-                    }
+                        }
+                    }));
                 }
-            }
-            log::debug!("Terminating accept thread");
-        });
+                log::debug!("Terminating accept thread");
+            })?;
 
         // result
         Ok(Server {
+            open,
             messages,
             close: close_trigger,
             listening_addr: local_addr,
@@ -372,8 +501,8 @@ impl Server {
 
     /// Returns the number of clients currently connected to the server.
     pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
+        // (patch) counted, upgraded connections included
+        self.open.count()
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.

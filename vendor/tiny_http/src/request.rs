@@ -7,7 +7,9 @@ use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
+use crate::limits::ConnectionState;
 use crate::util::{EqualReader, FusedReader};
+use std::sync::Arc;
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
 use chunked_transfer::Decoder;
 
@@ -74,6 +76,9 @@ pub struct Request {
 
     // If Some, a message must be sent after responding
     notify_when_responded: Option<Sender<()>>,
+
+    // (patch) the connection's deadlines; `None` for test requests
+    connection: Option<Arc<ConnectionState>>,
 }
 
 struct NotifyOnDrop<R> {
@@ -127,6 +132,7 @@ impl From<IoError> for RequestCreationError {
 /// The `Write` object will be used by the `Request` to write the response.
 #[allow(clippy::too_many_arguments)]
 pub fn new_request<R, W>(
+    connection: Option<Arc<ConnectionState>>,
     secure: bool,
     method: Method,
     path: String,
@@ -238,6 +244,7 @@ where
         body_length: content_length,
         must_send_continue: expects_continue,
         notify_when_responded: None,
+        connection,
     })
 }
 
@@ -320,6 +327,7 @@ impl Request {
             .ok(); // TODO: unused result
 
         self.response_writer.as_mut().unwrap().flush().ok(); // TODO: unused result
+        self.take_over();
 
         let stream = CustomStream::new(self.extract_reader_impl(), self.extract_writer_impl());
         if let Some(sender) = self.notify_when_responded.take() {
@@ -388,6 +396,7 @@ impl Request {
     /// Therefore you should always destroy the `Writer` as soon as possible.
     #[inline]
     pub fn into_writer(mut self) -> Box<dyn Write + Send + 'static> {
+        self.take_over();
         let writer = self.extract_writer_impl();
         if let Some(sender) = self.notify_when_responded.take() {
             let writer = NotifyOnDrop {
@@ -404,6 +413,27 @@ impl Request {
     /// as the object returned by `into_writer` above.
     ///
     /// This may only be called once on a single request.
+    /// (patch) The connection now belongs to the caller: no more requests
+    /// are read from it and each write is bounded by the write timeout.
+    fn take_over(&self) {
+        if let Some(connection) = &self.connection {
+            connection.take_over();
+        }
+    }
+
+    /// (patch) Whether the connection must close after this response: an
+    /// error answer to a request with a body, whose rest is not read (so
+    /// it cannot be mistaken for the next request), or a response that says
+    /// `Connection: close` itself.
+    fn closes_connection<R: Read>(&self, response: &Response<R>) -> bool {
+        let has_body = self.body_length.map_or(false, |n| n > 0)
+            || self.headers.iter().any(|h| h.field.equiv("Transfer-Encoding"));
+        let says_close = response.headers().iter().any(|h| {
+            h.field.equiv("Connection") && h.value.as_str().eq_ignore_ascii_case("close")
+        });
+        (has_body && response.status_code().0 >= 400) || says_close
+    }
+
     fn extract_writer_impl(&mut self) -> Box<dyn Write + Send + 'static> {
         use std::mem;
 
@@ -447,6 +477,17 @@ impl Request {
         let mut writer = self.extract_writer_impl();
 
         let do_not_send_body = self.method == Method::Head;
+        let mut response = response;
+        if self.closes_connection(&response) {
+            if let Some(connection) = &self.connection {
+                connection.close();
+            }
+            if !response.headers().iter().any(|h| h.field.equiv("Connection")) {
+                if let Ok(close) = Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
+                    response.add_header(close);
+                }
+            }
+        }
 
         Self::ignore_client_closing_errors(response.raw_print(
             writer.by_ref(),
@@ -456,7 +497,11 @@ impl Request {
             None,
         ))?;
 
-        Self::ignore_client_closing_errors(writer.flush())
+        let flushed = Self::ignore_client_closing_errors(writer.flush());
+        if let Some(connection) = &self.connection {
+            connection.response_done();
+        }
+        flushed
     }
 
     fn ignore_client_closing_errors(result: io::Result<()>) -> io::Result<()> {
