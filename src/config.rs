@@ -13,6 +13,8 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use serde::Serialize;
 
+use crate::limits::Caps;
+
 /// Whether workers refuse work that cannot finish before its deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -78,11 +80,29 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub client_queue: u32,
 
-    /// Most dashboard clients at once; an upgrade beyond it gets 503. Lowered at start
-    /// (with a warning) to what the file-descriptor limit allows.
-    #[arg(long, env = "PUNCTUAL_MAX_CLIENTS", default_value_t = 10_000,
+    /// Most dashboard clients (WebSocket and SSE) at once; an upgrade beyond it gets 503.
+    /// Default: 10000, or --max-connections if lower.
+    #[arg(long, env = "PUNCTUAL_MAX_CLIENTS",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_clients: u32,
+    pub max_clients: Option<u32>,
+
+    /// Most open connections at once, clients included; more are answered 503 with
+    /// Retry-After. Default: what the open-file limit allows after a reserve of 256,
+    /// at most 11024.
+    #[arg(long, env = "PUNCTUAL_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_connections: Option<u32>,
+
+    /// Seconds a request may take to arrive whole (head and body), from its first byte;
+    /// a slower one is answered 408 and its connection closed.
+    #[arg(long, env = "PUNCTUAL_REQUEST_TIMEOUT", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub request_timeout: u64,
+
+    /// Seconds a kept-alive connection may wait for its next request before it is closed.
+    #[arg(long, env = "PUNCTUAL_IDLE_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    pub idle_timeout: u64,
 
     /// Outcomes kept for replay to reconnecting clients and `GET /api/events`.
     #[arg(long, env = "PUNCTUAL_HISTORY", default_value_t = 10_000,
@@ -103,7 +123,8 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub log_interval: u64,
 
-    /// Seconds a client's socket may stay unwritable before it is disconnected.
+    /// Seconds a whole HTTP response may take to be written, and a streaming client's
+    /// socket may stay unwritable before it is disconnected.
     #[arg(long, env = "PUNCTUAL_WRITE_TIMEOUT", default_value_t = 5,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub write_timeout: u64,
@@ -129,7 +150,7 @@ impl Default for Config {
 impl Config {
     /// The settings in force, with the live knobs' current values: reported in
     /// stats, at `GET /api/config`, and in the start line.
-    pub fn effective(&self, knobs: &Knobs, max_clients: usize) -> serde_json::Value {
+    pub fn effective(&self, knobs: &Knobs, caps: Caps) -> serde_json::Value {
         serde_json::json!({
             "listen": self.listen.to_string(),
             "rate": knobs.rate(),
@@ -140,7 +161,11 @@ impl Config {
             "workers": self.workers,
             "queue": self.queue,
             "clientQueue": self.client_queue,
-            "maxClients": max_clients,
+            "maxClients": caps.clients,
+            "maxConnections": caps.connections,
+            "requestTimeout": self.request_timeout,
+            "idleTimeout": self.idle_timeout,
+            "writeTimeout": self.write_timeout,
             "logInterval": self.log_interval,
             "history": self.history,
             "maxBody": self.max_body,
@@ -284,7 +309,7 @@ mod tests {
         );
         assert_eq!(
             (c.workers, c.queue, c.client_queue, c.max_clients),
-            (4, 64, 256, 10_000)
+            (4, 64, 256, None)
         );
         assert_eq!(c.admission, Admission::On);
     }

@@ -33,8 +33,14 @@ pub struct Heartbeats {
     generator: AtomicU64,
     hub: AtomicU64,
     front: AtomicU64,
+    /// When accepting last failed for want of descriptors, in ms since start (0: never).
+    out_of_descriptors: AtomicU64,
     stopping: AtomicBool,
 }
+
+/// After the last accept that failed for want of descriptors, the daemon
+/// counts as not ready for this long.
+const DESCRIPTORS_RECOVERY: Duration = Duration::from_secs(2);
 
 impl Heartbeats {
     /// Every stage counts as just seen.
@@ -44,6 +50,7 @@ impl Heartbeats {
             generator: AtomicU64::new(0),
             hub: AtomicU64::new(0),
             front: AtomicU64::new(0),
+            out_of_descriptors: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
         }
     }
@@ -63,6 +70,12 @@ impl Heartbeats {
     /// Records that `stage` is alive now.
     pub fn beat(&self, stage: Stage) {
         self.cell(stage).store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Records that a connection could not be accepted for want of descriptors.
+    pub fn out_of_descriptors(&self) {
+        self.out_of_descriptors
+            .store(self.now_ms().max(1), Ordering::Relaxed);
     }
 
     /// Marks the daemon as shutting down: it is no longer ready.
@@ -94,16 +107,29 @@ impl Heartbeats {
         }
     }
 
-    /// Readiness: live, the HTTP front answers its own probe, and not stopping.
-    pub fn ready(&self) -> Result<(), String> {
-        if self.stopping.load(Ordering::Relaxed) {
-            return Err("shutting down".into());
-        }
+    /// What the systemd watchdog asks: live, and the HTTP front answers its
+    /// own probe. Running out of descriptors is not a reason to restart —
+    /// the front waits it out and keeps its clients — so it is not counted here.
+    pub fn alive(&self) -> Result<(), String> {
         self.live()?;
         match self.silent(Stage::Front, FRONT_SILENCE) {
             Some(reason) => Err(reason),
             None => Ok(()),
         }
+    }
+
+    /// Readiness: alive, new connections can be accepted, and not stopping.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err("shutting down".into());
+        }
+        self.alive()?;
+        let last = self.out_of_descriptors.load(Ordering::Relaxed);
+        if last > 0 && self.now_ms().saturating_sub(last) < DESCRIPTORS_RECOVERY.as_millis() as u64
+        {
+            return Err("out of file descriptors: new connections are refused".into());
+        }
+        Ok(())
     }
 }
 

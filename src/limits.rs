@@ -1,24 +1,42 @@
-//! Process limits: how many clients the file-descriptor limit allows.
+//! Process limits: how many connections and clients the descriptor limit allows.
 //!
-//! Owns no thread and no channel. Every upgraded WebSocket connection holds
-//! two descriptors (tiny_http keeps a clone of the socket for its reader), and
-//! when descriptors run out mid-accept tiny_http's accept thread dies. So the
-//! soft limit is raised to the hard limit at start and the client cap is kept
-//! below it, leaving a reserve for plain HTTP and the daemon's own files.
+//! Owns no thread and no channel. Every connection — a plain HTTP one, or a
+//! WebSocket or SSE client after its upgrade — holds one descriptor. The soft
+//! limit is raised to the hard limit at start; the default caps follow from
+//! it, keeping a reserve for the listener, logs, probes and static files. An
+//! operator's explicit cap is kept even when the limit cannot honour it (the
+//! front survives running out: it backs off and keeps accepting), but it is
+//! warned about once at start.
 
-/// Descriptors held by one connected WebSocket client.
-pub const FDS_PER_CLIENT: u64 = 2;
+/// Descriptors held by one open connection, upgraded or not.
+pub const FDS_PER_CONNECTION: u64 = 1;
 
-/// Threads held by one connected client: its writer, and the tiny_http pool
-/// thread that stays parked on the upgraded connection for its lifetime.
-pub const THREADS_PER_CLIENT: u64 = 2;
+/// Threads held by one open connection: its connection thread while it
+/// speaks HTTP, its writer thread once it is a WebSocket or SSE client.
+pub const THREADS_PER_CONNECTION: u64 = 1;
 
-/// Descriptors kept back for plain HTTP requests, the listener, logs and probes.
+/// Descriptors kept back for the listener, logs, probes and static files.
 pub const FD_RESERVE: u64 = 256;
 
-/// Raises the soft descriptor limit as far as allowed and returns the cap on
-/// clients: `requested`, lowered (with a warning) to what the limit allows.
-pub fn client_cap(requested: usize) -> usize {
+/// Default cap on open connections when the descriptor limit allows more:
+/// the default client cap and room for plain HTTP beside it.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = DEFAULT_MAX_CLIENTS + 1024;
+
+/// Default cap on WebSocket and SSE clients (when connections allow it).
+pub const DEFAULT_MAX_CLIENTS: u64 = 10_000;
+
+/// The caps in force.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caps {
+    /// Most open connections at once, clients included.
+    pub connections: usize,
+    /// Most WebSocket and SSE clients at once.
+    pub clients: usize,
+}
+
+/// Raises the soft descriptor limit as far as allowed and derives the caps
+/// from it, with the operator's explicit values where given.
+pub fn caps(connections: Option<u32>, clients: Option<u32>) -> Caps {
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(e) => {
@@ -26,19 +44,55 @@ pub fn client_cap(requested: usize) -> usize {
             1024
         }
     };
-    let allowed = usize::try_from(allowed_clients(limit)).unwrap_or(usize::MAX);
-    if allowed < requested {
-        log::warn!(
-            "--max-clients {requested} lowered to {allowed}: the open-file limit is {limit} \
-             ({FDS_PER_CLIENT} per client, {FD_RESERVE} kept for HTTP); raise LimitNOFILE / ulimit -n to allow more"
-        );
+    let (caps, warnings) = caps_for(limit, connections, clients);
+    for warning in warnings {
+        log::warn!("{warning}");
     }
-    requested.min(allowed)
+    caps
 }
 
-/// Clients that fit in `fd_limit` descriptors after the reserve.
-pub fn allowed_clients(fd_limit: u64) -> u64 {
-    fd_limit.saturating_sub(FD_RESERVE) / FDS_PER_CLIENT
+/// The caps for descriptor limit `fd_limit`, and what to warn about.
+pub fn caps_for(
+    fd_limit: u64,
+    connections: Option<u32>,
+    clients: Option<u32>,
+) -> (Caps, Vec<String>) {
+    let allowed = allowed_connections(fd_limit);
+    let mut warnings = Vec::new();
+    let connections = match connections.map(u64::from) {
+        Some(asked) => {
+            if asked > allowed {
+                warnings.push(format!(
+                    "--max-connections {asked} is more than the open-file limit {fd_limit} allows \
+                     ({allowed} after {FD_RESERVE} kept back): when descriptors run out, new \
+                     connections wait; raise LimitNOFILE / ulimit -n"
+                ));
+            }
+            asked
+        }
+        None => allowed.min(DEFAULT_MAX_CONNECTIONS),
+    };
+    let clients = match clients.map(u64::from) {
+        Some(asked) if asked > connections => {
+            warnings.push(format!(
+                "--max-clients {asked} lowered to {connections}: every client is a connection \
+                 and at most {connections} are allowed (--max-connections)"
+            ));
+            connections
+        }
+        Some(asked) => asked,
+        None => DEFAULT_MAX_CLIENTS.min(connections),
+    };
+    let caps = Caps {
+        connections: usize::try_from(connections).unwrap_or(usize::MAX),
+        clients: usize::try_from(clients).unwrap_or(usize::MAX),
+    };
+    (caps, warnings)
+}
+
+/// Connections that fit in `fd_limit` descriptors after the reserve.
+pub fn allowed_connections(fd_limit: u64) -> u64 {
+    fd_limit.saturating_sub(FD_RESERVE) / FDS_PER_CONNECTION
 }
 
 #[cfg(test)]
@@ -47,7 +101,42 @@ mod tests {
 
     #[test]
     fn the_cap_leaves_the_reserve_free() {
-        assert_eq!(allowed_clients(1024), 384);
-        assert_eq!(allowed_clients(100), 0);
+        assert_eq!(allowed_connections(1024), 768);
+        assert_eq!(allowed_connections(100), 0);
+    }
+
+    #[test]
+    fn default_caps_follow_the_descriptor_limit_without_a_warning() {
+        let (caps, warnings) = caps_for(300, None, None);
+        assert_eq!(
+            caps,
+            Caps {
+                connections: 44,
+                clients: 44
+            }
+        );
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (caps, warnings) = caps_for(65_536, None, None);
+        assert_eq!((caps.connections, caps.clients), (11_024, 10_000));
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn an_explicit_cap_beyond_the_limit_is_kept_and_warned_about() {
+        let (caps, warnings) = caps_for(300, Some(1000), None);
+        assert_eq!(caps.connections, 1000);
+        assert_eq!(caps.clients, 1000);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].contains("--max-connections 1000"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn clients_cannot_outnumber_connections() {
+        let (caps, warnings) = caps_for(65_536, Some(100), Some(500));
+        assert_eq!(caps.clients, 100);
+        assert!(warnings[0].contains("--max-clients 500"), "{warnings:?}");
     }
 }

@@ -19,6 +19,7 @@ use crate::event::Event;
 use crate::fanout::History;
 use crate::health::Heartbeats;
 use crate::hub::{self, Hub, LatestStats};
+use crate::limits::Caps;
 use crate::stats::{
     ClientState, Gauges, GeneratorState, Ledger, QueueState, Readings, Snapshot, WorkerState,
 };
@@ -81,6 +82,11 @@ impl Monitor {
         self.health.ready()
     }
 
+    /// Liveness as the systemd watchdog sees it (see [`Heartbeats::alive`]).
+    pub fn alive(&self) -> Result<(), String> {
+        self.health.alive()
+    }
+
     /// The latest stats snapshot.
     pub fn stats(&self) -> Option<Arc<Snapshot>> {
         self.latest.get().map(|(snapshot, _)| snapshot)
@@ -96,7 +102,7 @@ impl Server {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
         })?;
         let addr = listener.local_addr()?;
-        let max_clients = limits::client_cap(config.max_clients as usize);
+        let caps = limits::caps(config.max_connections, config.max_clients);
 
         let clock = WallClock::new();
         let knobs = Arc::new(Knobs::new(&config));
@@ -128,7 +134,7 @@ impl Server {
             gauges: Arc::clone(&gauges),
             knobs: Arc::clone(&knobs),
             queue: queue.clone(),
-            max_clients,
+            caps,
         };
         let hub_thread = Hub {
             outcomes: outcome_rx,
@@ -157,7 +163,8 @@ impl Server {
 
         let app = Arc::new(http::App {
             subscriptions,
-            slots: ClientSlots::new(Arc::clone(&gauges), max_clients),
+            slots: ClientSlots::new(Arc::clone(&gauges), caps.clients),
+            caps,
             latest: Arc::clone(&latest),
             static_dir: config.static_dir.clone(),
             next_client: Default::default(),
@@ -168,6 +175,7 @@ impl Server {
             history,
             history_capacity: config.history as usize,
             health: Arc::clone(&health),
+            gauges: Arc::clone(&gauges),
         });
         let mut producers = http::spawn(listener, app, stopped.clone())?;
         producers.push(generator::spawn(
@@ -186,7 +194,7 @@ impl Server {
         log::info!(
             "punctual {} serving http://{addr}/ — {}",
             env!("CARGO_PKG_VERSION"),
-            config.effective(&knobs, max_clients)
+            config.effective(&knobs, caps)
         );
         Ok(Server {
             addr,
@@ -318,7 +326,7 @@ struct SystemReader {
     gauges: Arc<Gauges>,
     knobs: Arc<Knobs>,
     queue: Receiver<Event>,
-    max_clients: usize,
+    caps: Caps,
 }
 
 impl SystemReader {
@@ -341,16 +349,19 @@ impl SystemReader {
                 connected: gauge(&g.clients),
                 websocket: gauge(&g.websocket_clients),
                 sse: gauge(&g.sse_clients),
-                max: self.max_clients,
+                max: self.caps.clients,
                 dropped_messages: counter(&g.client_dropped),
                 // Filled in by the hub, which holds the channel.
                 backlog: 0,
+                connections: gauge(&g.connections),
+                max_connections: self.caps.connections,
+                accept_errors: counter(&g.accept_errors),
             },
             generator: GeneratorState {
                 rate: self.knobs.rate(),
                 lag_ticks: counter(&g.lag_ticks),
             },
-            config: self.config.effective(&self.knobs, self.max_clients),
+            config: self.config.effective(&self.knobs, self.caps),
         }
     }
 }

@@ -43,7 +43,7 @@ pub fn spawn_notifier(monitor: Monitor) -> io::Result<()> {
             let mut since_status = STATUS_EVERY;
             loop {
                 if watchdog.is_some() {
-                    match monitor.ready() {
+                    match monitor.alive() {
                         Ok(()) => notify(&[NotifyState::Watchdog]),
                         Err(reason) => log::error!("withholding the watchdog ping: {reason}"),
                     }

@@ -150,6 +150,10 @@ pub struct Gauges {
     pub sse_clients: AtomicUsize,
     /// Messages not delivered to some client because its queue was full.
     pub client_dropped: AtomicU64,
+    /// Open HTTP connections, clients included (read from the front once a second).
+    pub connections: AtomicUsize,
+    /// Failed `accept` calls, e.g. with descriptors exhausted.
+    pub accept_errors: AtomicU64,
 }
 
 /// Latency percentiles of the outcomes judged in the last window, in ms.
@@ -317,6 +321,12 @@ pub struct ClientState {
     /// Messages serialised by the hub and not yet handed out by the fan-out:
     /// a growing number means the fan-out cannot keep up with the clients.
     pub backlog: usize,
+    /// Open HTTP connections, clients included.
+    pub connections: usize,
+    /// Effective most open connections at once.
+    pub max_connections: usize,
+    /// Failed `accept` calls since start (descriptors exhausted, say).
+    pub accept_errors: u64,
 }
 
 /// Generator state.

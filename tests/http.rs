@@ -194,7 +194,7 @@ fn with_a_token_config_changes_need_it() {
 fn an_upgrade_beyond_the_client_limit_gets_503() {
     let server = start(|c| {
         c.rate = 0;
-        c.max_clients = 2;
+        c.max_clients = Some(2);
     });
     let addr = server.local_addr();
     let _first = connect(addr, "/ws");

@@ -3,130 +3,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
-use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::io::Read;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::daemon::Daemon;
 use common::{connect, get_json, http, start};
 use tungstenite::Message;
 use tungstenite::protocol::frame::coding::CloseCode;
-
-/// A `punctual` child process on a free port, with its log lines collected.
-struct Daemon {
-    child: Child,
-    addr: SocketAddr,
-    lines: mpsc::Receiver<String>,
-    /// The log up to and including the start line.
-    startup: Vec<String>,
-}
-
-impl Daemon {
-    fn spawn(args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        Daemon::spawn_command(Command::new(env!("CARGO_BIN_EXE_punctual")), args, env)
-    }
-
-    /// Starts it with both open-file limits set to `limit` (it cannot raise them).
-    fn spawn_with_fd_limit(limit: u32, args: &[&str]) -> Daemon {
-        let mut command = Command::new("bash");
-        command.args([
-            "-c",
-            &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
-            env!("CARGO_BIN_EXE_punctual"),
-        ]);
-        Daemon::spawn_command(command, args, &[])
-    }
-
-    fn spawn_command(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        if !args.contains(&"--listen") {
-            command.args(["--listen", "127.0.0.1:0"]);
-        }
-        command
-            .args(args)
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NOTIFY_SOCKET")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().expect("start punctual");
-        let stderr = child.stderr.take().expect("stderr is piped");
-        let (lines, startup, addr) = follow_log(stderr);
-        Daemon {
-            child,
-            addr,
-            lines,
-            startup,
-        }
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    fn wait_for_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll child") {
-                return status;
-            }
-            if Instant::now() >= until {
-                let _ = self.child.kill();
-                panic!("punctual did not exit within {timeout:?}");
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn log_so_far(&self) -> Vec<String> {
-        self.lines.try_iter().collect()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Reads the log until the start line names the URL; the rest keeps flowing
-/// into the returned channel.
-fn follow_log(stderr: ChildStderr) -> (mpsc::Receiver<String>, Vec<String>, SocketAddr) {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let until = Instant::now() + Duration::from_secs(20);
-    let mut startup = Vec::new();
-    while Instant::now() < until {
-        let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) else {
-            continue;
-        };
-        let addr = line.split("serving http://").nth(1).map(|rest| {
-            let addr = rest.split('/').next().expect("address");
-            addr.parse::<SocketAddr>().expect("socket address")
-        });
-        startup.push(line);
-        if let Some(addr) = addr {
-            return (rx, startup, addr);
-        }
-    }
-    panic!("punctual never logged its URL");
-}
 
 #[test]
 fn sigterm_drains_says_goodbye_to_every_client_and_exits_zero_within_two_seconds() {
@@ -403,49 +287,4 @@ fn has(lines: &[String], wanted: &str) -> bool {
 
 fn count(lines: &[String], wanted: &str) -> usize {
     lines.iter().filter(|l| *l == wanted).count()
-}
-
-#[test]
-fn a_front_deafened_by_running_out_of_descriptors_heals_itself() {
-    let mut daemon = Daemon::spawn_with_fd_limit(300, &["--rate", "20"]);
-    assert!(
-        daemon
-            .startup
-            .iter()
-            .any(|l| l.contains("--max-clients 10000 lowered to 22")),
-        "the client cap follows the descriptor limit: {:?}",
-        daemon.startup
-    );
-    // Idle connections hold two descriptors each inside tiny_http: 300 of them
-    // exhaust the limit and take tiny_http's accept thread down.
-    let flood: Vec<std::net::TcpStream> = (0..300)
-        .filter_map(|_| std::net::TcpStream::connect(daemon.addr).ok())
-        .collect();
-    thread::sleep(Duration::from_secs(2));
-    drop(flood);
-    let healed = common::eventually(Duration::from_secs(30), || {
-        std::net::TcpStream::connect(daemon.addr).is_ok()
-            && get_json_quick(daemon.addr) == Some(200)
-    });
-    let log = daemon.log_so_far().join("\n");
-    assert!(healed, "the front never answered again:\n{log}");
-    assert!(
-        log.contains("HTTP front stopped answering"),
-        "the restart is logged:\n{log}"
-    );
-    daemon.signal("TERM");
-    assert!(daemon.wait_for_exit(Duration::from_secs(5)).success());
-}
-
-/// The status of `GET /healthz`, or `None` when nobody answers within 2 s.
-fn get_json_quick(addr: SocketAddr) -> Option<u16> {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    stream
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-        .ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }

@@ -510,19 +510,23 @@ fn unit_number(unit: &str, key: &str) -> u64 {
 }
 
 #[test]
-fn unit_limits_leave_room_for_the_default_client_cap() {
+fn unit_limits_leave_room_for_the_default_caps() {
     let unit = shipped("punctual.service");
     let nofile = unit_number(&unit, "LimitNOFILE");
-    let clients = punctual::limits::allowed_clients(nofile);
-    let default_cap = u64::from(punctual::Config::default().max_clients);
-    assert!(
-        clients >= default_cap,
-        "LimitNOFILE={nofile} allows only {clients} clients, default is {default_cap}"
+    let (caps, warnings) = punctual::limits::caps_for(nofile, None, None);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        caps.connections as u64,
+        punctual::limits::DEFAULT_MAX_CONNECTIONS,
+        "LimitNOFILE={nofile} lowers the default connection cap"
     );
 
-    // Two threads per client, up to 1024 workers, and the fixed threads.
+    // One thread per connection (connection thread, then writer), up to
+    // 1024 workers, and the fixed threads — for every connection the
+    // descriptor limit allows, so raising --max-connections needs no edit here.
     let tasks = unit_number(&unit, "TasksMax");
-    let needed = clients * punctual::limits::THREADS_PER_CLIENT + 1024 + 64;
+    let connections = punctual::limits::allowed_connections(nofile);
+    let needed = connections * punctual::limits::THREADS_PER_CONNECTION + 1024 + 64;
     assert!(
         tasks >= needed,
         "TasksMax={tasks} is below the {needed} threads LimitNOFILE={nofile} allows"

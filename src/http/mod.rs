@@ -1,9 +1,15 @@
-//! The HTTP front: one listening socket for plain HTTP and WebSocket.
+//! The HTTP front: one listening socket for plain HTTP, WebSocket and SSE.
 //!
 //! Owns: the listening socket (built with socket2 so accepted connections
-//! inherit the send timeout, TCP_USER_TIMEOUT and keep-alive), the tiny_http
-//! server reading it, the request threads, and the front's supervisor, which probes `/healthz` over loopback every
-//! second and replaces a tiny_http server that stopped answering.
+//! inherit TCP_USER_TIMEOUT and keep-alive), the tiny_http server reading it
+//! (patched in-tree, see ARCHITECTURE.md), and the self-probe, which asks
+//! `/healthz` over loopback every second and feeds the front's heartbeat.
+//!
+//! Each connection is read and answered on its own thread, one request at a
+//! time, under the limits of [`front_limits`]: a slow or silent peer costs
+//! its own thread until its deadline, never another connection's. An
+//! upgraded connection is handed to its writer thread and its connection
+//! thread ends.
 //!
 //! Channels: enters posted events through the intake; subscribes WebSocket and
 //! SSE clients to the fan-out; reads the latest stats snapshot and the history.
@@ -19,34 +25,28 @@ mod routes;
 
 pub use reply::{error, parse_json, query_param};
 
-use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
-use tiny_http::Request;
+use tiny_http::{Limits, Request, ServerOptions};
 
 use crate::config::{Config, Knobs};
 use crate::fanout::{History, Subscriptions};
 use crate::health::{Heartbeats, Stage};
 use crate::hub::LatestStats;
+use crate::limits::Caps;
 use crate::logging::RateLimit;
+use crate::stats::Gauges;
 use crate::time::WallClock;
 use crate::transport::ClientSlots;
 use crate::workers::Intake;
-
-/// Threads answering requests. Requests are short (WebSocket clients are
-/// handed to their own writer thread), so a few suffice.
-const REQUEST_THREADS: usize = 4;
-
-/// How long a request thread waits for a request before checking for shutdown.
-const RECV_POLL: Duration = Duration::from_millis(200);
 
 /// Pause between self-probes of `/healthz`.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -54,19 +54,21 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// A probe gets this long to be answered.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Consecutive failed probes before the front is declared deaf and replaced.
-const PROBES_BEFORE_RESTART: u32 = 3;
-
 /// Idle time before TCP keep-alive probes start on a connection.
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 
 /// Listen backlog: connections the kernel holds for us before `accept`.
 const LISTEN_BACKLOG: i32 = 1024;
 
-/// Builds the listening socket. Accepted connections inherit its options on
-/// Linux: a bounded send time (`SO_SNDTIMEO`) is what turns a stalled client
-/// into a write error. `SO_RCVTIMEO` is deliberately left unset — `accept()`
-/// honours it and tiny_http's accept thread ends on the first timeout.
+/// Longest request line: a URL longer than this is answered 414.
+pub const MAX_REQUEST_LINE: usize = 8 * 1024;
+
+/// Largest request head, request line and headers: a larger one is answered 431.
+pub const MAX_HEAD: usize = 32 * 1024;
+
+/// Builds the listening socket. Accepted connections inherit TCP_USER_TIMEOUT
+/// and keep-alive on Linux; their read and write timeouts are set per
+/// connection by the front, from the deadlines in [`front_limits`].
 pub fn bind(config: &Config) -> io::Result<TcpListener> {
     let socket = Socket::new(
         Domain::for_address(config.listen),
@@ -75,7 +77,6 @@ pub fn bind(config: &Config) -> io::Result<TcpListener> {
     )?;
     socket.set_reuse_address(true)?;
     socket.set_tcp_nodelay(true)?;
-    socket.set_write_timeout(Some(Duration::from_secs(config.write_timeout)))?;
     socket.set_tcp_user_timeout(Some(Duration::from_secs(config.tcp_user_timeout)))?;
     socket.set_tcp_keepalive(
         &TcpKeepalive::new()
@@ -88,12 +89,26 @@ pub fn bind(config: &Config) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// The limits every connection is served under.
+pub fn front_limits(config: &Config, caps: Caps) -> Limits {
+    Limits {
+        max_connections: Some(caps.connections),
+        request_timeout: Some(Duration::from_secs(config.request_timeout)),
+        idle_timeout: Some(Duration::from_secs(config.idle_timeout)),
+        write_timeout: Some(Duration::from_secs(config.write_timeout)),
+        max_request_line: MAX_REQUEST_LINE,
+        max_head: MAX_HEAD,
+    }
+}
+
 /// What request handlers share.
 pub struct App {
     /// Adds WebSocket clients to the fan-out.
     pub subscriptions: Subscriptions,
     /// The cap on connected clients.
     pub slots: ClientSlots,
+    /// The caps on connections and clients.
+    pub caps: Caps,
     /// The latest stats snapshot.
     pub latest: Arc<LatestStats>,
     /// Serve static files from here instead of the embedded copies.
@@ -114,152 +129,97 @@ pub struct App {
     pub history_capacity: usize,
     /// Heartbeats for `/healthz`, `/readyz`, and the probe's own beat.
     pub health: Arc<Heartbeats>,
+    /// Where the front reports its open connections and failed accepts.
+    pub gauges: Arc<Gauges>,
 }
 
-/// The tiny_http server currently reading the listening socket, and what is
-/// needed to replace it.
-struct Front {
-    listener: TcpListener,
-    current: RwLock<(u64, Arc<tiny_http::Server>)>,
-    /// Replaced servers. Their accept thread is gone, but connections they
-    /// accepted (browsers keep them alive) still deliver requests into them,
-    /// so they are drained too. The oldest is let go past [`RETIRED_KEPT`].
-    retired: RwLock<VecDeque<Arc<tiny_http::Server>>>,
-}
-
-/// Replaced tiny_http servers still drained for their open connections.
-const RETIRED_KEPT: usize = 4;
-
-impl Front {
-    fn new(listener: TcpListener) -> io::Result<Self> {
-        let server = serve_on(&listener)?;
-        Ok(Front {
-            listener,
-            current: RwLock::new((0, server)),
-            retired: RwLock::new(VecDeque::new()),
-        })
-    }
-
-    fn current(&self) -> (u64, Arc<tiny_http::Server>) {
-        let guard = self.current.read().unwrap_or_else(|e| e.into_inner());
-        (guard.0, Arc::clone(&guard.1))
-    }
-
-    /// Requests waiting in replaced servers, from connections they accepted.
-    fn retired_requests(&self) -> Vec<Request> {
-        let retired = self.retired.read().unwrap_or_else(|e| e.into_inner());
-        retired
-            .iter()
-            .flat_map(|server| std::iter::from_fn(|| server.try_recv().ok().flatten()))
-            .collect()
-    }
-
-    /// Replaces server generation `seen` with a fresh one on the same socket;
-    /// a no-op if another thread already replaced it. Connected WebSocket
-    /// clients and the pipeline are not touched.
-    fn replace(&self, seen: u64, why: &str) {
-        let mut guard = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if guard.0 != seen {
-            return;
-        }
-        match serve_on(&self.listener) {
-            Ok(server) => {
-                log::error!(
-                    "HTTP front stopped answering ({why}); started a fresh one on the same socket"
-                );
-                let old = std::mem::replace(&mut *guard, (seen + 1, server));
-                let mut retired = self.retired.write().unwrap_or_else(|e| e.into_inner());
-                retired.push_back(old.1);
-                if retired.len() > RETIRED_KEPT {
-                    retired.pop_front();
-                }
-            }
-            Err(e) => {
-                log::error!("HTTP front stopped answering ({why}) and could not be restarted: {e}")
-            }
-        }
-    }
-}
-
-fn serve_on(listener: &TcpListener) -> io::Result<Arc<tiny_http::Server>> {
-    let server =
-        tiny_http::Server::from_listener(listener.try_clone()?, None).map_err(io::Error::other)?;
-    Ok(Arc::new(server))
-}
-
-/// Starts the front on `listener`: the request threads and the supervisor.
-/// They end when `stop` is disconnected.
+/// Starts the front on `listener`: tiny_http's accept thread, which starts a
+/// thread per connection, and the self-probe, which owns the server and the
+/// handlers' [`App`]. Both end when `stop` is disconnected; connections
+/// still open then are answered 503 until they close.
 pub fn spawn(
     listener: TcpListener,
     app: Arc<App>,
     stop: Receiver<()>,
 ) -> io::Result<Vec<JoinHandle<()>>> {
     let probe_addr = loopback_of(listener.local_addr()?);
-    let front = Arc::new(Front::new(listener)?);
-    let mut threads = Vec::with_capacity(REQUEST_THREADS + 1);
-    for n in 0..REQUEST_THREADS {
-        let (front, app, stop) = (Arc::clone(&front), Arc::clone(&app), stop.clone());
-        threads.push(
-            thread::Builder::new()
-                .name(format!("http-{n}"))
-                .spawn(move || serve_requests(&front, &app, &stop))?,
-        );
-    }
-    threads.push(
-        thread::Builder::new()
-            .name("http-probe".into())
-            .spawn(move || supervise(&front, probe_addr, &app.health, &stop))?,
-    );
-    Ok(threads)
+    let options = ServerOptions {
+        limits: front_limits(&app.config, app.caps),
+        handler: Some(handler(Arc::downgrade(&app))),
+        on_accept_error: Some(accept_error_hook(&app)),
+    };
+    let server =
+        tiny_http::Server::from_listener_with(listener, None, options).map_err(io::Error::other)?;
+    let probe = thread::Builder::new()
+        .name("http-probe".into())
+        .spawn(move || supervise(&server, &app, probe_addr, &stop))?;
+    Ok(vec![probe])
 }
 
-fn stopped(stop: &Receiver<()>) -> bool {
-    matches!(stop.try_recv(), Err(TryRecvError::Disconnected))
+/// Routes each request while the front runs. Connection threads hold only a
+/// weak reference, so a connection left open after a stop keeps nothing of
+/// the pipeline alive (the intake above all).
+fn handler(app: Weak<App>) -> tiny_http::Handler {
+    Arc::new(move |request: Request| match app.upgrade() {
+        Some(app) => routes::route(&app, request),
+        None => reply::respond(
+            request,
+            error(503, "shutting down").with_header(reply::header("Connection", "close")),
+        ),
+    })
 }
 
-fn serve_requests(front: &Front, app: &App, stop: &Receiver<()>) {
-    while !stopped(stop) {
-        let (generation, server) = front.current();
-        match server.recv_timeout(RECV_POLL) {
-            Ok(Some(request)) => routes::route(app, request),
-            Ok(None) => {}
+/// Counts failed accepts and warns about them at most every 10 s; tiny_http
+/// backs off and keeps accepting.
+fn accept_error_hook(app: &App) -> tiny_http::AcceptErrorHook {
+    let (health, gauges) = (Arc::clone(&app.health), Arc::clone(&app.gauges));
+    Arc::new(move |e: &io::Error| {
+        let failures = gauges.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        if is_out_of_descriptors(e) {
+            health.out_of_descriptors();
+        }
+        if ACCEPT_WARNINGS.allow() {
+            log::warn!(
+                "cannot accept connections: {e} ({failures} failed accepts so far); retrying — \
+                 open connections and the pipeline are not affected; raise LimitNOFILE / \
+                 ulimit -n or lower --max-connections"
+            );
+        }
+    })
+}
+
+/// Failed accepts are warned about at most every 10 s.
+static ACCEPT_WARNINGS: RateLimit = RateLimit::new(Duration::from_secs(10));
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    // EMFILE (process limit) and ENFILE (system limit).
+    matches!(e.raw_os_error(), Some(24 | 23))
+}
+
+/// Probes `/healthz` every second: an answer beats the front's heart, which
+/// the watchdog and `/readyz` read. A probe that cannot even open its socket
+/// for want of descriptors says nothing about the front, which is waiting
+/// for descriptors too: that counts as alive, and as not ready.
+fn supervise(server: &tiny_http::Server, app: &App, probe_addr: SocketAddr, stop: &Receiver<()>) {
+    loop {
+        app.gauges
+            .connections
+            .store(server.num_connections(), Ordering::Relaxed);
+        match probe(probe_addr) {
+            Ok(()) => app.health.beat(Stage::Front),
+            Err(e) if is_out_of_descriptors(&e) => {
+                app.health.out_of_descriptors();
+                app.health.beat(Stage::Front);
+            }
             Err(e) => {
-                front.replace(generation, &format!("accept failed: {e}"));
-                thread::sleep(RECV_POLL);
+                if PROBE_WARNINGS.allow() {
+                    log::warn!("self-probe of /healthz failed: {e}");
+                }
             }
         }
-        for request in front.retired_requests() {
-            routes::route(app, request);
-        }
-    }
-}
-
-/// Probes `/healthz` every second and replaces the front after
-/// [`PROBES_BEFORE_RESTART`] failures in a row. Any HTTP answer counts: the
-/// probe asks whether the front answers, not whether the pipeline is healthy.
-fn supervise(front: &Front, probe_addr: SocketAddr, health: &Heartbeats, stop: &Receiver<()>) {
-    let mut failures = 0;
-    loop {
         match stop.recv_timeout(PROBE_INTERVAL) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
-        }
-        let (generation, _) = front.current();
-        match probe(probe_addr) {
-            Ok(()) => {
-                failures = 0;
-                health.beat(Stage::Front);
-            }
-            Err(e) => {
-                failures += 1;
-                if PROBE_WARNINGS.allow() {
-                    log::warn!("self-probe of /healthz failed ({failures} in a row): {e}");
-                }
-                if failures >= PROBES_BEFORE_RESTART {
-                    front.replace(generation, &format!("{failures} self-probes failed"));
-                    failures = 0;
-                }
-            }
         }
     }
 }

@@ -67,7 +67,7 @@ pub(super) fn route(app: &App, mut request: Request) {
 
 impl App {
     fn settings(&self) -> serde_json::Value {
-        self.config.effective(&self.knobs, self.slots.max())
+        self.config.effective(&self.knobs, self.caps)
     }
 
     /// Whether `request` may change state: always when no `--token` is set,

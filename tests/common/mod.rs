@@ -2,6 +2,8 @@
 //! on a free port and talk to it as a client would.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
