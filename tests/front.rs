@@ -1,0 +1,442 @@
+//! The HTTP front under hostile peers: half-sent requests, dribblers, idle
+//! keep-alive connections, pipelining behind a stream, slow readers, oversized
+//! requests, a flood past the connection cap and running out of descriptors.
+//! Each runs against a real `punctual` child process over loopback.
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::daemon::Daemon;
+use common::{connect, eventually};
+
+/// What a well-behaved client must get within this long, however many hostile
+/// connections are open.
+const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+
+/// Sends `request` on a fresh connection and returns the status code of the
+/// answer, or `None` when none came within `ANSWER_WITHIN`.
+fn status_of(addr: SocketAddr, request: &[u8]) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, ANSWER_WITHIN).ok()?;
+    stream.set_read_timeout(Some(ANSWER_WITHIN)).ok()?;
+    stream.write_all(request).ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+fn post_event() -> Vec<u8> {
+    let body = r#"{"id":"probe"}"#;
+    format!(
+        "POST /api/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Opens `n` connections that each send `prefix` and then hold still.
+fn hold(addr: SocketAddr, n: usize, prefix: &[u8]) -> Vec<TcpStream> {
+    (0..n)
+        .map(|_| {
+            let mut stream = TcpStream::connect(addr).expect("connect");
+            stream.write_all(prefix).expect("send prefix");
+            stream
+        })
+        .collect()
+}
+
+/// Waits until the server ends `stream` (EOF, reset, or an answer followed by
+/// EOF); returns how long that took, or `None` if it stays open past `limit`.
+fn closed_by_server(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    stream
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("set timeout");
+    let mut buf = [0u8; 4096];
+    while started.elapsed() < limit {
+        match stream.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => return Some(started.elapsed()),
+        }
+    }
+    None
+}
+
+fn threads_of(daemon: &Daemon) -> usize {
+    std::fs::read_dir(format!("/proc/{}/task", daemon.child.id()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+fn descriptors_of(daemon: &Daemon) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", daemon.child.id()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn six_hundred_half_open_connections_neither_deafen_the_front_nor_stay_open() {
+    let daemon = Daemon::spawn(
+        &[
+            "--rate",
+            "20",
+            "--request-timeout",
+            "4",
+            "--idle-timeout",
+            "4",
+        ],
+        &[],
+    );
+    let addr = daemon.addr;
+    let held_at = Instant::now();
+    let mut held = hold(addr, 200, b"GET /api/st");
+    held.extend(hold(
+        addr,
+        200,
+        b"POST /api/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+          Content-Length: 2000\r\n\r\n{\"id\":",
+    ));
+    // Kept-alive connections that were answered once and then say nothing.
+    let mut idle = hold(addr, 200, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    for stream in &mut idle {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).expect("first answer");
+        assert_eq!(&head[9..12], b"200");
+    }
+    held.extend(idle);
+
+    let mut ws = connect(addr, "/ws");
+    let mut rounds = 0;
+    while held_at.elapsed() < Duration::from_secs(3) {
+        for (what, request) in [
+            ("GET /", get("/")),
+            ("GET /healthz", get("/healthz")),
+            ("GET /api/stats", get("/api/stats")),
+            ("POST /api/events", post_event()),
+        ] {
+            let status = status_of(addr, &request);
+            assert!(
+                matches!(status, Some(200 | 202)),
+                "{what} with 600 half-open connections held: {status:?}"
+            );
+        }
+        let mut fresh = connect(addr, "/ws");
+        assert!(
+            common::events(&mut fresh, 1, Duration::from_secs(5)).len() == 1,
+            "a new WebSocket client gets events"
+        );
+        rounds += 1;
+    }
+    assert!(rounds >= 2, "only {rounds} rounds of probes");
+    assert_eq!(common::events(&mut ws, 3, Duration::from_secs(5)).len(), 3);
+
+    // Every one of them is closed by the server once its timeout (4 s) has passed.
+    for (i, stream) in held.iter_mut().enumerate() {
+        let left = Duration::from_secs(12).saturating_sub(held_at.elapsed());
+        assert!(
+            closed_by_server(stream, left).is_some(),
+            "connection {i} still open {:?} after it was opened",
+            held_at.elapsed()
+        );
+    }
+    let elapsed = held_at.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(3),
+        "closed before the timeout: {elapsed:?}"
+    );
+}
+
+#[test]
+fn a_client_dribbling_its_head_byte_by_byte_is_cut_off_at_the_request_timeout() {
+    let daemon = Daemon::spawn(&["--rate", "0", "--request-timeout", "3"], &[]);
+    let mut stream = TcpStream::connect(daemon.addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_millis(400)))
+        .expect("timeout");
+    let head =
+        b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n";
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    for byte in head.iter().cycle() {
+        // One byte every 400 ms: each read would be quick, the whole never arrives.
+        if stream.write_all(&[*byte]).is_err() {
+            break;
+        }
+        let mut buf = [0u8; 512];
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a dribbling client kept its connection for 10 s"
+        );
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 408"),
+        "{answer}"
+    );
+    assert!(started.elapsed() >= Duration::from_secs(2), "cut off early");
+}
+
+#[test]
+fn requests_pipelined_behind_event_streams_hold_no_thread() {
+    let daemon = Daemon::spawn(&["--rate", "20"], &[]);
+    let before = threads_of(&daemon);
+    let streams = hold(
+        daemon.addr,
+        50,
+        b"GET /events HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+    );
+    // Each stream costs its writer thread; the connection thread that read
+    // it has nothing left to do. tiny_http keeps idle pool threads for 5 s.
+    let settled = eventually(Duration::from_secs(15), || {
+        threads_of(&daemon) <= before + 50 + 4
+    });
+    assert!(
+        settled,
+        "threads: {before} before, {} with 50 streams",
+        threads_of(&daemon)
+    );
+    assert_eq!(status_of(daemon.addr, &get("/healthz")), Some(200));
+    drop(streams);
+}
+
+#[test]
+fn an_upgraded_client_costs_one_descriptor_and_one_thread() {
+    let daemon = Daemon::spawn(&["--rate", "20"], &[]);
+    thread::sleep(Duration::from_secs(1));
+    let (threads, descriptors) = (threads_of(&daemon), descriptors_of(&daemon));
+    let clients: Vec<_> = (0..40).map(|_| connect(daemon.addr, "/ws")).collect();
+    let settled = eventually(Duration::from_secs(15), || {
+        threads_of(&daemon) <= threads + 40 + 4
+    });
+    let added_threads = threads_of(&daemon) - threads;
+    let added_descriptors = descriptors_of(&daemon) - descriptors;
+    assert!(settled, "40 clients added {added_threads} threads");
+    assert!(
+        added_descriptors <= 40 + 2,
+        "40 clients added {added_descriptors} descriptors"
+    );
+    drop(clients);
+}
+
+#[test]
+fn a_slow_reader_of_a_big_reply_is_cut_off_after_the_write_timeout() {
+    let daemon = Daemon::spawn(
+        &[
+            "--rate",
+            "0",
+            "--work-ms",
+            "0",
+            "--history",
+            "3000",
+            "--queue",
+            "4096",
+            "--write-timeout",
+            "2",
+        ],
+        &[],
+    );
+    // 3000 outcomes of ~4 KiB each: a reply of ~12 MB, more than loopback buffers hold.
+    let payload = format!("\"{}\"", "x".repeat(4000));
+    for _ in 0..15 {
+        let batch: Vec<String> = (0..200)
+            .map(|_| format!("{{\"payload\":{payload}}}"))
+            .collect();
+        let body = format!("[{}]", batch.join(","));
+        let answer = common::post_events(daemon.addr, "application/json", body.as_bytes());
+        assert_eq!(answer.status, 202);
+    }
+    assert!(eventually(Duration::from_secs(10), || {
+        let (_, stats) = common::get_json(daemon.addr, "/api/stats");
+        stats["totals"]["ingested"] == 3000 && stats["totals"]["inFlight"] == 0
+    }));
+
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small buffer");
+    socket.connect(&daemon.addr.into()).expect("connect");
+    let mut slow: TcpStream = socket.into();
+    slow.write_all(&get("/api/events?since=0&limit=3000"))
+        .expect("ask");
+    // Never read while the server writes; after the write timeout it gives up.
+    thread::sleep(Duration::from_secs(5));
+    let mut received = Vec::new();
+    slow.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let ended = slow.read_to_end(&mut received);
+    assert!(
+        ended.is_ok(),
+        "the server kept the connection open: {ended:?}"
+    );
+    // A big reply is sent chunked; a whole one ends with the last, empty chunk.
+    let head = String::from_utf8_lossy(&received[..received.len().min(300)]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        !received.ends_with(b"\r\n0\r\n\r\n") && received.len() < 12_000_000,
+        "the whole reply ({} bytes) was delivered to a reader that did not read",
+        received.len()
+    );
+    assert_eq!(status_of(daemon.addr, &get("/healthz")), Some(200));
+}
+
+#[test]
+fn oversized_requests_get_413_414_431_and_the_connection_closes() {
+    let daemon = Daemon::spawn(&["--rate", "0", "--max-body", "1000"], &[]);
+    let addr = daemon.addr;
+    // Refused from Content-Length before a byte of the body is read, and the
+    // connection is closed rather than drained.
+    let mut big = TcpStream::connect(addr).expect("connect");
+    big.write_all(
+        b"POST /api/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+          Content-Length: 100000000\r\n\r\n",
+    )
+    .expect("send head");
+    big.set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut head = [0u8; 12];
+    big.read_exact(&mut head)
+        .expect("an answer before the body");
+    assert_eq!(&head[9..12], b"413");
+    assert!(
+        closed_by_server(&mut big, Duration::from_secs(3)).is_some(),
+        "the connection stays open behind a refused body"
+    );
+
+    let long_url = format!("/{}", "a".repeat(70_000));
+    assert_eq!(status_of(addr, &get(&long_url)), Some(414));
+    let big_headers = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\n{}\r\n",
+        (0..200)
+            .map(|i| format!("X-Filler-{i}: {}\r\n", "b".repeat(1000)))
+            .collect::<String>()
+    );
+    assert_eq!(status_of(addr, big_headers.as_bytes()), Some(431));
+
+    // The refusals are JSON that says what was wrong.
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.write_all(&get(&long_url)).expect("send");
+    let mut answer = String::new();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let _ = stream.read_to_string(&mut answer);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or("");
+    let json: serde_json::Value = serde_json::from_str(body).expect("a JSON body");
+    assert!(
+        json["error"].as_str().is_some_and(|e| e.contains("8192")),
+        "{json}"
+    );
+}
+
+#[test]
+fn connections_past_the_cap_get_503_with_retry_after() {
+    let daemon = Daemon::spawn(&["--rate", "0", "--max-connections", "20"], &[]);
+    let addr = daemon.addr;
+    let held = hold(addr, 20, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
+    thread::sleep(Duration::from_millis(300));
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.write_all(&get("/api/stats")).expect("send");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("Retry-After: 1"), "{answer}");
+    assert!(answer.contains("\"error\""), "{answer}");
+
+    drop(held);
+    assert!(
+        eventually(Duration::from_secs(5), || status_of(
+            addr,
+            &get("/api/stats")
+        ) == Some(200)),
+        "a slot is free again once connections close"
+    );
+}
+
+#[test]
+fn running_out_of_descriptors_is_survived_without_losing_clients() {
+    // An explicit cap the descriptor limit cannot honour: it is kept, and said so.
+    let mut daemon = Daemon::spawn_with_fd_limit(
+        300,
+        &[
+            "--rate",
+            "50",
+            "--max-connections",
+            "1000",
+            "--request-timeout",
+            "60",
+        ],
+    );
+    assert!(
+        daemon
+            .startup
+            .iter()
+            .any(|l| l.contains("--max-connections 1000 is more than")),
+        "{:?}",
+        daemon.startup
+    );
+    let mut client = connect(daemon.addr, "/ws");
+    assert_eq!(
+        common::events(&mut client, 3, Duration::from_secs(5)).len(),
+        3
+    );
+
+    let flood: Vec<TcpStream> = (0..400)
+        .filter_map(|_| TcpStream::connect(daemon.addr).ok())
+        .collect();
+    thread::sleep(Duration::from_secs(3));
+    // The pipeline and the connected client carry on.
+    assert_eq!(
+        common::events(&mut client, 50, Duration::from_secs(10)).len(),
+        50
+    );
+    let log = daemon.log_so_far().join("\n");
+    assert_eq!(
+        log.matches("cannot accept connections").count(),
+        1,
+        "logged once, rate-limited:\n{log}"
+    );
+
+    drop(flood);
+    let freed = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || common::daemon::healthz_status(
+            daemon.addr
+        ) == Some(200)),
+        "the front never answered again"
+    );
+    println!(
+        "serving again {:?} after descriptors were freed",
+        freed.elapsed()
+    );
+    assert_eq!(
+        common::events(&mut client, 5, Duration::from_secs(5)).len(),
+        5
+    );
+    assert!(
+        daemon.child.try_wait().expect("poll").is_none(),
+        "still running"
+    );
+    daemon.signal("TERM");
+    assert!(daemon.wait_for_exit(Duration::from_secs(5)).success());
+}
