@@ -187,22 +187,55 @@ fn to_event(
         None => now,
         Some(epoch_ms) => created_instant(epoch_ms, now, clock)?,
     };
-    if let Some(payload) = &posted.payload {
-        if payload.get().len() > MAX_PAYLOAD_BYTES {
-            return Err(format!(
-                "payload: {} bytes serialised, at most {MAX_PAYLOAD_BYTES}",
-                payload.get().len()
-            ));
-        }
-    }
+    let payload = posted.payload.as_deref().map(compact_payload).transpose()?;
     Ok(Event {
         id,
         source: Source::Ingest,
         created,
         deadline,
         work,
-        payload: posted.payload,
+        payload,
     })
+}
+
+/// The payload without insignificant whitespace, so that every outcome's JSON
+/// stays on one line (an SSE `data:` line, an NDJSON record) however the
+/// producer formatted it. Only whitespace between tokens goes: key order,
+/// number spelling and string contents are kept exactly as posted. The size
+/// limit applies to this form.
+fn compact_payload(raw: &RawValue) -> Result<Box<RawValue>, String> {
+    let compact = strip_insignificant_whitespace(raw.get());
+    if compact.len() > MAX_PAYLOAD_BYTES {
+        return Err(format!(
+            "payload: {} bytes serialised, at most {MAX_PAYLOAD_BYTES}",
+            compact.len()
+        ));
+    }
+    RawValue::from_string(compact).map_err(|e| format!("payload: {e}"))
+}
+
+/// `json` (already valid) with the whitespace between its tokens removed. A
+/// JSON string cannot hold a raw control character, so every newline, tab or
+/// carriage return found is outside strings; spaces are kept inside them.
+fn strip_insignificant_whitespace(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn created_instant(epoch_ms: f64, now: Instant, clock: &WallClock) -> Result<Instant, String> {
@@ -305,6 +338,20 @@ mod tests {
                 .message
                 .contains("id")
         );
+    }
+
+    #[test]
+    fn a_pretty_printed_payload_is_stored_on_one_line_exactly_as_posted() {
+        let body = "{\"payload\": {\n  \"b\": [1,\n 2.50],\r\n\t\"a\": \"x y\\n\\\" z\"\n}}";
+        let events = parse(Format::Json, body).expect("valid");
+        let payload = events[0].payload.as_deref().expect("payload kept").get();
+        assert_eq!(payload, r#"{"b":[1,2.50],"a":"x y\n\" z"}"#);
+    }
+
+    #[test]
+    fn the_payload_limit_applies_to_the_compact_form() {
+        let padded = format!(r#"{{"payload":{}"{}"}}"#, " ".repeat(5000), "x".repeat(100));
+        assert!(parse(Format::Json, &padded).is_ok());
     }
 
     #[test]
