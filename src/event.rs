@@ -117,7 +117,7 @@ impl Outcome {
             id: &self.event.id,
             source: self.event.source,
             created_at: to_microsecond(clock.epoch_ms(self.event.created)),
-            deadline_ms: to_microsecond(millis(self.event.deadline)),
+            deadline_ms: whole_millis(self.event.deadline),
             processed_at: to_microsecond(clock.epoch_ms(self.decided)),
             latency_ms: to_microsecond(millis(self.latency())),
             status: self.status.name(),
@@ -135,6 +135,12 @@ fn to_microsecond(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
 }
 
+/// A deadline on the wire: whole milliseconds, as the flag, `PUT /api/config`
+/// and ingest accept it, so every source spells it the same way (`100`).
+fn whole_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The wire shape of an outcome; field names are a published contract.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -145,7 +151,7 @@ struct WireEvent<'a> {
     id: &'a str,
     source: Source,
     created_at: f64,
-    deadline_ms: f64,
+    deadline_ms: u64,
     processed_at: f64,
     latency_ms: f64,
     status: &'static str,
@@ -178,7 +184,7 @@ mod tests {
         assert_eq!(v["createdAt"], 1_000.0);
         assert_eq!(v["processedAt"], 1_002.0);
         assert_eq!(v["latencyMs"], 2.0);
-        assert_eq!(v["deadlineMs"], 100.0);
+        assert_eq!(v["deadlineMs"].as_u64(), Some(100), "an integer: {v}");
         assert!(v.get("payload").is_none());
     }
 

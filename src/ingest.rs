@@ -162,6 +162,20 @@ fn milliseconds(field: &str, value: f64, min_exclusive_zero: bool) -> Result<Dur
     Ok(Duration::from_secs_f64(value / 1000.0))
 }
 
+/// A deadline: whole milliseconds, as the generator's and as the wire carries
+/// it (`"deadlineMs":100`). A fraction is refused rather than rounded, so the
+/// deadline judged is exactly the one the producer asked for.
+fn whole_milliseconds(field: &str, value: f64) -> Result<Duration, String> {
+    milliseconds(field, value, true)?;
+    if value.fract() != 0.0 {
+        return Err(format!(
+            "{field}: must be a whole number of milliseconds, got {value}"
+        ));
+    }
+    // Checked to lie in 1..=MAX_MS and to be whole, so the cast is exact.
+    Ok(Duration::from_millis(value as u64))
+}
+
 fn to_event(
     posted: Posted,
     now: Instant,
@@ -176,7 +190,7 @@ fn to_event(
         None => uuid::Uuid::new_v4().to_string(),
     };
     let deadline = match posted.deadline_ms {
-        Some(ms) => milliseconds("deadlineMs", ms, true)?,
+        Some(ms) => whole_milliseconds("deadlineMs", ms)?,
         None => default_deadline,
     };
     let work = posted
@@ -312,6 +326,27 @@ mod tests {
             err.message.contains("item 0") && err.message.contains("deadlinMs"),
             "{}",
             err.message
+        );
+    }
+
+    #[test]
+    fn a_deadline_is_whole_milliseconds() {
+        let err = parse(Format::Json, r#"{"deadlineMs": 30.5}"#).expect_err("fraction");
+        assert_eq!(err.status, 400);
+        assert!(
+            err.message.contains("deadlineMs") && err.message.contains("whole"),
+            "{}",
+            err.message
+        );
+        let events = parse(
+            Format::Json,
+            r#"[{"deadlineMs": 30}, {"deadlineMs": 30.0}]"#,
+        )
+        .expect("whole numbers");
+        assert!(
+            events
+                .iter()
+                .all(|e| e.deadline == Duration::from_millis(30))
         );
     }
 
