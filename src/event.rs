@@ -69,9 +69,9 @@ pub enum DropReason {
 /// The verdict on an event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
-    /// Work finished before the deadline.
+    /// The work was seen finished no later than the deadline.
     OnTime,
-    /// The deadline came first; the work was abandoned at that instant.
+    /// The verdict was reached after the deadline; the work was abandoned then.
     Late,
     /// Never worked on to the end, for the given reason.
     Dropped(DropReason),
@@ -111,15 +111,19 @@ impl Outcome {
             Status::Dropped(reason) => Some(reason),
             _ => None,
         };
+        let created_at = to_microsecond(clock.epoch_ms(self.event.created));
+        let latency_ms = to_microsecond(millis(self.latency()));
         let wire = WireEvent {
             kind: "event",
             seq,
             id: &self.event.id,
             source: self.event.source,
-            created_at: to_microsecond(clock.epoch_ms(self.event.created)),
-            deadline_ms: to_microsecond(millis(self.event.deadline)),
-            processed_at: to_microsecond(clock.epoch_ms(self.decided)),
-            latency_ms: to_microsecond(millis(self.latency())),
+            created_at,
+            deadline_ms: whole_millis(self.event.deadline),
+            // From the two rounded numbers, so that processedAt − createdAt is
+            // latencyMs to the microsecond rather than off by one rounding.
+            processed_at: to_microsecond(created_at + latency_ms),
+            latency_ms,
             status: self.status.name(),
             drop_reason,
             payload: self.event.payload.as_deref(),
@@ -130,9 +134,18 @@ impl Outcome {
 }
 
 /// Milliseconds rounded to the microsecond: the clocks are no finer in
-/// practice, and `50.174` reads better than `50.174535999999996`.
+/// practice, and `50.174` reads better than `50.174535999999996`. Rounding is
+/// monotonic and a whole-millisecond deadline lies on the microsecond grid, so
+/// a latency at or under its deadline never rounds to one above it (nor one
+/// above to one under).
 fn to_microsecond(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
+}
+
+/// A deadline on the wire: whole milliseconds, as the flag, `PUT /api/config`
+/// and ingest accept it, so every source spells it the same way (`100`).
+fn whole_millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The wire shape of an outcome; field names are a published contract.
@@ -145,7 +158,7 @@ struct WireEvent<'a> {
     id: &'a str,
     source: Source,
     created_at: f64,
-    deadline_ms: f64,
+    deadline_ms: u64,
     processed_at: f64,
     latency_ms: f64,
     status: &'static str,
@@ -178,8 +191,41 @@ mod tests {
         assert_eq!(v["createdAt"], 1_000.0);
         assert_eq!(v["processedAt"], 1_002.0);
         assert_eq!(v["latencyMs"], 2.0);
-        assert_eq!(v["deadlineMs"], 100.0);
+        assert_eq!(v["deadlineMs"].as_u64(), Some(100), "an integer: {v}");
         assert!(v.get("payload").is_none());
+    }
+
+    #[test]
+    fn wire_rounding_keeps_latency_on_the_side_of_the_deadline_its_status_says() {
+        let t0 = Instant::now();
+        // An epoch anchor with sub-microsecond digits, so every time is rounded.
+        let clock = WallClock::anchored(t0, 1_763_800_000_123.456_6);
+        let deadline = Duration::from_millis(100);
+        let ns = Duration::from_nanos(1);
+        for (offset, status) in [
+            (deadline - ns, Status::OnTime),
+            (deadline - 400 * ns, Status::OnTime),
+            (deadline, Status::OnTime),
+            (deadline + ns, Status::Late),
+            (deadline + 600 * ns, Status::Late),
+        ] {
+            let outcome = Outcome {
+                event: Event::generated(t0 + 37 * ns, deadline),
+                status,
+                decided: t0 + 37 * ns + offset,
+            };
+            let v: serde_json::Value =
+                serde_json::from_slice(&outcome.to_wire(1, &clock)).expect("valid JSON");
+            let latency = v["latencyMs"].as_f64().expect("latency");
+            let deadline_ms = v["deadlineMs"].as_f64().expect("deadline");
+            match status {
+                Status::OnTime => assert!(latency <= deadline_ms, "{v}"),
+                _ => assert!(latency >= deadline_ms, "{v}"),
+            }
+            let spanned = v["processedAt"].as_f64().expect("processed")
+                - v["createdAt"].as_f64().expect("created");
+            assert!((spanned - latency).abs() < 0.000_5, "{v}");
+        }
     }
 
     #[test]

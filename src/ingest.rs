@@ -162,6 +162,20 @@ fn milliseconds(field: &str, value: f64, min_exclusive_zero: bool) -> Result<Dur
     Ok(Duration::from_secs_f64(value / 1000.0))
 }
 
+/// A deadline: whole milliseconds, as the generator's and as the wire carries
+/// it (`"deadlineMs":100`). A fraction is refused rather than rounded, so the
+/// deadline judged is exactly the one the producer asked for.
+fn whole_milliseconds(field: &str, value: f64) -> Result<Duration, String> {
+    milliseconds(field, value, true)?;
+    if value.fract() != 0.0 {
+        return Err(format!(
+            "{field}: must be a whole number of milliseconds, got {value}"
+        ));
+    }
+    // Checked to lie in 1..=MAX_MS and to be whole, so the cast is exact.
+    Ok(Duration::from_millis(value as u64))
+}
+
 fn to_event(
     posted: Posted,
     now: Instant,
@@ -176,7 +190,7 @@ fn to_event(
         None => uuid::Uuid::new_v4().to_string(),
     };
     let deadline = match posted.deadline_ms {
-        Some(ms) => milliseconds("deadlineMs", ms, true)?,
+        Some(ms) => whole_milliseconds("deadlineMs", ms)?,
         None => default_deadline,
     };
     let work = posted
@@ -187,22 +201,55 @@ fn to_event(
         None => now,
         Some(epoch_ms) => created_instant(epoch_ms, now, clock)?,
     };
-    if let Some(payload) = &posted.payload {
-        if payload.get().len() > MAX_PAYLOAD_BYTES {
-            return Err(format!(
-                "payload: {} bytes serialised, at most {MAX_PAYLOAD_BYTES}",
-                payload.get().len()
-            ));
-        }
-    }
+    let payload = posted.payload.as_deref().map(compact_payload).transpose()?;
     Ok(Event {
         id,
         source: Source::Ingest,
         created,
         deadline,
         work,
-        payload: posted.payload,
+        payload,
     })
+}
+
+/// The payload without insignificant whitespace, so that every outcome's JSON
+/// stays on one line (an SSE `data:` line, an NDJSON record) however the
+/// producer formatted it. Only whitespace between tokens goes: key order,
+/// number spelling and string contents are kept exactly as posted. The size
+/// limit applies to this form.
+fn compact_payload(raw: &RawValue) -> Result<Box<RawValue>, String> {
+    let compact = strip_insignificant_whitespace(raw.get());
+    if compact.len() > MAX_PAYLOAD_BYTES {
+        return Err(format!(
+            "payload: {} bytes serialised, at most {MAX_PAYLOAD_BYTES}",
+            compact.len()
+        ));
+    }
+    RawValue::from_string(compact).map_err(|e| format!("payload: {e}"))
+}
+
+/// `json` (already valid) with the whitespace between its tokens removed. A
+/// JSON string cannot hold a raw control character, so every newline, tab or
+/// carriage return found is outside strings; spaces are kept inside them.
+fn strip_insignificant_whitespace(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in json.chars() {
+        if in_string {
+            out.push(c);
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                in_string = false;
+            }
+        } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
+            in_string = c == '"';
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn created_instant(epoch_ms: f64, now: Instant, clock: &WallClock) -> Result<Instant, String> {
@@ -283,6 +330,27 @@ mod tests {
     }
 
     #[test]
+    fn a_deadline_is_whole_milliseconds() {
+        let err = parse(Format::Json, r#"{"deadlineMs": 30.5}"#).expect_err("fraction");
+        assert_eq!(err.status, 400);
+        assert!(
+            err.message.contains("deadlineMs") && err.message.contains("whole"),
+            "{}",
+            err.message
+        );
+        let events = parse(
+            Format::Json,
+            r#"[{"deadlineMs": 30}, {"deadlineMs": 30.0}]"#,
+        )
+        .expect("whole numbers");
+        assert!(
+            events
+                .iter()
+                .all(|e| e.deadline == Duration::from_millis(30))
+        );
+    }
+
+    #[test]
     fn created_at_far_in_the_future_is_refused() {
         let err = parse(Format::Json, r#"{"createdAt": 1000070000}"#).expect_err("70 s ahead");
         assert!(err.message.contains("createdAt"), "{}", err.message);
@@ -305,6 +373,20 @@ mod tests {
                 .message
                 .contains("id")
         );
+    }
+
+    #[test]
+    fn a_pretty_printed_payload_is_stored_on_one_line_exactly_as_posted() {
+        let body = "{\"payload\": {\n  \"b\": [1,\n 2.50],\r\n\t\"a\": \"x y\\n\\\" z\"\n}}";
+        let events = parse(Format::Json, body).expect("valid");
+        let payload = events[0].payload.as_deref().expect("payload kept").get();
+        assert_eq!(payload, r#"{"b":[1,2.50],"a":"x y\n\" z"}"#);
+    }
+
+    #[test]
+    fn the_payload_limit_applies_to_the_compact_form() {
+        let padded = format!(r#"{{"payload":{}"{}"}}"#, " ".repeat(5000), "x".repeat(100));
+        assert!(parse(Format::Json, &padded).is_ok());
     }
 
     #[test]

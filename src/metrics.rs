@@ -1,179 +1,193 @@
-//! `GET /metrics`: the latest stats snapshot in the Prometheus text format
-//! (version 0.0.4). Every label takes values from a fixed, small set.
+//! `GET /metrics`: the latest stats snapshot in the OpenMetrics text format,
+//! encoded by `prometheus-client`. Every label takes values from a fixed,
+//! small set.
+//!
+//! The numbers are counted elsewhere (ledger, gauges, hub), so nothing here is
+//! a live metric object: each scrape encodes one [`Snapshot`] through a
+//! [`Collector`]. Counter families are named without `_total`, as OpenMetrics
+//! wants; their samples carry it (`punctual_events_total{source=…}`).
 
-use std::fmt::Write;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
 
 use crate::stats::Snapshot;
 
-/// Content type of the Prometheus text format.
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+/// Content type of the OpenMetrics text format.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Writes one metric family header.
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+/// Renders `snapshot` as OpenMetrics text, ending with `# EOF`.
+pub fn render(snapshot: &Snapshot) -> String {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(SnapshotMetrics(snapshot.clone())));
+    let mut out = String::with_capacity(4096);
+    // Writing into a String cannot fail, and every name and label here is fixed.
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        log::warn!("could not encode metrics: {e}");
+    }
+    out
 }
 
-/// Renders `snapshot` as Prometheus text.
-pub fn render(snapshot: &Snapshot) -> String {
-    let mut out = String::with_capacity(4096);
-    let t = &snapshot.totals;
+/// One snapshot, encoded as the daemon's metric families.
+#[derive(Debug)]
+struct SnapshotMetrics(Snapshot);
 
-    family(
-        &mut out,
-        "punctual_events_total",
-        "counter",
-        "Events that entered the pipeline, by source.",
-    );
-    let _ = writeln!(
-        out,
-        "punctual_events_total{{source=\"generator\"}} {}",
-        t.generated
-    );
-    let _ = writeln!(
-        out,
-        "punctual_events_total{{source=\"ingest\"}} {}",
-        t.ingested
-    );
+type Result = std::result::Result<(), std::fmt::Error>;
 
-    family(
-        &mut out,
-        "punctual_outcomes_total",
-        "counter",
-        "Verdicts given, by status and drop reason.",
-    );
-    let outcomes = [
-        ("on-time", "", t.on_time),
-        ("late", "", t.late),
-        ("dropped", "queue-full", t.dropped.queue_full),
-        ("dropped", "expired", t.dropped.expired),
-        ("dropped", "infeasible", t.dropped.infeasible),
-    ];
-    for (status, reason, count) in outcomes {
-        let _ = writeln!(
-            out,
-            "punctual_outcomes_total{{status=\"{status}\",reason=\"{reason}\"}} {count}"
-        );
-    }
-
-    family(
-        &mut out,
-        "punctual_in_flight",
-        "gauge",
-        "Events entered and not yet judged.",
-    );
-    let _ = writeln!(out, "punctual_in_flight {}", t.in_flight);
-
-    let latency = &snapshot.cumulative_latency;
-    family(
-        &mut out,
-        "punctual_latency_seconds",
-        "histogram",
-        "Time from creation to verdict of events worked on (on-time and late).",
-    );
-    for (le, count) in latency.buckets() {
-        let _ = writeln!(
-            out,
-            "punctual_latency_seconds_bucket{{le=\"{le}\"}} {count}"
-        );
-    }
-    let _ = writeln!(
-        out,
-        "punctual_latency_seconds_bucket{{le=\"+Inf\"}} {}",
-        latency.count()
-    );
-    let _ = writeln!(
-        out,
-        "punctual_latency_seconds_sum {}",
-        latency.sum_seconds()
-    );
-    let _ = writeln!(out, "punctual_latency_seconds_count {}", latency.count());
-
-    let gauges = [
-        (
+impl Collector for SnapshotMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result {
+        let s = &self.0;
+        let t = &s.totals;
+        labelled_counters(
+            &mut encoder,
+            "punctual_events",
+            "Events that entered the pipeline, by source.",
+            &[
+                ([("source", "generator")], t.generated),
+                ([("source", "ingest")], t.ingested),
+            ],
+        )?;
+        labelled_counters(
+            &mut encoder,
+            "punctual_outcomes",
+            "Verdicts given, by status and drop reason.",
+            &[
+                ([("status", "on-time"), ("reason", "")], t.on_time),
+                ([("status", "late"), ("reason", "")], t.late),
+                (
+                    [("status", "dropped"), ("reason", "queue-full")],
+                    t.dropped.queue_full,
+                ),
+                (
+                    [("status", "dropped"), ("reason", "expired")],
+                    t.dropped.expired,
+                ),
+                (
+                    [("status", "dropped"), ("reason", "infeasible")],
+                    t.dropped.infeasible,
+                ),
+            ],
+        )?;
+        gauge(
+            &mut encoder,
+            "punctual_in_flight",
+            "Events entered and not yet judged.",
+            t.in_flight,
+        )?;
+        latency_histogram(&mut encoder, s)?;
+        gauge(
+            &mut encoder,
             "punctual_queue_depth",
             "Events waiting in the work queue.",
-            snapshot.queue.depth as u64,
-        ),
-        (
+            s.queue.depth as u64,
+        )?;
+        gauge(
+            &mut encoder,
             "punctual_queue_capacity",
             "Capacity of the work queue.",
-            snapshot.queue.capacity as u64,
-        ),
-        (
+            s.queue.capacity as u64,
+        )?;
+        gauge(
+            &mut encoder,
             "punctual_workers_busy",
             "Workers running work now.",
-            snapshot.workers.busy as u64,
-        ),
-        (
+            s.workers.busy as u64,
+        )?;
+        gauge(
+            &mut encoder,
             "punctual_workers_total",
             "Workers in the pool.",
-            snapshot.workers.total as u64,
-        ),
-    ];
-    for (name, help, value) in gauges {
-        family(&mut out, name, "gauge", help);
-        let _ = writeln!(out, "{name} {value}");
+            s.workers.total as u64,
+        )?;
+        let mut clients = encoder.encode_descriptor(
+            "punctual_clients",
+            "Connected dashboard clients, by transport.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (transport, count) in [("websocket", s.clients.websocket), ("sse", s.clients.sse)] {
+            ConstGauge::new(count as u64)
+                .encode(clients.encode_family(&[("transport", transport)])?)?;
+        }
+        counter(
+            &mut encoder,
+            "punctual_client_dropped_messages",
+            "Messages a client missed because its queue was full.",
+            s.clients.dropped_messages,
+        )?;
+        gauge(
+            &mut encoder,
+            "punctual_fanout_backlog",
+            "Messages waiting for the fan-out to hand them to clients.",
+            s.clients.backlog as u64,
+        )?;
+        counter(
+            &mut encoder,
+            "punctual_generator_lag_ticks",
+            "Generator ticks skipped because it fell behind.",
+            s.generator.lag_ticks,
+        )?;
+        let mut build = encoder.encode_descriptor(
+            "punctual_build_info",
+            "Always 1; the version is in the label.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(1u64)
+            .encode(build.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)
     }
+}
 
-    family(
-        &mut out,
-        "punctual_clients",
-        "gauge",
-        "Connected dashboard clients, by transport.",
-    );
-    let _ = writeln!(
-        out,
-        "punctual_clients{{transport=\"websocket\"}} {}",
-        snapshot.clients.websocket
-    );
-    let _ = writeln!(
-        out,
-        "punctual_clients{{transport=\"sse\"}} {}",
-        snapshot.clients.sse
-    );
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result {
+    ConstCounter::new(value).encode(encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        MetricType::Counter,
+    )?)
+}
 
-    family(
-        &mut out,
-        "punctual_client_dropped_messages_total",
-        "counter",
-        "Messages a client missed because its queue was full.",
-    );
-    let _ = writeln!(
-        out,
-        "punctual_client_dropped_messages_total {}",
-        snapshot.clients.dropped_messages
-    );
+fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result {
+    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
 
-    family(
-        &mut out,
-        "punctual_fanout_backlog",
-        "gauge",
-        "Messages waiting for the fan-out to hand them to clients.",
-    );
-    let _ = writeln!(out, "punctual_fanout_backlog {}", snapshot.clients.backlog);
+fn labelled_counters<const N: usize>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[([(&str, &str); N], u64)],
+) -> Result {
+    let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        ConstCounter::new(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
 
-    family(
-        &mut out,
-        "punctual_generator_lag_ticks_total",
-        "counter",
-        "Generator ticks skipped because it fell behind.",
-    );
-    let _ = writeln!(
-        out,
-        "punctual_generator_lag_ticks_total {}",
-        snapshot.generator.lag_ticks
-    );
-
-    family(
-        &mut out,
-        "punctual_build_info",
-        "gauge",
-        "Always 1; the version is in the label.",
-    );
-    let _ = writeln!(
-        out,
-        "punctual_build_info{{version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-    out
+/// The cumulative latency histogram. The snapshot holds running totals per
+/// bound; the encoder wants each bucket's own count and adds them up itself,
+/// with what lies above the last bound in `+Inf`.
+fn latency_histogram(encoder: &mut DescriptorEncoder, snapshot: &Snapshot) -> Result {
+    let latency = &snapshot.cumulative_latency;
+    let mut below = 0;
+    let mut buckets: Vec<(f64, u64)> = latency
+        .buckets()
+        .map(|(le, cumulative)| {
+            let own = cumulative.saturating_sub(below);
+            below = cumulative;
+            (le, own)
+        })
+        .collect();
+    buckets.push((f64::INFINITY, latency.count().saturating_sub(below)));
+    encoder
+        .encode_descriptor(
+            "punctual_latency_seconds",
+            "Time from creation to verdict of events worked on (on-time and late).",
+            None,
+            MetricType::Histogram,
+        )?
+        .encode_histogram::<NoLabelSet>(latency.sum_seconds(), latency.count(), &buckets, None)
 }

@@ -112,6 +112,17 @@ pub fn admit(now: Instant, deadline_at: Instant, predicted: Option<Duration>) ->
     }
 }
 
+/// The verdict on admitted work whose race ended at `decided`: `on-time` when
+/// that is no later than `deadline_at`, `late` otherwise. Status and latency
+/// come from the same instant, so they cannot contradict each other.
+pub fn verdict_at(decided: Instant, deadline_at: Instant) -> Status {
+    if decided <= deadline_at {
+        Status::OnTime
+    } else {
+        Status::Late
+    }
+}
+
 /// Predicts how long configured work takes: the 90th percentile of the last
 /// [`WorkEstimator::WINDOW`] measured durations no older than
 /// [`WorkEstimator::MAX_AGE`].
@@ -262,16 +273,19 @@ pub fn spawn_workers(
 
 impl WorkerContext {
     /// Decides on `event` and, when admitted, runs its work under its deadline.
+    /// The outcome's `decided` is the very instant its status was derived from.
     fn judge(&self, event: Event) -> Outcome {
-        let status = match admit(Instant::now(), event.deadline_at(), self.prediction(&event)) {
-            Admit::Expired => Status::Dropped(DropReason::Expired),
-            Admit::Infeasible => Status::Dropped(DropReason::Infeasible),
+        let predicted = self.prediction(&event);
+        let now = Instant::now();
+        let (status, decided) = match admit(now, event.deadline_at(), predicted) {
+            Admit::Expired => (Status::Dropped(DropReason::Expired), now),
+            Admit::Infeasible => (Status::Dropped(DropReason::Infeasible), now),
             Admit::Start { .. } => self.run(&event),
         };
         Outcome {
             event,
             status,
-            decided: Instant::now(),
+            decided,
         }
     }
 
@@ -290,27 +304,32 @@ impl WorkerContext {
         }))
     }
 
-    /// Runs the simulated work, racing it against the absolute deadline. The
-    /// verdict `late` is given the instant the deadline passes; the work is
-    /// abandoned and the worker is free at once.
-    fn run(&self, event: &Event) -> Status {
+    /// Runs the simulated work, racing it against the absolute deadline, and
+    /// returns the verdict with the instant it was reached. The worker wakes when
+    /// the first of the two fires and reads the clock once, before anything else;
+    /// the status follows from that reading alone ([`verdict_at`]), so a wake-up
+    /// delayed past the deadline is `late` even when the work's timer fired
+    /// first. Either way the work is abandoned and the worker is free at once.
+    fn run(&self, event: &Event) -> (Status, Instant) {
         let work = event.work.unwrap_or_else(|| self.sample_work());
         self.gauges.busy_workers.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let work_done = after(work);
         let deadline = at(event.deadline_at());
-        let status = select_biased! {
-            recv(work_done) -> _ => Status::OnTime,
-            recv(deadline) -> _ => Status::Late,
-        };
-        let took = started.elapsed();
+        select_biased! {
+            recv(work_done) -> _ => {},
+            recv(deadline) -> _ => {},
+        }
+        let decided = Instant::now();
+        let status = verdict_at(decided, event.deadline_at());
+        let took = decided.saturating_duration_since(started);
         self.gauges.busy_workers.fetch_sub(1, Ordering::Relaxed);
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.gauges.work_micros.fetch_add(micros, Ordering::Relaxed);
         if event.work.is_none() {
-            self.lock_estimator().observe(Instant::now(), took);
+            self.lock_estimator().observe(decided, took);
         }
-        status
+        (status, decided)
     }
 
     fn sample_work(&self) -> Duration {
@@ -360,6 +379,15 @@ mod tests {
             admit(now, now + 10 * MS, None),
             Admit::Start { time_left: 10 * MS }
         );
+    }
+
+    #[test]
+    fn the_verdict_is_on_time_up_to_and_at_the_deadline_and_late_after_it() {
+        let deadline_at = Instant::now() + 100 * MS;
+        let ns = Duration::from_nanos(1);
+        assert_eq!(verdict_at(deadline_at - ns, deadline_at), Status::OnTime);
+        assert_eq!(verdict_at(deadline_at, deadline_at), Status::OnTime);
+        assert_eq!(verdict_at(deadline_at + ns, deadline_at), Status::Late);
     }
 
     #[test]

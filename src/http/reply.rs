@@ -2,6 +2,7 @@
 //! query parameters, bounded bodies, and JSON parsing whose errors name the
 //! field at fault.
 
+use std::borrow::Cow;
 use std::io::{Cursor, Read};
 
 use tiny_http::{Header, Request, Response, StatusCode};
@@ -55,13 +56,13 @@ pub(super) fn respond(request: Request, reply: Reply) {
     }
 }
 
-/// The value of query parameter `name` in `url`, if present.
-pub fn query_param<'a>(url: &'a str, name: &str) -> Option<&'a str> {
+/// The value of query parameter `name` in `url`, percent-decoded as a form
+/// (`%2C` is `,`, `+` is a space), if present; the first one wins when a name
+/// repeats. A malformed escape such as `%ZZ` is kept as written, so the
+/// parameter's own check names it.
+pub fn query_param<'a>(url: &'a str, name: &str) -> Option<Cow<'a, str>> {
     let (_, query) = url.split_once('?')?;
-    query.split('&').find_map(|pair| {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (key == name).then_some(value)
-    })
+    form_urlencoded::parse(query.as_bytes()).find_map(|(key, value)| (key == name).then_some(value))
 }
 
 pub(super) fn header_value<'a>(request: &'a Request, name: &'static str) -> Option<&'a str> {
@@ -114,10 +115,25 @@ mod tests {
 
     #[test]
     fn query_parameters_are_found_by_name() {
-        assert_eq!(query_param("/ws?stats=1&since=4", "stats"), Some("1"));
-        assert_eq!(query_param("/ws?stats=1&since=4", "since"), Some("4"));
-        assert_eq!(query_param("/ws?flag", "flag"), Some(""));
+        assert_eq!(
+            query_param("/ws?stats=1&since=4", "stats").as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            query_param("/ws?stats=1&since=4", "since").as_deref(),
+            Some("4")
+        );
+        assert_eq!(query_param("/ws?flag", "flag").as_deref(), Some(""));
         assert_eq!(query_param("/ws", "stats"), None);
+    }
+
+    #[test]
+    fn query_parameters_are_percent_decoded() {
+        let url = "/events?status=late%2Cdropped&tag=a+b&s%74ats=1&bad=%ZZ";
+        assert_eq!(query_param(url, "status").as_deref(), Some("late,dropped"));
+        assert_eq!(query_param(url, "tag").as_deref(), Some("a b"));
+        assert_eq!(query_param(url, "stats").as_deref(), Some("1"));
+        assert_eq!(query_param(url, "bad").as_deref(), Some("%ZZ"));
     }
 
     #[test]

@@ -214,9 +214,9 @@ fn interest(url: &str, resume_from: Option<&str>, history: usize) -> Result<Inte
         query_param(url, "replay"),
     ) {
         (Some(id), _, _) => Resume::Since(number("Last-Event-ID", id)?),
-        (None, Some(since), _) => Resume::Since(number("since", since)?),
+        (None, Some(since), _) => Resume::Since(number("since", &since)?),
         (None, None, Some(n)) => Resume::Last(
-            usize::try_from(number("replay", n)?)
+            usize::try_from(number("replay", &n)?)
                 .unwrap_or(usize::MAX)
                 .min(history),
         ),
@@ -239,7 +239,7 @@ fn interest(url: &str, resume_from: Option<&str>, history: usize) -> Result<Inte
         }
     };
     Ok(Interest {
-        stats: query_param(url, "stats") == Some("1"),
+        stats: query_param(url, "stats").as_deref() == Some("1"),
         resume,
         statuses,
     })

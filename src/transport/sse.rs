@@ -36,13 +36,38 @@ impl<W: Write> SseSink<W> {
 /// a reconnecting `EventSource` sends back as `Last-Event-ID`.
 fn frame(out: &mut impl Write, message: &Broadcast) -> io::Result<()> {
     match message.kind {
-        Kind::Event => write!(out, "id: {}\nevent: event\ndata: ", message.seq)?,
-        Kind::Stats => out.write_all(b"event: stats\ndata: ")?,
-        Kind::Gap => out.write_all(b"event: gap\ndata: ")?,
+        Kind::Event => write!(out, "id: {}\nevent: event\n", message.seq)?,
+        Kind::Stats => out.write_all(b"event: stats\n")?,
+        Kind::Gap => out.write_all(b"event: gap\n")?,
     }
-    // serde_json escapes newlines inside strings, so the JSON is one line.
-    out.write_all(&message.json)?;
-    out.write_all(b"\n\n")
+    write_data(out, &message.json)?;
+    out.write_all(b"\n")
+}
+
+/// Writes `data` as `data:` lines. The messages are one-line JSON, but a line
+/// break inside one would end the field early and corrupt the stream, so any
+/// break (LF, CR or CRLF, as the SSE spec reads them) starts a new `data:`
+/// line instead; a client joins them back with `\n`.
+fn write_data(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
+    let mut rest = data;
+    loop {
+        let end = rest
+            .iter()
+            .position(|b| matches!(b, b'\n' | b'\r'))
+            .unwrap_or(rest.len());
+        out.write_all(b"data: ")?;
+        out.write_all(&rest[..end])?;
+        out.write_all(b"\n")?;
+        if end == rest.len() {
+            return Ok(());
+        }
+        let break_len = if rest[end..].starts_with(b"\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + break_len..];
+    }
 }
 
 impl<W: Write> Sink for SseSink<W> {
@@ -79,5 +104,21 @@ mod tests {
         let mut out = Vec::new();
         frame(&mut out, &message).expect("write to memory");
         assert_eq!(out, b"id: 42\nevent: event\ndata: {\"seq\":42}\n\n");
+    }
+
+    #[test]
+    fn a_message_with_line_breaks_becomes_several_data_lines() {
+        let message = Broadcast {
+            kind: Kind::Stats,
+            seq: 0,
+            status: "",
+            json: Bytes::from_static(b"{\"a\":\n1,\r\n\"b\":\r2}"),
+        };
+        let mut out = Vec::new();
+        frame(&mut out, &message).expect("write to memory");
+        assert_eq!(
+            out,
+            b"event: stats\ndata: {\"a\":\ndata: 1,\ndata: \"b\":\ndata: 2}\n\n"
+        );
     }
 }
