@@ -47,6 +47,7 @@ pub fn render(snapshot: &Snapshot) -> String {
         ("dropped", "queue-full", t.dropped.queue_full),
         ("dropped", "expired", t.dropped.expired),
         ("dropped", "infeasible", t.dropped.infeasible),
+        ("dropped", "failed", t.dropped.failed),
     ];
     for (status, reason, count) in outcomes {
         let _ = writeln!(
@@ -164,6 +165,8 @@ pub fn render(snapshot: &Snapshot) -> String {
         snapshot.generator.lag_ticks
     );
 
+    render_thread_panics(&mut out, snapshot);
+
     family(
         &mut out,
         "punctual_build_info",
@@ -176,4 +179,21 @@ pub fn render(snapshot: &Snapshot) -> String {
         env!("CARGO_PKG_VERSION")
     );
     out
+}
+
+/// Panics caught in the daemon's threads, by role (see `faults`).
+fn render_thread_panics(out: &mut String, snapshot: &Snapshot) {
+    family(
+        out,
+        "punctual_thread_panics_total",
+        "counter",
+        "Panics caught in the daemon's threads, by role.",
+    );
+    for (role, count) in snapshot.threads.panics.by_role() {
+        let _ = writeln!(
+            out,
+            "punctual_thread_panics_total{{role=\"{}\"}} {count}",
+            role.name()
+        );
+    }
 }
