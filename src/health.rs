@@ -92,7 +92,12 @@ impl Heartbeats {
 
     /// Liveness: the pipeline's own threads are turning.
     pub fn live(&self) -> Result<(), String> {
-        if let Some(reason) = self.failed.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        if let Some(reason) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
             return Err(reason);
         }
         let stalled: Vec<String> = [

@@ -23,8 +23,8 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::Duration;
 
-use crate::faults::{Faults, Role};
 use crate::fanout::{Batch, ClientQueue};
+use crate::faults::{Faults, Role};
 use crate::hub::Broadcast;
 use crate::stats::Gauges;
 
