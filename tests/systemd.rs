@@ -549,7 +549,7 @@ impl Stubs {
             ),
             (
                 "getent",
-                format!("#!/bin/sh\necho \"$2:x:1000:1000::/home/$2:/bin/sh\"\n"),
+                "#!/bin/sh\necho \"$2:x:1000:1000::/home/$2:/bin/sh\"\n".to_owned(),
             ),
             // Logs the account and runs the command after `--` as is.
             (
