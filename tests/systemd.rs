@@ -683,3 +683,65 @@ fn under_sudo_the_installer_builds_as_the_invoking_user_and_restarts_only_on_upg
         "an install that changes nothing restarts nothing"
     );
 }
+
+/// A `MemoryHigh=`/`MemoryMax=` value in MiB (`1314M`).
+fn unit_mebibytes(unit: &str, key: &str) -> f64 {
+    let prefix = format!("{key}=");
+    let value = unit
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("the unit should set {key}="));
+    value
+        .strip_suffix('M')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{key}={value} should be a number of MiB, like 1314M"))
+}
+
+#[test]
+fn unit_memory_limits_follow_the_documented_sizing_of_the_bounded_queues() {
+    const MIB: f64 = 1024.0 * 1024.0;
+    // The figures the unit's comment uses.
+    const MESSAGE: f64 = 4608.0;
+    const ENTRY: f64 = 64.0;
+    const PER_CLIENT: f64 = 96.0 * 1024.0;
+    const BASE_MIB: f64 = 32.0;
+    let c = punctual::Config::default();
+    let channels = punctual::hub::OUTCOME_CHANNEL_CAPACITY
+        + punctual::hub::BROADCAST_CHANNEL_CAPACITY
+        + c.queue as usize
+        + c.workers as usize;
+    let clients = f64::from(c.max_clients);
+    let needed = (f64::from(c.history) * MESSAGE
+        + channels as f64 * MESSAGE
+        + clients * f64::from(c.client_queue) * ENTRY
+        + clients * PER_CLIENT)
+        / MIB
+        + BASE_MIB;
+
+    let unit = shipped("punctual.service");
+    let documented: f64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("#   total"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_start_matches('≈')
+                .split_whitespace()
+                .next()
+        })
+        .and_then(|n| n.parse().ok())
+        .expect("the unit's comment states the total, as `#   total ... ≈ N MiB`");
+    assert!(
+        (documented - needed).abs() < 1.0,
+        "the comment says {documented} MiB, the defaults add up to {needed:.1} MiB"
+    );
+    let high = unit_mebibytes(&unit, "MemoryHigh");
+    let max = unit_mebibytes(&unit, "MemoryMax");
+    assert!(
+        high >= needed.floor(),
+        "MemoryHigh={high}M is below the {needed:.0} MiB the defaults need"
+    );
+    assert!(
+        max >= high * 1.1 && max <= needed * 2.0,
+        "MemoryMax={max}M should leave room above MemoryHigh={high}M and stay near {needed:.0} MiB"
+    );
+}
