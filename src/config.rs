@@ -138,6 +138,13 @@ pub struct Config {
     #[arg(long, env = "PUNCTUAL_TCP_USER_TIMEOUT", default_value_t = 20,
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub tcp_user_timeout: u64,
+
+    /// Makes the named stage panic once, so tests can reach the fault paths
+    /// of a real daemon. Not for operators: hidden from `--help`.
+    #[doc(hidden)]
+    #[arg(long, value_enum, hide = true)]
+    #[serde(skip)]
+    pub test_panic: Option<crate::faults::Role>,
 }
 
 impl Default for Config {

@@ -64,6 +64,8 @@ pub enum DropReason {
     Expired,
     /// The time left was shorter than the predicted work.
     Infeasible,
+    /// The worker judging it panicked; the event is given up, not lost.
+    Panicked,
 }
 
 /// The verdict on an event.

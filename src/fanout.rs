@@ -21,6 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, select_biased};
 
+use crate::faults::{Faults, Role};
 use crate::hub::{Broadcast, Kind};
 use crate::stats::Gauges;
 
@@ -329,24 +330,27 @@ impl Subscriptions {
 }
 
 /// Starts the fan-out thread. It ends when the hub's broadcast channel is
-/// closed, and then closes every client queue so writers say goodbye.
+/// closed, and then closes every client queue so writers say goodbye. A
+/// panic in it is an essential stage's death (see [`Faults::run_essential`]).
 pub fn spawn(
     broadcasts: Receiver<Broadcast>,
     client_queue: usize,
     history: Arc<History>,
     gauges: Arc<Gauges>,
+    faults: Arc<Faults>,
 ) -> io::Result<(Subscriptions, JoinHandle<()>)> {
     let (subscribe, subscribed) = crossbeam_channel::bounded(SUBSCRIBE_CHANNEL_CAPACITY);
     let handle = thread::Builder::new()
         .name("fanout".into())
         .spawn(move || {
-            FanOut {
+            let fanout = FanOut {
                 subscribers: Vec::new(),
                 history,
                 newest: 0,
                 gauges,
-            }
-            .run(&broadcasts, subscribed)
+                faults: Arc::clone(&faults),
+            };
+            faults.run_essential(Role::Fanout, || fanout.run(&broadcasts, subscribed));
         })?;
     Ok((
         Subscriptions {
@@ -364,6 +368,7 @@ struct FanOut {
     /// The last outcome `seq` seen.
     newest: u64,
     gauges: Arc<Gauges>,
+    faults: Arc<Faults>,
 }
 
 impl FanOut {
@@ -388,9 +393,7 @@ impl FanOut {
                 },
             }
         }
-        for subscriber in self.subscribers.drain(..) {
-            subscriber.queue.close();
-        }
+        // Dropping `self` closes every client queue (see `Drop`).
     }
 
     /// Replays what the subscriber asked for, then makes it live. Both happen
@@ -430,6 +433,7 @@ impl FanOut {
     /// Records the outcomes of `batch` in the history and offers every
     /// subscriber the messages it wants, forgetting the ones that have gone.
     fn deliver(&mut self, batch: &[Broadcast]) {
+        self.faults.injection_point(Role::Fanout);
         for message in batch.iter().filter(|m| m.kind == Kind::Event) {
             self.newest = message.seq;
             self.history.push(message);
@@ -446,6 +450,17 @@ impl FanOut {
             }
             !delivery.closed
         });
+    }
+}
+
+impl Drop for FanOut {
+    /// However the fan-out ends — its input closed, or a panic unwinding it —
+    /// every client queue is closed, so each writer says goodbye and ends
+    /// instead of waiting for messages that will never come.
+    fn drop(&mut self) {
+        for subscriber in self.subscribers.drain(..) {
+            subscriber.queue.close();
+        }
     }
 }
 
@@ -478,6 +493,7 @@ mod tests {
             history: Arc::new(History::new(history)),
             newest: 0,
             gauges: Arc::new(Gauges::default()),
+            faults: Arc::new(Faults::new(Arc::default(), None)),
         }
     }
 

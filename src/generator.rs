@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::config::Knobs;
 use crate::event::Event;
+use crate::faults::{Faults, Role};
 use crate::health::{Heartbeats, Stage};
 use crate::stats::Gauges;
 use crate::workers::Intake;
@@ -97,23 +98,37 @@ impl Ticker {
     }
 }
 
-/// Starts the generator thread. It ends when `stop` is disconnected.
+/// Starts the generator thread. It ends when `stop` is disconnected; a panic
+/// in it is an essential stage's death (see [`Faults::run_essential`]).
 pub fn spawn(
     intake: Intake,
     knobs: Arc<Knobs>,
     gauges: Arc<Gauges>,
     health: Arc<Heartbeats>,
     stop: Receiver<()>,
+    faults: Arc<Faults>,
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()
         .name("generator".into())
-        .spawn(move || run(&intake, &knobs, &gauges, &health, &stop))
+        .spawn(move || {
+            faults.run_essential(Role::Generator, || {
+                run(&intake, &knobs, &gauges, &health, &stop, &faults)
+            })
+        })
 }
 
-fn run(intake: &Intake, knobs: &Knobs, gauges: &Gauges, health: &Heartbeats, stop: &Receiver<()>) {
+fn run(
+    intake: &Intake,
+    knobs: &Knobs,
+    gauges: &Gauges,
+    health: &Heartbeats,
+    stop: &Receiver<()>,
+    faults: &Faults,
+) {
     let mut ticker = Ticker::new(Instant::now(), knobs.rate());
     loop {
         health.beat(Stage::Generator);
+        faults.injection_point(Role::Generator);
         if knobs.rate() != ticker.rate() {
             log::info!("generator rate now {} events/s", knobs.rate());
             ticker = Ticker::new(Instant::now(), knobs.rate());

@@ -4,8 +4,11 @@
 //! least every 100 ms, even at rate 0), the hub on every loop turn (at least
 //! once a second, for the stats tick), and the HTTP self-probe on every
 //! answered probe. `/healthz`, `/readyz` and the systemd watchdog read them.
+//! A stage that died (see `faults`) is recorded here too and makes the daemon
+//! not live at once, without waiting for its heartbeat to go stale.
 //! Reads and writes no channel.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -36,6 +39,8 @@ pub struct Heartbeats {
     /// When accepting last failed for want of descriptors, in ms since start (0: never).
     out_of_descriptors: AtomicU64,
     stopping: AtomicBool,
+    /// Why the daemon can no longer work (a stage died), once it is so.
+    failed: Mutex<Option<String>>,
 }
 
 /// After the last accept that failed for want of descriptors, the daemon
@@ -52,6 +57,7 @@ impl Heartbeats {
             front: AtomicU64::new(0),
             out_of_descriptors: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            failed: Mutex::new(None),
         }
     }
 
@@ -83,6 +89,12 @@ impl Heartbeats {
         self.stopping.store(true, Ordering::Relaxed);
     }
 
+    /// Records that a stage died: the daemon is not live from now on.
+    pub fn fail(&self, reason: String) {
+        let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
+        failed.get_or_insert(reason);
+    }
+
     fn silent(&self, stage: Stage, limit: Duration) -> Option<String> {
         let since = self
             .now_ms()
@@ -93,6 +105,14 @@ impl Heartbeats {
 
     /// Liveness: the pipeline's own threads are turning.
     pub fn live(&self) -> Result<(), String> {
+        if let Some(reason) = self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+        {
+            return Err(reason);
+        }
         let stalled: Vec<String> = [
             (Stage::Generator, GENERATOR_SILENCE),
             (Stage::Hub, HUB_SILENCE),

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use crate::event::Outcome;
+use crate::faults::{Faults, Role};
 use crate::health::{Heartbeats, Stage};
 use crate::stats::{Readings, Snapshot, Window};
 use crate::time::WallClock;
@@ -100,6 +101,8 @@ pub struct Hub {
     pub deadline: Duration,
     /// Where the hub reports that it is turning.
     pub health: Arc<Heartbeats>,
+    /// Where the hub's own death is reported (it is an essential stage).
+    pub faults: Arc<Faults>,
 }
 
 /// What the log says about the snapshots: a summary every `--log-interval`,
@@ -204,11 +207,13 @@ impl Reports {
 
 impl Hub {
     /// Starts the hub thread. It ends when every outcome sender is gone and the
-    /// channel is drained, after publishing a final snapshot.
+    /// channel is drained, after publishing a final snapshot. A panic in it
+    /// is an essential stage's death (see [`Faults::run_essential`]).
     pub fn spawn(self) -> io::Result<JoinHandle<()>> {
-        thread::Builder::new()
-            .name("hub".into())
-            .spawn(move || self.run())
+        thread::Builder::new().name("hub".into()).spawn(move || {
+            let faults = Arc::clone(&self.faults);
+            faults.run_essential(Role::Hub, || self.run());
+        })
     }
 
     fn run(self) {
@@ -223,6 +228,7 @@ impl Hub {
             // steady stream of outcomes can never starve it.
             match self.outcomes.recv_deadline(next_snapshot) {
                 Ok(outcome) => {
+                    self.faults.injection_point(Role::Hub);
                     seq += 1;
                     window.record(&outcome);
                     let json = Bytes::from(outcome.to_wire(seq, &self.clock));

@@ -17,7 +17,8 @@
 //! The flow, one module per stage: [`generator`] → [`workers`] (work queue,
 //! admission, verdicts) → [`hub`] (sequence, serialise once, [`stats`]) →
 //! [`fanout`] (per-client queues) → [`transport`] (writer threads), with
-//! [`http`] in front and [`config`] and [`time`] beside. [`server`] wires them.
+//! [`http`] in front and [`config`] and [`time`] beside. [`server`] wires them;
+//! [`faults`] decides what a panicking thread costs.
 //!
 //! ```no_run
 //! let server = punctual::Server::start(punctual::Config::for_tests())?;
@@ -31,6 +32,7 @@
 pub mod config;
 pub mod event;
 pub mod fanout;
+pub mod faults;
 pub mod generator;
 pub mod health;
 pub mod http;

@@ -2,10 +2,13 @@
 //! stops it.
 
 use clap::Parser;
-use punctual::{Config, Server, logging, service};
+use punctual::{Config, Server, faults, logging, service};
 
 fn main() {
     logging::init();
+    // A dead generator, hub or fan-out cannot be stood in for: exit non-zero
+    // so the service manager starts a fresh daemon.
+    faults::exit_when_an_essential_stage_dies();
     let config = Config::parse();
     let server = match Server::start(config) {
         Ok(server) => server,

@@ -69,6 +69,10 @@ impl Collector for SnapshotMetrics {
                     [("status", "dropped"), ("reason", "infeasible")],
                     t.dropped.infeasible,
                 ),
+                (
+                    [("status", "dropped"), ("reason", "panicked")],
+                    t.dropped.panicked,
+                ),
             ],
         )?;
         gauge(
@@ -123,6 +127,37 @@ impl Collector for SnapshotMetrics {
             "punctual_fanout_backlog",
             "Messages waiting for the fan-out to hand them to clients.",
             s.clients.backlog as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "punctual_connections",
+            "Open HTTP connections, clients included.",
+            s.clients.connections as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "punctual_connections_max",
+            "Most open connections at once (--max-connections).",
+            s.clients.max_connections as u64,
+        )?;
+        counter(
+            &mut encoder,
+            "punctual_accept_errors",
+            "Connections that could not be accepted (descriptors exhausted, say).",
+            s.clients.accept_errors,
+        )?;
+        let panics: Vec<_> = s
+            .threads
+            .panics
+            .by_role()
+            .into_iter()
+            .map(|(role, count)| ([("role", role.name())], count))
+            .collect();
+        labelled_counters(
+            &mut encoder,
+            "punctual_thread_panics",
+            "Panics caught in the daemon's threads, by role.",
+            &panics,
         )?;
         counter(
             &mut encoder,

@@ -17,11 +17,13 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::config::{Config, Knobs};
 use crate::event::Event;
 use crate::fanout::History;
+use crate::faults::Faults;
 use crate::health::Heartbeats;
 use crate::hub::{self, Hub, LatestStats};
 use crate::limits::Caps;
 use crate::stats::{
-    ClientState, Gauges, GeneratorState, Ledger, QueueState, Readings, Snapshot, WorkerState,
+    ClientState, Gauges, GeneratorState, Ledger, QueueState, Readings, Snapshot, ThreadState,
+    WorkerState,
 };
 use crate::time::WallClock;
 use crate::transport::ClientSlots;
@@ -109,6 +111,7 @@ impl Server {
         let ledger = Arc::new(Ledger::default());
         let gauges = Arc::new(Gauges::default());
         let health = Arc::new(Heartbeats::new());
+        let faults = Arc::new(Faults::new(Arc::clone(&health), config.test_panic));
         let latest = Arc::new(LatestStats::default());
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
 
@@ -127,11 +130,13 @@ impl Server {
             config.client_queue as usize,
             Arc::clone(&history),
             Arc::clone(&gauges),
+            Arc::clone(&faults),
         )?;
         let reader = SystemReader {
             config: config.clone(),
             ledger: Arc::clone(&ledger),
             gauges: Arc::clone(&gauges),
+            faults: Arc::clone(&faults),
             knobs: Arc::clone(&knobs),
             queue: queue.clone(),
             caps,
@@ -145,6 +150,7 @@ impl Server {
             log_interval: Duration::from_secs(config.log_interval),
             deadline: knobs.deadline(),
             health: Arc::clone(&health),
+            faults: Arc::clone(&faults),
         }
         .spawn()?;
 
@@ -156,6 +162,7 @@ impl Server {
                 knobs.work(),
                 knobs.work_jitter(),
             ))),
+            faults: Arc::clone(&faults),
         };
         let mut pipeline = workers::spawn_workers(config.workers as usize, queue, outcome_tx, ctx)?;
         pipeline.push(hub_thread);
@@ -163,7 +170,7 @@ impl Server {
 
         let app = Arc::new(http::App {
             subscriptions,
-            slots: ClientSlots::new(Arc::clone(&gauges), caps.clients),
+            slots: ClientSlots::new(Arc::clone(&gauges), caps.clients, Arc::clone(&faults)),
             caps,
             latest: Arc::clone(&latest),
             static_dir: config.static_dir.clone(),
@@ -184,6 +191,7 @@ impl Server {
             Arc::clone(&gauges),
             Arc::clone(&health),
             stopped,
+            faults,
         )?);
 
         if config.token.is_none() && !config.listen.ip().is_loopback() {
@@ -324,6 +332,7 @@ struct SystemReader {
     config: Config,
     ledger: Arc<Ledger>,
     gauges: Arc<Gauges>,
+    faults: Arc<Faults>,
     knobs: Arc<Knobs>,
     queue: Receiver<Event>,
     caps: Caps,
@@ -360,6 +369,9 @@ impl SystemReader {
             generator: GeneratorState {
                 rate: self.knobs.rate(),
                 lag_ticks: counter(&g.lag_ticks),
+            },
+            threads: ThreadState {
+                panics: self.faults.counts(),
             },
             config: self.config.effective(&self.knobs, self.caps),
         }

@@ -15,6 +15,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::event::{DropReason, Outcome, Source, Status};
+use crate::faults::PanicCounts;
 
 /// Cumulative counts of events by entry and by verdict.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -44,12 +45,14 @@ pub struct Dropped {
     pub expired: u64,
     /// The predicted work did not fit in the time left.
     pub infeasible: u64,
+    /// The worker judging it panicked (see `faults`).
+    pub panicked: u64,
 }
 
 impl Dropped {
     /// All drops together.
     pub fn total(&self) -> u64 {
-        self.queue_full + self.expired + self.infeasible
+        self.queue_full + self.expired + self.infeasible + self.panicked
     }
 }
 
@@ -83,6 +86,7 @@ impl Totals {
             Status::Dropped(DropReason::QueueFull) => self.dropped.queue_full += 1,
             Status::Dropped(DropReason::Expired) => self.dropped.expired += 1,
             Status::Dropped(DropReason::Infeasible) => self.dropped.infeasible += 1,
+            Status::Dropped(DropReason::Panicked) => self.dropped.panicked += 1,
         }
     }
 }
@@ -215,6 +219,8 @@ pub struct Snapshot {
     pub clients: ClientState,
     /// Generator state.
     pub generator: GeneratorState,
+    /// Threads that panicked.
+    pub threads: ThreadState,
     /// Effective settings.
     pub config: serde_json::Value,
     /// Latency of every event worked on since start, for `/metrics`.
@@ -339,6 +345,13 @@ pub struct GeneratorState {
     pub lag_ticks: u64,
 }
 
+/// The daemon's own threads.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ThreadState {
+    /// Panics caught since start, by role.
+    pub panics: PanicCounts,
+}
+
 /// What a snapshot needs from the rest of the system at the moment it is taken.
 pub struct Readings {
     /// Totals copied from the ledger.
@@ -351,6 +364,8 @@ pub struct Readings {
     pub clients: ClientState,
     /// Generator.
     pub generator: GeneratorState,
+    /// Threads.
+    pub threads: ThreadState,
     /// Effective settings.
     pub config: serde_json::Value,
 }
@@ -410,6 +425,7 @@ impl Window {
             workers: readings.workers,
             clients: readings.clients,
             generator: readings.generator,
+            threads: readings.threads,
             config: readings.config,
             cumulative_latency: self.cumulative.clone(),
         }

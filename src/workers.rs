@@ -9,6 +9,13 @@
 //! verdict, including queue-full drops, is written to the hub's outcome channel.
 //! The ledger records each entry and each verdict, so nothing leaves uncounted.
 //!
+//! A panic while judging an event is caught around that event: the event gets
+//! the verdict `dropped/failed` (so it leaves the ledger's in-flight count and
+//! reaches every client like any verdict), the panic is counted, and the
+//! worker takes the next event. A worker keeps nothing of its own between
+//! events, so carrying on is the same as starting a fresh one; the shared
+//! state it touches (estimator, ledger) tolerates a lock poisoned mid-panic.
+//!
 //! Must not know: how outcomes are serialised or who watches them.
 
 use std::collections::VecDeque;
@@ -22,6 +29,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError, after, at, select_biased
 
 use crate::config::Knobs;
 use crate::event::{DropReason, Event, Outcome, Status};
+use crate::faults::{Faults, Role};
 use crate::stats::{Gauges, Ledger};
 
 /// The way into the pipeline, shared by the generator, ingest and tests.
@@ -243,6 +251,8 @@ pub struct WorkerContext {
     pub gauges: Arc<Gauges>,
     /// The shared work-time estimator.
     pub estimator: Arc<Mutex<WorkEstimator>>,
+    /// Where a panic while judging is counted.
+    pub faults: Arc<Faults>,
 }
 
 /// Starts `count` workers reading `queue`. They end once every intake is
@@ -272,20 +282,31 @@ pub fn spawn_workers(
 }
 
 impl WorkerContext {
-    /// Decides on `event` and, when admitted, runs its work under its deadline.
-    /// The outcome's `decided` is the very instant its status was derived from.
+    /// Gives `event` its verdict. A panic on the way is caught here, around
+    /// this one event, and becomes the verdict `dropped/panicked`, decided
+    /// when the panic was caught.
     fn judge(&self, event: Event) -> Outcome {
-        let predicted = self.prediction(&event);
-        let now = Instant::now();
-        let (status, decided) = match admit(now, event.deadline_at(), predicted) {
-            Admit::Expired => (Status::Dropped(DropReason::Expired), now),
-            Admit::Infeasible => (Status::Dropped(DropReason::Infeasible), now),
-            Admit::Start { .. } => self.run(&event),
-        };
+        let (status, decided) = self
+            .faults
+            .catch(Role::Worker, || self.verdict(&event))
+            .unwrap_or_else(|| (Status::Dropped(DropReason::Panicked), Instant::now()));
         Outcome {
             event,
             status,
             decided,
+        }
+    }
+
+    /// Decides on `event` and, when admitted, runs its work under its deadline;
+    /// returns the status with the very instant it was derived from.
+    fn verdict(&self, event: &Event) -> (Status, Instant) {
+        self.faults.injection_point(Role::Worker);
+        let predicted = self.prediction(event);
+        let now = Instant::now();
+        match admit(now, event.deadline_at(), predicted) {
+            Admit::Expired => (Status::Dropped(DropReason::Expired), now),
+            Admit::Infeasible => (Status::Dropped(DropReason::Infeasible), now),
+            Admit::Start { .. } => self.run(event),
         }
     }
 
@@ -312,7 +333,7 @@ impl WorkerContext {
     /// first. Either way the work is abandoned and the worker is free at once.
     fn run(&self, event: &Event) -> (Status, Instant) {
         let work = event.work.unwrap_or_else(|| self.sample_work());
-        self.gauges.busy_workers.fetch_add(1, Ordering::Relaxed);
+        let busy = Busy::start(&self.gauges);
         let started = Instant::now();
         let work_done = after(work);
         let deadline = at(event.deadline_at());
@@ -323,7 +344,7 @@ impl WorkerContext {
         let decided = Instant::now();
         let status = verdict_at(decided, event.deadline_at());
         let took = decided.saturating_duration_since(started);
-        self.gauges.busy_workers.fetch_sub(1, Ordering::Relaxed);
+        drop(busy);
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         self.gauges.work_micros.fetch_add(micros, Ordering::Relaxed);
         if event.work.is_none() {
@@ -339,6 +360,23 @@ impl WorkerContext {
 
     fn lock_estimator(&self) -> std::sync::MutexGuard<'_, WorkEstimator> {
         self.estimator.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A worker counted in `busy_workers` until dropped, so a panic mid-work
+/// cannot leave the gauge one too high.
+struct Busy<'a>(&'a Gauges);
+
+impl<'a> Busy<'a> {
+    fn start(gauges: &'a Gauges) -> Self {
+        gauges.busy_workers.fetch_add(1, Ordering::Relaxed);
+        Busy(gauges)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy_workers.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

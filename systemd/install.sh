@@ -29,10 +29,19 @@ Environment:
   DESTDIR           install into this directory instead of / (systemctl is
                     then not touched)
   CARGO_TARGET_DIR  where cargo puts the build (default: target/ in the repo)
+  SUDO_USER         set by sudo: the build runs as this user, with their home
+                    and ~/.cargo/bin on PATH, so target/ stays theirs
+  SYSTEMCTL         the systemctl to run (default: systemctl, and only when
+                    installing into / on a running systemd); when set, it is
+                    run even with DESTDIR
 
-Without DESTDIR this needs root. cargo is often not on root's PATH, so build
-first, then install:
+Without DESTDIR this needs root. Under sudo the build runs as the invoking
+user; as root without sudo, cargo must be on root's PATH, or build first:
   cargo build --release --locked && sudo systemd/install.sh --no-build
+
+Upgrading: when the unit was already installed and the binary or the unit
+changed, a running service is restarted (`systemctl try-restart`) so the new
+binary runs; a stopped service stays stopped.
 
 The unit is overwritten on every install: change it with drop-ins
 (`systemctl edit punctual`), not by editing the installed file.
@@ -106,8 +115,11 @@ bin_dest="$destdir$bin_path"         # where this run writes it
 unit_dest="$destdir/etc/systemd/system/punctual.service"
 env_dest="$destdir/etc/default/punctual"
 
-# systemctl is used only on the live system, and only when systemd runs it.
+# systemctl is used only on the live system, and only when systemd runs it
+# (or when SYSTEMCTL names one to use explicitly).
+systemctl=${SYSTEMCTL:-systemctl}
 live_systemd() {
+  [[ -n ${SYSTEMCTL:-} ]] && return 0
   [[ -z $destdir && -d /run/systemd/system ]] && command -v systemctl >/dev/null
 }
 
@@ -120,6 +132,8 @@ trap 'rm -rf "$tmp"' EXIT
 
 # Copies $1 to $2 with mode $3 unless $2 already has that content and mode.
 # The new file is renamed into place, so a running binary is never rewritten.
+# Sets changed=yes when it wrote something.
+changed=no
 put() {
   local src=$1 dest=$2 mode=$3
   if [[ -f $dest ]] && cmp -s "$src" "$dest" && [[ $(stat -c %a "$dest") == "${mode#0}" ]]; then
@@ -130,6 +144,34 @@ put() {
   install -m "$mode" "$src" "$dest.new.$$"
   mv -f "$dest.new.$$" "$dest"
   echo "installed  $dest"
+  changed=yes
+}
+
+# Builds the release binary. Under sudo it runs as the invoking user, so that
+# target/ is not left owned by root and their cargo (usually ~/.cargo/bin,
+# which is not on root's PATH) is the one used.
+build_release() {
+  local no_cargo="cargo is not on the PATH"
+  if [[ $(id -u) -eq 0 && -n ${SUDO_USER:-} && $SUDO_USER != root ]]; then
+    local home
+    home=$(getent passwd "$SUDO_USER" | cut -d: -f6) || true
+    [[ -n $home ]] || die "cannot find the home directory of $SUDO_USER; build as that user and pass --binary FILE"
+    local path="$home/.cargo/bin:$PATH"
+    echo "building   as $SUDO_USER"
+    local status=0
+    sudo -u "$SUDO_USER" -H -- env HOME="$home" PATH="$path" \
+      ${CARGO_TARGET_DIR:+CARGO_TARGET_DIR="$CARGO_TARGET_DIR"} \
+      sh -c 'command -v cargo >/dev/null || exit 127; cd "$1" && exec cargo build --release --locked' \
+      sh "$repo" || status=$?
+    case $status in
+      0) ;;
+      127) die "$no_cargo of $SUDO_USER ($path): build as that user and pass --binary FILE" ;;
+      *) die "the build as $SUDO_USER failed (status $status); if target/ is owned by root from an earlier install, remove it or pass --binary FILE" ;;
+    esac
+    return
+  fi
+  command -v cargo >/dev/null || die "$no_cargo of $(id -un 2>/dev/null || echo this user): run through sudo from the account that has cargo, or build first and pass --binary FILE"
+  (cd "$repo" && cargo build --release --locked)
 }
 
 remove() {
@@ -141,7 +183,7 @@ remove() {
 
 if [[ $action == uninstall ]]; then
   if live_systemd && [[ -f $unit_dest ]]; then
-    systemctl disable --now punctual.service || echo "install.sh: could not stop or disable punctual.service; removing it anyway" >&2
+    "$systemctl" disable --now punctual.service || echo "install.sh: could not stop or disable punctual.service; removing it anyway" >&2
   fi
   remove "$bin_dest"
   remove "$unit_dest"
@@ -153,13 +195,13 @@ if [[ $action == uninstall ]]; then
     fi
   fi
   if live_systemd; then
-    systemctl daemon-reload
+    "$systemctl" daemon-reload
   fi
   exit 0
 fi
 
 if [[ $build == yes ]]; then
-  (cd "$repo" && cargo build --release --locked)
+  build_release
 fi
 if [[ -z $binary ]]; then
   target=${CARGO_TARGET_DIR:-target}
@@ -179,8 +221,12 @@ else
 fi
 grep -qx "ExecStart=$bin_path" "$unit_tmp" || die "the unit has no ExecStart= line to point at $bin_path"
 
+# An upgrade: the unit was there before this run.
+upgrade=no
+[[ -f $unit_dest ]] && upgrade=yes
 put "$binary" "$bin_dest" 0755
 put "$unit_tmp" "$unit_dest" 0644
+replaced=$changed
 if [[ -e $env_dest ]]; then
   echo "kept       $env_dest (existing settings are never overwritten)"
 else
@@ -189,7 +235,12 @@ else
 fi
 
 if live_systemd; then
-  systemctl daemon-reload
+  "$systemctl" daemon-reload
+  if [[ $upgrade == yes && $replaced == yes ]]; then
+    # Restarts the service only if it is running: the new binary takes over.
+    "$systemctl" try-restart punctual.service
+    echo "restarted  punctual.service (if it was running)"
+  fi
 fi
 
 echo

@@ -532,3 +532,220 @@ fn unit_limits_leave_room_for_the_default_caps() {
         "TasksMax={tasks} is below the {needed} threads LimitNOFILE={nofile} allows"
     );
 }
+
+/// Stand-ins for `id`, `getent`, `sudo`, `cargo` and `systemctl` that log
+/// their arguments to `calls.log`, so the installer can be watched building
+/// and restarting without root, another account, or the machine's systemd.
+struct Stubs {
+    dir: TempDir,
+}
+
+impl Stubs {
+    fn new() -> Stubs {
+        let dir = TempDir::new("stubs");
+        let log = dir.path().join("calls.log");
+        let log = log.display();
+        let scripts = [
+            // The installer believes it runs as root (it usually does, under sudo).
+            (
+                "id",
+                format!("#!/bin/sh\necho \"id $*\" >>'{log}'\necho 0\n"),
+            ),
+            (
+                "getent",
+                "#!/bin/sh\necho \"$2:x:1000:1000::/home/$2:/bin/sh\"\n".to_owned(),
+            ),
+            // Logs the account and runs the command after `--` as is.
+            (
+                "sudo",
+                format!(
+                    "#!/bin/sh\necho \"sudo $*\" >>'{log}'\nwhile [ \"$1\" != -- ]; do shift; done\nshift\nexec \"$@\"\n"
+                ),
+            ),
+            // A "build" that writes a different binary each time.
+            (
+                "cargo",
+                format!(
+                    "#!/bin/sh\necho \"cargo $* in=$(pwd) home=$HOME\" >>'{log}'\n\
+                     mkdir -p \"$CARGO_TARGET_DIR/release\"\n\
+                     printf '#!/bin/sh\\n# build %s\\n' \"$(date +%s%N)\" >\"$CARGO_TARGET_DIR/release/punctual\"\n\
+                     chmod 755 \"$CARGO_TARGET_DIR/release/punctual\"\n"
+                ),
+            ),
+            (
+                "systemctl",
+                format!("#!/bin/sh\necho \"systemctl $*\" >>'{log}'\n"),
+            ),
+        ];
+        for (name, text) in scripts {
+            let path = dir.path().join(name);
+            fs::write(&path, text).expect("write a stub");
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod a stub");
+        }
+        Stubs { dir }
+    }
+
+    /// The installer, run as `sudo` would run it for `user`, building.
+    fn install(&self, destdir: &Path, target: &Path, user: &str) -> String {
+        let path = format!(
+            "{}:{}",
+            self.dir.path().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let output = Command::new(systemd_dir().join("install.sh"))
+            .env("DESTDIR", destdir)
+            .env("SUDO_USER", user)
+            .env("SYSTEMCTL", self.dir.path().join("systemctl"))
+            .env("CARGO_TARGET_DIR", target)
+            .env("PATH", path)
+            .output()
+            .expect("run systemd/install.sh");
+        assert!(output.status.success(), "install.sh: {}", describe(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The calls logged since the last look, one per line.
+    fn calls(&self) -> Vec<String> {
+        let log = self.dir.path().join("calls.log");
+        let text = fs::read_to_string(&log).unwrap_or_default();
+        let _ = fs::remove_file(&log);
+        text.lines()
+            .filter(|l| !l.starts_with("id "))
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+#[test]
+fn under_sudo_the_installer_builds_as_the_invoking_user_and_restarts_only_on_upgrade() {
+    let stubs = Stubs::new();
+    let dest = TempDir::new("sudo");
+    let target = TempDir::new("target");
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let files = staged(dest.path(), "/usr/local");
+
+    stubs.install(dest.path(), target.path(), "alice");
+    let calls = stubs.calls();
+    let sudo: Vec<&String> = calls.iter().filter(|c| c.starts_with("sudo ")).collect();
+    assert_eq!(sudo.len(), 1, "one build through sudo: {calls:?}");
+    assert!(
+        sudo[0]
+            .starts_with("sudo -u alice -H -- env HOME=/home/alice PATH=/home/alice/.cargo/bin:"),
+        "the build runs as alice, with her home and her cargo first on PATH: {calls:?}"
+    );
+    assert!(
+        calls.contains(&format!(
+            "cargo build --release --locked in={repo} home=/home/alice"
+        )),
+        "cargo builds the repository as alice: {calls:?}"
+    );
+    assert_eq!(
+        fs::read(&files.binary).expect("the binary is installed"),
+        fs::read(target.path().join("release/punctual")).expect("the build's binary"),
+        "the binary installed is the one just built"
+    );
+    let systemctl: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.starts_with("systemctl"))
+        .collect();
+    assert_eq!(
+        systemctl,
+        ["systemctl daemon-reload"],
+        "a first install starts nothing"
+    );
+
+    // An upgrade: the unit is installed and the new build differs.
+    let out = stubs.install(dest.path(), target.path(), "alice");
+    let calls = stubs.calls();
+    let systemctl: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.starts_with("systemctl"))
+        .collect();
+    assert_eq!(
+        systemctl,
+        [
+            "systemctl daemon-reload",
+            "systemctl try-restart punctual.service"
+        ],
+        "an upgrade restarts a running service so the new binary runs"
+    );
+    assert!(out.contains("restarted"), "{out}");
+
+    // Nothing changed: nothing to restart.
+    let output = Command::new(systemd_dir().join("install.sh"))
+        .args(["--binary"])
+        .arg(&files.binary)
+        .env("DESTDIR", dest.path())
+        .env("SYSTEMCTL", stubs.dir.path().join("systemctl"))
+        .output()
+        .expect("run systemd/install.sh");
+    assert!(output.status.success(), "{}", describe(&output));
+    let calls = stubs.calls();
+    assert_eq!(
+        calls,
+        ["systemctl daemon-reload"],
+        "an install that changes nothing restarts nothing"
+    );
+}
+
+/// A `MemoryHigh=`/`MemoryMax=` value in MiB (`1314M`).
+fn unit_mebibytes(unit: &str, key: &str) -> f64 {
+    let prefix = format!("{key}=");
+    let value = unit
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .unwrap_or_else(|| panic!("the unit should set {key}="));
+    value
+        .strip_suffix('M')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{key}={value} should be a number of MiB, like 1314M"))
+}
+
+#[test]
+fn unit_memory_limits_follow_the_documented_sizing_of_the_bounded_queues() {
+    const MIB: f64 = 1024.0 * 1024.0;
+    // The figures the unit's comment uses.
+    const MESSAGE: f64 = 4608.0;
+    const ENTRY: f64 = 64.0;
+    const PER_CLIENT: f64 = 96.0 * 1024.0;
+    const BASE_MIB: f64 = 32.0;
+    let c = punctual::Config::default();
+    let channels = punctual::hub::OUTCOME_CHANNEL_CAPACITY
+        + punctual::hub::BROADCAST_CHANNEL_CAPACITY
+        + c.queue as usize
+        + c.workers as usize;
+    let clients = punctual::limits::DEFAULT_MAX_CLIENTS as f64;
+    let needed = (f64::from(c.history) * MESSAGE
+        + channels as f64 * MESSAGE
+        + clients * f64::from(c.client_queue) * ENTRY
+        + clients * PER_CLIENT)
+        / MIB
+        + BASE_MIB;
+
+    let unit = shipped("punctual.service");
+    let documented: f64 = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("#   total"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_start_matches('≈')
+                .split_whitespace()
+                .next()
+        })
+        .and_then(|n| n.parse().ok())
+        .expect("the unit's comment states the total, as `#   total ... ≈ N MiB`");
+    assert!(
+        (documented - needed).abs() < 1.0,
+        "the comment says {documented} MiB, the defaults add up to {needed:.1} MiB"
+    );
+    let high = unit_mebibytes(&unit, "MemoryHigh");
+    let max = unit_mebibytes(&unit, "MemoryMax");
+    assert!(
+        high >= needed.floor(),
+        "MemoryHigh={high}M is below the {needed:.0} MiB the defaults need"
+    );
+    assert!(
+        max >= high * 1.1 && max <= needed * 2.0,
+        "MemoryMax={max}M should leave room above MemoryHigh={high}M and stay near {needed:.0} MiB"
+    );
+}

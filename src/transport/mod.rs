@@ -4,6 +4,12 @@
 //! writer thread per connected client. Reads each client's [`ClientQueue`];
 //! writes only to that client's socket.
 //!
+//! A writer that panics is caught at its thread's boundary: the panic is
+//! logged and counted, and that client is disconnected like one whose write
+//! failed (socket dropped, queue closed, slot freed). It is not restarted: a
+//! writer holds nothing but one client's connection, which a panic leaves in
+//! an unknown state, and the client reconnects (with `since`) by itself.
+//!
 //! Must not know: deadlines, verdicts, or statistics beyond the client count.
 //!
 //! [`ClientQueue`]: crate::fanout::ClientQueue
@@ -18,6 +24,7 @@ use std::thread;
 use std::time::Duration;
 
 use crate::fanout::{Batch, ClientQueue};
+use crate::faults::{Faults, Role};
 use crate::hub::Broadcast;
 use crate::stats::Gauges;
 
@@ -56,10 +63,16 @@ where
         .name(name)
         .stack_size(WRITER_STACK)
         .spawn(move || {
-            let ended = write_until_closed(&mut sink, &thread_queue);
+            let faults = Arc::clone(&slot.faults);
+            let ended = faults
+                .catch(Role::Writer, || {
+                    write_until_closed(&mut sink, &thread_queue, &faults)
+                })
+                .unwrap_or_else(|| "the writer panicked; client disconnected".into());
             // Whatever ended the writer, the fan-out forgets this client at
-            // its next message and the slot is free now.
+            // its next message, the socket closes and the slot is free now.
             thread_queue.close();
+            drop(sink);
             drop(slot);
             log::debug!(
                 "{} ended: {ended}",
@@ -72,11 +85,14 @@ where
     spawned.map(|_| ())
 }
 
-fn write_until_closed(sink: &mut impl Sink, queue: &ClientQueue) -> String {
+fn write_until_closed(sink: &mut impl Sink, queue: &ClientQueue, faults: &Faults) -> String {
     let mut batch: Vec<Broadcast> = Vec::new();
     loop {
         let written = match queue.take_all(&mut batch, KEEPALIVE_IDLE) {
-            Batch::Messages => sink.write_batch(&mut batch),
+            Batch::Messages => {
+                faults.injection_point(Role::Writer);
+                sink.write_batch(&mut batch)
+            }
             Batch::Idle => sink.keepalive(),
             Batch::Closed => {
                 sink.goodbye();
@@ -104,18 +120,26 @@ pub enum Transport {
 pub struct ClientSlots {
     gauges: Arc<Gauges>,
     max: usize,
+    faults: Arc<Faults>,
 }
 
 /// A taken client slot; dropping it frees the slot.
 pub struct Slot {
     gauges: Arc<Gauges>,
     transport: Transport,
+    /// Where the writer holding this slot counts a panic.
+    faults: Arc<Faults>,
 }
 
 impl ClientSlots {
-    /// At most `max` clients at once, counted in `gauges.clients`.
-    pub fn new(gauges: Arc<Gauges>, max: usize) -> Self {
-        ClientSlots { gauges, max }
+    /// At most `max` clients at once, counted in `gauges.clients`; their
+    /// writers' panics are counted in `faults`.
+    pub fn new(gauges: Arc<Gauges>, max: usize, faults: Arc<Faults>) -> Self {
+        ClientSlots {
+            gauges,
+            max,
+            faults,
+        }
     }
 
     /// The most clients at once.
@@ -135,6 +159,7 @@ impl ClientSlots {
         Some(Slot {
             gauges: Arc::clone(&self.gauges),
             transport,
+            faults: Arc::clone(&self.faults),
         })
     }
 }
