@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{Config, Knobs};
+use crate::epoch::Epoch;
 use crate::event::Event;
 use crate::fanout::History;
 use crate::health::Heartbeats;
@@ -115,7 +116,10 @@ impl Server {
             outcome_tx.clone(),
         );
 
-        let history = Arc::new(History::new(config.history as usize));
+        // Seqs restart at 1 in every run; the epoch tells clients which run a
+        // seq is from.
+        let epoch = Epoch::random();
+        let history = Arc::new(History::new(config.history as usize, epoch.clone()));
         let (subscriptions, fanout_thread) = fanout::spawn(
             broadcast_rx,
             config.client_queue as usize,
@@ -129,6 +133,7 @@ impl Server {
             knobs: Arc::clone(&knobs),
             queue: queue.clone(),
             max_clients,
+            epoch: epoch.clone(),
         };
         let hub_thread = Hub {
             outcomes: outcome_rx,
@@ -184,7 +189,7 @@ impl Server {
             );
         }
         log::info!(
-            "punctual {} serving http://{addr}/ — {}",
+            "punctual {} serving http://{addr}/ (epoch {epoch}) — {}",
             env!("CARGO_PKG_VERSION"),
             config.effective(&knobs, max_clients)
         );
@@ -319,6 +324,7 @@ struct SystemReader {
     knobs: Arc<Knobs>,
     queue: Receiver<Event>,
     max_clients: usize,
+    epoch: Epoch,
 }
 
 impl SystemReader {
@@ -351,6 +357,7 @@ impl SystemReader {
                 lag_ticks: counter(&g.lag_ticks),
             },
             config: self.config.effective(&self.knobs, self.max_clients),
+            epoch: self.epoch.as_str().to_owned(),
         }
     }
 }
