@@ -1,7 +1,10 @@
 //! The fan-out: hands every broadcast to every connected client without ever
 //! waiting for one.
 //!
-//! Owns: the list of subscribers and each client's bounded [`ClientQueue`].
+//! Owns: the list of subscribers and each client's bounded [`ClientQueue`],
+//! the [`History`] ring of this run (with the run's [`Epoch`]), and the
+//! notices a stream opens with: `hello`, then `reset` and `gap` when a
+//! resuming client needs them.
 //!
 //! Channels: reads [`Broadcast`]s from the hub and new subscribers from the
 //! transports; writes into each client's queue with a non-blocking push. A
@@ -21,6 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, select_biased};
 
+use crate::epoch::{Epoch, Position};
 use crate::faults::{Faults, Role};
 use crate::hub::{Broadcast, Kind};
 use crate::stats::Gauges;
@@ -192,13 +196,14 @@ impl ClientQueue {
 }
 
 /// Which outcomes a client wants replayed before the live stream.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Resume {
     /// Live only.
     #[default]
     Live,
-    /// Every retained outcome after this `seq` (a client resuming).
-    Since(u64),
+    /// Every retained outcome after this position (a client resuming); a
+    /// position from another run replays this run from its start.
+    Since(Position),
     /// The last N retained outcomes.
     Last(usize),
 }
@@ -218,7 +223,7 @@ impl Interest {
     fn wants(&self, message: &Broadcast) -> bool {
         match message.kind {
             Kind::Stats => self.stats,
-            Kind::Gap => true,
+            Kind::Gap | Kind::Hello | Kind::Reset => true,
             Kind::Event => self
                 .statuses
                 .as_ref()
@@ -234,75 +239,123 @@ struct Subscriber {
     interest: Interest,
 }
 
-/// The last `--history` outcomes, for replay on resume and `GET /api/events`.
-/// Written only by the fan-out thread, in `seq` order.
+/// The last `--history` outcomes of this run, for replay on resume and
+/// `GET /api/events`. Written only by the fan-out thread, in `seq` order.
 #[derive(Debug)]
 pub struct History {
-    ring: Mutex<VecDeque<Broadcast>>,
+    epoch: Epoch,
+    ring: Mutex<Ring>,
     capacity: usize,
 }
 
-/// Retained outcomes after a `seq`, and the range that was no longer retained.
+#[derive(Debug, Default)]
+struct Ring {
+    messages: VecDeque<Broadcast>,
+    /// The last `seq` handed out, retained or not (`--history 0` keeps none).
+    newest: u64,
+}
+
+/// Retained outcomes after a position, and what the client must be told first.
 #[derive(Debug, Default)]
 pub struct Replay {
     /// Outcomes, oldest first.
     pub messages: Vec<Broadcast>,
     /// `(from, to)`: outcomes asked for but already gone from the ring.
     pub gap: Option<(u64, u64)>,
+    /// Set when the position is not from this run: the replay then starts at
+    /// this run's first outcome.
+    pub reset: Option<Reset>,
+}
+
+/// A resuming client's position is from another run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reset {
+    /// The run the client named; `None` when it named none and its `seq` is
+    /// beyond anything this run has handed out.
+    pub previous: Option<Epoch>,
 }
 
 impl History {
-    /// A ring of at most `capacity` outcomes.
-    pub fn new(capacity: usize) -> Self {
+    /// A ring of at most `capacity` outcomes of the run `epoch`.
+    pub fn new(capacity: usize, epoch: Epoch) -> Self {
         History {
-            ring: Mutex::new(VecDeque::with_capacity(capacity.min(1024))),
+            epoch,
+            ring: Mutex::new(Ring {
+                messages: VecDeque::with_capacity(capacity.min(1024)),
+                newest: 0,
+            }),
             capacity,
         }
     }
 
+    /// The run whose outcomes this ring holds.
+    pub fn epoch(&self) -> &Epoch {
+        &self.epoch
+    }
+
     fn push(&self, message: &Broadcast) {
+        let mut ring = self.lock();
+        ring.newest = message.seq;
         if self.capacity == 0 {
             return;
         }
-        let mut ring = self.lock();
-        if ring.len() == self.capacity {
-            ring.pop_front();
+        if ring.messages.len() == self.capacity {
+            ring.messages.pop_front();
         }
-        ring.push_back(message.clone());
+        ring.messages.push_back(message.clone());
     }
 
-    /// Up to `limit` retained outcomes after `since`, given that `newest` is the
-    /// last `seq` handed out. A `since` beyond `newest` comes from an earlier
-    /// run (sequence numbers restart at 1), so it is read as 0.
-    pub fn after(&self, since: u64, newest: u64, limit: usize) -> Replay {
-        let since = if since > newest { 0 } else { since };
+    /// Up to `limit` retained outcomes after `position`.
+    ///
+    /// A position names its run by epoch; one from another run is answered
+    /// with a [`Reset`] and this run from its start, never with the outcomes
+    /// after its `seq` (which would skip this run's first ones). A position
+    /// without an epoch cannot be checked and is taken to be from this run,
+    /// unless its `seq` is beyond the newest one handed out: that can only
+    /// come from an earlier run.
+    pub fn after(&self, position: &Position, limit: usize) -> Replay {
         let ring = self.lock();
-        let first_retained = ring.front().map_or(newest + 1, |m| m.seq);
+        let from_this_run =
+            position.seq <= ring.newest && position.epoch.as_ref().is_none_or(|e| *e == self.epoch);
+        let (since, reset) = if from_this_run {
+            (position.seq, None)
+        } else {
+            let previous = position.epoch.clone();
+            (0, Some(Reset { previous }))
+        };
+        let first_retained = ring.messages.front().map_or(ring.newest + 1, |m| m.seq);
         let gap = (since + 1 < first_retained).then(|| (since + 1, first_retained - 1));
         let messages = ring
+            .messages
             .iter()
             .filter(|m| m.seq > since)
             .take(limit)
             .cloned()
             .collect();
-        Replay { messages, gap }
+        Replay {
+            messages,
+            gap,
+            reset,
+        }
     }
 
     /// The last `n` retained outcomes, oldest first.
     pub fn last(&self, n: usize) -> Vec<Broadcast> {
         let ring = self.lock();
-        ring.iter()
-            .skip(ring.len().saturating_sub(n))
+        let messages = &ring.messages;
+        messages
+            .iter()
+            .skip(messages.len().saturating_sub(n))
             .cloned()
             .collect()
     }
 
-    /// The newest retained `seq` (0 when empty).
+    /// The last `seq` handed out in this run (0 before the first outcome).
     pub fn newest(&self) -> u64 {
-        self.lock().back().map_or(0, |m| m.seq)
+        self.lock().newest
     }
 
-    fn lock(&self) -> MutexGuard<'_, VecDeque<Broadcast>> {
+    fn lock(&self) -> MutexGuard<'_, Ring> {
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -346,7 +399,6 @@ pub fn spawn(
             let fanout = FanOut {
                 subscribers: Vec::new(),
                 history,
-                newest: 0,
                 gauges,
                 faults: Arc::clone(&faults),
             };
@@ -365,8 +417,6 @@ pub fn spawn(
 struct FanOut {
     subscribers: Vec<Subscriber>,
     history: Arc<History>,
-    /// The last outcome `seq` seen.
-    newest: u64,
     gauges: Arc<Gauges>,
     faults: Arc<Faults>,
 }
@@ -396,17 +446,26 @@ impl FanOut {
         // Dropping `self` closes every client queue (see `Drop`).
     }
 
-    /// Replays what the subscriber asked for, then makes it live. Both happen
-    /// on this thread between two broadcasts, which is what makes the seam exact.
+    /// Greets the subscriber, replays what it asked for, then makes it live.
+    /// All of it happens on this thread between two broadcasts, which is what
+    /// makes the seam exact and the `seq` in the hello the last one before
+    /// the live stream.
     fn add(&mut self, subscriber: Subscriber) {
-        let replay = match subscriber.interest.resume {
+        let epoch = self.history.epoch();
+        subscriber
+            .queue
+            .preload(hello_message(epoch, self.history.newest()));
+        let replay = match &subscriber.interest.resume {
             Resume::Live => Replay::default(),
-            Resume::Since(seq) => self.history.after(seq, self.newest, usize::MAX),
+            Resume::Since(position) => self.history.after(position, usize::MAX),
             Resume::Last(n) => Replay {
-                messages: self.history.last(n),
-                gap: None,
+                messages: self.history.last(*n),
+                ..Replay::default()
             },
         };
+        if let Some(reset) = &replay.reset {
+            subscriber.queue.preload(reset_message(epoch, reset));
+        }
         if let Some((from, to)) = replay.gap {
             subscriber.queue.preload(gap_message(from, to));
         }
@@ -435,7 +494,6 @@ impl FanOut {
     fn deliver(&mut self, batch: &[Broadcast]) {
         self.faults.injection_point(Role::Fanout);
         for message in batch.iter().filter(|m| m.kind == Kind::Event) {
-            self.newest = message.seq;
             self.history.push(message);
         }
         let gauges = &self.gauges;
@@ -464,6 +522,36 @@ impl Drop for FanOut {
     }
 }
 
+/// The first message of every stream: which run this is, and the newest
+/// `seq` at the moment the client joined (replayed and live outcomes follow).
+fn hello_message(epoch: &Epoch, newest: u64) -> Broadcast {
+    // An epoch is letters, digits, '-' and '_' only (see `Epoch::parse`):
+    // nothing in it needs escaping.
+    let json = format!(r#"{{"type":"hello","epoch":"{epoch}","seq":{newest}}}"#);
+    Broadcast {
+        kind: Kind::Hello,
+        seq: newest,
+        status: "",
+        json: Bytes::from(json),
+    }
+}
+
+/// The message telling a client its position is from another run: what
+/// follows is this run from its start.
+fn reset_message(epoch: &Epoch, reset: &Reset) -> Broadcast {
+    let previous = match &reset.previous {
+        Some(previous) => format!(r#""{previous}""#),
+        None => "null".to_owned(),
+    };
+    let json = format!(r#"{{"type":"reset","epoch":"{epoch}","previousEpoch":{previous}}}"#);
+    Broadcast {
+        kind: Kind::Reset,
+        seq: 0,
+        status: "",
+        json: Bytes::from(json),
+    }
+}
+
 /// The message telling a client that outcomes `from..=to` are no longer retained.
 pub fn gap_message(from: u64, to: u64) -> Broadcast {
     Broadcast {
@@ -487,14 +575,26 @@ mod tests {
         }
     }
 
+    const RUN: &str = "00000000000000aa";
+
+    fn run_epoch() -> Epoch {
+        Epoch::parse(RUN).expect("valid epoch")
+    }
+
     fn fan_out(history: usize) -> FanOut {
         FanOut {
             subscribers: Vec::new(),
-            history: Arc::new(History::new(history)),
-            newest: 0,
+            history: Arc::new(History::new(history, run_epoch())),
             gauges: Arc::new(Gauges::default()),
             faults: Arc::new(Faults::new(Arc::default(), None)),
         }
+    }
+
+    fn since(epoch: Option<&str>, seq: u64) -> Resume {
+        Resume::Since(Position {
+            epoch: epoch.map(|e| Epoch::parse(e).expect("valid epoch")),
+            seq,
+        })
     }
 
     fn subscribe(fan: &mut FanOut, capacity: usize, interest: Interest) -> Arc<ClientQueue> {
@@ -506,10 +606,23 @@ mod tests {
         queue
     }
 
+    /// What a client got, without the `hello` every stream opens with.
     fn drain(queue: &ClientQueue) -> Vec<(Kind, u64)> {
         let mut got = Vec::new();
         queue.take_all(&mut got, Duration::ZERO);
-        got.iter().map(|m| (m.kind, m.seq)).collect()
+        got.iter()
+            .map(|m| (m.kind, m.seq))
+            .filter(|(kind, _)| *kind != Kind::Hello)
+            .collect()
+    }
+
+    /// Everything a client got, as JSON text.
+    fn drain_text(queue: &ClientQueue) -> Vec<String> {
+        let mut got = Vec::new();
+        queue.take_all(&mut got, Duration::ZERO);
+        got.iter()
+            .map(|m| String::from_utf8_lossy(&m.json).into_owned())
+            .collect()
     }
 
     #[test]
@@ -587,7 +700,7 @@ mod tests {
             fan.deliver(&[message(seq)]);
         }
         let interest = Interest {
-            resume: Resume::Since(7),
+            resume: since(Some(RUN), 7),
             ..Interest::default()
         };
         let q = subscribe(&mut fan, 2, interest);
@@ -603,7 +716,7 @@ mod tests {
             fan.deliver(&[message(seq)]);
         }
         let interest = Interest {
-            resume: Resume::Since(3),
+            resume: since(None, 3),
             ..Interest::default()
         };
         let q = subscribe(&mut fan, 10, interest);
@@ -613,8 +726,102 @@ mod tests {
             got[1..].iter().map(|(_, s)| *s).collect::<Vec<_>>(),
             [16, 17, 18, 19, 20]
         );
-        let replay = fan.history.after(3, 20, usize::MAX);
+        let position = Position {
+            epoch: Some(run_epoch()),
+            seq: 3,
+        };
+        let replay = fan.history.after(&position, usize::MAX);
         assert_eq!(replay.gap, Some((4, 15)));
+        assert_eq!(replay.reset, None);
+    }
+
+    #[test]
+    fn every_stream_opens_with_a_hello_naming_the_run_and_the_newest_seq() {
+        let mut fan = fan_out(10);
+        for seq in 1..=4 {
+            fan.deliver(&[message(seq)]);
+        }
+        let q = subscribe(&mut fan, 10, Interest::default());
+        fan.deliver(&[message(5)]);
+        let got = drain_text(&q);
+        assert_eq!(
+            got[0],
+            format!(r#"{{"type":"hello","epoch":"{RUN}","seq":4}}"#)
+        );
+        assert_eq!(got.len(), 2, "hello, then live outcome 5: {got:?}");
+    }
+
+    #[test]
+    fn a_position_from_another_run_is_reset_and_replayed_from_this_runs_start() {
+        let mut fan = fan_out(100);
+        for seq in 1..=30 {
+            fan.deliver(&[message(seq)]);
+        }
+        // The client left the other run at 20: this run is already past it.
+        let interest = Interest {
+            resume: since(Some("00000000000000bb"), 20),
+            ..Interest::default()
+        };
+        let q = subscribe(&mut fan, 10, interest);
+        let got = drain_text(&q);
+        assert!(got[0].contains(r#""type":"hello""#), "{got:?}");
+        assert_eq!(
+            got[1],
+            format!(r#"{{"type":"reset","epoch":"{RUN}","previousEpoch":"00000000000000bb"}}"#)
+        );
+        assert_eq!(got.len(), 2 + 30, "every outcome of this run follows");
+    }
+
+    #[test]
+    fn a_reset_names_what_this_run_no_longer_retains_as_a_gap() {
+        let mut fan = fan_out(5);
+        for seq in 1..=20 {
+            fan.deliver(&[message(seq)]);
+        }
+        let interest = Interest {
+            resume: since(Some("old"), 18),
+            ..Interest::default()
+        };
+        let q = subscribe(&mut fan, 10, interest);
+        let got = drain(&q);
+        assert_eq!(got[0].0, Kind::Reset);
+        assert_eq!(got[1], (Kind::Gap, 15));
+        assert_eq!(
+            got[2..].iter().map(|(_, s)| *s).collect::<Vec<_>>(),
+            [16, 17, 18, 19, 20]
+        );
+    }
+
+    #[test]
+    fn a_seq_without_an_epoch_is_trusted_unless_this_run_never_reached_it() {
+        let history = History::new(100, run_epoch());
+        for seq in 1..=10 {
+            history.push(&message(seq));
+        }
+        let bare = |seq| Position { epoch: None, seq };
+        let within = history.after(&bare(7), usize::MAX);
+        assert_eq!(within.reset, None);
+        assert_eq!(within.messages.len(), 3);
+        let beyond = history.after(&bare(11), usize::MAX);
+        assert_eq!(beyond.reset, Some(Reset { previous: None }));
+        assert_eq!(beyond.messages.len(), 10);
+    }
+
+    #[test]
+    fn with_no_history_kept_a_reset_names_the_whole_run_as_a_gap() {
+        let history = History::new(0, run_epoch());
+        for seq in 1..=10 {
+            history.push(&message(seq));
+        }
+        let position = Position {
+            epoch: Some(Epoch::parse("old").expect("valid")),
+            seq: 4,
+        };
+        let replay = history.after(&position, usize::MAX);
+        assert!(replay.reset.is_some());
+        assert_eq!(replay.gap, Some((1, 10)));
+        assert!(replay.messages.is_empty());
+        assert_eq!(history.newest(), 10);
     }
 
     #[test]

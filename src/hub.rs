@@ -47,12 +47,19 @@ pub enum Kind {
     /// Outcomes a resuming client asked for that are no longer retained
     /// (`{"type":"gap","from":…,"to":…}`); made by the fan-out, per client.
     Gap,
+    /// The first message of every stream: the run's epoch and the newest `seq`
+    /// (`{"type":"hello","epoch":…,"seq":…}`); made by the fan-out, per client.
+    Hello,
+    /// The client's position is from another run; what follows is this run
+    /// from its start (`{"type":"reset","epoch":…,"previousEpoch":…}`);
+    /// made by the fan-out, per client.
+    Reset,
 }
 
 /// One message for the dashboards, serialised once and shared by every client.
 #[derive(Clone, Debug)]
 pub struct Broadcast {
-    /// Event or stats.
+    /// What the message carries.
     pub kind: Kind,
     /// The outcome's sequence number; for stats, the last outcome's.
     pub seq: u64,

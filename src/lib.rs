@@ -17,7 +17,7 @@
 //! The flow, one module per stage: [`generator`] → [`workers`] (work queue,
 //! admission, verdicts) → [`hub`] (sequence, serialise once, [`stats`]) →
 //! [`fanout`] (per-client queues) → [`transport`] (writer threads), with
-//! [`http`] in front and [`config`] and [`time`] beside. [`server`] wires them;
+//! [`http`] in front and [`config`], [`time`] and [`epoch`] beside. [`server`] wires them;
 //! [`faults`] decides what a panicking thread costs.
 //!
 //! ```no_run
@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod epoch;
 pub mod event;
 pub mod fanout;
 pub mod faults;

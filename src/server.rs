@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{Config, Knobs};
+use crate::epoch::Epoch;
 use crate::event::Event;
 use crate::fanout::History;
 use crate::faults::Faults;
@@ -124,7 +125,10 @@ impl Server {
             outcome_tx.clone(),
         );
 
-        let history = Arc::new(History::new(config.history as usize));
+        // Seqs restart at 1 in every run; the epoch tells clients which run a
+        // seq is from.
+        let epoch = Epoch::random();
+        let history = Arc::new(History::new(config.history as usize, epoch.clone()));
         let (subscriptions, fanout_thread) = fanout::spawn(
             broadcast_rx,
             config.client_queue as usize,
@@ -140,6 +144,7 @@ impl Server {
             knobs: Arc::clone(&knobs),
             queue: queue.clone(),
             caps,
+            epoch: epoch.clone(),
         };
         let hub_thread = Hub {
             outcomes: outcome_rx,
@@ -200,7 +205,7 @@ impl Server {
             );
         }
         log::info!(
-            "punctual {} serving http://{addr}/ — {}",
+            "punctual {} serving http://{addr}/ (epoch {epoch}) — {}",
             env!("CARGO_PKG_VERSION"),
             config.effective(&knobs, caps)
         );
@@ -336,6 +341,7 @@ struct SystemReader {
     knobs: Arc<Knobs>,
     queue: Receiver<Event>,
     caps: Caps,
+    epoch: Epoch,
 }
 
 impl SystemReader {
@@ -374,6 +380,7 @@ impl SystemReader {
                 panics: self.faults.counts(),
             },
             config: self.config.effective(&self.knobs, self.caps),
+            epoch: self.epoch.as_str().to_owned(),
         }
     }
 }

@@ -203,6 +203,8 @@ pub struct Snapshot {
     /// Always `"stats"`.
     #[serde(rename = "type")]
     pub kind: &'static str,
+    /// The run's epoch (see `epoch`): seqs and totals are this run's.
+    pub epoch: String,
     /// Seconds since start.
     pub uptime_s: f64,
     /// Cumulative counts; they balance (see [`Totals::balances`]).
@@ -368,6 +370,8 @@ pub struct Readings {
     pub threads: ThreadState,
     /// Effective settings.
     pub config: serde_json::Value,
+    /// The run's epoch.
+    pub epoch: String,
 }
 
 /// Latency of the current window and the totals at its start. Owned by the hub.
@@ -417,6 +421,7 @@ impl Window {
         self.latency_us.reset();
         Snapshot {
             kind: "stats",
+            epoch: readings.epoch,
             uptime_s: now.saturating_duration_since(self.started).as_secs_f64(),
             totals: readings.totals,
             rates,

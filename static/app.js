@@ -10,8 +10,10 @@ import {
   HEALTH_RULE,
   HEALTH_WINDOW_S,
   KNOBS,
+  RESET_TEXT,
   Ring,
   Series,
+  afterHello,
   backoffDelay,
   configErrorMessage,
   eventRow,
@@ -58,13 +60,16 @@ let tableDrawnAt = 0;
 let chartsDirty = true;
 let paused = false;
 let missedWhilePaused = 0;
+/** Restarts seen while watched: a hello naming another run than the one we had. */
 let serverRestarts = 0;
-/** Set when a resumed stream reports outcomes the server no longer had. */
+/** Set when a resumed stream reports outcomes the server no longer had, or a restart. */
 let gapNote = "";
 
 const conn = {
   socket: null,
   attempt: 0,
+  /** The run the last outcome came from (from the stream's hello) and its seq: where to resume. */
+  epoch: null,
   lastSeq: null,
   retryAt: 0,
   retryTimer: 0,
@@ -81,7 +86,7 @@ function connect() {
   conn.retryTimer = 0;
   let socket;
   try {
-    socket = new WebSocket(socketUrl(location, conn.lastSeq));
+    socket = new WebSocket(socketUrl(location, conn.lastSeq, conn.epoch));
   } catch (e) {
     scheduleReconnect(`cannot open a WebSocket: ${e.message}`);
     return;
@@ -154,15 +159,35 @@ function onMessage(text) {
   if (data?.type === "event") {
     if (Number.isSafeInteger(data.seq)) conn.lastSeq = data.seq;
     pending.push(data);
+  } else if (data?.type === "hello") {
+    const next = afterHello(conn, data);
+    conn.epoch = next.epoch;
+    conn.lastSeq = next.lastSeq;
+    if (next.restarted) {
+      serverRestarts++;
+      forgetOutcomes();
+    }
+  } else if (data?.type === "reset") {
+    // The server could not place our position in its run: what follows is
+    // that run from its start, so what we showed belongs to another run.
+    forgetOutcomes();
+    gapNote = RESET_TEXT;
   } else if (data?.type === "gap") {
-    gapNote = gapText(data);
+    gapNote = gapNote === RESET_TEXT ? `${RESET_TEXT}; ${gapText(data)}` : gapText(data);
   } else if (data?.type === "stats") {
-    if (latestStats && typeof data.uptimeS === "number" && data.uptimeS + 1 < latestStats.uptimeS) serverRestarts++;
     latestStats = data;
     series.add(sampleFromStats(data, Date.now()));
     statsDirty = true;
     chartsDirty = true;
   }
+}
+
+/** Drops the outcomes shown and buffered: they are another run's. */
+function forgetOutcomes() {
+  pending.clear();
+  rows.clear();
+  rowsDirty = true;
+  statsDirty = true;
 }
 
 // ---- rendering, once per frame ----
@@ -183,6 +208,11 @@ function ensureRows(count) {
     table.body.appendChild(tr);
     table.cells.push(cells);
     table.texts.push(new Array(CELL_KEYS.length).fill(null));
+  }
+  // Fewer rows than drawn only after a restart forgot the old run's outcomes.
+  while (table.cells.length > count) {
+    table.cells.pop()[0].parentElement.remove();
+    table.texts.pop();
   }
 }
 
@@ -218,7 +248,7 @@ function renderStats() {
   const r = s.rates ?? {};
   const d = t.dropped ?? {};
   const n = (v) => (typeof v === "number" && Number.isFinite(v) ? v : 0);
-  const dropped = n(d.queueFull) + n(d.expired) + n(d.infeasible);
+  const dropped = n(d.queueFull) + n(d.expired) + n(d.infeasible) + n(d.panicked);
   const judged = n(t.onTime) + n(t.late) + dropped;
   // The server reports latency 0 for a second in which nothing was worked on.
   const worked = n(r.onTime) + n(r.late) > 0;

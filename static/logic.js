@@ -77,13 +77,42 @@ export function backoffDelay(attempt, random, baseMs = 500, maxMs = 10_000) {
   return Math.round(step / 2 + (step / 2) * r);
 }
 
-/** The WebSocket URL for a page at `location` ({protocol, host}), resuming after `lastSeq` if known. */
-export function socketUrl(location, lastSeq) {
+/** What the server accepts as a run's epoch. */
+const EPOCH = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * The WebSocket URL for a page at `location` ({protocol, host}), resuming
+ * after `lastSeq` of the run `epoch` if known. The epoch lets the server tell
+ * a position from before a restart (seqs start again at 1) from one in its run.
+ */
+export function socketUrl(location, lastSeq, epoch) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   let url = `${scheme}//${location.host}/ws?stats=1`;
-  if (Number.isSafeInteger(lastSeq) && lastSeq >= 0) url += `&since=${lastSeq}`;
+  if (Number.isSafeInteger(lastSeq) && lastSeq >= 0) {
+    if (typeof epoch === "string" && EPOCH.test(epoch)) url += `&epoch=${epoch}`;
+    url += `&since=${lastSeq}`;
+  }
   return url;
 }
+
+/**
+ * What a stream's opening `{"type":"hello","epoch","seq"}` means for a client
+ * at `position` = {epoch, lastSeq}. The same run: keep resuming from lastSeq.
+ * Another run (the server restarted): lastSeq belongs to the old run and is
+ * forgotten. Returns {epoch, lastSeq, restarted}; a hello without a usable
+ * epoch changes nothing.
+ */
+export function afterHello(position, hello) {
+  const known = typeof position?.epoch === "string" ? position.epoch : null;
+  const lastSeq = Number.isSafeInteger(position?.lastSeq) ? position.lastSeq : null;
+  const epoch = typeof hello?.epoch === "string" && EPOCH.test(hello.epoch) ? hello.epoch : null;
+  if (epoch === null) return { epoch: known, lastSeq, restarted: false };
+  const restarted = known !== null && known !== epoch;
+  return { epoch, lastSeq: restarted ? null : lastSeq, restarted };
+}
+
+/** The note shown after a `reset`: the outcomes that follow are a new run's. */
+export const RESET_TEXT = "the server restarted: outcomes below are its new run's, from the start";
 
 /** A finite number from `v`, or `fallback`. */
 export function num(v, fallback = 0) {

@@ -48,8 +48,9 @@ fn a_worker_panic_costs_one_panicked_verdict_and_the_worker_goes_on_judging() {
     let addr = server.local_addr();
     assert!(
         eventually(PATIENCE, || {
-            let s = latest(&server);
-            s.threads.panics.worker == 1 && s.totals.dropped.panicked == 1
+            server
+                .stats()
+                .is_some_and(|s| s.threads.panics.worker == 1 && s.totals.dropped.panicked == 1)
         }),
         "the panic and its verdict are counted: {:?}",
         latest(&server).totals
@@ -130,8 +131,9 @@ fn a_writer_panic_disconnects_that_client_only_and_frees_its_slot() {
     );
     assert!(
         eventually(PATIENCE, || {
-            let s = latest(&server);
-            s.threads.panics.writer == 1 && s.clients.connected == 0
+            server
+                .stats()
+                .is_some_and(|s| s.threads.panics.writer == 1 && s.clients.connected == 0)
         }),
         "the panic is counted and the slot freed: {:?} {:?}",
         latest(&server).threads,

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::{
     Client, EventStream, connect, eventually, get_json, http, next_message, next_stats,
-    open_event_stream, post_events, start,
+    open_event_stream, post_events, sse_id_seq, start,
 };
 use serde_json::{Value, json};
 
@@ -74,9 +74,9 @@ fn sse_outcome(stream: &mut EventStream, left: Duration) -> Option<Value> {
     }
     let json = message.json();
     assert_eq!(
-        message.id.as_deref().and_then(|id| id.parse::<u64>().ok()),
+        message.id.as_deref().and_then(sse_id_seq),
         json["seq"].as_u64(),
-        "an SSE outcome's id must be its seq"
+        "an SSE outcome's id must be EPOCH:SEQ"
     );
     Some(json)
 }

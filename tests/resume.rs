@@ -1,6 +1,6 @@
 //! History and resume: `GET /api/events`, clients reconnecting with `since`
 //! or `Last-Event-ID`, gaps beyond the history ring, `replay`, status filters,
-//! and the SSE transport's own contract.
+//! the SSE transport's own contract, and resuming across a restart (epochs).
 
 mod common;
 
@@ -9,8 +9,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    EventStream, connect, events, eventually, get_json, http, next_message, open_event_stream,
-    post_events, start,
+    Client, EventStream, connect, events, eventually, get_json, http, next_message,
+    open_event_stream, post_events, sse_id_seq, start,
 };
 use serde_json::{Value, json};
 
@@ -98,14 +98,39 @@ fn sse_events(stream: &mut EventStream, n: usize) -> Vec<Value> {
     stream.events(n, WAIT)
 }
 
-fn open_sse(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> EventStream {
+/// Opens an event stream and reads its retry hint and its `hello`.
+fn open_sse_with_hello(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (EventStream, Value) {
     let mut stream = open_event_stream(addr, path, headers);
     assert_eq!(stream.status, 200, "GET {path}");
     let first = stream
         .next_message(WAIT)
         .expect("the stream opens with a retry hint");
     assert_eq!(first.retry, Some(2000), "{first:?}");
-    stream
+    let hello = stream.next_message(WAIT).expect("a hello follows");
+    assert_eq!(hello.event.as_deref(), Some("hello"), "{hello:?}");
+    assert_eq!(hello.id, None, "a notice carries no id: {hello:?}");
+    let hello = hello.json();
+    assert_eq!(hello["type"], "hello");
+    (stream, hello)
+}
+
+fn open_sse(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> EventStream {
+    open_sse_with_hello(addr, path, headers).0
+}
+
+/// Connects a WebSocket client and reads the `hello` every stream opens with.
+fn connect_with_hello(addr: SocketAddr, path: &str) -> (Client, Value) {
+    let mut client = connect(addr, path);
+    let hello = next_message(&mut client, WAIT).expect("a first message");
+    assert_eq!(
+        hello["type"], "hello",
+        "the stream opens with hello: {hello}"
+    );
+    (client, hello)
 }
 
 #[test]
@@ -186,7 +211,7 @@ fn a_websocket_resuming_since_its_last_seq_gets_every_missed_outcome_once() {
     thread::sleep(Duration::from_secs(1));
     let missed_until = newest_seq(addr, last);
     assert!(missed_until > last, "events flowed while disconnected");
-    let mut client = connect(addr, &format!("/ws?since={last}"));
+    let (mut client, _) = connect_with_hello(addr, &format!("/ws?since={last}"));
     let first = next_message(&mut client, WAIT).expect("a first message");
     assert_eq!(first["type"], "event", "no gap expected: {first}");
     assert_eq!(
@@ -203,21 +228,23 @@ fn a_websocket_resuming_since_its_last_seq_gets_every_missed_outcome_once() {
     assert_consecutive(&got, "resumed connection");
 }
 
-fn resume_over_sse(resume: impl FnOnce(u64) -> (String, Vec<(&'static str, String)>)) {
+/// Reads outcomes, drops the stream, and resumes as `resume(last seq, last id)` says.
+fn resume_over_sse(resume: impl FnOnce(u64, String) -> (String, Vec<(&'static str, String)>)) {
     let server = start(|c| {
         c.rate = 200;
         c.work_ms = 1;
     });
     let addr = server.local_addr();
-    let mut stream = open_sse(addr, "/events", &[]);
+    let (mut stream, hello) = open_sse_with_hello(addr, "/events", &[]);
     let before = sse_events(&mut stream, 50);
     assert_consecutive(&before, "first stream");
     let last = seq(before.last().expect("events"));
+    let last_id = format!("{}:{last}", hello["epoch"].as_str().expect("epoch"));
     drop(stream);
     thread::sleep(Duration::from_secs(1));
     let missed_until = newest_seq(addr, last);
     assert!(missed_until > last, "events flowed while disconnected");
-    let (path, headers) = resume(last);
+    let (path, headers) = resume(last, last_id);
     let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let mut stream = open_sse(addr, &path, &headers);
     let first = stream.next_message(WAIT).expect("a first message");
@@ -227,9 +254,9 @@ fn resume_over_sse(resume: impl FnOnce(u64) -> (String, Vec<(&'static str, Strin
         "no gap expected: {first:?}"
     );
     assert_eq!(
-        first.id.as_deref(),
-        Some((last + 1).to_string().as_str()),
-        "the replay starts right after {last}"
+        first.id.as_deref().and_then(sse_id_seq),
+        Some(last + 1),
+        "the replay starts right after {last}: {first:?}"
     );
     let mut got = vec![first.json()];
     let target = missed_until + 200;
@@ -242,12 +269,17 @@ fn resume_over_sse(resume: impl FnOnce(u64) -> (String, Vec<(&'static str, Strin
 
 #[test]
 fn an_event_stream_resuming_with_last_event_id_gets_every_missed_outcome_once() {
-    resume_over_sse(|last| ("/events".into(), vec![("Last-Event-ID", last.to_string())]));
+    resume_over_sse(|_, id| ("/events".into(), vec![("Last-Event-ID", id)]));
+}
+
+#[test]
+fn an_event_stream_resuming_with_a_bare_seq_as_last_event_id_is_read_as_this_run() {
+    resume_over_sse(|last, _| ("/events".into(), vec![("Last-Event-ID", last.to_string())]));
 }
 
 #[test]
 fn an_event_stream_resuming_with_since_gets_every_missed_outcome_once() {
-    resume_over_sse(|last| (format!("/events?since={last}"), vec![]));
+    resume_over_sse(|last, _| (format!("/events?since={last}"), vec![]));
 }
 
 /// Connects, reads a few outcomes, disconnects and waits until more than the
@@ -273,7 +305,7 @@ fn a_websocket_resuming_from_beyond_the_history_is_told_the_gap_first() {
     });
     let addr = server.local_addr();
     let last = fall_behind_the_ring(addr, history);
-    let mut client = connect(addr, &format!("/ws?since={last}"));
+    let (mut client, _) = connect_with_hello(addr, &format!("/ws?since={last}"));
     let gap = next_message(&mut client, WAIT).expect("a first message");
     assert_eq!(gap["type"], "gap", "the first message names the gap: {gap}");
     assert_eq!(gap["from"].as_u64(), Some(last + 1), "{gap}");
@@ -505,4 +537,254 @@ fn get_api_events_names_outcomes_no_longer_retained_in_the_gap_header() {
         recent_only.iter().map(seq).collect::<Vec<_>>(),
         [26, 27, 28, 29, 30]
     );
+}
+
+/// Stops `server` and starts a new run on the same port, as a restart would.
+fn restart(
+    server: punctual::Server,
+    adjust: impl FnOnce(&mut punctual::Config),
+) -> punctual::Server {
+    let addr = server.local_addr();
+    server.stop();
+    start(|c| {
+        adjust(c);
+        c.listen = addr;
+    })
+}
+
+fn generating(c: &mut punctual::Config) {
+    c.rate = 200;
+    c.work_ms = 1;
+}
+
+/// A position in a first run: its epoch and a seq some way into it.
+fn position_in_first_run(addr: SocketAddr) -> (String, u64) {
+    let (mut client, hello) = connect_with_hello(addr, "/ws");
+    let epoch = hello["epoch"].as_str().expect("hello.epoch").to_owned();
+    let last = seq(events(&mut client, 60, WAIT).last().expect("events"));
+    (epoch, last)
+}
+
+/// Waits until the run at `addr` has handed out more than `seq` outcomes.
+fn pass(addr: SocketAddr, seq: u64) {
+    assert!(
+        eventually(WAIT, || newest_seq(addr, 0) > seq),
+        "the new run should pass seq {seq}"
+    );
+}
+
+/// Checks a resume into a new run: a hello naming the new epoch, a reset
+/// naming both, then the new run's outcomes from seq 1 on, none skipped.
+fn assert_reset_then_from_the_start(
+    notices: &[Value],
+    outcomes: &[Value],
+    old_epoch: &str,
+    old_seq: u64,
+) {
+    let hello = &notices[0];
+    assert_eq!(hello["type"], "hello", "{hello}");
+    let new_epoch = hello["epoch"].as_str().expect("hello.epoch");
+    assert_ne!(new_epoch, old_epoch, "a new run has a new epoch");
+    assert!(
+        hello["seq"].as_u64().expect("hello.seq") > old_seq,
+        "{hello}"
+    );
+    let reset = &notices[1];
+    assert_eq!(
+        reset["type"], "reset",
+        "a reset notice comes first: {reset}"
+    );
+    assert_eq!(reset["epoch"], new_epoch, "{reset}");
+    assert_eq!(reset["previousEpoch"], old_epoch, "{reset}");
+    assert_eq!(
+        seq(&outcomes[0]),
+        1,
+        "the new run is replayed from its start, not from {old_seq} + 1"
+    );
+    assert_consecutive(outcomes, "replay of the new run");
+    assert!(seq(outcomes.last().expect("outcomes")) > old_seq);
+}
+
+#[test]
+fn a_websocket_resuming_into_a_new_run_is_told_of_the_reset_and_gets_it_from_the_start() {
+    let server = start(generating);
+    let (old_epoch, old_seq) = position_in_first_run(server.local_addr());
+    let server = restart(server, generating);
+    let addr = server.local_addr();
+    pass(addr, old_seq + 50);
+    let (mut client, hello) =
+        connect_with_hello(addr, &format!("/ws?epoch={old_epoch}&since={old_seq}"));
+    let reset = next_message(&mut client, WAIT).expect("a second message");
+    let outcomes = events(&mut client, old_seq as usize + 50, WAIT);
+    assert_reset_then_from_the_start(&[hello, reset], &outcomes, &old_epoch, old_seq);
+}
+
+/// The run's epoch as `GET /api/events` names it.
+fn outcomes_epoch_of(addr: SocketAddr) -> String {
+    http(addr, "GET", "/api/events?limit=0", &[], b"")
+        .header("x-punctual-epoch")
+        .expect("X-Punctual-Epoch")
+        .to_owned()
+}
+
+/// Reads a reset notice and `n` outcomes from an event stream resuming into a new run.
+fn resume_sse_into_new_run(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> (Vec<Value>, Vec<Value>) {
+    let (mut stream, hello) = open_sse_with_hello(addr, path, headers);
+    let reset = stream.next_message(WAIT).expect("a second message");
+    assert_eq!(reset.event.as_deref(), Some("reset"), "{reset:?}");
+    assert_eq!(reset.id, None, "a notice carries no id: {reset:?}");
+    let reset = reset.json();
+    let epoch = hello["epoch"].as_str().expect("epoch").to_owned();
+    let first = stream.next_message(WAIT).expect("an outcome");
+    assert_eq!(
+        first.id.as_deref(),
+        Some(format!("{epoch}:1").as_str()),
+        "ids name the new run: {first:?}"
+    );
+    let mut outcomes = vec![first.json()];
+    outcomes.extend(sse_events(&mut stream, n - 1));
+    (vec![hello, reset], outcomes)
+}
+
+#[test]
+fn an_event_stream_resuming_into_a_new_run_is_told_of_the_reset_and_gets_it_from_the_start() {
+    let server = start(generating);
+    let first_run = server.local_addr();
+    let (mut stream, hello) = open_sse_with_hello(first_run, "/events", &[]);
+    let old_epoch = hello["epoch"].as_str().expect("epoch").to_owned();
+    let last = sse_events(&mut stream, 60);
+    let old_seq = seq(last.last().expect("events"));
+    drop(stream);
+    let server = restart(server, generating);
+    let addr = server.local_addr();
+    pass(addr, old_seq + 50);
+    let n = old_seq as usize + 50;
+    let last_event_id = format!("{old_epoch}:{old_seq}");
+    for (path, headers) in [
+        (
+            "/events".to_owned(),
+            vec![("Last-Event-ID", last_event_id.as_str())],
+        ),
+        (format!("/events?epoch={old_epoch}&since={old_seq}"), vec![]),
+    ] {
+        let (notices, outcomes) = resume_sse_into_new_run(addr, &path, &headers, n);
+        assert_reset_then_from_the_start(&notices, &outcomes, &old_epoch, old_seq);
+    }
+}
+
+#[test]
+fn a_bare_seq_beyond_the_new_run_is_reset_without_a_previous_epoch() {
+    let server = start(|c| c.rate = 0);
+    ingest_quick(server.local_addr(), "old", 20);
+    let server = restart(server, |c| c.rate = 0);
+    let addr = server.local_addr();
+    ingest_quick(addr, "new", 5);
+    let (mut client, _) = connect_with_hello(addr, "/ws?since=20");
+    let reset = next_message(&mut client, WAIT).expect("a reset");
+    assert_eq!(reset["type"], "reset", "{reset}");
+    assert_eq!(reset["previousEpoch"], Value::Null, "{reset}");
+    let got = events(&mut client, 5, WAIT);
+    assert_eq!(got.iter().map(seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    let answer = http(addr, "GET", "/api/events?since=20", &[], b"");
+    assert_eq!(answer.header("x-punctual-reset"), Some("none"));
+    assert_eq!(answer.json().as_array().map(Vec::len), Some(5));
+}
+
+#[test]
+fn a_reset_into_a_new_run_that_no_longer_holds_its_start_names_the_gap() {
+    let history = 50;
+    let small = |c: &mut punctual::Config| {
+        generating(c);
+        c.history = history as u32;
+    };
+    let server = start(small);
+    let (old_epoch, old_seq) = position_in_first_run(server.local_addr());
+    let server = restart(server, small);
+    let addr = server.local_addr();
+    pass(addr, old_seq + 3 * history);
+    let (mut client, hello) =
+        connect_with_hello(addr, &format!("/ws?epoch={old_epoch}&since={old_seq}"));
+    assert_ne!(hello["epoch"], old_epoch.as_str());
+    let reset = next_message(&mut client, WAIT).expect("a reset");
+    assert_eq!(reset["type"], "reset", "{reset}");
+    let gap = next_message(&mut client, WAIT).expect("a gap");
+    assert_eq!(gap["type"], "gap", "{gap}");
+    assert_eq!(
+        gap["from"], 1,
+        "the gap starts at the new run's start: {gap}"
+    );
+    let to = gap["to"].as_u64().expect("gap.to");
+    let got = events(&mut client, history as usize, WAIT);
+    assert_eq!(
+        seq(&got[0]),
+        to + 1,
+        "the oldest retained outcome follows the gap"
+    );
+    assert_consecutive(&got, "after the gap");
+
+    let path = format!("/api/events?epoch={old_epoch}&since={old_seq}&limit=5");
+    let answer = http(addr, "GET", &path, &[], b"");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.header("x-punctual-reset"), Some(old_epoch.as_str()));
+    assert_eq!(answer.header("x-punctual-epoch"), hello["epoch"].as_str());
+    let gap = answer.header("x-punctual-gap").expect("X-Punctual-Gap");
+    assert!(gap.starts_with("1-"), "{gap}");
+}
+
+#[test]
+fn every_stream_opens_with_a_hello_naming_the_run_that_api_stats_names() {
+    let server = start(|c| c.rate = 0);
+    let addr = server.local_addr();
+    ingest_quick(addr, "before", 3);
+    let (_ws, ws_hello) = connect_with_hello(addr, "/ws");
+    let (_sse, sse_hello) = open_sse_with_hello(addr, "/events", &[]);
+    assert_eq!(ws_hello, sse_hello);
+    assert_eq!(
+        ws_hello["seq"], 3,
+        "the newest seq at connection: {ws_hello}"
+    );
+    let epoch = ws_hello["epoch"].as_str().expect("epoch");
+    assert_eq!(epoch.len(), 16, "{epoch}");
+    assert_eq!(get_json(addr, "/api/stats").1["epoch"], epoch);
+    assert_eq!(outcomes_epoch_of(addr), epoch);
+    // Resuming in the same run needs no reset.
+    let (mut client, _) = connect_with_hello(addr, &format!("/ws?epoch={epoch}&since=1"));
+    let first = next_message(&mut client, WAIT).expect("an outcome");
+    assert_eq!(first["type"], "event", "{first}");
+    assert_eq!(seq(&first), 2);
+}
+
+#[test]
+fn malformed_epochs_and_positions_are_refused_with_400_naming_the_parameter() {
+    let server = start(|c| c.rate = 0);
+    let addr = server.local_addr();
+    let refused = |path: &str, headers: &[(&str, &str)], parameter: &str| {
+        let answer = http(addr, "GET", path, headers, b"");
+        assert_eq!(answer.status, 400, "{path} {headers:?}");
+        let error = answer.json()["error"].as_str().expect("error").to_owned();
+        assert!(error.starts_with(parameter), "{path}: {error}");
+    };
+    refused("/events?epoch=no!such&since=1", &[], "epoch:");
+    refused("/events?epoch=abc", &[], "epoch:");
+    refused("/events?epoch=abc&since=-1", &[], "since:");
+    refused(
+        "/events",
+        &[("Last-Event-ID", "abc:later")],
+        "Last-Event-ID:",
+    );
+    refused("/events", &[("Last-Event-ID", "a.b:3")], "Last-Event-ID:");
+    refused("/api/events?epoch=no!such", &[], "epoch:");
+    refused("/api/events?epoch=abc&since=x", &[], "since:");
+    match tungstenite::connect(format!("ws://{addr}/ws?epoch=no!such&since=1")) {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 400),
+        other => panic!(
+            "/ws with a bad epoch should get 400, got {:?}",
+            other.map(|(_, r)| r.status())
+        ),
+    }
 }

@@ -15,6 +15,7 @@ use super::reply::{
     query_param, read_body, respond, status_json,
 };
 use crate::config::KnobsUpdate;
+use crate::epoch::{Epoch, Position};
 use crate::fanout::{ClientQueue, Interest, Resume};
 use crate::transport::{self, Slot, Transport, sse, ws};
 use crate::workers::Entry;
@@ -155,7 +156,8 @@ fn open_event_stream(app: &App, request: Request) {
         Ok(joined) => joined,
         Err(reply) => return respond(request, reply),
     };
-    let sink = match sse::SseSink::open(request.into_writer()) {
+    let epoch = app.history.epoch().clone();
+    let sink = match sse::SseSink::open(request.into_writer(), epoch) {
         Ok(sink) => sink,
         Err(e) => {
             queue.close();
@@ -173,8 +175,8 @@ fn open_event_stream(app: &App, request: Request) {
 }
 
 /// Takes a client slot and subscribes the client to the fan-out with what its
-/// query asks for (`stats`, `since`, `replay`, `status`); `resume_from` is an
-/// SSE `Last-Event-ID`, which wins over `since`.
+/// query asks for (`stats`, `epoch` + `since`, `replay`, `status`);
+/// `resume_from` is an SSE `Last-Event-ID`, which wins over `since`.
 fn join(
     app: &App,
     request: &Request,
@@ -208,13 +210,22 @@ fn interest(url: &str, resume_from: Option<&str>, history: usize) -> Result<Inte
             .parse::<u64>()
             .map_err(|_| format!("{name}: expected a non-negative integer, got {value:?}"))
     };
+    let epoch = epoch_param(url)?;
     let resume = match (
         resume_from,
         query_param(url, "since"),
         query_param(url, "replay"),
     ) {
-        (Some(id), _, _) => Resume::Since(number("Last-Event-ID", id)?),
-        (None, Some(since), _) => Resume::Since(number("since", &since)?),
+        (Some(id), _, _) => {
+            Resume::Since(Position::parse_event_id(id).map_err(|e| format!("Last-Event-ID: {e}"))?)
+        }
+        (None, Some(since), _) => Resume::Since(Position {
+            epoch,
+            seq: number("since", &since)?,
+        }),
+        (None, None, _) if epoch.is_some() => {
+            return Err("epoch: goes with since=SEQ, the last seq seen in that run".into());
+        }
         (None, None, Some(n)) => Resume::Last(
             usize::try_from(number("replay", &n)?)
                 .unwrap_or(usize::MAX)
@@ -245,11 +256,21 @@ fn interest(url: &str, resume_from: Option<&str>, history: usize) -> Result<Inte
     })
 }
 
+/// The `epoch` query parameter, checked (`None` when absent).
+fn epoch_param(url: &str) -> Result<Option<Epoch>, String> {
+    query_param(url, "epoch")
+        .map(|e| Epoch::parse(&e).map_err(|e| format!("epoch: {e}")))
+        .transpose()
+}
+
 /// Most outcomes `GET /api/events` returns when no `limit` is given.
 const DEFAULT_EVENTS_LIMIT: usize = 1000;
 
-/// `GET /api/events?since=SEQ&limit=N`: retained outcomes after SEQ, oldest
-/// first. Outcomes no longer retained are named in `X-Punctual-Gap: FROM-TO`.
+/// `GET /api/events?since=SEQ&epoch=E&limit=N`: retained outcomes after SEQ,
+/// oldest first. `X-Punctual-Epoch` names this run; a position from another
+/// run is answered from this run's start with `X-Punctual-Reset: <the epoch
+/// given, or none>`. Outcomes no longer retained are named in
+/// `X-Punctual-Gap: FROM-TO`.
 fn recent_events(app: &App, request: &Request) -> Reply {
     let url = request.url();
     let parse = |name: &str, default: u64| match query_param(url, name) {
@@ -259,14 +280,17 @@ fn recent_events(app: &App, request: &Request) -> Reply {
             .parse::<u64>()
             .map_err(|_| format!("{name}: expected a non-negative integer, got {v:?}")),
     };
-    let (since, limit) = match (
+    let (since, limit, epoch) = match (
         parse("since", 0),
         parse("limit", DEFAULT_EVENTS_LIMIT as u64),
+        epoch_param(url),
     ) {
-        (Ok(since), Ok(limit)) => (since, usize::try_from(limit).unwrap_or(usize::MAX)),
-        (Err(e), _) | (_, Err(e)) => return error(400, &e),
+        (Ok(since), Ok(limit), Ok(epoch)) => {
+            (since, usize::try_from(limit).unwrap_or(usize::MAX), epoch)
+        }
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return error(400, &e),
     };
-    let replay = app.history.after(since, app.history.newest(), limit);
+    let replay = app.history.after(&Position { epoch, seq: since }, limit);
     let mut body = Vec::with_capacity(
         replay
             .messages
@@ -283,7 +307,12 @@ fn recent_events(app: &App, request: &Request) -> Reply {
         body.extend_from_slice(&message.json);
     }
     body.push(b']');
-    let reply = json(200, body);
+    let mut reply =
+        json(200, body).with_header(header("X-Punctual-Epoch", app.history.epoch().as_str()));
+    if let Some(reset) = &replay.reset {
+        let previous = reset.previous.as_ref().map_or("none", Epoch::as_str);
+        reply = reply.with_header(header("X-Punctual-Reset", previous));
+    }
     match replay.gap {
         Some((from, to)) => reply.with_header(header("X-Punctual-Gap", &format!("{from}-{to}"))),
         None => reply,
@@ -322,4 +351,50 @@ fn ingest(app: &App, request: &mut Request) -> Reply {
     let answer =
         serde_json::json!({ "accepted": ids.len() - dropped, "dropped": dropped, "ids": ids });
     json(202, answer.to_string().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resume(url: &str, last_event_id: Option<&str>) -> Result<Resume, String> {
+        interest(url, last_event_id, 100).map(|i| i.resume)
+    }
+
+    fn position(epoch: Option<&str>, seq: u64) -> Resume {
+        Resume::Since(Position {
+            epoch: epoch.map(|e| Epoch::parse(e).expect("valid epoch")),
+            seq,
+        })
+    }
+
+    #[test]
+    fn a_resume_names_its_run_by_epoch_and_since() {
+        assert_eq!(
+            resume("/ws?epoch=ab12&since=7", None),
+            Ok(position(Some("ab12"), 7))
+        );
+        assert_eq!(resume("/ws?since=7", None), Ok(position(None, 7)));
+        assert_eq!(resume("/ws", None), Ok(Resume::Live));
+    }
+
+    #[test]
+    fn last_event_id_wins_over_the_query_and_may_carry_the_epoch() {
+        assert_eq!(
+            resume("/events?epoch=old&since=3", Some("new:9")),
+            Ok(position(Some("new"), 9))
+        );
+        assert_eq!(resume("/events", Some("12")), Ok(position(None, 12)));
+    }
+
+    #[test]
+    fn bad_epochs_and_seqs_are_refused_naming_the_parameter() {
+        let error = |url, id| resume(url, id).expect_err(url);
+        assert!(error("/ws?epoch=a%20b&since=1", None).starts_with("epoch: "));
+        assert!(error("/ws?epoch=&since=1", None).starts_with("epoch: "));
+        assert!(error("/ws?epoch=ab12", None).starts_with("epoch: "));
+        assert!(error("/ws?epoch=ab12&since=x", None).starts_with("since: "));
+        assert!(error("/events", Some("ab12:x")).starts_with("Last-Event-ID: "));
+        assert!(error("/events", Some("a b:1")).starts_with("Last-Event-ID: "));
+    }
 }

@@ -2,9 +2,15 @@
 //!
 //! tiny_http hands over the raw connection; the head is written here and the
 //! stream ends when the connection closes, so no chunked encoding is needed.
+//!
+//! An outcome's SSE id is `EPOCH:SEQ`: a reconnecting `EventSource` sends it
+//! back in `Last-Event-ID` by itself, so the resume names its run. Notices
+//! (`hello`, `reset`, `gap`) carry no id: a client that drops right after one
+//! must resume from the last outcome it really got, not from the notice.
 
 use std::io::{self, BufWriter, Write};
 
+use crate::epoch::Epoch;
 use crate::hub::{Broadcast, Kind};
 use crate::transport::Sink;
 
@@ -20,25 +26,31 @@ fn preamble() -> String {
 }
 
 /// An event stream over a raw HTTP connection.
-pub struct SseSink<W: Write>(BufWriter<W>);
+pub struct SseSink<W: Write> {
+    out: BufWriter<W>,
+    epoch: Epoch,
+}
 
 impl<W: Write> SseSink<W> {
     /// Writes the head of the stream; the stream is live once this returns.
-    pub fn open(writer: W) -> io::Result<Self> {
-        let mut sink = SseSink(BufWriter::with_capacity(64 * 1024, writer));
-        sink.0.write_all(preamble().as_bytes())?;
-        sink.0.flush()?;
-        Ok(sink)
+    /// `epoch` is the run's, written into every outcome's id.
+    pub fn open(writer: W, epoch: Epoch) -> io::Result<Self> {
+        let mut out = BufWriter::with_capacity(64 * 1024, writer);
+        out.write_all(preamble().as_bytes())?;
+        out.flush()?;
+        Ok(SseSink { out, epoch })
     }
 }
 
-/// One SSE message. Outcomes carry their `seq` as the event id, which is what
-/// a reconnecting `EventSource` sends back as `Last-Event-ID`.
-fn frame(out: &mut impl Write, message: &Broadcast) -> io::Result<()> {
+/// One SSE message. Outcomes carry `EPOCH:SEQ` as the event id, which is
+/// what a reconnecting `EventSource` sends back as `Last-Event-ID`.
+fn frame(out: &mut impl Write, epoch: &Epoch, message: &Broadcast) -> io::Result<()> {
     match message.kind {
-        Kind::Event => write!(out, "id: {}\nevent: event\n", message.seq)?,
+        Kind::Event => write!(out, "id: {epoch}:{}\nevent: event\n", message.seq)?,
         Kind::Stats => out.write_all(b"event: stats\n")?,
         Kind::Gap => out.write_all(b"event: gap\n")?,
+        Kind::Hello => out.write_all(b"event: hello\n")?,
+        Kind::Reset => out.write_all(b"event: reset\n")?,
     }
     write_data(out, &message.json)?;
     out.write_all(b"\n")
@@ -73,18 +85,18 @@ fn write_data(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
 impl<W: Write> Sink for SseSink<W> {
     fn write_batch(&mut self, batch: &mut Vec<Broadcast>) -> io::Result<()> {
         for message in batch.drain(..) {
-            frame(&mut self.0, &message)?;
+            frame(&mut self.out, &self.epoch, &message)?;
         }
-        self.0.flush()
+        self.out.flush()
     }
 
     fn keepalive(&mut self) -> io::Result<()> {
-        self.0.write_all(b": keep-alive\n\n")?;
-        self.0.flush()
+        self.out.write_all(b": keep-alive\n\n")?;
+        self.out.flush()
     }
 
     fn goodbye(&mut self) {
-        let _ = self.0.flush();
+        let _ = self.out.flush();
     }
 }
 
@@ -94,7 +106,8 @@ mod tests {
     use bytes::Bytes;
 
     #[test]
-    fn an_outcome_becomes_one_sse_message_with_its_seq_as_id() {
+    fn an_outcome_becomes_one_sse_message_with_epoch_and_seq_as_id() {
+        let epoch = Epoch::parse("0123abcd4567ef89").expect("valid epoch");
         let message = Broadcast {
             kind: Kind::Event,
             seq: 42,
@@ -102,8 +115,28 @@ mod tests {
             json: Bytes::from_static(br#"{"seq":42}"#),
         };
         let mut out = Vec::new();
-        frame(&mut out, &message).expect("write to memory");
-        assert_eq!(out, b"id: 42\nevent: event\ndata: {\"seq\":42}\n\n");
+        frame(&mut out, &epoch, &message).expect("write to memory");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "id: 0123abcd4567ef89:42\nevent: event\ndata: {\"seq\":42}\n\n"
+        );
+    }
+
+    #[test]
+    fn a_notice_has_its_own_event_name_and_no_id() {
+        let epoch = Epoch::parse("e").expect("valid epoch");
+        let message = Broadcast {
+            kind: Kind::Reset,
+            seq: 0,
+            status: "",
+            json: Bytes::from_static(br#"{"type":"reset"}"#),
+        };
+        let mut out = Vec::new();
+        frame(&mut out, &epoch, &message).expect("write to memory");
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "event: reset\ndata: {\"type\":\"reset\"}\n\n"
+        );
     }
 
     #[test]
@@ -115,7 +148,8 @@ mod tests {
             json: Bytes::from_static(b"{\"a\":\n1,\r\n\"b\":\r2}"),
         };
         let mut out = Vec::new();
-        frame(&mut out, &message).expect("write to memory");
+        let epoch = Epoch::parse("e").expect("valid epoch");
+        frame(&mut out, &epoch, &message).expect("write to memory");
         assert_eq!(
             out,
             b"event: stats\ndata: {\"a\":\ndata: 1,\ndata: \"b\":\ndata: 2}\n\n"

@@ -333,7 +333,7 @@ impl EventStream {
     }
 
     /// The next `n` outcome messages (`event: event`), as JSON, skipping other
-    /// kinds; checks that each message's `id:` is its `seq`. Fails after `timeout`.
+    /// kinds; checks that each message's `id:` ends in its `seq`. Fails after `timeout`.
     pub fn events(&mut self, n: usize, timeout: Duration) -> Vec<Value> {
         let until = Instant::now() + timeout;
         let mut got = Vec::with_capacity(n);
@@ -348,9 +348,9 @@ impl EventStream {
                 if message.event.as_deref() == Some("event") {
                     let json = message.json();
                     assert_eq!(
-                        message.id.as_deref().and_then(|id| id.parse::<u64>().ok()),
+                        message.id.as_deref().and_then(sse_id_seq),
                         json["seq"].as_u64(),
-                        "an SSE outcome's id must be its seq: {message:?}"
+                        "an SSE outcome's id must be EPOCH:SEQ: {message:?}"
                     );
                     got.push(json);
                 }
@@ -358,6 +358,13 @@ impl EventStream {
         }
         got
     }
+}
+
+/// The seq of an SSE outcome id `EPOCH:SEQ`.
+pub fn sse_id_seq(id: &str) -> Option<u64> {
+    let (epoch, seq) = id.split_once(':')?;
+    (!epoch.is_empty()).then_some(())?;
+    seq.parse().ok()
 }
 
 fn parse_sse_block(block: &str) -> SseMessage {

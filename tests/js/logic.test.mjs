@@ -54,6 +54,22 @@ test("the socket URL follows the page's scheme and host and resumes after the la
   assert.equal(L.socketUrl({ protocol: "http:", host: "h" }, undefined), "ws://h/ws?stats=1");
 });
 
+test("the socket URL resumes with the run's epoch and the last seq", () => {
+  const h = { protocol: "http:", host: "h" };
+  assert.equal(L.socketUrl(h, 191, "0123abcd4567ef89"), "ws://h/ws?stats=1&epoch=0123abcd4567ef89&since=191");
+  assert.equal(L.socketUrl(h, null, "0123abcd4567ef89"), "ws://h/ws?stats=1", "no position, no epoch");
+  assert.equal(L.socketUrl(h, 5, "bad epoch&x=1"), "ws://h/ws?stats=1&since=5", "an unusable epoch is left out");
+});
+
+test("a hello from another run forgets the last seq; one from the same run keeps it", () => {
+  const hello = (epoch) => ({ type: "hello", epoch, seq: 400 });
+  assert.deepEqual(L.afterHello({ epoch: null, lastSeq: null }, hello("aa")), { epoch: "aa", lastSeq: null, restarted: false });
+  assert.deepEqual(L.afterHello({ epoch: "aa", lastSeq: 191 }, hello("aa")), { epoch: "aa", lastSeq: 191, restarted: false });
+  assert.deepEqual(L.afterHello({ epoch: "aa", lastSeq: 191 }, hello("bb")), { epoch: "bb", lastSeq: null, restarted: true });
+  assert.deepEqual(L.afterHello({ epoch: "aa", lastSeq: 191 }, { type: "hello" }), { epoch: "aa", lastSeq: 191, restarted: false });
+  assert.deepEqual(L.afterHello(undefined, hello("cc")), { epoch: "cc", lastSeq: null, restarted: false });
+});
+
 function stats(over = {}) {
   return {
     type: "stats",
