@@ -305,7 +305,7 @@ impl Iterator for ClientConnection {
         // whose writer comes first
         if *rq.http_version() > (1, 1) {
             let message = "only HTTP/1.0 and HTTP/1.1 are supported";
-            rq.respond(json_error(505, message)).ok();
+            rq.respond_as_http11(json_error(505, message)).ok();
             return None;
         }
 
@@ -343,12 +343,10 @@ pub(crate) fn json_error(status: u16, message: &str) -> crate::Response<std::io:
     let escaped = message.replace('\\', "\\\\").replace('"', "\\\"");
     let mut response = Response::from_string(format!("{{\"error\":\"{}\"}}", escaped))
         .with_status_code(StatusCode(status));
-    for (field, value) in [("Content-Type", "application/json"), ("Connection", "close")] {
-        if let Ok(header) = Header::from_bytes(field.as_bytes(), value.as_bytes()) {
-            response.add_header(header);
-        }
+    if let Ok(header) = Header::from_bytes(&b"Content-Type"[..], &b"application/json"[..]) {
+        response.add_header(header);
     }
-    response
+    response.with_connection_close()
 }
 
 /// Parses a "HTTP/1.1" string.

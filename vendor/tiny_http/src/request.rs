@@ -423,15 +423,17 @@ impl Request {
 
     /// (patch) Whether the connection must close after this response: an
     /// error answer to a request with a body, whose rest is not read (so
-    /// it cannot be mistaken for the next request), or a response that says
-    /// `Connection: close` itself.
+    /// it cannot be mistaken for the next request).
     fn closes_connection<R: Read>(&self, response: &Response<R>) -> bool {
         let has_body = self.body_length.map_or(false, |n| n > 0)
             || self.headers.iter().any(|h| h.field.equiv("Transfer-Encoding"));
-        let says_close = response.headers().iter().any(|h| {
-            h.field.equiv("Connection") && h.value.as_str().eq_ignore_ascii_case("close")
-        });
-        (has_body && response.status_code().0 >= 400) || says_close
+        has_body && response.status_code().0 >= 400
+    }
+
+    /// (patch) Answers with an `HTTP/1.1` status line, whatever version was asked for.
+    pub(crate) fn respond_as_http11<R: Read>(mut self, response: Response<R>) -> Result<(), IoError> {
+        self.http_version = HTTPVersion(1, 1);
+        self.respond(response)
     }
 
     fn extract_writer_impl(&mut self) -> Box<dyn Write + Send + 'static> {
@@ -482,11 +484,7 @@ impl Request {
             if let Some(connection) = &self.connection {
                 connection.close();
             }
-            if !response.headers().iter().any(|h| h.field.equiv("Connection")) {
-                if let Ok(close) = Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
-                    response.add_header(close);
-                }
-            }
+            response = response.with_connection_close();
         }
 
         Self::ignore_client_closing_errors(response.raw_print(

@@ -285,6 +285,14 @@ where
         self.headers.push(header);
     }
 
+    /// (patch) Says `Connection: close`, which `add_header` refuses to set.
+    pub(crate) fn with_connection_close(mut self) -> Response<R> {
+        if let Ok(close) = Header::from_bytes(&b"Connection"[..], &b"close"[..]) {
+            self.headers.push(close);
+        }
+        self
+    }
+
     /// Returns the same request, but with an additional header.
     ///
     /// Some headers cannot be modified and some other have a
