@@ -16,7 +16,7 @@
 //!
 //! The flow, one module per stage: [`generator`] → [`workers`] (work queue,
 //! admission, verdicts) → [`hub`] (sequence, serialise once, [`stats`]) →
-//! [`fanout`] (per-client queues) → [`transport`] (writer threads), with
+//! [`delivery`] (one shared log, a cursor and a thread per client), with
 //! [`http`] in front and [`config`], [`time`] and [`epoch`] beside. [`server`] wires them;
 //! [`faults`] decides what a panicking thread costs.
 //!
@@ -32,7 +32,7 @@
 pub mod config;
 pub mod epoch;
 pub mod event;
-pub mod fanout;
+pub mod delivery;
 pub mod faults;
 pub mod generator;
 pub mod health;
@@ -46,7 +46,6 @@ pub mod server;
 pub mod service;
 pub mod stats;
 pub mod time;
-pub mod transport;
 pub mod workers;
 
 pub use config::{Admission, Config};

@@ -17,7 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::config::{Config, Knobs};
 use crate::epoch::Epoch;
 use crate::event::Event;
-use crate::fanout::History;
+use crate::delivery::{ClientSlots, Log};
 use crate::faults::Faults;
 use crate::health::Heartbeats;
 use crate::hub::{self, Hub, LatestStats};
@@ -27,9 +27,8 @@ use crate::stats::{
     WorkerState,
 };
 use crate::time::WallClock;
-use crate::transport::ClientSlots;
 use crate::workers::{self, Entry, Intake, WorkEstimator, WorkerContext};
-use crate::{fanout, generator, http, limits};
+use crate::{delivery, generator, http, limits};
 
 /// How long shutdown waits for events in flight to get their verdicts. Their
 /// deadlines bound the drain, but a deadline may be an hour away: past this
@@ -128,14 +127,9 @@ impl Server {
         // Seqs restart at 1 in every run; the epoch tells clients which run a
         // seq is from.
         let epoch = Epoch::random();
-        let history = Arc::new(History::new(config.history as usize, epoch.clone()));
-        let (subscriptions, fanout_thread) = fanout::spawn(
-            broadcast_rx,
-            config.client_queue as usize,
-            Arc::clone(&history),
-            Arc::clone(&gauges),
-            Arc::clone(&faults),
-        )?;
+        let log = Arc::new(Log::new(config.history as usize, epoch.clone()));
+        let (subscriptions, fanout_thread) =
+            delivery::spawn(broadcast_rx, Arc::clone(&log), Arc::clone(&faults))?;
         let reader = SystemReader {
             config: config.clone(),
             ledger: Arc::clone(&ledger),
@@ -184,7 +178,7 @@ impl Server {
             config: config.clone(),
             intake: intake.clone(),
             clock,
-            history,
+            log,
             history_capacity: config.history as usize,
             health: Arc::clone(&health),
             gauges: Arc::clone(&gauges),

@@ -12,7 +12,7 @@
 //! thread ends.
 //!
 //! Channels: enters posted events through the intake; subscribes WebSocket and
-//! SSE clients to the fan-out; reads the latest stats snapshot and the history.
+//! SSE clients to the fan-out; reads the latest stats snapshot and the log.
 //!
 //! Submodules: `routes` (which handler answers what), `reply` (answers and
 //! request parsing), `assets` (static files).
@@ -38,14 +38,13 @@ use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use tiny_http::{Limits, Request, ServerOptions};
 
 use crate::config::{Config, Knobs};
-use crate::fanout::{History, Subscriptions};
+use crate::delivery::{ClientSlots, Log, Subscriptions};
 use crate::health::{Heartbeats, Stage};
 use crate::hub::LatestStats;
 use crate::limits::Caps;
 use crate::logging::RateLimit;
 use crate::stats::Gauges;
 use crate::time::WallClock;
-use crate::transport::ClientSlots;
 use crate::workers::Intake;
 
 /// Pause between self-probes of `/healthz`.
@@ -124,8 +123,8 @@ pub struct App {
     /// Epoch conversion for posted `createdAt`.
     pub clock: WallClock,
     /// Retained outcomes for `GET /api/events`.
-    pub history: Arc<History>,
-    /// Size of the history ring (the most a `replay` can ask for).
+    pub log: Arc<Log>,
+    /// Outcomes kept for replay (the most a `replay` can ask for).
     pub history_capacity: usize,
     /// Heartbeats for `/healthz`, `/readyz`, and the probe's own beat.
     pub health: Arc<Heartbeats>,

@@ -16,8 +16,7 @@ use super::reply::{
 };
 use crate::config::KnobsUpdate;
 use crate::epoch::{Epoch, Position};
-use crate::fanout::{ClientQueue, Interest, Resume};
-use crate::transport::{self, Slot, Transport, sse, ws};
+use crate::delivery::{self, Client, Interest, Resume, Sink, Slot, Transport, sse, ws};
 use crate::workers::Entry;
 use crate::{ingest, metrics};
 
@@ -135,42 +134,52 @@ fn upgrade_websocket(app: &App, request: Request) {
         .with_header(header("Sec-WebSocket-Version", "13"));
         return respond(request, reply);
     }
-    let (slot, queue) = match join(app, &request, Transport::WebSocket, None) {
+    let (slot, client) = match join(app, &request, Transport::WebSocket, None) {
         Ok(joined) => joined,
         Err(reply) => return respond(request, reply),
     };
     let handshake = Response::empty(StatusCode(101))
         .with_header(header("Sec-WebSocket-Accept", &ws::accept_key(&key)));
-    let stream = request.upgrade("websocket", handshake);
-    let name = format!("ws-{}", app.next_client.fetch_add(1, Ordering::Relaxed) + 1);
-    log::debug!("{name} connected");
-    if let Err(e) = transport::spawn_writer(ws::WsSink::new(stream), queue, slot, name) {
-        log::warn!("could not start a WebSocket writer thread: {e}");
+    match request.upgrade_into_socket("websocket", handshake) {
+        Ok(socket) => start_client(app, client, Box::new(ws::WsSink::new(socket)), slot, "ws"),
+        Err(e) => {
+            client.close();
+            log::debug!("WebSocket closed before it opened: {e}");
+        }
     }
 }
 
 /// `GET /events`: a Server-Sent Events stream on the same terms as `/ws`.
 fn open_event_stream(app: &App, request: Request) {
     let last_event_id = header_value(&request, "Last-Event-ID").map(str::to_owned);
-    let (slot, queue) = match join(app, &request, Transport::Sse, last_event_id.as_deref()) {
+    let (slot, client) = match join(app, &request, Transport::Sse, last_event_id.as_deref()) {
         Ok(joined) => joined,
         Err(reply) => return respond(request, reply),
     };
-    let epoch = app.history.epoch().clone();
-    let sink = match sse::SseSink::open(request.into_writer(), epoch) {
-        Ok(sink) => sink,
+    let epoch = app.log.epoch().clone();
+    let opened = request
+        .into_socket()
+        .and_then(|socket| sse::SseSink::open(socket, epoch));
+    match opened {
+        Ok(sink) => start_client(app, client, Box::new(sink), slot, "sse"),
         Err(e) => {
-            queue.close();
-            return log::debug!("event stream closed before it opened: {e}");
+            client.close();
+            log::debug!("event stream closed before it opened: {e}");
         }
-    };
+    }
+}
+
+/// Gives a subscribed client its socket and starts its thread (`ws-1`, `sse-2`, …).
+fn start_client(app: &App, client: Arc<Client>, sink: Box<dyn Sink>, slot: Slot, kind: &str) {
     let name = format!(
-        "sse-{}",
+        "{kind}-{}",
         app.next_client.fetch_add(1, Ordering::Relaxed) + 1
     );
     log::debug!("{name} connected");
-    if let Err(e) = transport::spawn_writer(sink, queue, slot, name) {
-        log::warn!("could not start an event-stream writer thread: {e}");
+    client.attach(sink);
+    let (log, gauges) = (Arc::clone(&app.log), Arc::clone(&app.gauges));
+    if let Err(e) = delivery::spawn_client(client, log, gauges, slot, name) {
+        log::warn!("could not start a client thread: {e}");
     }
 }
 
@@ -182,7 +191,7 @@ fn join(
     request: &Request,
     transport: Transport,
     resume_from: Option<&str>,
-) -> Result<(Slot, Arc<ClientQueue>), Reply> {
+) -> Result<(Slot, Arc<Client>), Reply> {
     let interest =
         interest(request.url(), resume_from, app.history_capacity).map_err(|e| error(400, &e))?;
     let Some(slot) = app.slots.try_take(transport) else {
@@ -192,11 +201,11 @@ fn join(
         );
         return Err(error(503, &message));
     };
-    let queue = app
-        .subscriptions
-        .subscribe(interest)
-        .ok_or_else(|| error(503, "shutting down"))?;
-    Ok((slot, queue))
+    let client = Arc::new(Client::new(interest));
+    if !app.subscriptions.subscribe(Arc::clone(&client)) {
+        return Err(error(503, "shutting down"));
+    }
+    Ok((slot, client))
 }
 
 /// The outcome statuses a filter may name.
@@ -290,7 +299,7 @@ fn recent_events(app: &App, request: &Request) -> Reply {
         }
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return error(400, &e),
     };
-    let replay = app.history.after(&Position { epoch, seq: since }, limit);
+    let replay = app.log.after(&Position { epoch, seq: since }, limit);
     let mut body = Vec::with_capacity(
         replay
             .messages
@@ -308,7 +317,7 @@ fn recent_events(app: &App, request: &Request) -> Reply {
     }
     body.push(b']');
     let mut reply =
-        json(200, body).with_header(header("X-Punctual-Epoch", app.history.epoch().as_str()));
+        json(200, body).with_header(header("X-Punctual-Epoch", app.log.epoch().as_str()));
     if let Some(reset) = &replay.reset {
         let previous = reset.previous.as_ref().map_or("none", Epoch::as_str);
         reply = reply.with_header(header("X-Punctual-Reset", previous));

@@ -89,6 +89,8 @@ pub(crate) struct ConnectionState {
     write_deadline: Mutex<Option<Instant>>,
     closing: AtomicBool,
     taken_over: AtomicBool,
+    /// The socket itself was handed out: tiny_http's halves must not shut it down.
+    handed_over: AtomicBool,
     limits: Arc<Limits>,
     /// The socket whose timeouts are set; `None` over TLS, where the patch sets none.
     connection: Option<Arc<Connection>>,
@@ -108,6 +110,7 @@ impl ConnectionState {
             write_deadline: Mutex::new(None),
             closing: AtomicBool::new(false),
             taken_over: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
             limits,
             connection,
             _slot: slot,
@@ -157,6 +160,28 @@ impl ConnectionState {
             let _ = connection.set_read_timeout(None);
             let _ = connection.set_write_timeout(self.limits.write_timeout);
         }
+    }
+
+    /// Takes the connection over and hands out its TCP socket (another
+    /// descriptor for it, while tiny_http's own halves close theirs without
+    /// shutting the socket down).
+    pub(crate) fn hand_over(&self) -> IoResult<std::net::TcpStream> {
+        self.take_over();
+        match self.connection.as_deref() {
+            Some(Connection::Tcp(stream)) => {
+                let socket = stream.try_clone()?;
+                self.handed_over.store(true, Ordering::Release);
+                Ok(socket)
+            }
+            _ => Err(IoError::new(
+                ErrorKind::Unsupported,
+                "only a TCP connection can be handed over",
+            )),
+        }
+    }
+
+    pub(crate) fn is_handed_over(&self) -> bool {
+        self.handed_over.load(Ordering::Acquire)
     }
 
     /// Whether the connection serves no more requests.

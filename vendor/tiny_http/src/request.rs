@@ -365,6 +365,40 @@ impl Request {
     ///
     /// If the client sent a `Expect: 100-continue` header with the request, calling this
     ///  function will send back a `100 Continue` response.
+    /// (patch) Answers with `response` (e.g. a `101 Switching Protocols`)
+    /// and hands over the connection's TCP socket for good: no pool thread
+    /// and no buffered wrapper stays with it. Bytes the client sent after
+    /// this request's head are not kept.
+    pub fn upgrade_into_socket<R: Read>(
+        mut self,
+        protocol: &str,
+        response: Response<R>,
+    ) -> Result<std::net::TcpStream, IoError> {
+        if let Some(writer) = self.response_writer.as_mut() {
+            response.raw_print(
+                writer.by_ref(),
+                self.http_version.clone(),
+                &self.headers,
+                false,
+                Some(protocol),
+            )?;
+            writer.flush()?;
+        }
+        self.into_socket()
+    }
+
+    /// (patch) Hands over the connection's TCP socket with nothing written
+    /// yet; the caller writes the whole response itself.
+    pub fn into_socket(mut self) -> Result<std::net::TcpStream, IoError> {
+        let connection = self.connection.clone().ok_or_else(|| {
+            IoError::new(ErrorKind::Unsupported, "a test request has no connection")
+        })?;
+        let socket = connection.hand_over()?;
+        // Answered: dropping the request must not send a 500.
+        self.response_writer = None;
+        Ok(socket)
+    }
+
     #[inline]
     pub fn as_reader(&mut self) -> &mut dyn Read {
         if self.must_send_continue {

@@ -138,6 +138,10 @@ impl RefinedTcpStream {
 
 impl Drop for RefinedTcpStream {
     fn drop(&mut self) {
+        // (patch) a socket handed over lives on in its new owner
+        if self.state.is_handed_over() {
+            return;
+        }
         if self.close_read {
             self.stream.shutdown(Shutdown::Read).ok();
         }

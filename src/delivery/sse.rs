@@ -1,21 +1,26 @@
 //! Server-Sent Events transport: `GET /events` as a `text/event-stream`.
 //!
-//! tiny_http hands over the raw connection; the head is written here and the
-//! stream ends when the connection closes, so no chunked encoding is needed.
+//! tiny_http hands over the socket; the head is written here and the stream
+//! ends when the connection closes, so no chunked encoding is needed.
 //!
 //! An outcome's SSE id is `EPOCH:SEQ`: a reconnecting `EventSource` sends it
 //! back in `Last-Event-ID` by itself, so the resume names its run. Notices
 //! (`hello`, `reset`, `gap`) carry no id: a client that drops right after one
 //! must resume from the last outcome it really got, not from the notice.
 
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
+use std::net::TcpStream;
 
+use super::Sink;
 use crate::epoch::Epoch;
 use crate::hub::{Broadcast, Kind};
-use crate::transport::Sink;
 
 /// How long a browser's `EventSource` waits before reconnecting, in ms.
 const RETRY_MS: u64 = 2000;
+
+/// Most bytes a stream buffers while its socket does not take them; past it
+/// the fast path leaves the rest to the client's own thread.
+const MAX_BUFFERED: usize = 1024 * 1024;
 
 /// The response head and the reconnect hint that open every stream.
 fn preamble() -> String {
@@ -25,20 +30,24 @@ fn preamble() -> String {
     )
 }
 
-/// An event stream over a raw HTTP connection.
-pub struct SseSink<W: Write> {
-    out: BufWriter<W>,
+/// An event stream over a socket.
+pub struct SseSink {
+    socket: TcpStream,
+    /// Framed bytes the socket has not taken yet.
+    pending: Vec<u8>,
     epoch: Epoch,
 }
 
-impl<W: Write> SseSink<W> {
-    /// Writes the head of the stream; the stream is live once this returns.
-    /// `epoch` is the run's, written into every outcome's id.
-    pub fn open(writer: W, epoch: Epoch) -> io::Result<Self> {
-        let mut out = BufWriter::with_capacity(64 * 1024, writer);
-        out.write_all(preamble().as_bytes())?;
-        out.flush()?;
-        Ok(SseSink { out, epoch })
+impl SseSink {
+    /// Writes the head of the stream (blocking); the stream is live once
+    /// this returns. `epoch` is the run's, written into every outcome's id.
+    pub fn open(mut socket: TcpStream, epoch: Epoch) -> io::Result<Self> {
+        socket.write_all(preamble().as_bytes())?;
+        Ok(SseSink {
+            socket,
+            pending: Vec::with_capacity(4096),
+            epoch,
+        })
     }
 }
 
@@ -82,21 +91,40 @@ fn write_data(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
     }
 }
 
-impl<W: Write> Sink for SseSink<W> {
-    fn write_batch(&mut self, batch: &mut Vec<Broadcast>) -> io::Result<()> {
-        for message in batch.drain(..) {
-            frame(&mut self.out, &self.epoch, &message)?;
+impl Sink for SseSink {
+    fn write_message(&mut self, message: &Broadcast) -> io::Result<()> {
+        if self.pending.len() >= MAX_BUFFERED {
+            return Err(io::ErrorKind::WouldBlock.into());
         }
-        self.out.flush()
+        frame(&mut self.pending, &self.epoch, message)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.pending.is_empty() {
+            match self.socket.write(&self.pending) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.pending.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    fn set_blocking(&mut self, blocking: bool) -> io::Result<()> {
+        self.socket.set_nonblocking(!blocking)
     }
 
     fn keepalive(&mut self) -> io::Result<()> {
-        self.out.write_all(b": keep-alive\n\n")?;
-        self.out.flush()
+        self.pending.extend_from_slice(b": keep-alive\n\n");
+        self.flush()
     }
 
     fn goodbye(&mut self) {
-        let _ = self.out.flush();
+        let _ = self.set_blocking(true);
+        let _ = self.flush();
     }
 }
 

@@ -1,0 +1,374 @@
+//! One connected client: a cursor into the log, its filter, its socket, and
+//! its own thread.
+//!
+//! Who writes to the socket is decided by the cursor's [`Mode`], under the
+//! cursor's lock:
+//! - **fast**: the client is caught up. The fan-out thread writes each new
+//!   batch to it itself, without blocking (the socket is non-blocking); what
+//!   the socket does not take stays in the sink's buffer, and the client
+//!   turns slow. No thread wakes up for a client whose socket takes the bytes.
+//! - **slow**: the client's own thread writes with blocking writes (bounded by
+//!   the socket's send timeout) from its cursor to the head of the log, then
+//!   turns the client fast again. A new client starts here: its hello, its
+//!   notices and any replay are written at its own pace.
+//! - **closed**: a write failed or the daemon is stopping; the thread ends and
+//!   frees the slot.
+//!
+//! A cursor that falls off the log's tail is told so with a `gap` notice
+//! naming the outcomes it missed (counted), and goes on from the oldest
+//! message retained.
+
+use std::io::{self, ErrorKind};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::log::{Log, Read, Start, gap_message};
+use super::{Interest, KEEPALIVE_IDLE};
+use crate::faults::{Faults, Role};
+use crate::hub::{Broadcast, Kind};
+use crate::stats::Gauges;
+
+/// Messages the slow path copies out of the log per lock.
+const CATCH_UP_CHUNK: usize = 256;
+
+/// How a client's bytes reach its socket.
+pub trait Sink: Send {
+    /// Adds a message to what is to be sent. `WouldBlock` means the sink's
+    /// own buffer is full: the message was not taken and must be offered again.
+    fn write_message(&mut self, message: &Broadcast) -> io::Result<()>;
+    /// Sends what is buffered. Non-blocking, `WouldBlock` leaves the rest buffered.
+    fn flush(&mut self) -> io::Result<()>;
+    /// Blocking writes (the slow path) or non-blocking ones (the fast path).
+    fn set_blocking(&mut self, blocking: bool) -> io::Result<()>;
+    /// Tells an idle client the connection is alive.
+    fn keepalive(&mut self) -> io::Result<()>;
+    /// Says goodbye at shutdown (best effort).
+    fn goodbye(&mut self);
+}
+
+/// Who writes to the client's socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Subscribed, not yet placed in the log by the fan-out thread.
+    Joining,
+    /// Caught up: the fan-out thread writes, without blocking.
+    Fast,
+    /// Behind, replaying or blocked: the client's own thread writes.
+    Slow,
+    /// Gone: nobody writes.
+    Closed,
+}
+
+#[derive(Debug)]
+struct Cursor {
+    /// The next log position to send.
+    next: u64,
+    /// Stats before this position are from before the client joined: skipped.
+    live_from: u64,
+    /// The last outcome `seq` the client was sent (or skipped by its filter).
+    last_seq: u64,
+    mode: Mode,
+    /// Written before anything else: hello, reset, gap.
+    notices: Vec<Broadcast>,
+    /// The daemon is stopping: send what is left, say goodbye, end.
+    ending: bool,
+    last_write: Instant,
+}
+
+/// A connected client, shared by its own thread and the fan-out thread.
+pub struct Client {
+    interest: Interest,
+    cursor: Mutex<Cursor>,
+    wake: Condvar,
+    /// The socket, attached once the handshake is answered.
+    sink: Mutex<Option<Box<dyn Sink>>>,
+    dropped: AtomicU64,
+}
+
+/// What the fan-out does with a client after a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keep {
+    /// Still connected.
+    Yes,
+    /// Gone: forget it.
+    No,
+}
+
+impl Client {
+    /// A client that wants what `interest` says. It subscribes before its
+    /// handshake is answered (so it misses nothing made after it connected)
+    /// and gets its socket after.
+    pub fn new(interest: Interest) -> Self {
+        Client {
+            interest,
+            cursor: Mutex::new(Cursor {
+                next: 0,
+                live_from: 0,
+                last_seq: 0,
+                mode: Mode::Joining,
+                notices: Vec::new(),
+                ending: false,
+                last_write: Instant::now(),
+            }),
+            wake: Condvar::new(),
+            sink: Mutex::new(None),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Gives the client its socket, before its thread starts.
+    pub fn attach(&self, sink: Box<dyn Sink>) {
+        *self.lock_sink() = Some(sink);
+    }
+
+    /// What the client asked for.
+    pub fn interest(&self) -> &Interest {
+        &self.interest
+    }
+
+    /// Places the client in the log (fan-out thread, between two appends);
+    /// its own thread then writes its notices and replay.
+    pub fn join(&self, start: Start) {
+        let mut cursor = self.lock();
+        if cursor.mode == Mode::Closed {
+            return;
+        }
+        cursor.next = start.position;
+        cursor.live_from = start.live_from;
+        cursor.last_seq = start.last_seq;
+        cursor.notices = start.notices;
+        cursor.mode = Mode::Slow;
+        drop(cursor);
+        self.wake.notify_one();
+    }
+
+    /// The fast path: writes the part of `batch` (appended at `start`) after
+    /// the cursor, without blocking, if the client is caught up. A socket
+    /// that does not take it all turns the client slow; its thread goes on.
+    pub fn deliver(&self, start: u64, batch: &[Broadcast]) -> Keep {
+        let mut cursor = self.lock();
+        match cursor.mode {
+            Mode::Closed => return Keep::No,
+            Mode::Joining | Mode::Slow => return Keep::Yes,
+            Mode::Fast => {}
+        }
+        if cursor.next < start {
+            return self.turn_slow(cursor);
+        }
+        let Ok(mut guard) = self.sink.try_lock() else {
+            // Its own thread holds the socket (a keep-alive): it catches up next.
+            return self.turn_slow(cursor);
+        };
+        let Some(sink) = guard.as_mut() else {
+            drop(guard);
+            return self.turn_slow(cursor);
+        };
+        let skip = usize::try_from(cursor.next - start).unwrap_or(usize::MAX);
+        for (position, message) in (cursor.next..).zip(batch.iter().skip(skip)) {
+            if self.wanted(&mut cursor, position, message) {
+                match sink.write_message(message) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        drop(guard);
+                        return self.turn_slow(cursor);
+                    }
+                    Err(_) => {
+                        drop(guard);
+                        return self.close_with(cursor);
+                    }
+                }
+            }
+            cursor.next = position + 1;
+        }
+        match sink.flush() {
+            Ok(()) => {
+                cursor.last_write = Instant::now();
+                Keep::Yes
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                drop(guard);
+                self.turn_slow(cursor)
+            }
+            Err(_) => {
+                drop(guard);
+                self.close_with(cursor)
+            }
+        }
+    }
+
+    /// Whether the message at `position` goes to this client; records its
+    /// `seq` as passed either way.
+    fn wanted(&self, cursor: &mut Cursor, position: u64, message: &Broadcast) -> bool {
+        if message.kind == Kind::Event {
+            cursor.last_seq = message.seq;
+        }
+        let replayed_stats = message.kind == Kind::Stats && position < cursor.live_from;
+        !replayed_stats && self.interest.wants(message)
+    }
+
+    fn turn_slow(&self, mut cursor: MutexGuard<'_, Cursor>) -> Keep {
+        cursor.mode = Mode::Slow;
+        drop(cursor);
+        self.wake.notify_one();
+        Keep::Yes
+    }
+
+    fn close_with(&self, mut cursor: MutexGuard<'_, Cursor>) -> Keep {
+        cursor.mode = Mode::Closed;
+        drop(cursor);
+        self.wake.notify_one();
+        Keep::No
+    }
+
+    /// The daemon is stopping: the client's thread sends what is left, says
+    /// goodbye and ends.
+    pub fn end(&self) {
+        self.lock().ending = true;
+        self.wake.notify_one();
+    }
+
+    /// Messages and outcomes this client missed (fell off the log's tail).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The client's own thread: waits while the fast path serves it, catches
+    /// up whenever it is slow, keeps an idle connection alive, and returns
+    /// why it ended.
+    pub fn serve(&self, log: &Log, gauges: &Gauges, faults: &Faults) -> String {
+        loop {
+            let (mode, ending, idle) = self.wait_for_work();
+            let written = match mode {
+                Mode::Closed => return "write failed".into(),
+                Mode::Slow => {
+                    faults.injection_point(Role::Writer);
+                    self.catch_up(log, gauges)
+                }
+                Mode::Joining | Mode::Fast if ending => {
+                    if let Some(sink) = self.lock_sink().as_mut() {
+                        sink.goodbye();
+                    }
+                    return "server closed the stream".into();
+                }
+                Mode::Joining | Mode::Fast if idle => self.keepalive(),
+                Mode::Joining | Mode::Fast => Ok(()),
+            };
+            if let Err(e) = written {
+                self.lock().mode = Mode::Closed;
+                return format!("write failed: {e}");
+            }
+        }
+    }
+
+    /// Blocks until the client is slow, closed or ending, or has been idle
+    /// for the keep-alive interval.
+    fn wait_for_work(&self) -> (Mode, bool, bool) {
+        let cursor = self.lock();
+        let idle_for = cursor.last_write.elapsed();
+        let wait = KEEPALIVE_IDLE.saturating_sub(idle_for).max(Duration::from_millis(1));
+        let (cursor, timeout) = self
+            .wake
+            .wait_timeout_while(cursor, wait, |c| {
+                matches!(c.mode, Mode::Fast | Mode::Joining) && !c.ending
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        let idle = timeout.timed_out() && cursor.last_write.elapsed() >= KEEPALIVE_IDLE;
+        (cursor.mode, cursor.ending, idle)
+    }
+
+    fn keepalive(&self) -> io::Result<()> {
+        let mut guard = self.lock_sink();
+        let sink = attached(&mut guard)?;
+        sink.set_blocking(true)?;
+        sink.keepalive()?;
+        sink.set_blocking(false)?;
+        self.lock().last_write = Instant::now();
+        Ok(())
+    }
+
+    /// The slow path: blocking writes from the cursor to the head of the log,
+    /// then back to the fast path. The socket lock is held throughout, so the
+    /// fan-out thread cannot write in between; it finds the client slow.
+    fn catch_up(&self, log: &Log, gauges: &Gauges) -> io::Result<()> {
+        let mut guard = self.lock_sink();
+        let sink = attached(&mut guard)?;
+        sink.set_blocking(true)?;
+        sink.flush()?;
+        let notices = std::mem::take(&mut self.lock().notices);
+        for notice in &notices {
+            sink.write_message(notice)?;
+        }
+        let mut chunk = Vec::with_capacity(CATCH_UP_CHUNK);
+        loop {
+            let from = self.lock().next;
+            match log.read(from, CATCH_UP_CHUNK, &mut chunk) {
+                Read::Messages(_) => {
+                    let mut cursor = self.lock();
+                    for (position, message) in (from..).zip(chunk.drain(..)) {
+                        if self.wanted(&mut cursor, position, &message) {
+                            sink.write_message(&message)?;
+                        }
+                        cursor.next = position + 1;
+                    }
+                    drop(cursor);
+                    sink.flush()?;
+                }
+                Read::Behind { oldest, oldest_seq } => {
+                    let mut cursor = self.lock();
+                    let missed = oldest - cursor.next;
+                    self.dropped.fetch_add(missed, Ordering::Relaxed);
+                    gauges.client_dropped.fetch_add(missed, Ordering::Relaxed);
+                    let from_seq = cursor.last_seq + 1;
+                    if from_seq < oldest_seq {
+                        sink.write_message(&gap_message(from_seq, oldest_seq - 1))?;
+                    }
+                    cursor.last_seq = cursor.last_seq.max(oldest_seq.saturating_sub(1));
+                    cursor.next = oldest;
+                }
+                Read::CaughtUp => {
+                    sink.flush()?;
+                    sink.set_blocking(false)?;
+                    if self.go_fast(log) {
+                        return Ok(());
+                    }
+                    sink.set_blocking(true)?;
+                }
+            }
+        }
+    }
+
+    /// Hands the client back to the fan-out thread if nothing was appended
+    /// since it caught up. Checked under the cursor's lock: the fan-out
+    /// thread appends before it looks at cursors, so either it sees the
+    /// client fast and delivers the new batch, or this sees the batch.
+    fn go_fast(&self, log: &Log) -> bool {
+        let mut cursor = self.lock();
+        if !log.is_head(cursor.next) {
+            return false;
+        }
+        cursor.mode = Mode::Fast;
+        cursor.last_write = Instant::now();
+        true
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Cursor> {
+        self.cursor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_sink(&self) -> MutexGuard<'_, Option<Box<dyn Sink>>> {
+        self.sink.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Marks the client gone (its thread ended).
+    pub fn close(&self) {
+        self.lock().mode = Mode::Closed;
+    }
+}
+
+/// The socket of a client whose thread runs: attached before it started.
+fn attached<'a>(guard: &'a mut MutexGuard<'_, Option<Box<dyn Sink>>>) -> io::Result<&'a mut Box<dyn Sink>> {
+    guard
+        .as_mut()
+        .ok_or_else(|| io::Error::other("client thread started without a socket"))
+}

@@ -1,0 +1,472 @@
+//! The shared log: every serialised message of this run, once, in order.
+//!
+//! Owns: the bounded ring of [`Broadcast`]s (outcomes and stats), each at a
+//! position that counts up from 0; the run's [`Epoch`]; and where a client's
+//! wishes (`since`, `replay`, live) start in it, with the notices a stream
+//! opens with (`hello`, then `reset` and `gap` when needed).
+//!
+//! Written only by the fan-out thread ([`Log::append`]); read by every
+//! client's cursor and by `GET /api/events`. A full ring forgets its oldest
+//! message: the writer never waits on a reader.
+//!
+//! Must not know: clients, sockets, deadlines.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+
+use crate::epoch::{Epoch, Position};
+use crate::hub::{Broadcast, Kind};
+
+/// Messages the log holds beyond `--history`: room for the stats messages
+/// between outcomes and for live clients a little behind, when the history
+/// asked for is small.
+pub const LOG_SLACK: usize = 4096;
+
+/// Which outcomes a client wants replayed before the live stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Resume {
+    /// Live only.
+    #[default]
+    Live,
+    /// Every retained outcome after this position (a client resuming); a
+    /// position from another run replays this run from its start.
+    Since(Position),
+    /// The last N retained outcomes.
+    Last(usize),
+}
+
+/// Retained outcomes after a position, and what the client must be told first.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Outcomes, oldest first.
+    pub messages: Vec<Broadcast>,
+    /// `(from, to)`: outcomes asked for but already gone from the log.
+    pub gap: Option<(u64, u64)>,
+    /// Set when the position is not from this run: the replay then starts at
+    /// this run's first outcome.
+    pub reset: Option<Reset>,
+}
+
+/// A resuming client's position is from another run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reset {
+    /// The run the client named; `None` when it named none and its `seq` is
+    /// beyond anything this run has handed out.
+    pub previous: Option<Epoch>,
+}
+
+/// Where a new client starts reading, and what it is told first.
+#[derive(Debug)]
+pub struct Start {
+    /// The first position it reads.
+    pub position: u64,
+    /// Positions before this one are replay: stats among them are skipped.
+    pub live_from: u64,
+    /// The last `seq` before its first outcome (for gap notices later).
+    pub last_seq: u64,
+    /// `hello`, then `reset` and `gap` when needed.
+    pub notices: Vec<Broadcast>,
+}
+
+/// What a cursor found in the log.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Read {
+    /// Messages from the cursor on were copied out; the next position to read.
+    Messages(u64),
+    /// The cursor fell off the tail: the oldest retained position, and the
+    /// `seq` of the oldest retained outcome (or the next one to come).
+    Behind { oldest: u64, oldest_seq: u64 },
+    /// Nothing after the cursor yet.
+    CaughtUp,
+}
+
+/// The log of this run.
+#[derive(Debug)]
+pub struct Log {
+    epoch: Epoch,
+    ring: Mutex<Ring>,
+    capacity: usize,
+    /// Outcomes kept for replay (`--history`); the ring may hold more.
+    history: usize,
+}
+
+#[derive(Debug, Default)]
+struct Ring {
+    messages: VecDeque<Broadcast>,
+    /// Position of `messages[0]`.
+    first: u64,
+    /// The last `seq` handed out.
+    newest: u64,
+}
+
+impl Ring {
+    fn head(&self) -> u64 {
+        self.first + self.messages.len() as u64
+    }
+
+    /// Position of the first retained outcome with a `seq` above `seq`
+    /// (seqs never decrease along the log; stats carry the last outcome's).
+    fn position_after(&self, seq: u64) -> u64 {
+        self.first + self.messages.partition_point(|m| m.seq <= seq) as u64
+    }
+
+    /// The `seq` of the oldest outcome a replay may still serve.
+    fn oldest_replayable(&self, history: usize) -> u64 {
+        let oldest_held = self
+            .messages
+            .iter()
+            .find(|m| m.kind == Kind::Event)
+            .map_or(self.newest + 1, |m| m.seq);
+        let window = self.newest.saturating_sub(history as u64) + 1;
+        oldest_held.max(window)
+    }
+}
+
+impl Log {
+    /// A log of the run `epoch` that keeps `history` outcomes for replay.
+    pub fn new(history: usize, epoch: Epoch) -> Self {
+        Log {
+            epoch,
+            ring: Mutex::new(Ring::default()),
+            capacity: history + LOG_SLACK,
+            history,
+        }
+    }
+
+    /// The run whose messages this log holds.
+    pub fn epoch(&self) -> &Epoch {
+        &self.epoch
+    }
+
+    /// Appends `batch` and returns the position of its first message.
+    pub fn append(&self, batch: &[Broadcast]) -> u64 {
+        let mut ring = self.lock();
+        let start = ring.head();
+        for message in batch {
+            if message.kind == Kind::Event {
+                ring.newest = message.seq;
+            }
+            if ring.messages.len() == self.capacity {
+                ring.messages.pop_front();
+                ring.first += 1;
+            }
+            ring.messages.push_back(message.clone());
+        }
+        start
+    }
+
+    /// The position the next message will take.
+    pub fn head(&self) -> u64 {
+        self.lock().head()
+    }
+
+    /// The last `seq` handed out in this run (0 before the first outcome).
+    pub fn newest(&self) -> u64 {
+        self.lock().newest
+    }
+
+    /// Copies up to `max` messages from position `from` on into `into`.
+    pub fn read(&self, from: u64, max: usize, into: &mut Vec<Broadcast>) -> Read {
+        let ring = self.lock();
+        if from < ring.first {
+            let oldest_seq = ring
+                .messages
+                .iter()
+                .find(|m| m.kind == Kind::Event)
+                .map_or(ring.newest + 1, |m| m.seq);
+            return Read::Behind {
+                oldest: ring.first,
+                oldest_seq,
+            };
+        }
+        let skip = usize::try_from(from - ring.first).unwrap_or(usize::MAX);
+        if skip >= ring.messages.len() {
+            return Read::CaughtUp;
+        }
+        let before = into.len();
+        into.extend(ring.messages.iter().skip(skip).take(max).cloned());
+        Read::Messages(from + (into.len() - before) as u64)
+    }
+
+    /// Whether position `at` is the head: nothing after it yet.
+    pub fn is_head(&self, at: u64) -> bool {
+        self.lock().head() == at
+    }
+
+    /// Where a client that asked for `resume` starts, and what it is told
+    /// first. Called on the fan-out thread between two appends, so the
+    /// replay and the live stream meet without gap or duplicate.
+    pub fn start(&self, resume: &Resume) -> Start {
+        let ring = self.lock();
+        let head = ring.head();
+        let mut notices = vec![hello_message(&self.epoch, ring.newest)];
+        let live = Start {
+            position: head,
+            live_from: head,
+            last_seq: ring.newest,
+            notices: Vec::new(),
+        };
+        let mut start = match resume {
+            Resume::Live => live,
+            Resume::Last(n) => {
+                let oldest = ring.oldest_replayable(self.history);
+                let since = ring.newest.saturating_sub(*n as u64).max(oldest - 1);
+                Start {
+                    position: ring.position_after(since),
+                    last_seq: since,
+                    ..live
+                }
+            }
+            Resume::Since(position) => {
+                let replay = self.replay_of(&ring, position);
+                let since = if replay.reset.is_some() {
+                    0
+                } else {
+                    position.seq
+                };
+                if let Some(reset) = &replay.reset {
+                    notices.push(reset_message(&self.epoch, reset));
+                }
+                if let Some((from, to)) = replay.gap {
+                    notices.push(gap_message(from, to));
+                }
+                let resumed = since.max(ring.oldest_replayable(self.history) - 1);
+                Start {
+                    position: ring.position_after(resumed),
+                    last_seq: resumed,
+                    ..live
+                }
+            }
+        };
+        start.notices = notices;
+        start
+    }
+
+    /// Up to `limit` retained outcomes after `position`, for `GET /api/events`.
+    ///
+    /// A position names its run by epoch; one from another run is answered
+    /// with a [`Reset`] and this run from its start, never with the outcomes
+    /// after its `seq` (which would skip this run's first ones). A position
+    /// without an epoch cannot be checked and is taken to be from this run,
+    /// unless its `seq` is beyond the newest one handed out: that can only
+    /// come from an earlier run.
+    pub fn after(&self, position: &Position, limit: usize) -> Replay {
+        let ring = self.lock();
+        let mut replay = self.replay_of(&ring, position);
+        let since = if replay.reset.is_some() {
+            0
+        } else {
+            position.seq
+        };
+        let oldest = ring.oldest_replayable(self.history);
+        replay.messages = ring
+            .messages
+            .iter()
+            .filter(|m| m.kind == Kind::Event && m.seq > since && m.seq >= oldest)
+            .take(limit)
+            .cloned()
+            .collect();
+        replay
+    }
+
+    /// Whether `position` is from this run, and what it missed.
+    fn replay_of(&self, ring: &Ring, position: &Position) -> Replay {
+        let from_this_run =
+            position.seq <= ring.newest && position.epoch.as_ref().is_none_or(|e| *e == self.epoch);
+        let (since, reset) = if from_this_run {
+            (position.seq, None)
+        } else {
+            let previous = position.epoch.clone();
+            (0, Some(Reset { previous }))
+        };
+        let oldest = ring.oldest_replayable(self.history);
+        let gap = (since + 1 < oldest).then(|| (since + 1, oldest - 1));
+        Replay {
+            messages: Vec::new(),
+            gap,
+            reset,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Ring> {
+        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The first message of every stream: which run this is, and the newest
+/// `seq` at the moment the client joined (replayed and live outcomes follow).
+fn hello_message(epoch: &Epoch, newest: u64) -> Broadcast {
+    // An epoch is letters, digits, '-' and '_' only (see `Epoch::parse`):
+    // nothing in it needs escaping.
+    let json = format!(r#"{{"type":"hello","epoch":"{epoch}","seq":{newest}}}"#);
+    notice(Kind::Hello, newest, json)
+}
+
+/// The message telling a client its position is from another run: what
+/// follows is this run from its start.
+fn reset_message(epoch: &Epoch, reset: &Reset) -> Broadcast {
+    let previous = match &reset.previous {
+        Some(previous) => format!(r#""{previous}""#),
+        None => "null".to_owned(),
+    };
+    let json = format!(r#"{{"type":"reset","epoch":"{epoch}","previousEpoch":{previous}}}"#);
+    notice(Kind::Reset, 0, json)
+}
+
+/// The message telling a client that outcomes `from..=to` are no longer retained.
+pub fn gap_message(from: u64, to: u64) -> Broadcast {
+    let json = format!(r#"{{"type":"gap","from":{from},"to":{to}}}"#);
+    notice(Kind::Gap, to, json)
+}
+
+fn notice(kind: Kind, seq: u64, json: String) -> Broadcast {
+    Broadcast {
+        kind,
+        seq,
+        status: "",
+        json: Bytes::from(json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn event(seq: u64) -> Broadcast {
+        Broadcast {
+            kind: Kind::Event,
+            seq,
+            status: if seq % 2 == 0 { "late" } else { "on-time" },
+            json: Bytes::from(format!(r#"{{"seq":{seq}}}"#)),
+        }
+    }
+
+    const RUN: &str = "00000000000000aa";
+
+    fn log_with(history: usize, outcomes: u64) -> Log {
+        let log = Log::new(history, Epoch::parse(RUN).expect("valid epoch"));
+        let batch: Vec<_> = (1..=outcomes).map(event).collect();
+        log.append(&batch);
+        log
+    }
+
+    fn since(epoch: Option<&str>, seq: u64) -> Resume {
+        Resume::Since(Position {
+            epoch: epoch.map(|e| Epoch::parse(e).expect("valid epoch")),
+            seq,
+        })
+    }
+
+    fn seqs_from(log: &Log, start: &Start) -> Vec<u64> {
+        let mut got = Vec::new();
+        log.read(start.position, usize::MAX, &mut got);
+        got.iter().map(|m| m.seq).collect()
+    }
+
+    fn kinds(start: &Start) -> Vec<Kind> {
+        start.notices.iter().map(|m| m.kind).collect()
+    }
+
+    #[test]
+    fn a_resuming_client_starts_right_after_its_seq() {
+        let log = log_with(100, 10);
+        let start = log.start(&since(Some(RUN), 7));
+        assert_eq!(kinds(&start), [Kind::Hello]);
+        assert_eq!(seqs_from(&log, &start), [8, 9, 10]);
+        assert_eq!(start.live_from, log.head());
+    }
+
+    #[test]
+    fn resuming_from_before_the_history_is_announced_as_a_gap() {
+        let log = log_with(5, 20);
+        let start = log.start(&since(None, 3));
+        assert_eq!(kinds(&start), [Kind::Hello, Kind::Gap]);
+        assert_eq!(start.notices[1].seq, 15);
+        assert_eq!(seqs_from(&log, &start), [16, 17, 18, 19, 20]);
+        let replay = log.after(
+            &Position {
+                epoch: Some(Epoch::parse(RUN).expect("valid")),
+                seq: 3,
+            },
+            usize::MAX,
+        );
+        assert_eq!(replay.gap, Some((4, 15)));
+        assert_eq!(replay.messages.len(), 5);
+    }
+
+    #[test]
+    fn a_position_from_another_run_is_reset_and_replayed_from_this_runs_start() {
+        let log = log_with(100, 30);
+        let start = log.start(&since(Some("00000000000000bb"), 20));
+        assert_eq!(kinds(&start), [Kind::Hello, Kind::Reset]);
+        assert_eq!(seqs_from(&log, &start).len(), 30);
+        assert_eq!(
+            start.notices[1].json,
+            format!(r#"{{"type":"reset","epoch":"{RUN}","previousEpoch":"00000000000000bb"}}"#)
+        );
+    }
+
+    #[test]
+    fn a_seq_without_an_epoch_is_trusted_unless_this_run_never_reached_it() {
+        let log = log_with(100, 10);
+        assert!(log.after(&since_position(None, 5), 100).reset.is_none());
+        let beyond = log.after(&since_position(None, 50), 100);
+        assert_eq!(beyond.reset, Some(Reset { previous: None }));
+        assert_eq!(beyond.messages.len(), 10);
+    }
+
+    fn since_position(epoch: Option<&str>, seq: u64) -> Position {
+        Position {
+            epoch: epoch.map(|e| Epoch::parse(e).expect("valid epoch")),
+            seq,
+        }
+    }
+
+    #[test]
+    fn replay_of_the_last_n_starts_n_outcomes_back() {
+        let log = log_with(100, 10);
+        let start = log.start(&Resume::Last(3));
+        assert_eq!(seqs_from(&log, &start), [8, 9, 10]);
+        let all = log.start(&Resume::Last(1000));
+        assert_eq!(seqs_from(&log, &all).len(), 10);
+    }
+
+    #[test]
+    fn a_full_log_forgets_its_oldest_and_a_cursor_behind_it_is_told() {
+        let log = Log::new(0, Epoch::parse(RUN).expect("valid"));
+        let batch: Vec<_> = (1..=(LOG_SLACK as u64 + 10)).map(event).collect();
+        log.append(&batch);
+        let mut got = Vec::new();
+        assert_eq!(
+            log.read(0, 10, &mut got),
+            Read::Behind {
+                oldest: 10,
+                oldest_seq: 11
+            }
+        );
+        assert!(got.is_empty());
+        assert_eq!(log.read(log.head(), 10, &mut got), Read::CaughtUp);
+    }
+
+    #[test]
+    fn with_no_history_kept_a_resume_gets_a_gap_and_the_live_stream() {
+        let log = log_with(0, 10);
+        let start = log.start(&since(Some(RUN), 2));
+        assert_eq!(kinds(&start), [Kind::Hello, Kind::Gap]);
+        assert_eq!(start.position, log.head());
+        assert!(log.after(&since_position(None, 0), 100).messages.is_empty());
+    }
+
+    #[test]
+    fn every_stream_opens_with_a_hello_naming_the_run_and_the_newest_seq() {
+        let log = log_with(10, 4);
+        let start = log.start(&Resume::Live);
+        assert_eq!(
+            start.notices[0].json,
+            format!(r#"{{"type":"hello","epoch":"{RUN}","seq":4}}"#)
+        );
+        assert_eq!(start.position, log.head());
+    }
+}

@@ -1,0 +1,176 @@
+//! Delivery: how serialised outcomes reach every client's socket, at a cost
+//! per message that does not grow with a thread wake-up per client.
+//!
+//! Owns: the shared [`Log`] (every message once, in order), one [`Client`]
+//! per connection (a cursor into the log, its filter, its socket and its own
+//! thread), the fan-out thread that appends to the log and writes each batch
+//! to every caught-up client without blocking, and the client slots (the cap).
+//!
+//! Channels: reads the hub's broadcast channel (already-serialised messages:
+//! the boundary between producing outcomes and delivering them) and the
+//! subscribe channel from the HTTP front. Writes only to clients' sockets.
+//!
+//! Must not know: deadlines, verdicts, or statistics beyond the client counts.
+//!
+//! A client thread that panics is caught at its boundary: the panic is logged
+//! and counted, and that client is disconnected like one whose write failed.
+//! It is not restarted: it holds nothing but one client's connection, which a
+//! panic leaves in an unknown state, and the client reconnects (with `since`).
+
+mod client;
+mod fanout;
+mod log;
+pub mod sse;
+pub mod ws;
+
+pub use client::{Client, Sink};
+pub use fanout::{Subscriptions, spawn};
+pub use log::{LOG_SLACK, Log, Replay, Reset, Resume, Start, gap_message};
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::Duration;
+
+use crate::faults::{Faults, Role};
+use crate::hub::{Broadcast, Kind};
+use crate::stats::Gauges;
+
+/// An idle client gets a keep-alive (WebSocket Ping, SSE comment) after this long.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+
+/// Stack of a client thread: it only moves buffers around, and thousands of
+/// them must fit.
+const CLIENT_STACK: usize = 128 * 1024;
+
+/// What a client asks for when it connects.
+#[derive(Clone, Debug, Default)]
+pub struct Interest {
+    /// Stats messages too, once a second.
+    pub stats: bool,
+    /// What to replay first.
+    pub resume: Resume,
+    /// Only outcomes with these statuses (`None`: all).
+    pub statuses: Option<Vec<String>>,
+}
+
+impl Interest {
+    fn wants(&self, message: &Broadcast) -> bool {
+        match message.kind {
+            Kind::Stats => self.stats,
+            Kind::Gap | Kind::Hello | Kind::Reset => true,
+            Kind::Event => self
+                .statuses
+                .as_ref()
+                .is_none_or(|wanted| wanted.iter().any(|s| s == message.status)),
+        }
+    }
+}
+
+/// Starts a client's own thread, named `name`. It serves the client until a
+/// write fails — the client went away, or its socket stayed unwritable past
+/// the send timeout — or the daemon stops, then frees the slot.
+pub fn spawn_client(
+    client: Arc<Client>,
+    log: Arc<Log>,
+    gauges: Arc<Gauges>,
+    slot: Slot,
+    name: String,
+) -> io::Result<()> {
+    let thread_client = Arc::clone(&client);
+    let spawned = thread::Builder::new()
+        .name(name)
+        .stack_size(CLIENT_STACK)
+        .spawn(move || {
+            let faults = Arc::clone(&slot.faults);
+            let ended = faults
+                .catch(Role::Writer, || thread_client.serve(&log, &gauges, &faults))
+                .unwrap_or_else(|| "the client thread panicked; client disconnected".into());
+            // Whatever ended it, the fan-out forgets this client at its next
+            // batch, the socket closes and the slot is free now.
+            thread_client.close();
+            drop(slot);
+            ::log::debug!(
+                "{} ended: {ended}",
+                thread::current().name().unwrap_or("client")
+            );
+        });
+    if spawned.is_err() {
+        client.close();
+    }
+    spawned.map(|_| ())
+}
+
+/// How a client is connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// WebSocket (`/ws`).
+    WebSocket,
+    /// Server-Sent Events (`/events`).
+    Sse,
+}
+
+/// The cap on connected clients. A slot is taken before a connection is
+/// upgraded and given back when its writer ends.
+#[derive(Clone)]
+pub struct ClientSlots {
+    gauges: Arc<Gauges>,
+    max: usize,
+    faults: Arc<Faults>,
+}
+
+/// A taken client slot; dropping it frees the slot.
+pub struct Slot {
+    gauges: Arc<Gauges>,
+    transport: Transport,
+    /// Where the writer holding this slot counts a panic.
+    faults: Arc<Faults>,
+}
+
+impl ClientSlots {
+    /// At most `max` clients at once, counted in `gauges.clients`; their
+    /// writers' panics are counted in `faults`.
+    pub fn new(gauges: Arc<Gauges>, max: usize, faults: Arc<Faults>) -> Self {
+        ClientSlots {
+            gauges,
+            max,
+            faults,
+        }
+    }
+
+    /// The most clients at once.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Takes a slot, or `None` when every slot is taken.
+    pub fn try_take(&self, transport: Transport) -> Option<Slot> {
+        self.gauges
+            .clients
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()?;
+        per_transport(&self.gauges, transport).fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            gauges: Arc::clone(&self.gauges),
+            transport,
+            faults: Arc::clone(&self.faults),
+        })
+    }
+}
+
+fn per_transport(gauges: &Gauges, transport: Transport) -> &std::sync::atomic::AtomicUsize {
+    match transport {
+        Transport::WebSocket => &gauges.websocket_clients,
+        Transport::Sse => &gauges.sse_clients,
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        per_transport(&self.gauges, self.transport).fetch_sub(1, Ordering::Relaxed);
+        self.gauges.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
