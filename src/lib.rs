@@ -39,6 +39,7 @@ pub mod ingest;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod origin;
 pub mod server;
 pub mod service;
 pub mod stats;

@@ -1,12 +1,11 @@
 //! The `punctual` binary: parse flags, start the daemon, wait until a signal
 //! stops it.
 
-use clap::Parser;
 use punctual::{Config, Server, logging, service};
 
 fn main() {
     logging::init();
-    let config = Config::parse();
+    let config = Config::from_env_and_args();
     let server = match Server::start(config) {
         Ok(server) => server,
         Err(e) => {
