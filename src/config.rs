@@ -97,7 +97,7 @@ pub struct Config {
     pub max_body: u64,
 
     /// Serve the page from this directory instead of the copy built into the binary.
-    #[arg(long, env = "PUNCTUAL_STATIC_DIR", value_parser = parse_static_dir)]
+    #[arg(long, env = "PUNCTUAL_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
 
     /// Seconds between summary lines in the log.
@@ -145,17 +145,6 @@ fn parse_token(value: &str) -> Result<String, String> {
                 .into(),
         ),
         token => Ok(token.to_owned()),
-    }
-}
-
-fn parse_static_dir(value: &str) -> Result<PathBuf, String> {
-    match value.trim() {
-        "" => Err(
-            "an empty path; name a directory, or leave --static-dir out to serve \
-                   the page built into the binary"
-                .into(),
-        ),
-        _ => Ok(PathBuf::from(value)),
     }
 }
 

@@ -138,22 +138,27 @@ fn an_empty_token_flag_is_refused_at_start_naming_the_flag() {
 }
 
 #[test]
-fn blank_variables_as_an_env_file_writes_them_mean_unset() {
+fn a_blank_static_dir_variable_serves_the_built_in_page() {
+    let daemon = Daemon::spawn(&["--rate", "0"], &[("PUNCTUAL_STATIC_DIR", "")]);
+    let page = http(daemon.addr, "GET", "/", &[], b"");
+    assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
+    assert!(String::from_utf8_lossy(&page.body).contains("<title>punctual"));
+}
+
+#[test]
+fn blank_variables_as_an_env_file_writes_them_leave_the_defaults() {
     let daemon = Daemon::spawn(
         &[],
         &[
-            ("PUNCTUAL_STATIC_DIR", ""),
             ("PUNCTUAL_RATE", ""),
             ("PUNCTUAL_ALLOWED_ORIGIN", ""),
             ("PUNCTUAL_ALLOWED_HOST", " "),
         ],
     );
-    let page = http(daemon.addr, "GET", "/", &[], b"");
-    assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
-    assert!(String::from_utf8_lossy(&page.body).contains("<title>punctual"));
     let (_, config) = get_json(daemon.addr, "/api/config");
-    assert_eq!(config["rate"], 20, "a blank variable leaves the default");
+    assert_eq!(config["rate"], 20);
     assert_eq!(config["allowedOrigins"], serde_json::json!([]));
+    assert_eq!(config["allowedHosts"], serde_json::json!([]));
     assert_eq!(config["auth"], false);
 }
 
