@@ -132,15 +132,8 @@ fn the_event_stream_follows_the_same_origin_rules() {
         c.allowed_origins = allow(&["http://localhost:5173"]);
     });
     let addr = server.local_addr();
-    let cross = http(
-        addr,
-        "GET",
-        "/events",
-        &[("Origin", "https://evil.example")],
-        b"",
-    );
+    let cross = open_event_stream(addr, "/events", &[("Origin", "https://evil.example")]);
     assert_eq!(cross.status, 403);
-    assert!(error_text(&cross.json()).contains("https://evil.example"));
 
     let own = format!("http://{addr}");
     let mut same = open_event_stream(addr, "/events", &[("Origin", &own)]);
