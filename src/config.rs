@@ -118,14 +118,14 @@ pub struct Config {
 
     /// Another site whose pages may use the streams and the API, as scheme://host[:port]
     /// (or * for any); repeatable, comma-separated in the environment.
-    #[arg(long = "allowed-origin", env = "PUNCTUAL_ALLOWED_ORIGIN", value_delimiter = ',',
-          value_parser = AllowedOrigin::parse)]
+    #[arg(long = "allowed-origin", env = "PUNCTUAL_ALLOWED_ORIGIN", value_name = "ORIGIN",
+          value_delimiter = ',', value_parser = AllowedOrigin::parse)]
     pub allowed_origins: Vec<AllowedOrigin>,
 
     /// Another name (host[:port]) under which mutating requests may reach the daemon,
     /// e.g. a reverse proxy's; repeatable, comma-separated in the environment.
-    #[arg(long = "allowed-host", env = "PUNCTUAL_ALLOWED_HOST", value_delimiter = ',',
-          value_parser = AllowedHost::parse)]
+    #[arg(long = "allowed-host", env = "PUNCTUAL_ALLOWED_HOST", value_name = "HOST",
+          value_delimiter = ',', value_parser = AllowedHost::parse)]
     pub allowed_hosts: Vec<AllowedHost>,
 
     /// Seconds unacknowledged data may wait before the kernel drops a connection (TCP_USER_TIMEOUT).
