@@ -42,6 +42,7 @@ pub mod ingest;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod origin;
 pub mod server;
 pub mod service;
 pub mod stats;

@@ -17,6 +17,7 @@ use super::reply::{
 use crate::config::KnobsUpdate;
 use crate::epoch::{Epoch, Position};
 use crate::fanout::{ClientQueue, Interest, Resume};
+use crate::origin::{Admitted, Rules};
 use crate::transport::{self, Slot, Transport, sse, ws};
 use crate::workers::Entry;
 use crate::{ingest, metrics};
@@ -71,6 +72,36 @@ impl App {
         self.config.effective(&self.knobs, self.caps)
     }
 
+    fn origin_rules(&self) -> Rules<'_> {
+        Rules {
+            listen: self.config.listen,
+            origins: &self.config.allowed_origins,
+            hosts: &self.config.allowed_hosts,
+        }
+    }
+
+    /// A stream may be opened by a non-browser client, a page of this daemon,
+    /// or a page of an `--allowed-origin`.
+    fn admit_stream(&self, request: &Request) -> Result<Admitted, Reply> {
+        let origin = header_value(request, "Origin");
+        self.origin_rules()
+            .check_origin(origin, header_value(request, "Host"))
+            .map_err(|e| error(403, &e))
+    }
+
+    /// A mutating request must name this daemon in `Host` (DNS rebinding) and,
+    /// coming from a page, from an admitted origin (a cross-site form or fetch).
+    fn admit_change(&self, request: &Request) -> Result<(), Reply> {
+        let rules = self.origin_rules();
+        let host = header_value(request, "Host");
+        rules.check_host(host).map_err(|e| error(403, &e))?;
+        let origin = header_value(request, "Origin");
+        rules
+            .check_origin(origin, host)
+            .map_err(|e| error(403, &e))?;
+        Ok(())
+    }
+
     /// Whether `request` may change state: always when no `--token` is set,
     /// otherwise only with `Authorization: Bearer <token>` (compared in constant time).
     fn authorized(&self, request: &Request) -> bool {
@@ -90,6 +121,9 @@ const MAX_CONFIG_BODY: u64 = 16 * 1024;
 
 /// `PUT /api/config`: validates the whole change before applying any of it.
 fn change_settings(app: &App, request: &mut Request) -> Reply {
+    if let Err(refusal) = app.admit_change(request) {
+        return refusal;
+    }
     if !app.authorized(request) {
         return error(
             401,
@@ -118,6 +152,9 @@ fn change_settings(app: &App, request: &mut Request) -> Reply {
 
 /// Answers a WebSocket upgrade and hands the connection to a writer thread.
 fn upgrade_websocket(app: &App, request: Request) {
+    if let Err(refusal) = app.admit_stream(&request) {
+        return respond(request, refusal);
+    }
     let upgrade = header_value(&request, "Upgrade");
     let connection = header_value(&request, "Connection");
     let version = header_value(&request, "Sec-WebSocket-Version");
@@ -151,13 +188,18 @@ fn upgrade_websocket(app: &App, request: Request) {
 
 /// `GET /events`: a Server-Sent Events stream on the same terms as `/ws`.
 fn open_event_stream(app: &App, request: Request) {
+    let cors_origin = match app.admit_stream(&request) {
+        Ok(Admitted::Allowed(origin)) => Some(origin),
+        Ok(Admitted::NoOrigin | Admitted::SameOrigin) => None,
+        Err(refusal) => return respond(request, refusal),
+    };
     let last_event_id = header_value(&request, "Last-Event-ID").map(str::to_owned);
     let (slot, queue) = match join(app, &request, Transport::Sse, last_event_id.as_deref()) {
         Ok(joined) => joined,
         Err(reply) => return respond(request, reply),
     };
     let epoch = app.history.epoch().clone();
-    let sink = match sse::SseSink::open(request.into_writer(), epoch) {
+    let sink = match sse::SseSink::open(request.into_writer(), epoch, cors_origin.as_deref()) {
         Ok(sink) => sink,
         Err(e) => {
             queue.close();
@@ -322,6 +364,9 @@ fn recent_events(app: &App, request: &Request) -> Reply {
 /// `POST /api/events`: validates the whole batch, then enters every event
 /// with the same `try_send` rule as the generator.
 fn ingest(app: &App, request: &mut Request) -> Reply {
+    if let Err(refusal) = app.admit_change(request) {
+        return refusal;
+    }
     if !app.authorized(request) {
         return error(
             401,

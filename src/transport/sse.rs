@@ -17,11 +17,16 @@ use crate::transport::Sink;
 /// How long a browser's `EventSource` waits before reconnecting, in ms.
 const RETRY_MS: u64 = 2000;
 
-/// The response head and the reconnect hint that open every stream.
-fn preamble() -> String {
+/// The response head and the reconnect hint that open every stream. A page
+/// of another site admitted by `--allowed-origin` needs `cors_origin` named in
+/// `Access-Control-Allow-Origin`, or its browser withholds the stream.
+fn preamble(cors_origin: Option<&str>) -> String {
+    let cors = cors_origin
+        .map(|origin| format!("Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n"))
+        .unwrap_or_default();
     format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
-         X-Accel-Buffering: no\r\nConnection: close\r\n\r\nretry: {RETRY_MS}\n\n"
+         X-Accel-Buffering: no\r\n{cors}Connection: close\r\n\r\nretry: {RETRY_MS}\n\n"
     )
 }
 
@@ -33,10 +38,12 @@ pub struct SseSink<W: Write> {
 
 impl<W: Write> SseSink<W> {
     /// Writes the head of the stream; the stream is live once this returns.
-    /// `epoch` is the run's, written into every outcome's id.
-    pub fn open(writer: W, epoch: Epoch) -> io::Result<Self> {
+    /// `epoch` is the run's, written into every outcome's id; `cors_origin`
+    /// (`*` or an origin, never raw client input) is sent as
+    /// `Access-Control-Allow-Origin`.
+    pub fn open(writer: W, epoch: Epoch, cors_origin: Option<&str>) -> io::Result<Self> {
         let mut out = BufWriter::with_capacity(64 * 1024, writer);
-        out.write_all(preamble().as_bytes())?;
+        out.write_all(preamble(cors_origin).as_bytes())?;
         out.flush()?;
         Ok(SseSink { out, epoch })
     }
