@@ -12,13 +12,13 @@ use super::App;
 use super::assets::{static_file, static_name};
 use super::reply::{
     Reply, body, error, has_token, header, header_value, json, method_not_allowed, parse_json,
-    query_param, read_body, respond, status_json,
+    read_body, respond, status_json,
 };
 use crate::config::KnobsUpdate;
-use crate::fanout::{ClientQueue, Interest, Resume};
+use crate::fanout::ClientQueue;
 use crate::transport::{self, Slot, Transport, sse, ws};
 use crate::workers::Entry;
-use crate::{ingest, metrics};
+use crate::{ingest, metrics, query};
 
 pub(super) fn route(app: &App, mut request: Request) {
     let path = request.url().split('?').next().unwrap_or("/").to_owned();
@@ -181,8 +181,8 @@ fn join(
     transport: Transport,
     resume_from: Option<&str>,
 ) -> Result<(Slot, Arc<ClientQueue>), Reply> {
-    let interest =
-        interest(request.url(), resume_from, app.history_capacity).map_err(|e| error(400, &e))?;
+    let interest = query::interest(request.url(), resume_from, app.history_capacity)
+        .map_err(|e| error(400, &e))?;
     let Some(slot) = app.slots.try_take(transport) else {
         let message = format!(
             "client limit reached ({} connected); try again later",
@@ -197,74 +197,12 @@ fn join(
     Ok((slot, queue))
 }
 
-/// The outcome statuses a filter may name.
-const STATUSES: [&str; 3] = ["on-time", "late", "dropped"];
-
-/// Reads a streaming client's wishes from its URL.
-fn interest(url: &str, resume_from: Option<&str>, history: usize) -> Result<Interest, String> {
-    let number = |name: &str, value: &str| {
-        value
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| format!("{name}: expected a non-negative integer, got {value:?}"))
-    };
-    let resume = match (
-        resume_from,
-        query_param(url, "since"),
-        query_param(url, "replay"),
-    ) {
-        (Some(id), _, _) => Resume::Since(number("Last-Event-ID", id)?),
-        (None, Some(since), _) => Resume::Since(number("since", since)?),
-        (None, None, Some(n)) => Resume::Last(
-            usize::try_from(number("replay", n)?)
-                .unwrap_or(usize::MAX)
-                .min(history),
-        ),
-        (None, None, None) => Resume::Live,
-    };
-    let statuses = match query_param(url, "status") {
-        None => None,
-        Some(list) => {
-            let wanted: Vec<String> = list
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect();
-            if let Some(bad) = wanted.iter().find(|s| !STATUSES.contains(&s.as_str())) {
-                return Err(format!(
-                    "status: unknown status {bad:?}; use on-time, late, dropped"
-                ));
-            }
-            Some(wanted)
-        }
-    };
-    Ok(Interest {
-        stats: query_param(url, "stats") == Some("1"),
-        resume,
-        statuses,
-    })
-}
-
-/// Most outcomes `GET /api/events` returns when no `limit` is given.
-const DEFAULT_EVENTS_LIMIT: usize = 1000;
-
 /// `GET /api/events?since=SEQ&limit=N`: retained outcomes after SEQ, oldest
 /// first. Outcomes no longer retained are named in `X-Punctual-Gap: FROM-TO`.
 fn recent_events(app: &App, request: &Request) -> Reply {
-    let url = request.url();
-    let parse = |name: &str, default: u64| match query_param(url, name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| format!("{name}: expected a non-negative integer, got {v:?}")),
-    };
-    let (since, limit) = match (
-        parse("since", 0),
-        parse("limit", DEFAULT_EVENTS_LIMIT as u64),
-    ) {
-        (Ok(since), Ok(limit)) => (since, usize::try_from(limit).unwrap_or(usize::MAX)),
-        (Err(e), _) | (_, Err(e)) => return error(400, &e),
+    let (since, limit) = match query::events_page(request.url()) {
+        Ok(page) => page,
+        Err(e) => return error(400, &e),
     };
     let replay = app.history.after(since, app.history.newest(), limit);
     let mut body = Vec::with_capacity(
