@@ -11,8 +11,8 @@
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::config::KnobsUpdate;
@@ -125,20 +125,22 @@ const ANSWER_WAIT: Duration = Duration::from_secs(2);
 /// Every this many raw requests, `/healthz` must still answer.
 const HEALTH_EVERY: u64 = 128;
 
-/// One daemon per process, started by the first raw request.
+/// One daemon per process, started by the first raw request. It stays in a
+/// static (not forgotten) so a leak checker sees it as still reachable.
 fn daemon() -> SocketAddr {
-    static ADDR: OnceLock<SocketAddr> = OnceLock::new();
-    *ADDR.get_or_init(|| {
+    static DAEMON: OnceLock<Mutex<Server>> = OnceLock::new();
+    let server = DAEMON.get_or_init(|| {
         let config = Config {
             rate: 50,
             ..Config::for_tests()
         };
         let server = Server::start(config).unwrap_or_else(|e| panic!("daemon starts: {e}"));
-        let addr = server.local_addr();
-        // The daemon lives as long as the fuzzing process.
-        std::mem::forget(server);
-        addr
-    })
+        Mutex::new(server)
+    });
+    server
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .local_addr()
 }
 
 /// The status code of an HTTP response's first line.
