@@ -120,7 +120,7 @@ pub fn stream_query(data: &[u8]) {
 }
 
 /// How long a raw request waits for its answer before the next input.
-const ANSWER_WAIT: Duration = Duration::from_secs(2);
+const ANSWER_WAIT: Duration = Duration::from_secs(1);
 
 /// Every this many raw requests, `/healthz` must still answer.
 const HEALTH_EVERY: u64 = 128;
@@ -153,28 +153,26 @@ pub fn status_of(answer: &[u8]) -> Option<u16> {
 }
 
 /// Sends `data` as-is on a fresh loopback connection, closes the sending side
-/// and reads what comes back within [`ANSWER_WAIT`]. Returns what was read.
+/// (so a half-sent body ends instead of waiting) and reads until the status
+/// line is in, the daemon closes, or [`ANSWER_WAIT`] passes. Returns what was
+/// read: only the status matters, and a stream (/events, /ws) never ends.
 pub fn send_raw(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, ANSWER_WAIT) else {
         return Vec::new();
     };
     let _ = stream.set_read_timeout(Some(ANSWER_WAIT));
     let _ = stream.set_write_timeout(Some(ANSWER_WAIT));
-    if stream.write_all(data).is_err() {
-        return Vec::new();
+    if stream.write_all(data).is_ok() {
+        let _ = stream.shutdown(Shutdown::Write);
     }
-    let _ = stream.shutdown(Shutdown::Write);
+    // A refused huge header may be answered before it is all sent: read anyway.
     let mut answer = Vec::new();
     let until = Instant::now() + ANSWER_WAIT;
-    let mut chunk = [0u8; 16 * 1024];
-    // Streams (/events, /ws) never end by themselves: stop at the deadline.
-    while Instant::now() < until {
+    let mut chunk = [0u8; 4096];
+    while Instant::now() < until && !answer.contains(&b'\n') {
         match stream.read(&mut chunk) {
             Ok(0) | Err(_) => break,
             Ok(n) => answer.extend_from_slice(&chunk[..n]),
-        }
-        if answer.len() > 1 << 20 {
-            break;
         }
     }
     answer
