@@ -46,12 +46,22 @@ fn stream_queries_that_once_broke_or_might_are_read_cleanly() {
     replay("stream_query", fuzzing::stream_query);
 }
 
+/// Each raw input is sent more times than the front has request threads, so
+/// one that kills the thread serving it leaves nothing to answer `/healthz`.
+const RAW_REPEATS: usize = 8;
+
 #[test]
 fn raw_requests_that_once_broke_or_might_leave_the_daemon_answering() {
-    replay("raw_request", fuzzing::raw_request);
-    // The daemon was started by the first replay; it must still be there.
-    assert!(
-        fuzzing::raw_request_daemon_healthy(),
-        "/healthz stopped answering"
-    );
+    for path in inputs("raw_request") {
+        let data = fs::read(&path).expect("read input");
+        eprintln!("raw_request: {} ({} bytes)", path.display(), data.len());
+        for _ in 0..RAW_REPEATS {
+            fuzzing::raw_request(&data);
+        }
+        assert!(
+            fuzzing::raw_request_daemon_healthy(),
+            "/healthz stopped answering after {}",
+            path.display()
+        );
+    }
 }

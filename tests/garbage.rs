@@ -132,6 +132,7 @@ fn set_content_length(rng: &mut fastrand::Rng, request: &mut Vec<u8>) {
         "18446744073709551616",
         "4294967296",
         "1000000000",
+        "100000000000000000",
         "-1",
         "abc",
         "",
