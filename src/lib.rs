@@ -50,6 +50,12 @@ pub mod time;
 pub mod transport;
 pub mod workers;
 
+mod query;
+
+/// Entry points for the fuzz targets; not a stable interface.
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use config::{Admission, Config};
 pub use event::{DropReason, Event, Source, Status};
 pub use server::{Server, Stopper};
