@@ -10,10 +10,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::Serialize;
 
 use crate::limits::Caps;
+use crate::origin::{AllowedHost, AllowedOrigin};
 
 /// Whether workers refuse work that cannot finish before its deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
@@ -75,11 +76,6 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub queue: u32,
 
-    /// Messages buffered per dashboard client; when full, that client misses messages (counted).
-    #[arg(long, env = "PUNCTUAL_CLIENT_QUEUE", default_value_t = 256,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub client_queue: u32,
-
     /// Most dashboard clients (WebSocket and SSE) at once; an upgrade beyond it gets 503.
     /// Default: 10000, or --max-connections if lower.
     #[arg(long, env = "PUNCTUAL_MAX_CLIENTS",
@@ -129,10 +125,23 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub write_timeout: u64,
 
-    /// Bearer token required by every mutating endpoint (unset: no authentication).
-    #[arg(long, env = "PUNCTUAL_TOKEN", hide_env_values = true)]
+    /// Bearer token required by every mutating endpoint (unset: no authentication;
+    /// an empty value is refused).
+    #[arg(long, env = "PUNCTUAL_TOKEN", hide_env_values = true, value_parser = parse_token)]
     #[serde(skip)]
     pub token: Option<String>,
+
+    /// Another site whose pages may use the streams and the API, as scheme://host[:port]
+    /// (or * for any); repeatable, comma-separated in the environment.
+    #[arg(long = "allowed-origin", env = "PUNCTUAL_ALLOWED_ORIGIN", value_name = "ORIGIN",
+          value_delimiter = ',', value_parser = AllowedOrigin::parse)]
+    pub allowed_origins: Vec<AllowedOrigin>,
+
+    /// Another name (host[:port]) under which mutating requests may reach the daemon,
+    /// e.g. a reverse proxy's; repeatable, comma-separated in the environment.
+    #[arg(long = "allowed-host", env = "PUNCTUAL_ALLOWED_HOST", value_name = "HOST",
+          value_delimiter = ',', value_parser = AllowedHost::parse)]
+    pub allowed_hosts: Vec<AllowedHost>,
 
     /// Seconds unacknowledged data may wait before the kernel drops a connection (TCP_USER_TIMEOUT).
     #[arg(long, env = "PUNCTUAL_TCP_USER_TIMEOUT", default_value_t = 20,
@@ -147,6 +156,35 @@ pub struct Config {
     pub test_panic: Option<crate::faults::Role>,
 }
 
+/// The token must say something: an empty one would leave every mutating
+/// endpoint open while the operator believes it is protected. Surrounding
+/// whitespace is dropped (an `Authorization` header cannot carry it).
+fn parse_token(value: &str) -> Result<String, String> {
+    match value.trim() {
+        "" => Err(
+            "an empty token would leave every mutating endpoint open; set \
+                   PUNCTUAL_TOKEN / --token to a secret, or remove it to run without a token"
+                .into(),
+        ),
+        token => Ok(token.to_owned()),
+    }
+}
+
+/// An environment line `PUNCTUAL_X=` with nothing after `=` (as an env file
+/// invites) counts as unset, so the flag's default applies — except the
+/// token's, which goes on to be refused by [`parse_token`].
+fn blank_env_is_unset(arg: clap::Arg) -> clap::Arg {
+    let blank = arg
+        .get_env()
+        .and_then(std::env::var_os)
+        .is_some_and(|value| value.to_string_lossy().trim().is_empty());
+    if blank && arg.get_id() != "token" {
+        arg.env(None::<&str>)
+    } else {
+        arg
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         // The defaults live in one place: the flag declarations above.
@@ -155,6 +193,24 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Reads this process's flags and `PUNCTUAL_*` variables (a blank variable
+    /// counts as unset); on nonsense it prints what is wrong, naming the flag,
+    /// and exits with status 2.
+    pub fn from_env_and_args() -> Config {
+        Config::try_from_env_and_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// [`Config::from_env_and_args`] with the given arguments, returning the error.
+    pub fn try_from_env_and_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut command = Config::command().mut_args(blank_env_is_unset);
+        let mut matches = command.try_get_matches_from_mut(args)?;
+        Config::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
+    }
+
     /// The settings in force, with the live knobs' current values: reported in
     /// stats, at `GET /api/config`, and in the start line.
     pub fn effective(&self, knobs: &Knobs, caps: Caps) -> serde_json::Value {
@@ -167,7 +223,6 @@ impl Config {
             "admission": if knobs.admission() { "on" } else { "off" },
             "workers": self.workers,
             "queue": self.queue,
-            "clientQueue": self.client_queue,
             "maxClients": caps.clients,
             "maxConnections": caps.connections,
             "requestTimeout": self.request_timeout,
@@ -177,6 +232,8 @@ impl Config {
             "history": self.history,
             "maxBody": self.max_body,
             "auth": self.token.is_some(),
+            "allowedOrigins": self.allowed_origins,
+            "allowedHosts": self.allowed_hosts,
         })
     }
 
@@ -315,8 +372,8 @@ mod tests {
             (20, 100, 50, 0)
         );
         assert_eq!(
-            (c.workers, c.queue, c.client_queue, c.max_clients),
-            (4, 64, 256, None)
+            (c.workers, c.queue, c.max_clients),
+            (4, 64, None)
         );
         assert_eq!(c.admission, Admission::On);
     }
@@ -346,6 +403,42 @@ mod tests {
         assert_eq!(changes, ["workMs 50 → 150", "admission → off"]);
         assert_eq!(knobs.work(), Duration::from_millis(150));
         assert!(!knobs.admission());
+    }
+
+    #[test]
+    fn an_empty_token_or_static_dir_flag_is_refused_with_the_flag_named() {
+        for args in [
+            ["punctual", "--token", ""],
+            ["punctual", "--token", "  "],
+            ["punctual", "--static-dir", ""],
+            ["punctual", "--allowed-origin", ""],
+            ["punctual", "--allowed-host", ""],
+        ] {
+            let err = Config::try_from_env_and_args(args).expect_err("must be refused");
+            assert_eq!(err.exit_code(), 2);
+            assert!(err.to_string().contains(args[1]), "{err}");
+        }
+    }
+
+    #[test]
+    fn the_token_loses_surrounding_whitespace_and_origins_repeat() {
+        let args = [
+            "punctual",
+            "--token",
+            " s3cret\n",
+            "--allowed-origin",
+            "http://localhost:5173,https://a.example",
+            "--allowed-origin",
+            "*",
+        ];
+        let config = Config::try_from_env_and_args(args).expect("valid");
+        assert_eq!(config.token.as_deref(), Some("s3cret"));
+        let origins: Vec<String> = config
+            .allowed_origins
+            .iter()
+            .map(|o| o.to_string())
+            .collect();
+        assert_eq!(origins, ["http://localhost:5173", "https://a.example", "*"]);
     }
 
     #[test]

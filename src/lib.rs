@@ -42,11 +42,18 @@ pub mod ingest;
 pub mod limits;
 pub mod logging;
 pub mod metrics;
+pub mod origin;
 pub mod server;
 pub mod service;
 pub mod stats;
 pub mod time;
 pub mod workers;
+
+mod query;
+
+/// Entry points for the fuzz targets; not a stable interface.
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use config::{Admission, Config};
 pub use event::{DropReason, Event, Source, Status};

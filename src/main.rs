@@ -1,7 +1,6 @@
 //! The `punctual` binary: parse flags, start the daemon, wait until a signal
 //! stops it.
 
-use clap::Parser;
 use punctual::{Config, Server, faults, logging, service};
 
 fn main() {
@@ -9,7 +8,7 @@ fn main() {
     // A dead generator, hub or fan-out cannot be stood in for: exit non-zero
     // so the service manager starts a fresh daemon.
     faults::exit_when_an_essential_stage_dies();
-    let config = Config::parse();
+    let config = Config::from_env_and_args();
     let server = match Server::start(config) {
         Ok(server) => server,
         Err(e) => {

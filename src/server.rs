@@ -175,7 +175,11 @@ impl Server {
             static_dir: config.static_dir.clone(),
             next_client: Default::default(),
             knobs: Arc::clone(&knobs),
-            config: config.clone(),
+            // The bound address, so the Host rules know the real port when 0 was asked for.
+            config: Config {
+                listen: addr,
+                ..config.clone()
+            },
             intake: intake.clone(),
             clock,
             log,

@@ -32,10 +32,11 @@ fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
-fn post_event() -> Vec<u8> {
+/// A POST must name the daemon in `Host` (the DNS-rebinding defence).
+fn post_event(addr: SocketAddr) -> Vec<u8> {
     let body = r#"{"id":"probe"}"#;
     format!(
-        "POST /api/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
+        "POST /api/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
@@ -103,8 +104,11 @@ fn six_hundred_half_open_connections_neither_deafen_the_front_nor_stay_open() {
     held.extend(hold(
         addr,
         200,
-        b"POST /api/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
-          Content-Length: 2000\r\n\r\n{\"id\":",
+        format!(
+            "POST /api/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+             Content-Length: 2000\r\n\r\n{{\"id\":"
+        )
+        .as_bytes(),
     ));
     // Kept-alive connections that were answered once and then say nothing.
     let mut idle = hold(addr, 200, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -125,7 +129,7 @@ fn six_hundred_half_open_connections_neither_deafen_the_front_nor_stay_open() {
             ("GET /", get("/")),
             ("GET /healthz", get("/healthz")),
             ("GET /api/stats", get("/api/stats")),
-            ("POST /api/events", post_event()),
+            ("POST /api/events", post_event(addr)),
         ] {
             let status = status_of(addr, &request);
             assert!(
@@ -304,11 +308,11 @@ fn oversized_requests_get_413_414_431_and_the_connection_closes() {
     // Refused from Content-Length before a byte of the body is read, and the
     // connection is closed rather than drained.
     let mut big = TcpStream::connect(addr).expect("connect");
-    big.write_all(
-        b"POST /api/events HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n\
-          Content-Length: 100000000\r\n\r\n",
-    )
-    .expect("send head");
+    let head = format!(
+        "POST /api/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: 100000000\r\n\r\n"
+    );
+    big.write_all(head.as_bytes()).expect("send head");
     big.set_read_timeout(Some(Duration::from_secs(3)))
         .expect("timeout");
     let mut head = [0u8; 12];

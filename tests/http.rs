@@ -260,7 +260,6 @@ fn firehose(c: &mut punctual::Config) {
 fn a_client_that_never_reads_does_not_stop_another_from_receiving_every_seq() {
     let server = start(|c| {
         firehose(c);
-        c.client_queue = 4_096;
     });
     let addr = server.local_addr();
     let _stalled = stalled_client(addr);

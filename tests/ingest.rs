@@ -511,7 +511,6 @@ fn ingested_events_finding_the_queue_full_are_dropped_counted_and_broadcast() {
         c.rate = 0;
         c.workers = 1;
         c.queue = 1;
-        c.client_queue = 1_000;
     });
     let addr = server.local_addr();
     let (mut ws, mut sse) = watchers(addr);
@@ -573,7 +572,6 @@ fn generator_and_ingest_together_under_overload_keep_every_snapshot_balanced() {
         c.rate = 2_000;
         c.workers = workers as u32;
         c.queue = queue as u32;
-        c.client_queue = 100_000;
     });
     let addr = server.local_addr();
     let mut client = connect(addr, "/ws?stats=1");

@@ -706,7 +706,6 @@ fn unit_memory_limits_follow_the_documented_sizing_of_the_bounded_queues() {
     const MIB: f64 = 1024.0 * 1024.0;
     // The figures the unit's comment uses.
     const MESSAGE: f64 = 4608.0;
-    const ENTRY: f64 = 64.0;
     const PER_CLIENT: f64 = 96.0 * 1024.0;
     const BASE_MIB: f64 = 32.0;
     let c = punctual::Config::default();
@@ -715,10 +714,8 @@ fn unit_memory_limits_follow_the_documented_sizing_of_the_bounded_queues() {
         + c.queue as usize
         + c.workers as usize;
     let clients = punctual::limits::DEFAULT_MAX_CLIENTS as f64;
-    let needed = (f64::from(c.history) * MESSAGE
-        + channels as f64 * MESSAGE
-        + clients * f64::from(c.client_queue) * ENTRY
-        + clients * PER_CLIENT)
+    let log = c.history as usize + punctual::delivery::LOG_SLACK;
+    let needed = (log as f64 * MESSAGE + channels as f64 * MESSAGE + clients * PER_CLIENT)
         / MIB
         + BASE_MIB;
 

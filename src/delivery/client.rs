@@ -297,7 +297,7 @@ impl Client {
         sink.flush()?;
         let notices = std::mem::take(&mut self.lock().notices);
         for notice in &notices {
-            sink.write_message(notice)?;
+            write_blocking(sink, notice)?;
         }
         let mut chunk = Vec::with_capacity(CATCH_UP_CHUNK);
         loop {
@@ -307,7 +307,7 @@ impl Client {
                     let mut cursor = self.lock();
                     for (position, message) in (from..).zip(chunk.drain(..)) {
                         if self.wanted(&mut cursor, position, &message) {
-                            sink.write_message(&message)?;
+                            write_blocking(sink, &message)?;
                         }
                         cursor.next = position + 1;
                     }
@@ -321,7 +321,7 @@ impl Client {
                     gauges.client_dropped.fetch_add(missed, Ordering::Relaxed);
                     let from_seq = cursor.last_seq + 1;
                     if from_seq < oldest_seq {
-                        sink.write_message(&gap_message(from_seq, oldest_seq - 1))?;
+                        write_blocking(sink, &gap_message(from_seq, oldest_seq - 1))?;
                     }
                     cursor.last_seq = cursor.last_seq.max(oldest_seq.saturating_sub(1));
                     cursor.next = oldest;
@@ -371,4 +371,16 @@ fn attached<'a>(guard: &'a mut MutexGuard<'_, Option<Box<dyn Sink>>>) -> io::Res
     guard
         .as_mut()
         .ok_or_else(|| io::Error::other("client thread started without a socket"))
+}
+
+/// Adds a message on the slow path: when the sink's buffer is full, it is
+/// sent first (blocking) to make room.
+fn write_blocking(sink: &mut Box<dyn Sink>, message: &Broadcast) -> io::Result<()> {
+    match sink.write_message(message) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {
+            sink.flush()?;
+            sink.write_message(message)
+        }
+        other => other,
+    }
 }

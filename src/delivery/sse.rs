@@ -20,13 +20,18 @@ const RETRY_MS: u64 = 2000;
 
 /// Most bytes a stream buffers while its socket does not take them; past it
 /// the fast path leaves the rest to the client's own thread.
-const MAX_BUFFERED: usize = 1024 * 1024;
+const MAX_BUFFERED: usize = 64 * 1024;
 
-/// The response head and the reconnect hint that open every stream.
-fn preamble() -> String {
+/// The response head and the reconnect hint that open every stream. A page
+/// of another site admitted by `--allowed-origin` needs `cors_origin` named in
+/// `Access-Control-Allow-Origin`, or its browser withholds the stream.
+fn preamble(cors_origin: Option<&str>) -> String {
+    let cors = cors_origin
+        .map(|origin| format!("Access-Control-Allow-Origin: {origin}\r\nVary: Origin\r\n"))
+        .unwrap_or_default();
     format!(
         "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
-         X-Accel-Buffering: no\r\nConnection: close\r\n\r\nretry: {RETRY_MS}\n\n"
+         X-Accel-Buffering: no\r\n{cors}Connection: close\r\n\r\nretry: {RETRY_MS}\n\n"
     )
 }
 
@@ -40,9 +45,11 @@ pub struct SseSink {
 
 impl SseSink {
     /// Writes the head of the stream (blocking); the stream is live once
-    /// this returns. `epoch` is the run's, written into every outcome's id.
-    pub fn open(mut socket: TcpStream, epoch: Epoch) -> io::Result<Self> {
-        socket.write_all(preamble().as_bytes())?;
+    /// this returns. `epoch` is the run's, written into every outcome's id;
+    /// `cors_origin` (`*` or an origin, never raw client input) is sent as
+    /// `Access-Control-Allow-Origin`.
+    pub fn open(mut socket: TcpStream, epoch: Epoch, cors_origin: Option<&str>) -> io::Result<Self> {
+        socket.write_all(preamble(cors_origin).as_bytes())?;
         Ok(SseSink {
             socket,
             pending: Vec::with_capacity(4096),

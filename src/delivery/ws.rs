@@ -13,7 +13,7 @@ use crate::hub::Broadcast;
 
 /// Most bytes a client's WebSocket buffers while its socket does not take
 /// them; past it the fast path leaves the rest to the client's own thread.
-const MAX_BUFFERED: usize = 1024 * 1024;
+const MAX_BUFFERED: usize = 64 * 1024;
 
 /// Buffers sized for a peer we only write to: a tiny read buffer (we never
 /// read), and a write buffer that gathers a batch before it is flushed.

@@ -12,13 +12,14 @@ use super::App;
 use super::assets::{static_file, static_name};
 use super::reply::{
     Reply, body, error, has_token, header, header_value, json, method_not_allowed, parse_json,
-    query_param, read_body, respond, status_json,
+    read_body, respond, status_json,
 };
 use crate::config::KnobsUpdate;
 use crate::epoch::{Epoch, Position};
-use crate::delivery::{self, Client, Interest, Resume, Sink, Slot, Transport, sse, ws};
+use crate::delivery::{self, Client, Sink, Slot, Transport, sse, ws};
+use crate::origin::{Admitted, Rules};
 use crate::workers::Entry;
-use crate::{ingest, metrics};
+use crate::{ingest, metrics, query};
 
 pub(super) fn route(app: &App, mut request: Request) {
     let path = request.url().split('?').next().unwrap_or("/").to_owned();
@@ -70,6 +71,36 @@ impl App {
         self.config.effective(&self.knobs, self.caps)
     }
 
+    fn origin_rules(&self) -> Rules<'_> {
+        Rules {
+            listen: self.config.listen,
+            origins: &self.config.allowed_origins,
+            hosts: &self.config.allowed_hosts,
+        }
+    }
+
+    /// A stream may be opened by a non-browser client, a page of this daemon,
+    /// or a page of an `--allowed-origin`.
+    fn admit_stream(&self, request: &Request) -> Result<Admitted, Reply> {
+        let origin = header_value(request, "Origin");
+        self.origin_rules()
+            .check_origin(origin, header_value(request, "Host"))
+            .map_err(|e| error(403, &e))
+    }
+
+    /// A mutating request must name this daemon in `Host` (DNS rebinding) and,
+    /// coming from a page, from an admitted origin (a cross-site form or fetch).
+    fn admit_change(&self, request: &Request) -> Result<(), Reply> {
+        let rules = self.origin_rules();
+        let host = header_value(request, "Host");
+        rules.check_host(host).map_err(|e| error(403, &e))?;
+        let origin = header_value(request, "Origin");
+        rules
+            .check_origin(origin, host)
+            .map_err(|e| error(403, &e))?;
+        Ok(())
+    }
+
     /// Whether `request` may change state: always when no `--token` is set,
     /// otherwise only with `Authorization: Bearer <token>` (compared in constant time).
     fn authorized(&self, request: &Request) -> bool {
@@ -89,6 +120,9 @@ const MAX_CONFIG_BODY: u64 = 16 * 1024;
 
 /// `PUT /api/config`: validates the whole change before applying any of it.
 fn change_settings(app: &App, request: &mut Request) -> Reply {
+    if let Err(refusal) = app.admit_change(request) {
+        return refusal;
+    }
     if !app.authorized(request) {
         return error(
             401,
@@ -117,6 +151,9 @@ fn change_settings(app: &App, request: &mut Request) -> Reply {
 
 /// Answers a WebSocket upgrade and hands the connection to a writer thread.
 fn upgrade_websocket(app: &App, request: Request) {
+    if let Err(refusal) = app.admit_stream(&request) {
+        return respond(request, refusal);
+    }
     let upgrade = header_value(&request, "Upgrade");
     let connection = header_value(&request, "Connection");
     let version = header_value(&request, "Sec-WebSocket-Version");
@@ -151,6 +188,11 @@ fn upgrade_websocket(app: &App, request: Request) {
 
 /// `GET /events`: a Server-Sent Events stream on the same terms as `/ws`.
 fn open_event_stream(app: &App, request: Request) {
+    let cors_origin = match app.admit_stream(&request) {
+        Ok(Admitted::Allowed(origin)) => Some(origin),
+        Ok(Admitted::NoOrigin | Admitted::SameOrigin) => None,
+        Err(refusal) => return respond(request, refusal),
+    };
     let last_event_id = header_value(&request, "Last-Event-ID").map(str::to_owned);
     let (slot, client) = match join(app, &request, Transport::Sse, last_event_id.as_deref()) {
         Ok(joined) => joined,
@@ -159,7 +201,7 @@ fn open_event_stream(app: &App, request: Request) {
     let epoch = app.log.epoch().clone();
     let opened = request
         .into_socket()
-        .and_then(|socket| sse::SseSink::open(socket, epoch));
+        .and_then(|socket| sse::SseSink::open(socket, epoch, cors_origin.as_deref()));
     match opened {
         Ok(sink) => start_client(app, client, Box::new(sink), slot, "sse"),
         Err(e) => {
@@ -192,8 +234,8 @@ fn join(
     transport: Transport,
     resume_from: Option<&str>,
 ) -> Result<(Slot, Arc<Client>), Reply> {
-    let interest =
-        interest(request.url(), resume_from, app.history_capacity).map_err(|e| error(400, &e))?;
+    let interest = query::interest(request.url(), resume_from, app.history_capacity)
+        .map_err(|e| error(400, &e))?;
     let Some(slot) = app.slots.try_take(transport) else {
         let message = format!(
             "client limit reached ({} connected); try again later",
@@ -208,96 +250,15 @@ fn join(
     Ok((slot, client))
 }
 
-/// The outcome statuses a filter may name.
-const STATUSES: [&str; 3] = ["on-time", "late", "dropped"];
-
-/// Reads a streaming client's wishes from its URL.
-fn interest(url: &str, resume_from: Option<&str>, history: usize) -> Result<Interest, String> {
-    let number = |name: &str, value: &str| {
-        value
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| format!("{name}: expected a non-negative integer, got {value:?}"))
-    };
-    let epoch = epoch_param(url)?;
-    let resume = match (
-        resume_from,
-        query_param(url, "since"),
-        query_param(url, "replay"),
-    ) {
-        (Some(id), _, _) => {
-            Resume::Since(Position::parse_event_id(id).map_err(|e| format!("Last-Event-ID: {e}"))?)
-        }
-        (None, Some(since), _) => Resume::Since(Position {
-            epoch,
-            seq: number("since", &since)?,
-        }),
-        (None, None, _) if epoch.is_some() => {
-            return Err("epoch: goes with since=SEQ, the last seq seen in that run".into());
-        }
-        (None, None, Some(n)) => Resume::Last(
-            usize::try_from(number("replay", &n)?)
-                .unwrap_or(usize::MAX)
-                .min(history),
-        ),
-        (None, None, None) => Resume::Live,
-    };
-    let statuses = match query_param(url, "status") {
-        None => None,
-        Some(list) => {
-            let wanted: Vec<String> = list
-                .split(',')
-                .map(|s| s.trim().to_owned())
-                .filter(|s| !s.is_empty())
-                .collect();
-            if let Some(bad) = wanted.iter().find(|s| !STATUSES.contains(&s.as_str())) {
-                return Err(format!(
-                    "status: unknown status {bad:?}; use on-time, late, dropped"
-                ));
-            }
-            Some(wanted)
-        }
-    };
-    Ok(Interest {
-        stats: query_param(url, "stats").as_deref() == Some("1"),
-        resume,
-        statuses,
-    })
-}
-
-/// The `epoch` query parameter, checked (`None` when absent).
-fn epoch_param(url: &str) -> Result<Option<Epoch>, String> {
-    query_param(url, "epoch")
-        .map(|e| Epoch::parse(&e).map_err(|e| format!("epoch: {e}")))
-        .transpose()
-}
-
-/// Most outcomes `GET /api/events` returns when no `limit` is given.
-const DEFAULT_EVENTS_LIMIT: usize = 1000;
-
 /// `GET /api/events?since=SEQ&epoch=E&limit=N`: retained outcomes after SEQ,
 /// oldest first. `X-Punctual-Epoch` names this run; a position from another
 /// run is answered from this run's start with `X-Punctual-Reset: <the epoch
 /// given, or none>`. Outcomes no longer retained are named in
 /// `X-Punctual-Gap: FROM-TO`.
 fn recent_events(app: &App, request: &Request) -> Reply {
-    let url = request.url();
-    let parse = |name: &str, default: u64| match query_param(url, name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .map_err(|_| format!("{name}: expected a non-negative integer, got {v:?}")),
-    };
-    let (since, limit, epoch) = match (
-        parse("since", 0),
-        parse("limit", DEFAULT_EVENTS_LIMIT as u64),
-        epoch_param(url),
-    ) {
-        (Ok(since), Ok(limit), Ok(epoch)) => {
-            (since, usize::try_from(limit).unwrap_or(usize::MAX), epoch)
-        }
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return error(400, &e),
+    let (since, limit, epoch) = match query::events_page(request.url()) {
+        Ok(page) => page,
+        Err(e) => return error(400, &e),
     };
     let replay = app.log.after(&Position { epoch, seq: since }, limit);
     let mut body = Vec::with_capacity(
@@ -331,6 +292,9 @@ fn recent_events(app: &App, request: &Request) -> Reply {
 /// `POST /api/events`: validates the whole batch, then enters every event
 /// with the same `try_send` rule as the generator.
 fn ingest(app: &App, request: &mut Request) -> Reply {
+    if let Err(refusal) = app.admit_change(request) {
+        return refusal;
+    }
     if !app.authorized(request) {
         return error(
             401,
@@ -360,50 +324,4 @@ fn ingest(app: &App, request: &mut Request) -> Reply {
     let answer =
         serde_json::json!({ "accepted": ids.len() - dropped, "dropped": dropped, "ids": ids });
     json(202, answer.to_string().into_bytes())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn resume(url: &str, last_event_id: Option<&str>) -> Result<Resume, String> {
-        interest(url, last_event_id, 100).map(|i| i.resume)
-    }
-
-    fn position(epoch: Option<&str>, seq: u64) -> Resume {
-        Resume::Since(Position {
-            epoch: epoch.map(|e| Epoch::parse(e).expect("valid epoch")),
-            seq,
-        })
-    }
-
-    #[test]
-    fn a_resume_names_its_run_by_epoch_and_since() {
-        assert_eq!(
-            resume("/ws?epoch=ab12&since=7", None),
-            Ok(position(Some("ab12"), 7))
-        );
-        assert_eq!(resume("/ws?since=7", None), Ok(position(None, 7)));
-        assert_eq!(resume("/ws", None), Ok(Resume::Live));
-    }
-
-    #[test]
-    fn last_event_id_wins_over_the_query_and_may_carry_the_epoch() {
-        assert_eq!(
-            resume("/events?epoch=old&since=3", Some("new:9")),
-            Ok(position(Some("new"), 9))
-        );
-        assert_eq!(resume("/events", Some("12")), Ok(position(None, 12)));
-    }
-
-    #[test]
-    fn bad_epochs_and_seqs_are_refused_naming_the_parameter() {
-        let error = |url, id| resume(url, id).expect_err(url);
-        assert!(error("/ws?epoch=a%20b&since=1", None).starts_with("epoch: "));
-        assert!(error("/ws?epoch=&since=1", None).starts_with("epoch: "));
-        assert!(error("/ws?epoch=ab12", None).starts_with("epoch: "));
-        assert!(error("/ws?epoch=ab12&since=x", None).starts_with("since: "));
-        assert!(error("/events", Some("ab12:x")).starts_with("Last-Event-ID: "));
-        assert!(error("/events", Some("a b:1")).starts_with("Last-Event-ID: "));
-    }
 }

@@ -91,9 +91,22 @@ pub fn next_stats(client: &mut Client, timeout: Duration) -> Value {
     }
 }
 
-/// A plain HTTP/1.1 exchange: returns the status, the lower-cased headers and the body.
+/// A plain HTTP/1.1 exchange with `Host` naming `addr`, as curl sends it:
+/// returns the status, the lower-cased headers and the body.
 pub fn http(
     addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    http_as(addr, &addr.to_string(), method, path, headers, body)
+}
+
+/// [`http`] with the `Host` header saying `host`.
+pub fn http_as(
+    addr: SocketAddr,
+    host: &str,
     method: &str,
     path: &str,
     headers: &[(&str, &str)],
@@ -103,7 +116,7 @@ pub fn http(
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -246,7 +259,8 @@ pub fn open_event_stream(addr: SocketAddr, path: &str, headers: &[(&str, &str)])
     stream
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("set read timeout");
-    let mut request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n");
+    let mut request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }

@@ -219,6 +219,7 @@ where
             Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
         } else {
             let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
+            let data_reader = data_reader.closing(connection.clone());
             Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
         }
     } else if transfer_encoding.is_some() {
@@ -455,13 +456,17 @@ impl Request {
         }
     }
 
-    /// (patch) Whether the connection must close after this response: an
-    /// error answer to a request with a body, whose rest is not read (so
-    /// it cannot be mistaken for the next request).
+    /// (patch) Whether the connection must close after this response, so
+    /// that an unread rest of the body is never taken for the next request:
+    /// an error answer to a request with a body, or any answer to a chunked
+    /// one (whose unread rest is not drained).
     fn closes_connection<R: Read>(&self, response: &Response<R>) -> bool {
-        let has_body = self.body_length.map_or(false, |n| n > 0)
-            || self.headers.iter().any(|h| h.field.equiv("Transfer-Encoding"));
-        has_body && response.status_code().0 >= 400
+        let chunked = self
+            .headers
+            .iter()
+            .any(|h| h.field.equiv("Transfer-Encoding"));
+        let has_body = chunked || self.body_length.map_or(false, |n| n > 0);
+        chunked || (has_body && response.status_code().0 >= 400)
     }
 
     /// (patch) Answers with an `HTTP/1.1` status line, whatever version was asked for.

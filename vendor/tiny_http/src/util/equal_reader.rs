@@ -1,6 +1,9 @@
 use std::io::Read;
 use std::io::Result as IoResult;
 use std::sync::mpsc::channel;
+use std::sync::Arc;
+
+use crate::limits::ConnectionState;
 use std::sync::mpsc::{Receiver, Sender};
 
 /// A `Reader` that reads exactly the number of bytes from a sub-reader.
@@ -15,7 +18,13 @@ where
     reader: R,
     size: usize,
     last_read_signal: Sender<IoResult<()>>,
+    // (patch) closed instead of drained when too much is left unread
+    connection: Option<Arc<ConnectionState>>,
 }
+
+/// (patch) Most unread body bytes drained so the connection can be reused;
+/// with more left, the connection is closed instead.
+const DRAIN_MAX: usize = 64 * 1024;
 
 impl<R> EqualReader<R>
 where
@@ -28,9 +37,18 @@ where
             reader,
             size,
             last_read_signal: tx,
+            connection: None,
         };
 
         (r, rx)
+    }
+}
+
+impl<R: Read> EqualReader<R> {
+    /// (patch) The connection to close if the body is abandoned half-read.
+    pub(crate) fn closing(mut self, connection: Option<Arc<ConnectionState>>) -> Self {
+        self.connection = connection;
+        self
     }
 }
 
@@ -65,11 +83,20 @@ where
 {
     fn drop(&mut self) {
         let mut remaining_to_read = self.size;
+        // (patch) never allocate what the client announced: drain a little in
+        // fixed pieces, or close the connection
+        if remaining_to_read > DRAIN_MAX {
+            if let Some(connection) = &self.connection {
+                connection.close();
+            }
+            return;
+        }
+        let mut buf = [0u8; 8 * 1024];
 
         while remaining_to_read > 0 {
-            let mut buf = vec![0; remaining_to_read];
+            let piece = &mut buf[..remaining_to_read.min(8 * 1024)];
 
-            match self.reader.read(&mut buf) {
+            match self.reader.read(piece) {
                 Err(e) => {
                     self.last_read_signal.send(Err(e)).ok();
                     break;
