@@ -10,7 +10,7 @@
 //! The ledger records each entry and each verdict, so nothing leaves uncounted.
 //!
 //! A panic while judging an event is caught around that event: the event gets
-//! the verdict `dropped/failed` (so it leaves the ledger's in-flight count and
+//! the verdict `dropped/panicked` (so it leaves the ledger's in-flight count and
 //! reaches every client like any verdict), the panic is counted, and the
 //! worker takes the next event. A worker keeps nothing of its own between
 //! events, so carrying on is the same as starting a fresh one; the shared
