@@ -142,7 +142,13 @@ fn run(
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        let due = ticker.poll(Instant::now());
+        let woke = Instant::now();
+        if ticker.rate() > 0 {
+            gauges
+                .tick_jitter
+                .record(woke.saturating_duration_since(wake_at));
+        }
+        let due = ticker.poll(woke);
         if due.skipped > 0 {
             gauges.lag_ticks.fetch_add(due.skipped, Ordering::Relaxed);
             log::debug!("generator behind: skipped {} ticks", due.skipped);

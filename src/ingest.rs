@@ -187,7 +187,7 @@ fn to_event(
             return Err(format!("id: must be 1 to {MAX_ID_CHARS} characters"));
         }
         Some(id) => id,
-        None => uuid::Uuid::new_v4().to_string(),
+        None => crate::event::fresh_id(),
     };
     let deadline = match posted.deadline_ms {
         Some(ms) => whole_milliseconds("deadlineMs", ms)?,

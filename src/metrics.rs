@@ -165,6 +165,18 @@ impl Collector for SnapshotMetrics {
             "Generator ticks skipped because it fell behind.",
             s.generator.lag_ticks,
         )?;
+        seconds_gauge(
+            &mut encoder,
+            "punctual_generator_tick_jitter_p99_seconds",
+            "99th percentile of how late the generator woke for a tick, last window.",
+            s.generator.tick_jitter_ms_p99,
+        )?;
+        seconds_gauge(
+            &mut encoder,
+            "punctual_late_after_deadline_p99_seconds",
+            "99th percentile of how long after its deadline a late verdict was given, last window.",
+            s.latency_ms.late_after_deadline_p99,
+        )?;
         let mut build = encoder.encode_descriptor(
             "punctual_build_info",
             "Always 1; the version is in the label.",
@@ -187,6 +199,16 @@ fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) 
 
 fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result {
     ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
+/// A gauge in seconds from a figure the snapshot holds in milliseconds.
+fn seconds_gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, ms: f64) -> Result {
+    ConstGauge::new(ms / 1000.0).encode(encoder.encode_descriptor(
+        name,
+        help,
+        None,
+        MetricType::Gauge,
+    )?)
 }
 
 fn labelled_counters<const N: usize>(

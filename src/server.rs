@@ -373,6 +373,7 @@ impl SystemReader {
             generator: GeneratorState {
                 rate: self.knobs.rate(),
                 lag_ticks: counter(&g.lag_ticks),
+                tick_jitter_ms_p99: g.tick_jitter.take_p99_ms(),
             },
             threads: ThreadState {
                 panics: self.faults.counts(),

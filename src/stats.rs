@@ -158,10 +158,68 @@ pub struct Gauges {
     pub connections: AtomicUsize,
     /// Failed `accept` calls, e.g. with descriptors exhausted.
     pub accept_errors: AtomicU64,
+    /// How late the generator woke for its ticks, in the current window.
+    pub tick_jitter: RecentDurations,
+}
+
+/// Durations recorded by one stage and taken as a p99 by the snapshot, which
+/// starts the next window. Recorded at most once per generator wake, so the
+/// lock is taken a few thousand times a second at most, never per event.
+#[derive(Debug)]
+pub struct RecentDurations {
+    micros: Mutex<Histogram<u64>>,
+}
+
+impl Default for RecentDurations {
+    fn default() -> Self {
+        RecentDurations {
+            micros: Mutex::new(micros_histogram()),
+        }
+    }
+}
+
+impl RecentDurations {
+    /// Adds one duration to the current window.
+    pub fn record(&self, took: Duration) {
+        record_micros(&mut self.lock(), took);
+    }
+
+    /// The 99th percentile of the window in ms (0 when empty); empties it.
+    pub fn take_p99_ms(&self) -> f64 {
+        let mut micros = self.lock();
+        let p99 = p99_ms(&micros);
+        micros.reset();
+        p99
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Histogram<u64>> {
+        self.micros.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn micros_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_TRACKED_LATENCY_US, 3)
+        .expect("constant histogram bounds are valid")
+}
+
+/// Records `took` in whole microseconds, at least 1 (the histogram's floor) and
+/// clamped at its ceiling.
+fn record_micros(histogram: &mut Histogram<u64>, took: Duration) {
+    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    histogram.saturating_record(micros.clamp(1, MAX_TRACKED_LATENCY_US));
+}
+
+fn p99_ms(histogram: &Histogram<u64>) -> f64 {
+    if histogram.is_empty() {
+        0.0
+    } else {
+        histogram.value_at_quantile(0.99) as f64 / 1000.0
+    }
 }
 
 /// Latency percentiles of the outcomes judged in the last window, in ms.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LatencyMs {
     /// Median.
     pub p50: f64,
@@ -171,6 +229,10 @@ pub struct LatencyMs {
     pub p99: f64,
     /// Largest.
     pub max: f64,
+    /// 99th percentile of how long after its deadline a late verdict was
+    /// given (`decided − deadline_at`): the cost of waking a worker at its
+    /// deadline. 0 when the window had no late verdict.
+    pub late_after_deadline_p99: f64,
 }
 
 /// Per-second rates over the last window.
@@ -345,6 +407,9 @@ pub struct GeneratorState {
     pub rate: u64,
     /// Ticks skipped because the generator fell behind, since start.
     pub lag_ticks: u64,
+    /// 99th percentile of how late the generator woke for a tick (actual −
+    /// scheduled wake) in the last window, in ms; 0 when it did not wake for one.
+    pub tick_jitter_ms_p99: f64,
 }
 
 /// The daemon's own threads.
@@ -381,6 +446,7 @@ pub struct Window {
     window_start: Instant,
     previous: Totals,
     latency_us: Histogram<u64>,
+    late_after_deadline_us: Histogram<u64>,
 }
 
 /// Highest latency the histogram records exactly; beyond it values are clamped.
@@ -395,8 +461,8 @@ impl Window {
             started: now,
             window_start: now,
             previous: Totals::default(),
-            latency_us: Histogram::new_with_bounds(1, MAX_TRACKED_LATENCY_US, 3)
-                .expect("constant histogram bounds are valid"),
+            latency_us: micros_histogram(),
+            late_after_deadline_us: micros_histogram(),
         }
     }
 
@@ -404,10 +470,14 @@ impl Window {
     /// Drops are excluded: their "latency" is time-to-drop and would flatter the chart.
     pub fn record(&mut self, outcome: &Outcome) {
         if matches!(outcome.status, Status::OnTime | Status::Late) {
-            let micros = u64::try_from(outcome.latency().as_micros()).unwrap_or(u64::MAX);
-            self.latency_us
-                .saturating_record(micros.clamp(1, MAX_TRACKED_LATENCY_US));
+            record_micros(&mut self.latency_us, outcome.latency());
             self.cumulative.record(outcome.latency());
+        }
+        if outcome.status == Status::Late {
+            let after = outcome
+                .decided
+                .saturating_duration_since(outcome.event.deadline_at());
+            record_micros(&mut self.late_after_deadline_us, after);
         }
     }
 
@@ -419,6 +489,7 @@ impl Window {
         self.previous = readings.totals;
         self.window_start = now;
         self.latency_us.reset();
+        self.late_after_deadline_us.reset();
         Snapshot {
             kind: "stats",
             epoch: readings.epoch,
@@ -437,8 +508,12 @@ impl Window {
     }
 
     fn latency_percentiles(&self) -> LatencyMs {
+        let late_after_deadline_p99 = p99_ms(&self.late_after_deadline_us);
         if self.latency_us.is_empty() {
-            return LatencyMs::default();
+            return LatencyMs {
+                late_after_deadline_p99,
+                ..LatencyMs::default()
+            };
         }
         let ms = |us: u64| us as f64 / 1000.0;
         LatencyMs {
@@ -446,6 +521,7 @@ impl Window {
             p90: ms(self.latency_us.value_at_quantile(0.90)),
             p99: ms(self.latency_us.value_at_quantile(0.99)),
             max: ms(self.latency_us.max()),
+            late_after_deadline_p99,
         }
     }
 }
@@ -515,6 +591,7 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::event::Event;
 
     #[test]
     fn entry_and_verdicts_balance_at_every_step() {
@@ -556,5 +633,35 @@ mod tests {
         };
         let r = rates(&before, &now, Duration::from_secs(2));
         assert_eq!((r.generated, r.on_time), (20.0, 15.0));
+    }
+
+    #[test]
+    fn recent_durations_give_the_p99_of_their_window_and_start_afresh() {
+        let recent = RecentDurations::default();
+        assert_eq!(recent.take_p99_ms(), 0.0, "an empty window");
+        for n in 1..=100u64 {
+            recent.record(Duration::from_micros(n * 100));
+        }
+        let p99 = recent.take_p99_ms();
+        assert!((9.8..=9.91).contains(&p99), "{p99}");
+        assert_eq!(recent.take_p99_ms(), 0.0, "taken windows are emptied");
+    }
+
+    #[test]
+    fn only_late_verdicts_count_how_long_after_the_deadline_they_came() {
+        let t0 = Instant::now();
+        let deadline = Duration::from_millis(100);
+        let mut window = Window::new(t0, deadline);
+        let outcome = |status, decided_after_ms: u64| Outcome {
+            event: Event::generated(t0, deadline),
+            status,
+            decided: t0 + Duration::from_millis(decided_after_ms),
+        };
+        window.record(&outcome(Status::OnTime, 90));
+        window.record(&outcome(Status::Dropped(DropReason::Expired), 300));
+        assert_eq!(window.latency_percentiles().late_after_deadline_p99, 0.0);
+        window.record(&outcome(Status::Late, 103));
+        let late = window.latency_percentiles().late_after_deadline_p99;
+        assert!((2.99..=3.01).contains(&late), "{late}");
     }
 }

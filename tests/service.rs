@@ -184,6 +184,8 @@ fn metrics_parse_as_prometheus_text_and_agree_with_stats() {
         "punctual_clients",
         "punctual_client_dropped_messages_total",
         "punctual_generator_lag_ticks_total",
+        "punctual_generator_tick_jitter_p99_seconds",
+        "punctual_late_after_deadline_p99_seconds",
         "punctual_build_info",
     ] {
         assert!(

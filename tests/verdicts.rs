@@ -64,6 +64,9 @@ fn no_verdict_contradicts_its_latency_under_cpu_contention() {
         let Some(event) = next_message(&mut client, Duration::from_millis(500)) else {
             continue;
         };
+        if event["type"] != "event" {
+            continue; // the stream's hello
+        }
         let latency = event["latencyMs"].as_f64().expect("latencyMs");
         let deadline = event["deadlineMs"].as_f64().expect("deadlineMs");
         let contradicts = match event["status"].as_str() {
@@ -97,4 +100,30 @@ fn no_verdict_contradicts_its_latency_under_cpu_contention() {
         on_time + late,
         contradictions[0]
     );
+}
+
+#[test]
+fn late_verdicts_report_how_long_after_the_deadline_they_came() {
+    // Work of 150 ms against a 100 ms deadline, admitted anyway: every verdict
+    // is late, given when the worker wakes at the deadline.
+    let server = start(|c| {
+        c.rate = 50;
+        c.work_ms = 150;
+        c.admission = Admission::Off;
+    });
+    let addr = server.local_addr();
+    let mut reported = None;
+    common::eventually(Duration::from_secs(20), || {
+        let (_, stats) = common::get_json(addr, "/api/stats");
+        let late = stats["latencyMs"]["lateAfterDeadlineP99"].as_f64();
+        let jitter = stats["generator"]["tickJitterMsP99"].as_f64();
+        reported = Some((late, jitter, stats));
+        matches!(late, Some(ms) if ms > 0.0)
+    });
+    let (late, jitter, stats) = reported.expect("a stats reading");
+    let late = late.expect("latencyMs.lateAfterDeadlineP99 in the stats");
+    // Generous: a busy machine wakes workers late, but not by the work's length.
+    assert!(late > 0.0 && late < 50.0, "{stats}");
+    let jitter = jitter.expect("generator.tickJitterMsP99 in the stats");
+    assert!((0.0..1000.0).contains(&jitter), "{stats}");
 }
