@@ -371,10 +371,7 @@ mod tests {
             (c.rate, c.deadline_ms, c.work_ms, c.work_jitter_ms),
             (20, 100, 50, 0)
         );
-        assert_eq!(
-            (c.workers, c.queue, c.max_clients),
-            (4, 64, None)
-        );
+        assert_eq!((c.workers, c.queue, c.max_clients), (4, 64, None));
         assert_eq!(c.admission, Admission::On);
     }
 

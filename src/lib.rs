@@ -30,9 +30,9 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod delivery;
 pub mod epoch;
 pub mod event;
-pub mod delivery;
 pub mod faults;
 pub mod generator;
 pub mod health;

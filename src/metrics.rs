@@ -119,8 +119,14 @@ impl Collector for SnapshotMetrics {
         counter(
             &mut encoder,
             "punctual_client_dropped_messages",
-            "Messages a client missed because its queue was full.",
+            "Messages a client missed because it fell off the log's tail.",
             s.clients.dropped_messages,
+        )?;
+        gauge(
+            &mut encoder,
+            "punctual_clients_slow",
+            "Clients served by their own thread: behind, replaying, or blocked.",
+            s.clients.slow as u64,
         )?;
         gauge(
             &mut encoder,

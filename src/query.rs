@@ -9,8 +9,8 @@
 //!
 //! Must not know: sockets, the fan-out's insides.
 
-use crate::epoch::{Epoch, Position};
 use crate::delivery::{Interest, Resume};
+use crate::epoch::{Epoch, Position};
 use crate::http::query_param;
 
 /// The outcome statuses a filter may name.

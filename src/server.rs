@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{Config, Knobs};
+use crate::delivery::{ClientSlots, Log};
 use crate::epoch::Epoch;
 use crate::event::Event;
-use crate::delivery::{ClientSlots, Log};
 use crate::faults::Faults;
 use crate::health::Heartbeats;
 use crate::hub::{self, Hub, LatestStats};
@@ -364,6 +364,7 @@ impl SystemReader {
                 sse: gauge(&g.sse_clients),
                 max: self.caps.clients,
                 dropped_messages: counter(&g.client_dropped),
+                slow: gauge(&g.slow_clients),
                 // Filled in by the hub, which holds the channel.
                 backlog: 0,
                 connections: gauge(&g.connections),

@@ -152,8 +152,10 @@ pub struct Gauges {
     pub websocket_clients: AtomicUsize,
     /// Of which over Server-Sent Events.
     pub sse_clients: AtomicUsize,
-    /// Messages not delivered to some client because its queue was full.
+    /// Messages some client missed because it fell off the log's tail.
     pub client_dropped: AtomicU64,
+    /// Clients now served by their own thread (behind, replaying, or blocked).
+    pub slow_clients: AtomicUsize,
     /// Open HTTP connections, clients included (read from the front once a second).
     pub connections: AtomicUsize,
     /// Failed `accept` calls, e.g. with descriptors exhausted.
@@ -386,8 +388,10 @@ pub struct ClientState {
     pub sse: usize,
     /// Effective most clients at once.
     pub max: usize,
-    /// Messages not delivered because a client's queue was full, since start.
+    /// Messages clients missed because they fell off the log's tail, since start.
     pub dropped_messages: u64,
+    /// Clients now served by their own thread: behind, replaying, or blocked.
+    pub slow: usize,
     /// Messages serialised by the hub and not yet handed out by the fan-out:
     /// a growing number means the fan-out cannot keep up with the clients.
     pub backlog: usize,

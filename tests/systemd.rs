@@ -715,9 +715,8 @@ fn unit_memory_limits_follow_the_documented_sizing_of_the_bounded_queues() {
         + c.workers as usize;
     let clients = punctual::limits::DEFAULT_MAX_CLIENTS as f64;
     let log = c.history as usize + punctual::delivery::LOG_SLACK;
-    let needed = (log as f64 * MESSAGE + channels as f64 * MESSAGE + clients * PER_CLIENT)
-        / MIB
-        + BASE_MIB;
+    let needed =
+        (log as f64 * MESSAGE + channels as f64 * MESSAGE + clients * PER_CLIENT) / MIB + BASE_MIB;
 
     let unit = shipped("punctual.service");
     let documented: f64 = unit

@@ -20,7 +20,7 @@
 
 use std::io::{self, ErrorKind};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::log::{Log, Read, Start, gap_message};
@@ -84,6 +84,7 @@ pub struct Client {
     /// The socket, attached once the handshake is answered.
     sink: Mutex<Option<Box<dyn Sink>>>,
     dropped: AtomicU64,
+    gauges: Arc<Gauges>,
 }
 
 /// What the fan-out does with a client after a batch.
@@ -99,7 +100,7 @@ impl Client {
     /// A client that wants what `interest` says. It subscribes before its
     /// handshake is answered (so it misses nothing made after it connected)
     /// and gets its socket after.
-    pub fn new(interest: Interest) -> Self {
+    pub fn new(interest: Interest, gauges: Arc<Gauges>) -> Self {
         Client {
             interest,
             cursor: Mutex::new(Cursor {
@@ -114,6 +115,7 @@ impl Client {
             wake: Condvar::new(),
             sink: Mutex::new(None),
             dropped: AtomicU64::new(0),
+            gauges,
         }
     }
 
@@ -138,7 +140,7 @@ impl Client {
         cursor.live_from = start.live_from;
         cursor.last_seq = start.last_seq;
         cursor.notices = start.notices;
-        cursor.mode = Mode::Slow;
+        self.set_mode(&mut cursor, Mode::Slow);
         drop(cursor);
         self.wake.notify_one();
     }
@@ -165,10 +167,11 @@ impl Client {
             return self.turn_slow(cursor);
         };
         let skip = usize::try_from(cursor.next - start).unwrap_or(usize::MAX);
+        let mut written = false;
         for (position, message) in (cursor.next..).zip(batch.iter().skip(skip)) {
             if self.wanted(&mut cursor, position, message) {
                 match sink.write_message(message) {
-                    Ok(()) => {}
+                    Ok(()) => written = true,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
                         drop(guard);
                         return self.turn_slow(cursor);
@@ -180,6 +183,9 @@ impl Client {
                 }
             }
             cursor.next = position + 1;
+        }
+        if !written {
+            return Keep::Yes;
         }
         match sink.flush() {
             Ok(()) => {
@@ -207,15 +213,31 @@ impl Client {
         !replayed_stats && self.interest.wants(message)
     }
 
+    /// Changes who writes, keeping the count of clients served by their own
+    /// thread (`clients.slow`) true.
+    fn set_mode(&self, cursor: &mut Cursor, mode: Mode) {
+        let slow = &self.gauges.slow_clients;
+        match (cursor.mode == Mode::Slow, mode == Mode::Slow) {
+            (false, true) => {
+                slow.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                slow.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        cursor.mode = mode;
+    }
+
     fn turn_slow(&self, mut cursor: MutexGuard<'_, Cursor>) -> Keep {
-        cursor.mode = Mode::Slow;
+        self.set_mode(&mut cursor, Mode::Slow);
         drop(cursor);
         self.wake.notify_one();
         Keep::Yes
     }
 
     fn close_with(&self, mut cursor: MutexGuard<'_, Cursor>) -> Keep {
-        cursor.mode = Mode::Closed;
+        self.set_mode(&mut cursor, Mode::Closed);
         drop(cursor);
         self.wake.notify_one();
         Keep::No
@@ -236,14 +258,14 @@ impl Client {
     /// The client's own thread: waits while the fast path serves it, catches
     /// up whenever it is slow, keeps an idle connection alive, and returns
     /// why it ended.
-    pub fn serve(&self, log: &Log, gauges: &Gauges, faults: &Faults) -> String {
+    pub fn serve(&self, log: &Log, faults: &Faults) -> String {
         loop {
             let (mode, ending, idle) = self.wait_for_work();
             let written = match mode {
                 Mode::Closed => return "write failed".into(),
                 Mode::Slow => {
                     faults.injection_point(Role::Writer);
-                    self.catch_up(log, gauges)
+                    self.catch_up(log)
                 }
                 Mode::Joining | Mode::Fast if ending => {
                     if let Some(sink) = self.lock_sink().as_mut() {
@@ -255,7 +277,7 @@ impl Client {
                 Mode::Joining | Mode::Fast => Ok(()),
             };
             if let Err(e) = written {
-                self.lock().mode = Mode::Closed;
+                self.close();
                 return format!("write failed: {e}");
             }
         }
@@ -266,7 +288,9 @@ impl Client {
     fn wait_for_work(&self) -> (Mode, bool, bool) {
         let cursor = self.lock();
         let idle_for = cursor.last_write.elapsed();
-        let wait = KEEPALIVE_IDLE.saturating_sub(idle_for).max(Duration::from_millis(1));
+        let wait = KEEPALIVE_IDLE
+            .saturating_sub(idle_for)
+            .max(Duration::from_millis(1));
         let (cursor, timeout) = self
             .wake
             .wait_timeout_while(cursor, wait, |c| {
@@ -290,7 +314,7 @@ impl Client {
     /// The slow path: blocking writes from the cursor to the head of the log,
     /// then back to the fast path. The socket lock is held throughout, so the
     /// fan-out thread cannot write in between; it finds the client slow.
-    fn catch_up(&self, log: &Log, gauges: &Gauges) -> io::Result<()> {
+    fn catch_up(&self, log: &Log) -> io::Result<()> {
         let mut guard = self.lock_sink();
         let sink = attached(&mut guard)?;
         sink.set_blocking(true)?;
@@ -318,7 +342,9 @@ impl Client {
                     let mut cursor = self.lock();
                     let missed = oldest - cursor.next;
                     self.dropped.fetch_add(missed, Ordering::Relaxed);
-                    gauges.client_dropped.fetch_add(missed, Ordering::Relaxed);
+                    self.gauges
+                        .client_dropped
+                        .fetch_add(missed, Ordering::Relaxed);
                     let from_seq = cursor.last_seq + 1;
                     if from_seq < oldest_seq {
                         write_blocking(sink, &gap_message(from_seq, oldest_seq - 1))?;
@@ -347,7 +373,7 @@ impl Client {
         if !log.is_head(cursor.next) {
             return false;
         }
-        cursor.mode = Mode::Fast;
+        self.set_mode(&mut cursor, Mode::Fast);
         cursor.last_write = Instant::now();
         true
     }
@@ -362,12 +388,15 @@ impl Client {
 
     /// Marks the client gone (its thread ended).
     pub fn close(&self) {
-        self.lock().mode = Mode::Closed;
+        let mut cursor = self.lock();
+        self.set_mode(&mut cursor, Mode::Closed);
     }
 }
 
 /// The socket of a client whose thread runs: attached before it started.
-fn attached<'a>(guard: &'a mut MutexGuard<'_, Option<Box<dyn Sink>>>) -> io::Result<&'a mut Box<dyn Sink>> {
+fn attached<'a>(
+    guard: &'a mut MutexGuard<'_, Option<Box<dyn Sink>>>,
+) -> io::Result<&'a mut Box<dyn Sink>> {
     guard
         .as_mut()
         .ok_or_else(|| io::Error::other("client thread started without a socket"))

@@ -44,6 +44,18 @@ pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
 /// them must fit.
 const CLIENT_STACK: usize = 128 * 1024;
 
+/// Kernel send buffer of a client's socket. Set, not left to autotuning
+/// (which grows it to megabytes on loopback), so a client's kernel memory is
+/// bounded and a client that stops reading is noticed — and left to its own
+/// thread — within this many bytes.
+pub const CLIENT_SEND_BUFFER: usize = 128 * 1024;
+
+fn bound_send_buffer(socket: &std::net::TcpStream) {
+    if let Err(e) = socket2::SockRef::from(socket).set_send_buffer_size(CLIENT_SEND_BUFFER) {
+        ::log::debug!("could not bound a client's send buffer: {e}");
+    }
+}
+
 /// What a client asks for when it connects.
 #[derive(Clone, Debug, Default)]
 pub struct Interest {
@@ -74,7 +86,6 @@ impl Interest {
 pub fn spawn_client(
     client: Arc<Client>,
     log: Arc<Log>,
-    gauges: Arc<Gauges>,
     slot: Slot,
     name: String,
 ) -> io::Result<()> {
@@ -85,7 +96,7 @@ pub fn spawn_client(
         .spawn(move || {
             let faults = Arc::clone(&slot.faults);
             let ended = faults
-                .catch(Role::Writer, || thread_client.serve(&log, &gauges, &faults))
+                .catch(Role::Writer, || thread_client.serve(&log, &faults))
                 .unwrap_or_else(|| "the client thread panicked; client disconnected".into());
             // Whatever ended it, the fan-out forgets this client at its next
             // batch, the socket closes and the slot is free now.

@@ -11,6 +11,8 @@
 use std::io::{self, Write};
 use std::net::TcpStream;
 
+use tiny_http::ConnectionSlot;
+
 use super::Sink;
 use crate::epoch::Epoch;
 use crate::hub::{Broadcast, Kind};
@@ -38,6 +40,8 @@ fn preamble(cors_origin: Option<&str>) -> String {
 /// An event stream over a socket.
 pub struct SseSink {
     socket: TcpStream,
+    /// Keeps the connection counted under the front's cap while it is open.
+    _held: Option<ConnectionSlot>,
     /// Framed bytes the socket has not taken yet.
     pending: Vec<u8>,
     epoch: Epoch,
@@ -48,10 +52,17 @@ impl SseSink {
     /// this returns. `epoch` is the run's, written into every outcome's id;
     /// `cors_origin` (`*` or an origin, never raw client input) is sent as
     /// `Access-Control-Allow-Origin`.
-    pub fn open(mut socket: TcpStream, epoch: Epoch, cors_origin: Option<&str>) -> io::Result<Self> {
+    pub fn open(
+        mut socket: TcpStream,
+        held: Option<ConnectionSlot>,
+        epoch: Epoch,
+        cors_origin: Option<&str>,
+    ) -> io::Result<Self> {
         socket.write_all(preamble(cors_origin).as_bytes())?;
+        super::bound_send_buffer(&socket);
         Ok(SseSink {
             socket,
+            _held: held,
             pending: Vec::with_capacity(4096),
             epoch,
         })

@@ -4,6 +4,7 @@
 use std::io;
 use std::net::TcpStream;
 
+use tiny_http::ConnectionSlot;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes, WebSocket};
@@ -32,16 +33,21 @@ pub fn accept_key(client_key: &str) -> String {
 }
 
 /// A server-side WebSocket over a socket whose upgrade has been answered.
-pub struct WsSink(WebSocket<TcpStream>);
+pub struct WsSink {
+    socket: WebSocket<TcpStream>,
+    /// Keeps the connection counted under the front's cap while it is open.
+    _held: Option<ConnectionSlot>,
+}
 
 impl WsSink {
-    /// Wraps a connection whose upgrade has been answered.
-    pub fn new(stream: TcpStream) -> Self {
-        WsSink(WebSocket::from_raw_socket(
-            stream,
-            Role::Server,
-            Some(socket_config()),
-        ))
+    /// Wraps a connection whose upgrade has been answered; `held` is its
+    /// place under the connection cap.
+    pub fn new(stream: TcpStream, held: Option<ConnectionSlot>) -> Self {
+        super::bound_send_buffer(&stream);
+        WsSink {
+            socket: WebSocket::from_raw_socket(stream, Role::Server, Some(socket_config())),
+            _held: held,
+        }
     }
 }
 
@@ -58,7 +64,7 @@ impl Sink for WsSink {
     fn write_message(&mut self, message: &Broadcast) -> io::Result<()> {
         // The hub serialised with serde_json, which only writes UTF-8.
         let text = Utf8Bytes::try_from(message.json.clone()).map_err(io::Error::other)?;
-        match self.0.write(Message::Text(text)) {
+        match self.socket.write(Message::Text(text)) {
             // A would-block while writing out keeps the frame buffered: taken.
             Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
             other => other.map_err(io_error),
@@ -66,15 +72,15 @@ impl Sink for WsSink {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush().map_err(io_error)
+        self.socket.flush().map_err(io_error)
     }
 
     fn set_blocking(&mut self, blocking: bool) -> io::Result<()> {
-        self.0.get_ref().set_nonblocking(!blocking)
+        self.socket.get_ref().set_nonblocking(!blocking)
     }
 
     fn keepalive(&mut self) -> io::Result<()> {
-        self.0
+        self.socket
             .send(Message::Ping(Default::default()))
             .map_err(io_error)
     }
@@ -85,6 +91,9 @@ impl Sink for WsSink {
             code: CloseCode::Away,
             reason: "server shutting down".into(),
         };
-        let _ = self.0.close(Some(close)).and_then(|()| self.0.flush());
+        let _ = self
+            .socket
+            .close(Some(close))
+            .and_then(|()| self.socket.flush());
     }
 }

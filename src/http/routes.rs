@@ -15,8 +15,8 @@ use super::reply::{
     read_body, respond, status_json,
 };
 use crate::config::KnobsUpdate;
-use crate::epoch::{Epoch, Position};
 use crate::delivery::{self, Client, Sink, Slot, Transport, sse, ws};
+use crate::epoch::{Epoch, Position};
 use crate::origin::{Admitted, Rules};
 use crate::workers::Entry;
 use crate::{ingest, metrics, query};
@@ -178,7 +178,10 @@ fn upgrade_websocket(app: &App, request: Request) {
     let handshake = Response::empty(StatusCode(101))
         .with_header(header("Sec-WebSocket-Accept", &ws::accept_key(&key)));
     match request.upgrade_into_socket("websocket", handshake) {
-        Ok(socket) => start_client(app, client, Box::new(ws::WsSink::new(socket)), slot, "ws"),
+        Ok((socket, held)) => {
+            let sink = ws::WsSink::new(socket, held);
+            start_client(app, client, Box::new(sink), slot, "ws");
+        }
         Err(e) => {
             client.close();
             log::debug!("WebSocket closed before it opened: {e}");
@@ -201,7 +204,7 @@ fn open_event_stream(app: &App, request: Request) {
     let epoch = app.log.epoch().clone();
     let opened = request
         .into_socket()
-        .and_then(|socket| sse::SseSink::open(socket, epoch, cors_origin.as_deref()));
+        .and_then(|(socket, held)| sse::SseSink::open(socket, held, epoch, cors_origin.as_deref()));
     match opened {
         Ok(sink) => start_client(app, client, Box::new(sink), slot, "sse"),
         Err(e) => {
@@ -219,8 +222,7 @@ fn start_client(app: &App, client: Arc<Client>, sink: Box<dyn Sink>, slot: Slot,
     );
     log::debug!("{name} connected");
     client.attach(sink);
-    let (log, gauges) = (Arc::clone(&app.log), Arc::clone(&app.gauges));
-    if let Err(e) = delivery::spawn_client(client, log, gauges, slot, name) {
+    if let Err(e) = delivery::spawn_client(client, Arc::clone(&app.log), slot, name) {
         log::warn!("could not start a client thread: {e}");
     }
 }
@@ -243,7 +245,7 @@ fn join(
         );
         return Err(error(503, &message));
     };
-    let client = Arc::new(Client::new(interest));
+    let client = Arc::new(Client::new(interest, Arc::clone(&app.gauges)));
     if !app.subscriptions.subscribe(Arc::clone(&client)) {
         return Err(error(503, "shutting down"));
     }

@@ -71,9 +71,10 @@ impl OpenConnections {
 }
 
 /// One open connection's place under the cap; freed when the connection's
-/// last handle (plain, upgraded or raw writer) is dropped.
+/// last handle (plain, upgraded or raw writer) is dropped, or, for a socket
+/// handed over, when whoever took it drops this.
 #[derive(Debug)]
-pub(crate) struct ConnectionSlot(Arc<OpenConnections>);
+pub struct ConnectionSlot(Arc<OpenConnections>);
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
@@ -94,7 +95,7 @@ pub(crate) struct ConnectionState {
     limits: Arc<Limits>,
     /// The socket whose timeouts are set; `None` over TLS, where the patch sets none.
     connection: Option<Arc<Connection>>,
-    _slot: Option<ConnectionSlot>,
+    slot: Mutex<Option<ConnectionSlot>>,
 }
 
 impl ConnectionState {
@@ -113,7 +114,7 @@ impl ConnectionState {
             handed_over: AtomicBool::new(false),
             limits,
             connection,
-            _slot: slot,
+            slot: Mutex::new(slot),
         }
     }
 
@@ -165,13 +166,13 @@ impl ConnectionState {
     /// Takes the connection over and hands out its TCP socket (another
     /// descriptor for it, while tiny_http's own halves close theirs without
     /// shutting the socket down).
-    pub(crate) fn hand_over(&self) -> IoResult<std::net::TcpStream> {
+    pub(crate) fn hand_over(&self) -> IoResult<(std::net::TcpStream, Option<ConnectionSlot>)> {
         self.take_over();
         match self.connection.as_deref() {
             Some(Connection::Tcp(stream)) => {
                 let socket = stream.try_clone()?;
                 self.handed_over.store(true, Ordering::Release);
-                Ok(socket)
+                Ok((socket, lock(&self.slot).take()))
             }
             _ => Err(IoError::new(
                 ErrorKind::Unsupported,

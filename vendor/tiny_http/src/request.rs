@@ -7,7 +7,7 @@ use std::str::FromStr;
 
 use std::sync::mpsc::Sender;
 
-use crate::limits::ConnectionState;
+use crate::limits::{ConnectionSlot, ConnectionState};
 use crate::util::{EqualReader, FusedReader};
 use std::sync::Arc;
 use crate::{HTTPVersion, Header, Method, Response, StatusCode};
@@ -374,7 +374,7 @@ impl Request {
         mut self,
         protocol: &str,
         response: Response<R>,
-    ) -> Result<std::net::TcpStream, IoError> {
+    ) -> Result<(std::net::TcpStream, Option<ConnectionSlot>), IoError> {
         if let Some(writer) = self.response_writer.as_mut() {
             response.raw_print(
                 writer.by_ref(),
@@ -389,8 +389,9 @@ impl Request {
     }
 
     /// (patch) Hands over the connection's TCP socket with nothing written
-    /// yet; the caller writes the whole response itself.
-    pub fn into_socket(mut self) -> Result<std::net::TcpStream, IoError> {
+    /// yet; the caller writes the whole response itself. The slot keeps the
+    /// connection counted under the cap until the caller drops it.
+    pub fn into_socket(mut self) -> Result<(std::net::TcpStream, Option<ConnectionSlot>), IoError> {
         let connection = self.connection.clone().ok_or_else(|| {
             IoError::new(ErrorKind::Unsupported, "a test request has no connection")
         })?;
