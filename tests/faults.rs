@@ -107,11 +107,7 @@ fn closed_by_server(client: &mut common::Client, timeout: Duration) -> bool {
     while Instant::now() < until {
         match client.read() {
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if common::is_timeout(&e) => {}
             Err(_) => return true,
         }
     }

@@ -5,7 +5,7 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -24,16 +24,7 @@ const OURS: [&str; 5] = [
 
 fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_punctual"));
-    if !args.contains(&"--listen") {
-        command.args(["--listen", "127.0.0.1:0"]);
-    }
-    command
-        .args(args)
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("NOTIFY_SOCKET")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    common::daemon::prepare(&mut command, args);
     for name in OURS {
         command.env_remove(name);
     }

@@ -33,11 +33,7 @@ fn next_event_text(client: &mut Client, timeout: Duration) -> String {
                 }
             }
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if common::is_timeout(&e) => {}
             Err(e) => panic!("WebSocket read failed: {e}"),
         }
     }

@@ -8,6 +8,22 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// Gives `command` the arguments and output of a test daemon: `args` (on a
+/// free loopback port unless they name `--listen`), plain RFC 3339 logs at
+/// info on a piped stderr, and no systemd around it.
+pub fn prepare(command: &mut Command, args: &[&str]) {
+    if !args.contains(&"--listen") {
+        command.args(["--listen", "127.0.0.1:0"]);
+    }
+    command
+        .args(args)
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+}
+
 /// A `punctual` child process on a free port, with its log lines collected.
 pub struct Daemon {
     pub child: Child,
@@ -34,16 +50,7 @@ impl Daemon {
     }
 
     pub fn spawn_command(mut command: Command, args: &[&str], env: &[(&str, &str)]) -> Daemon {
-        if !args.contains(&"--listen") {
-            command.args(["--listen", "127.0.0.1:0"]);
-        }
-        command
-            .args(args)
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("NOTIFY_SOCKET")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        prepare(&mut command, args);
         for (name, value) in env {
             command.env(name, value);
         }

@@ -46,15 +46,17 @@ pub fn next_message(client: &mut Client, timeout: Duration) -> Option<Value> {
                 return Some(serde_json::from_str(&text).expect("server sends JSON"));
             }
             Ok(_) => {}
-            Err(tungstenite::Error::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if is_timeout(&e) => {}
             Err(e) => panic!("WebSocket read failed: {e}"),
         }
     }
     None
+}
+
+/// Whether a WebSocket read only timed out (the client's read timeout).
+pub fn is_timeout(e: &tungstenite::Error) -> bool {
+    matches!(e, tungstenite::Error::Io(e)
+        if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut))
 }
 
 /// The next `n` event messages (skipping stats), failing after `timeout`.
