@@ -669,8 +669,14 @@ fn drive(
         "first connection: {}",
         urls[0]
     );
-    let resumed = urls[1..].iter().all(|u| u.contains("/ws?stats=1&since="));
-    assert!(resumed, "reconnects must pass since=<last seq>: {urls:?}");
+    // A resume names its run: the epoch from the hello, and the last seq seen in it.
+    let resumed = urls[1..]
+        .iter()
+        .all(|u| u.contains("/ws?stats=1&epoch=") && u.contains("&since="));
+    assert!(
+        resumed,
+        "reconnects must pass epoch=<run>&since=<last seq>: {urls:?}"
+    );
     page.wait_count_above("s-on-time", 0)?;
 
     // The new server wants a token for changes. A second page, in a fresh
