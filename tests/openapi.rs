@@ -132,32 +132,46 @@ fn check_answer(doc: &Value, path: &str, method: &str, status: u16, body: &[u8])
     }
 }
 
-/// A request that a documented operation should answer with success.
-fn exercise(addr: SocketAddr, path: &str, method: &str) -> (u16, Vec<u8>) {
+/// A request that a documented operation should answer with success: its
+/// status, its `Content-Type` (none for the streams) and its body.
+fn exercise(addr: SocketAddr, path: &str, method: &str) -> (u16, Option<String>, Vec<u8>) {
     let json = [("Content-Type", "application/json")];
-    match (method, path) {
+    let response = match (method, path) {
         ("get", "/ws") => {
             let mut client = common::connect(addr, "/ws?stats=1");
             let stats = common::next_stats(&mut client, Duration::from_secs(10));
-            (101, serde_json::to_vec(&stats).expect("json"))
+            return (101, None, serde_json::to_vec(&stats).expect("json"));
         }
         ("get", "/events") => {
             let stream = common::open_event_stream(addr, "/events", &[]);
-            (stream.status, Vec::new())
+            return (stream.status, None, Vec::new());
         }
-        ("post", _) => {
-            let r = common::http(addr, "POST", path, &json, br#"[{"id":"doc"},{}]"#);
-            (r.status, r.body)
-        }
-        ("put", _) => {
-            let r = common::http(addr, "PUT", path, &json, br#"{"admission":"on"}"#);
-            (r.status, r.body)
-        }
-        (other, _) => {
-            let r = common::http(addr, &other.to_ascii_uppercase(), path, &[], b"");
-            (r.status, r.body)
-        }
-    }
+        ("post", _) => common::http(addr, "POST", path, &json, br#"[{"id":"doc"},{}]"#),
+        ("put", _) => common::http(addr, "PUT", path, &json, br#"{"admission":"on"}"#),
+        (other, _) => common::http(addr, &other.to_ascii_uppercase(), path, &[], b""),
+    };
+    let content_type = response
+        .header("content-type")
+        .unwrap_or_else(|| panic!("{method} {path} answered without a Content-Type"))
+        .to_owned();
+    (response.status, Some(content_type), response.body)
+}
+
+/// Checks that the answer's media type is one the document lists for it.
+fn check_content_type(doc: &Value, path: &str, method: &str, status: u16, content_type: &str) {
+    let response = resolve(
+        doc,
+        &doc["paths"][path][method]["responses"][status.to_string()],
+    );
+    let media = |t: &str| t.split(';').next().unwrap_or(t).trim().to_ascii_lowercase();
+    let documented: Vec<String> = response["content"]
+        .as_object()
+        .map(|c| c.keys().map(|k| media(k)).collect())
+        .unwrap_or_default();
+    assert!(
+        documented.contains(&media(content_type)),
+        "{method} {path} {status} answered {content_type}; the document lists {documented:?}"
+    );
 }
 
 fn wait_for_first_snapshot(addr: SocketAddr) {
@@ -204,13 +218,16 @@ fn every_documented_operation_is_answered_as_documented() {
     let ops = operations(&doc);
     assert!(ops.len() >= 16, "only {} operations documented", ops.len());
     for (path, method) in &ops {
-        let (status, body) = exercise(addr, path, method);
+        let (status, content_type, body) = exercise(addr, path, method);
         assert!(
             status != 404 && status != 405,
             "{method} {path} is documented but answered {status}"
         );
         assert!(status < 300, "{method} {path} answered {status}");
         check_answer(&doc, path, method, status, &body);
+        if let Some(content_type) = content_type {
+            check_content_type(&doc, path, method, status, &content_type);
+        }
         if path == "/ws" {
             // A stream's messages are documented as schemas of their own.
             let message: Value = serde_json::from_slice(&body).expect("stats message");
