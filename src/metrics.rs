@@ -128,6 +128,12 @@ impl Collector for SnapshotMetrics {
             "Clients served by their own thread: behind, replaying, or blocked.",
             s.clients.slow as u64,
         )?;
+        counter(
+            &mut encoder,
+            "punctual_client_slow_turns",
+            "Times a client was left to its own thread (joined, fell behind, or blocked).",
+            s.clients.slow_turns,
+        )?;
         gauge(
             &mut encoder,
             "punctual_fanout_backlog",

@@ -365,6 +365,7 @@ impl SystemReader {
                 max: self.caps.clients,
                 dropped_messages: counter(&g.client_dropped),
                 slow: gauge(&g.slow_clients),
+                slow_turns: counter(&g.slow_turns),
                 // Filled in by the hub, which holds the channel.
                 backlog: 0,
                 connections: gauge(&g.connections),

@@ -156,6 +156,8 @@ pub struct Gauges {
     pub client_dropped: AtomicU64,
     /// Clients now served by their own thread (behind, replaying, or blocked).
     pub slow_clients: AtomicUsize,
+    /// Times a client was left to its own thread (it joined, fell behind, or blocked).
+    pub slow_turns: AtomicU64,
     /// Open HTTP connections, clients included (read from the front once a second).
     pub connections: AtomicUsize,
     /// Failed `accept` calls, e.g. with descriptors exhausted.
@@ -392,6 +394,8 @@ pub struct ClientState {
     pub dropped_messages: u64,
     /// Clients now served by their own thread: behind, replaying, or blocked.
     pub slow: usize,
+    /// Times since start a client was left to its own thread.
+    pub slow_turns: u64,
     /// Messages serialised by the hub and not yet handed out by the fan-out:
     /// a growing number means the fan-out cannot keep up with the clients.
     pub backlog: usize,

@@ -220,6 +220,7 @@ impl Client {
         match (cursor.mode == Mode::Slow, mode == Mode::Slow) {
             (false, true) => {
                 slow.fetch_add(1, Ordering::Relaxed);
+                self.gauges.slow_turns.fetch_add(1, Ordering::Relaxed);
             }
             (true, false) => {
                 slow.fetch_sub(1, Ordering::Relaxed);
