@@ -54,6 +54,30 @@ fn hold(addr: SocketAddr, n: usize, prefix: &[u8]) -> Vec<TcpStream> {
         .collect()
 }
 
+/// Opens `n` kept-alive connections that each had a `/healthz` answered, so
+/// that they all hold a place under the cap. A connection refused for want of
+/// room (the daemon's own probe may hold one for a moment) is opened again.
+fn hold_admitted(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let request = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+    let mut held = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while held.len() < n && Instant::now() < deadline {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.write_all(request).expect("send");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(3)))
+            .expect("timeout");
+        let mut head = [0u8; 12];
+        if stream.read_exact(&mut head).is_ok() && &head[9..12] == b"200" {
+            held.push(stream);
+        } else {
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    assert_eq!(held.len(), n, "could not hold {n} connections");
+    held
+}
+
 /// Waits until the server ends `stream` (EOF, reset, or an answer followed by
 /// EOF); returns how long that took, or `None` if it stays open past `limit`.
 fn closed_by_server(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
@@ -354,8 +378,7 @@ fn oversized_requests_get_413_414_431_and_the_connection_closes() {
 fn connections_past_the_cap_get_503_with_retry_after() {
     let daemon = Daemon::spawn(&["--rate", "0", "--max-connections", "20"], &[]);
     let addr = daemon.addr;
-    let held = hold(addr, 20, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n");
-    thread::sleep(Duration::from_millis(300));
+    let held = hold_admitted(addr, 20);
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream.write_all(&get("/api/stats")).expect("send");
     stream
