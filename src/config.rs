@@ -26,6 +26,30 @@ pub enum Admission {
     Off,
 }
 
+/// Where each admitted event's work runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkMode {
+    /// The worker sleeps for the event's work time (`--work-ms`, or the event's `workMs`).
+    Simulate,
+    /// The worker POSTs the event to `--work-url` and waits for the answer or the deadline.
+    Http,
+    /// The event goes to a worker connected to `GET /api/work`; the worker thread
+    /// waits for its answer or the deadline.
+    Pull,
+}
+
+impl WorkMode {
+    /// The flag's spelling (`simulate`, `http`, `pull`).
+    pub fn name(self) -> &'static str {
+        match self {
+            WorkMode::Simulate => "simulate",
+            WorkMode::Http => "http",
+            WorkMode::Pull => "pull",
+        }
+    }
+}
+
 /// Every setting of the daemon. `Config::default()` is what `punctual` with no
 /// flags runs, except that tests usually set `listen` to port 0.
 #[derive(Clone, Debug, Parser, Serialize)]
@@ -65,6 +89,16 @@ pub struct Config {
     /// Drop events whose predicted work does not fit in the time left (on|off).
     #[arg(long, env = "PUNCTUAL_ADMISSION", value_enum, default_value_t = Admission::On)]
     pub admission: Admission,
+
+    /// Where the work runs: simulate (sleep for the work time), http (POST each
+    /// event to --work-url), pull (hand it to a worker connected to /api/work).
+    #[arg(long, env = "PUNCTUAL_WORK", value_enum, default_value_t = WorkMode::Simulate)]
+    pub work: WorkMode,
+
+    /// The URL each event is POSTed to with --work http (plain http://).
+    #[arg(long, env = "PUNCTUAL_WORK_URL", value_name = "URL", value_parser = parse_work_url,
+          required_if_eq("work", "http"))]
+    pub work_url: Option<String>,
 
     /// Worker threads processing events.
     #[arg(long, env = "PUNCTUAL_WORKERS", default_value_t = 4,
@@ -156,6 +190,22 @@ pub struct Config {
     pub test_panic: Option<crate::faults::Role>,
 }
 
+/// A worker URL must be plain `http://` with a host: the daemon carries no
+/// TLS stack (put a local proxy in front of an `https` worker).
+fn parse_work_url(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let Some(rest) = value.strip_prefix("http://") else {
+        return Err(format!(
+            "{value:?} is not an http:// URL (https is not supported: put a local proxy in front of the worker)"
+        ));
+    };
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || value.parse::<ureq::http::Uri>().is_err() {
+        return Err(format!("{value:?} is not a URL with a host"));
+    }
+    Ok(value.to_owned())
+}
+
 /// The token must say something: an empty one would leave every mutating
 /// endpoint open while the operator believes it is protected. Surrounding
 /// whitespace is dropped (an `Authorization` header cannot carry it).
@@ -221,6 +271,8 @@ impl Config {
             "workMs": knobs.work_ms.load(Ordering::Relaxed),
             "workJitterMs": knobs.work_jitter_ms.load(Ordering::Relaxed),
             "admission": if knobs.admission() { "on" } else { "off" },
+            "work": self.work,
+            "workUrl": self.work_url,
             "workers": self.workers,
             "queue": self.queue,
             "maxClients": caps.clients,
@@ -436,6 +488,37 @@ mod tests {
             .map(|o| o.to_string())
             .collect();
         assert_eq!(origins, ["http://localhost:5173", "https://a.example", "*"]);
+    }
+
+    #[test]
+    fn http_work_needs_a_plain_http_url() {
+        let err =
+            Config::try_from_env_and_args(["punctual", "--work", "http"]).expect_err("no URL");
+        assert!(err.to_string().contains("--work-url"), "{err}");
+        for url in [
+            "https://a.example/work",
+            "ftp://x",
+            "http://",
+            "http:///path",
+            "http://a b/",
+        ] {
+            let err =
+                Config::try_from_env_and_args(["punctual", "--work-url", url]).expect_err(url);
+            assert!(err.to_string().contains("--work-url"), "{err}");
+        }
+        let config = Config::try_from_env_and_args([
+            "punctual",
+            "--work",
+            "http",
+            "--work-url",
+            "http://127.0.0.1:9000/work?x=1",
+        ])
+        .expect("valid");
+        assert_eq!(config.work, WorkMode::Http);
+        assert_eq!(
+            config.work_url.as_deref(),
+            Some("http://127.0.0.1:9000/work?x=1")
+        );
     }
 
     #[test]

@@ -129,16 +129,20 @@ pub enum Status {
     OnTime,
     /// The verdict was reached after the deadline; the work was abandoned then.
     Late,
+    /// The worker it was handed to (`--work http` or `pull`) answered with an
+    /// error before the deadline; the outcome's `error` says which.
+    Failed,
     /// Never worked on to the end, for the given reason.
     Dropped(DropReason),
 }
 
 impl Status {
-    /// The wire name of the status (`on-time`, `late`, `dropped`).
+    /// The wire name of the status (`on-time`, `late`, `failed`, `dropped`).
     pub fn name(self) -> &'static str {
         match self {
             Status::OnTime => "on-time",
             Status::Late => "late",
+            Status::Failed => "failed",
             Status::Dropped(_) => "dropped",
         }
     }
@@ -153,12 +157,36 @@ pub struct Outcome {
     pub status: Status,
     /// When the verdict was given.
     pub decided: Instant,
+    /// What went wrong, for a `failed` verdict: a status code, an error kind,
+    /// or the worker's own words (at most [`MAX_ERROR_CHARS`] characters).
+    pub error: Option<Box<str>>,
+}
+
+/// Longest `error` an outcome carries; a worker's longer message is cut.
+pub const MAX_ERROR_CHARS: usize = 200;
+
+/// `text` cut to [`MAX_ERROR_CHARS`] characters, as an outcome's `error`.
+pub fn error_text(text: &str) -> Box<str> {
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((end, _)) => text[..end].into(),
+        None => text.into(),
+    }
 }
 
 impl Outcome {
     /// Time from creation to verdict.
     pub fn latency(&self) -> Duration {
         self.decided.saturating_duration_since(self.event.created)
+    }
+
+    /// An outcome with no `error`: every verdict but `failed`.
+    pub fn new(event: Event, status: Status, decided: Instant) -> Self {
+        Outcome {
+            event,
+            status,
+            decided,
+            error: None,
+        }
     }
 
     /// The JSON object sent to every client, with the sequence number the hub gave it.
@@ -172,8 +200,12 @@ impl Outcome {
         let processed_at = to_microsecond(created_at + latency_ms);
         let payload = self.event.payload.as_deref().map(|p| p.get());
         // Sized for the whole message so that it is written without growing.
+        let error = self.error.as_deref();
         let mut out = Vec::with_capacity(
-            WIRE_FIXED_BYTES + self.event.id.len() * 2 + payload.map_or(0, str::len),
+            WIRE_FIXED_BYTES
+                + self.event.id.len() * 2
+                + payload.map_or(0, str::len)
+                + error.map_or(0, |e| e.len() * 2),
         );
         out.extend_from_slice(br#"{"type":"event","seq":"#);
         push_json(&mut out, &seq);
@@ -198,6 +230,10 @@ impl Outcome {
             out.extend_from_slice(br#","dropReason":""#);
             out.extend_from_slice(reason.name().as_bytes());
             out.push(b'"');
+        }
+        if let Some(error) = error {
+            out.extend_from_slice(br#","error":"#);
+            push_json(&mut out, error);
         }
         if let Some(payload) = payload {
             // Already JSON, checked when it was posted.
@@ -255,6 +291,8 @@ struct WireEvent<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     drop_reason: Option<DropReason>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     payload: Option<&'a serde_json::value::RawValue>,
 }
 
@@ -270,6 +308,7 @@ mod tests {
             event: Event::generated(t0, Duration::from_millis(100)),
             status: Status::Dropped(DropReason::QueueFull),
             decided: t0 + Duration::from_millis(2),
+            error: None,
         };
         let v: serde_json::Value =
             serde_json::from_slice(&outcome.to_wire(7, &clock)).expect("valid JSON");
@@ -303,6 +342,7 @@ mod tests {
                 event: Event::generated(t0 + 37 * ns, deadline),
                 status,
                 decided: t0 + 37 * ns + offset,
+                error: None,
             };
             let v: serde_json::Value =
                 serde_json::from_slice(&outcome.to_wire(1, &clock)).expect("valid JSON");
@@ -325,6 +365,7 @@ mod tests {
             event: Event::generated(t0, Duration::from_millis(100)),
             status: Status::OnTime,
             decided: t0 + Duration::from_millis(50),
+            error: None,
         };
         let v: serde_json::Value =
             serde_json::from_slice(&outcome.to_wire(1, &WallClock::new())).expect("valid JSON");
@@ -350,6 +391,7 @@ mod tests {
                 Status::Dropped(reason) => Some(reason),
                 _ => None,
             },
+            error: outcome.error.as_deref(),
             payload: outcome.event.payload.as_deref(),
         };
         serde_json::to_vec(&wire).expect("serialisable")
@@ -368,6 +410,7 @@ mod tests {
         let statuses = [
             Status::OnTime,
             Status::Late,
+            Status::Failed,
             Status::Dropped(DropReason::QueueFull),
             Status::Dropped(DropReason::Expired),
             Status::Dropped(DropReason::Infeasible),
@@ -382,6 +425,9 @@ mod tests {
                     event,
                     status,
                     decided: t0 + Duration::from_nanos(123_456_789 * n as u64 + 1),
+                    error: status
+                        .eq(&Status::Failed)
+                        .then(|| error_text("HTTP 500 \"quoted\"")),
                 };
                 let written = outcome.to_wire(u64::MAX - n as u64, &clock);
                 let derived = derived_wire(&outcome, u64::MAX - n as u64, &clock);

@@ -39,6 +39,8 @@ pub struct Heartbeats {
     /// When accepting last failed for want of descriptors, in ms since start (0: never).
     out_of_descriptors: AtomicU64,
     stopping: AtomicBool,
+    /// `--work pull` with no worker connected: events can only expire.
+    no_workers: AtomicBool,
     /// Why the daemon can no longer work (a stage died), once it is so.
     failed: Mutex<Option<String>>,
 }
@@ -57,6 +59,7 @@ impl Heartbeats {
             front: AtomicU64::new(0),
             out_of_descriptors: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
+            no_workers: AtomicBool::new(false),
             failed: Mutex::new(None),
         }
     }
@@ -87,6 +90,12 @@ impl Heartbeats {
     /// Marks the daemon as shutting down: it is no longer ready.
     pub fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// Records whether the daemon is waiting for a worker to connect to
+    /// `/api/work` (`--work pull` with none connected).
+    pub fn set_no_workers(&self, none: bool) {
+        self.no_workers.store(none, Ordering::Relaxed);
     }
 
     /// Records that a stage died: the daemon is not live from now on.
@@ -138,7 +147,8 @@ impl Heartbeats {
         }
     }
 
-    /// Readiness: alive, new connections can be accepted, and not stopping.
+    /// Readiness: alive, new connections can be accepted, work can be done
+    /// (with `--work pull`, a worker is connected), and not stopping.
     pub fn ready(&self) -> Result<(), String> {
         if self.stopping.load(Ordering::Relaxed) {
             return Err("shutting down".into());
@@ -148,6 +158,9 @@ impl Heartbeats {
         if last > 0 && self.now_ms().saturating_sub(last) < DESCRIPTORS_RECOVERY.as_millis() as u64
         {
             return Err("out of file descriptors: new connections are refused".into());
+        }
+        if self.no_workers.load(Ordering::Relaxed) {
+            return Err("no workers connected to /api/work: events wait and expire".into());
         }
         Ok(())
     }
@@ -182,6 +195,17 @@ mod tests {
         let reason = later.live().expect_err("hub silent for 10 s");
         assert!(reason.contains("hub"), "{reason}");
         assert!(!reason.contains("generator"), "{reason}");
+    }
+
+    #[test]
+    fn a_daemon_without_pull_workers_is_live_but_not_ready() {
+        let beats = Heartbeats::new();
+        beats.set_no_workers(true);
+        let reason = beats.ready().expect_err("no workers");
+        assert!(reason.contains("no workers"), "{reason}");
+        assert_eq!(beats.live(), Ok(()));
+        beats.set_no_workers(false);
+        assert_eq!(beats.ready(), Ok(()));
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! punctual: a deadline-aware live event monitor.
 //!
 //! Events carry their own deadline. A fixed pool of workers takes them from a
-//! bounded queue and gives each a verdict — `on-time`, `late`, or `dropped`
-//! with a reason — and every verdict is streamed to every connected dashboard.
+//! bounded queue and gives each a verdict — `on-time`, `late`, `failed` (real
+//! work only), or `dropped` with a reason — and every verdict is streamed to
+//! every connected dashboard.
 //!
 //! Goals, against which every choice here is checked:
 //! - **Predictable, not fast.** Work that cannot finish in time is dropped on
@@ -10,12 +11,12 @@
 //! - **Bounded everywhere.** Every queue has a named capacity and a stated
 //!   behaviour when full; nothing grows without limit under overload.
 //! - **Every outcome counted.** `generated + ingested == onTime + late +
-//!   dropped + inFlight` holds at every stats snapshot.
+//!   failed + dropped + inFlight` holds at every stats snapshot.
 //! - **Plain threads.** Synchronous code on named OS threads; no async runtime.
 //! - **No unsafe code.**
 //!
 //! The flow, one module per stage: [`generator`] → [`workers`] (work queue,
-//! admission, verdicts) → [`hub`] (sequence, serialise once, [`stats`]) →
+//! admission, verdicts; the real work in [`work`]) → [`hub`] (sequence, serialise once, [`stats`]) →
 //! [`delivery`] (one shared log, a cursor and a thread per client), with
 //! [`http`] in front and [`config`], [`time`] and [`epoch`] beside. [`server`] wires them;
 //! [`faults`] decides what a panicking thread costs.
@@ -47,6 +48,7 @@ pub mod server;
 pub mod service;
 pub mod stats;
 pub mod time;
+pub mod work;
 pub mod workers;
 
 mod query;

@@ -57,6 +57,7 @@ impl Collector for SnapshotMetrics {
             &[
                 ([("status", "on-time"), ("reason", "")], t.on_time),
                 ([("status", "late"), ("reason", "")], t.late),
+                ([("status", "failed"), ("reason", "")], t.failed),
                 (
                     [("status", "dropped"), ("reason", "queue-full")],
                     t.dropped.queue_full,
@@ -105,6 +106,18 @@ impl Collector for SnapshotMetrics {
             "punctual_workers_total",
             "Workers in the pool.",
             s.workers.total as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "punctual_work_workers_connected",
+            "Workers connected to /api/work (--work pull).",
+            s.work.connected as u64,
+        )?;
+        gauge(
+            &mut encoder,
+            "punctual_work_in_flight",
+            "Tasks handed to a real worker and not answered yet.",
+            s.work.in_flight as u64,
         )?;
         let mut clients = encoder.encode_descriptor(
             "punctual_clients",

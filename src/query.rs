@@ -14,7 +14,7 @@ use crate::epoch::{Epoch, Position};
 use crate::http::query_param;
 
 /// The outcome statuses a filter may name.
-const STATUSES: [&str; 3] = ["on-time", "late", "dropped"];
+const STATUSES: [&str; 4] = ["on-time", "late", "failed", "dropped"];
 
 /// Most outcomes `GET /api/events` returns when no `limit` is given.
 pub(crate) const DEFAULT_EVENTS_LIMIT: usize = 1000;
@@ -82,9 +82,23 @@ fn status_filter(list: &str) -> Result<Vec<String>, String> {
         .collect();
     match wanted.iter().find(|s| !STATUSES.contains(&s.as_str())) {
         Some(bad) => Err(format!(
-            "status: unknown status {bad:?}; use on-time, late, dropped"
+            "status: unknown status {bad:?}; use on-time, late, failed, dropped"
         )),
         None => Ok(wanted),
+    }
+}
+
+/// The `credit` of `GET /api/work?credit=N`: tasks a worker takes at once,
+/// 1 when absent, between 1 and `max`.
+pub(crate) fn credit(url: &str, max: usize) -> Result<usize, String> {
+    let Some(value) = query_param(url, "credit") else {
+        return Ok(1);
+    };
+    match value.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "credit: expected a whole number from 1 to {max} (tasks at once), got {value:?}"
+        )),
     }
 }
 
@@ -104,6 +118,16 @@ pub(crate) fn events_page(url: &str) -> Result<(u64, usize, Option<Epoch>), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credit_defaults_to_one_and_stays_in_range() {
+        assert_eq!(credit("/api/work", 8), Ok(1));
+        assert_eq!(credit("/api/work?credit=8", 8), Ok(8));
+        for bad in ["0", "9", "-1", "two", ""] {
+            let err = credit(&format!("/api/work?credit={bad}"), 8).expect_err(bad);
+            assert!(err.starts_with("credit:"), "{err}");
+        }
+    }
 
     #[test]
     fn last_event_id_wins_over_since_and_replay_is_capped_by_the_history() {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::config::{Config, Knobs};
+use crate::config::{Config, Knobs, WorkMode};
 use crate::delivery::{ClientSlots, Log};
 use crate::epoch::Epoch;
 use crate::event::Event;
@@ -24,10 +24,11 @@ use crate::hub::{self, Hub, LatestStats};
 use crate::limits::Caps;
 use crate::stats::{
     ClientState, Gauges, GeneratorState, Ledger, QueueState, Readings, Snapshot, ThreadState,
-    WorkerState,
+    WorkState, WorkerState,
 };
 use crate::time::WallClock;
-use crate::workers::{self, Entry, Intake, WorkEstimator, WorkerContext};
+use crate::work::pull::Dispatcher;
+use crate::workers::{self, Entry, Intake, Work, WorkEstimator, WorkerContext};
 use crate::{delivery, generator, http, limits};
 
 /// How long shutdown waits for events in flight to get their verdicts. Their
@@ -130,7 +131,13 @@ impl Server {
         let log = Arc::new(Log::new(config.history as usize, epoch.clone()));
         let (subscriptions, fanout_thread) =
             delivery::spawn(broadcast_rx, Arc::clone(&log), Arc::clone(&faults))?;
+        let work = match config.work {
+            WorkMode::Simulate => Work::Simulate,
+            WorkMode::Http => Work::Http(config.work_url.as_deref().unwrap_or_default().into()),
+            WorkMode::Pull => Work::Pull(Arc::new(Dispatcher::new(Arc::clone(&health)))),
+        };
         let reader = SystemReader {
+            work: work.clone(),
             config: config.clone(),
             ledger: Arc::clone(&ledger),
             gauges: Arc::clone(&gauges),
@@ -162,6 +169,8 @@ impl Server {
                 knobs.work_jitter(),
             ))),
             faults: Arc::clone(&faults),
+            work: work.clone(),
+            clock,
         };
         let mut pipeline = workers::spawn_workers(config.workers as usize, queue, outcome_tx, ctx)?;
         pipeline.push(hub_thread);
@@ -186,6 +195,10 @@ impl Server {
             history_capacity: config.history as usize,
             health: Arc::clone(&health),
             gauges: Arc::clone(&gauges),
+            work: match &work {
+                Work::Pull(dispatcher) => Some(Arc::clone(dispatcher)),
+                _ => None,
+            },
         });
         let mut producers = http::spawn(listener, app, stopped.clone())?;
         producers.push(generator::spawn(
@@ -332,6 +345,7 @@ fn join_all(threads: &mut Vec<JoinHandle<()>>) {
 
 /// Reads the rest of the system for the hub's snapshot.
 struct SystemReader {
+    work: Work,
     config: Config,
     ledger: Arc<Ledger>,
     gauges: Arc<Gauges>,
@@ -343,6 +357,29 @@ struct SystemReader {
 }
 
 impl SystemReader {
+    fn work_state(&self) -> WorkState {
+        let busy = self.gauges.busy_workers.load(Ordering::Relaxed);
+        let (target, connected, credit, in_flight) = match &self.work {
+            Work::Simulate => (None, 0, 0, 0),
+            Work::Http(url) => (Some(url.to_string()), 0, 0, busy),
+            Work::Pull(d) => (
+                Some("/api/work".into()),
+                d.connected(),
+                d.credit(),
+                d.in_flight(),
+            ),
+        };
+        WorkState {
+            mode: self.config.work.name(),
+            target,
+            connected,
+            credit,
+            in_flight,
+            // The window's share; the snapshot fills it in.
+            error_rate: 0.0,
+        }
+    }
+
     fn read(&self) -> Readings {
         let gauge = |g: &std::sync::atomic::AtomicUsize| g.load(Ordering::Relaxed);
         let counter = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
@@ -377,6 +414,7 @@ impl SystemReader {
                 lag_ticks: counter(&g.lag_ticks),
                 tick_jitter_ms_p99: g.tick_jitter.take_p99_ms(),
             },
+            work: self.work_state(),
             threads: ThreadState {
                 panics: self.faults.counts(),
             },

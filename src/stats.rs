@@ -29,6 +29,8 @@ pub struct Totals {
     pub on_time: u64,
     /// Verdicts `late`.
     pub late: u64,
+    /// Verdicts `failed`: the worker answered with an error.
+    pub failed: u64,
     /// Verdicts `dropped`, by reason.
     pub dropped: Dropped,
     /// Events entered and not yet judged: in the work queue or being worked on.
@@ -64,7 +66,12 @@ impl Totals {
 
     /// Events that have a verdict.
     pub fn judged(&self) -> u64 {
-        self.on_time + self.late + self.dropped.total()
+        self.on_time + self.late + self.failed + self.dropped.total()
+    }
+
+    /// Events worked on to an answer: on time, late or failed.
+    pub fn worked(&self) -> u64 {
+        self.on_time + self.late + self.failed
     }
 
     /// The conservation invariant: every event that entered is judged or in flight.
@@ -83,6 +90,7 @@ impl Totals {
         match status {
             Status::OnTime => self.on_time += 1,
             Status::Late => self.late += 1,
+            Status::Failed => self.failed += 1,
             Status::Dropped(DropReason::QueueFull) => self.dropped.queue_full += 1,
             Status::Dropped(DropReason::Expired) => self.dropped.expired += 1,
             Status::Dropped(DropReason::Infeasible) => self.dropped.infeasible += 1,
@@ -251,6 +259,8 @@ pub struct Rates {
     pub on_time: f64,
     /// Late verdicts per second.
     pub late: f64,
+    /// Failed verdicts per second.
+    pub failed: f64,
     /// Drops per second (all reasons).
     pub dropped: f64,
     /// Queue-full drops per second.
@@ -287,6 +297,8 @@ pub struct Snapshot {
     pub clients: ClientState,
     /// Generator state.
     pub generator: GeneratorState,
+    /// Where the work runs and how its workers do.
+    pub work: WorkState,
     /// Threads that panicked.
     pub threads: ThreadState,
     /// Effective settings.
@@ -420,6 +432,25 @@ pub struct GeneratorState {
     pub tick_jitter_ms_p99: f64,
 }
 
+/// Where the work runs (`--work`) and how the workers it is handed to do.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkState {
+    /// `simulate`, `http` or `pull`.
+    pub mode: &'static str,
+    /// The worker URL (`http`), `/api/work` (`pull`), or none (`simulate`).
+    pub target: Option<String>,
+    /// Workers connected to `/api/work` now (`pull`; 0 otherwise).
+    pub connected: usize,
+    /// Tasks the connected workers take at once, together (`pull`).
+    pub credit: usize,
+    /// Tasks handed to a worker and not answered yet (`http`, `pull`).
+    pub in_flight: usize,
+    /// Share of the answers in the last window that were `failed` (0 to 1;
+    /// 0 when nothing was answered).
+    pub error_rate: f64,
+}
+
 /// The daemon's own threads.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct ThreadState {
@@ -439,6 +470,8 @@ pub struct Readings {
     pub clients: ClientState,
     /// Generator.
     pub generator: GeneratorState,
+    /// Work (its `error_rate` is the window's, filled in by the snapshot).
+    pub work: WorkState,
     /// Threads.
     pub threads: ThreadState,
     /// Effective settings.
@@ -493,6 +526,10 @@ impl Window {
     pub fn snapshot(&mut self, now: Instant, readings: Readings) -> Snapshot {
         let elapsed = now.saturating_duration_since(self.window_start);
         let rates = rates(&self.previous, &readings.totals, elapsed);
+        let work = WorkState {
+            error_rate: error_rate(&self.previous, &readings.totals),
+            ..readings.work
+        };
         let latency_ms = self.latency_percentiles();
         self.previous = readings.totals;
         self.window_start = now;
@@ -509,6 +546,7 @@ impl Window {
             workers: readings.workers,
             clients: readings.clients,
             generator: readings.generator,
+            work,
             threads: readings.threads,
             config: readings.config,
             cumulative_latency: self.cumulative.clone(),
@@ -545,10 +583,21 @@ fn rates(before: &Totals, now: &Totals, elapsed: Duration) -> Rates {
         ingested: per_s(before.ingested, now.ingested),
         on_time: per_s(before.on_time, now.on_time),
         late: per_s(before.late, now.late),
+        failed: per_s(before.failed, now.failed),
         dropped: per_s(before.dropped.total(), now.dropped.total()),
         queue_full: per_s(before.dropped.queue_full, now.dropped.queue_full),
         expired: per_s(before.dropped.expired, now.dropped.expired),
         infeasible: per_s(before.dropped.infeasible, now.dropped.infeasible),
+    }
+}
+
+/// Failed answers among all answers between two totals.
+fn error_rate(before: &Totals, now: &Totals) -> f64 {
+    let answered = now.worked().saturating_sub(before.worked());
+    if answered == 0 {
+        0.0
+    } else {
+        now.failed.saturating_sub(before.failed) as f64 / answered as f64
     }
 }
 
@@ -566,10 +615,11 @@ impl Snapshot {
     /// The short live line `systemctl status` shows.
     pub fn status_line(&self) -> String {
         format!(
-            "{:.0} events/s, on-time {:.1}%, {} late, {} dropped, {} clients",
+            "{:.0} events/s, on-time {:.1}%, {} late, {} failed, {} dropped, {} clients",
             self.rates.generated + self.rates.ingested,
             self.on_time_percent(),
             self.totals.late,
+            self.totals.failed,
             self.totals.dropped.total(),
             self.clients.connected,
         )
@@ -579,12 +629,13 @@ impl Snapshot {
     pub fn summary_line(&self) -> String {
         let t = &self.totals;
         format!(
-            "{:.0} events/s, on-time {:.1}% ({} on-time, {} late, dropped {} queue-full / {} expired / {} infeasible), \
+            "{:.0} events/s, on-time {:.1}% ({} on-time, {} late, {} failed, dropped {} queue-full / {} expired / {} infeasible), \
              p99 {:.1} ms, queue {}/{}, clients {}",
             self.rates.generated + self.rates.ingested,
             self.on_time_percent(),
             t.on_time,
             t.late,
+            t.failed,
             t.dropped.queue_full,
             t.dropped.expired,
             t.dropped.infeasible,
@@ -615,6 +666,11 @@ mod tests {
         let t = ledger.totals();
         assert!(t.balances());
         assert_eq!((t.late, t.in_flight), (1, 0));
+        assert!(ledger.enter(Source::Ingest, || true));
+        ledger.judge(Status::Failed);
+        let t = ledger.totals();
+        assert!(t.balances());
+        assert_eq!((t.failed, t.in_flight), (1, 0));
     }
 
     #[test]
@@ -629,6 +685,27 @@ mod tests {
         assert_eq!(buckets[6].1, 4);
         assert_eq!(buckets.last().copied(), Some((0.5, 4)));
         assert_eq!(h.count(), 5);
+    }
+
+    #[test]
+    fn the_error_rate_is_the_failed_share_of_the_answers_in_the_window() {
+        let before = Totals {
+            on_time: 10,
+            failed: 10,
+            ..Totals::default()
+        };
+        let now = Totals {
+            on_time: 13,
+            late: 1,
+            failed: 11,
+            dropped: Dropped {
+                expired: 50,
+                ..Dropped::default()
+            },
+            ..Totals::default()
+        };
+        assert_eq!(error_rate(&before, &now), 0.2);
+        assert_eq!(error_rate(&now, &now), 0.0, "nothing answered");
     }
 
     #[test]
@@ -660,10 +737,12 @@ mod tests {
         let t0 = Instant::now();
         let deadline = Duration::from_millis(100);
         let mut window = Window::new(t0, deadline);
-        let outcome = |status, decided_after_ms: u64| Outcome {
-            event: Event::generated(t0, deadline),
-            status,
-            decided: t0 + Duration::from_millis(decided_after_ms),
+        let outcome = |status, decided_after_ms: u64| {
+            Outcome::new(
+                Event::generated(t0, deadline),
+                status,
+                t0 + Duration::from_millis(decided_after_ms),
+            )
         };
         window.record(&outcome(Status::OnTime, 90));
         window.record(&outcome(Status::Dropped(DropReason::Expired), 300));

@@ -2,7 +2,11 @@
 //!
 //! Owns: the bounded work queue (`--queue`), the [`Intake`] every producer
 //! uses to enter events, the admission decision ([`admit`]), the work-time
-//! estimator ([`WorkEstimator`]), and the worker threads.
+//! estimator ([`WorkEstimator`]), and the worker threads, which give every
+//! verdict on admitted work in each `--work` mode ([`Work`]): simulated here,
+//! real through `work::http` (the thread makes the call) or `work::pull`
+//! (the thread hands a task to a connected worker and waits on its answer
+//! channel until the deadline).
 //!
 //! Channels: producers write events into the work queue with `try_send` (a full
 //! queue is a `dropped/queue-full` verdict on the spot); workers read it. Every
@@ -28,9 +32,12 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::config::Knobs;
-use crate::event::{DropReason, Event, Outcome, Status};
+use crate::event::{DropReason, Event, Outcome, Status, error_text};
 use crate::faults::{Faults, Role};
 use crate::stats::{Gauges, Ledger};
+use crate::time::WallClock;
+use crate::work::pull::Dispatcher;
+use crate::work::{Answer, http, task_json};
 
 /// The way into the pipeline, shared by the generator, ingest and tests.
 #[derive(Clone)]
@@ -65,11 +72,11 @@ impl Intake {
                 }
             });
         if let Some(event) = refused {
-            let outcome = Outcome {
+            let outcome = Outcome::new(
                 event,
-                status: Status::Dropped(DropReason::QueueFull),
-                decided: Instant::now(),
-            };
+                Status::Dropped(DropReason::QueueFull),
+                Instant::now(),
+            );
             // The hub outlives every producer; a send error only happens in shutdown.
             let _ = self.outcomes.send(outcome);
         }
@@ -242,6 +249,17 @@ pub fn work_queue(
     )
 }
 
+/// Where the work of an admitted event runs (`--work`).
+#[derive(Clone)]
+pub enum Work {
+    /// A sleep for the event's work time.
+    Simulate,
+    /// A POST to this URL, by the worker thread itself.
+    Http(Arc<str>),
+    /// A task for a worker connected to `/api/work`.
+    Pull(Arc<Dispatcher>),
+}
+
 /// What every worker shares.
 #[derive(Clone)]
 pub struct WorkerContext {
@@ -255,6 +273,10 @@ pub struct WorkerContext {
     pub estimator: Arc<Mutex<WorkEstimator>>,
     /// Where a panic while judging is counted.
     pub faults: Arc<Faults>,
+    /// Where the work runs.
+    pub work: Work,
+    /// For the epoch times a real worker is told.
+    pub clock: WallClock,
 }
 
 /// Starts `count` workers reading `queue`. They end once every intake is
@@ -271,8 +293,9 @@ pub fn spawn_workers(
             thread::Builder::new()
                 .name(format!("worker-{n}"))
                 .spawn(move || {
+                    let mut hands = ctx.hands();
                     for event in queue.iter() {
-                        let outcome = ctx.judge(event);
+                        let outcome = ctx.judge(event, &mut hands);
                         ctx.ledger.judge(outcome.status);
                         if outcomes.send(outcome).is_err() {
                             break;
@@ -283,42 +306,81 @@ pub fn spawn_workers(
         .collect()
 }
 
+/// A worker thread's own means of doing the work: in `http` mode its
+/// kept-alive client, so no two threads share a connection.
+enum Hands {
+    Simulate,
+    Http(http::Caller),
+    Pull(Arc<Dispatcher>),
+}
+
+/// A verdict with the instant it follows from and, for `failed`, why.
+struct Verdict {
+    status: Status,
+    decided: Instant,
+    error: Option<Box<str>>,
+}
+
+impl Verdict {
+    fn at(status: Status, decided: Instant) -> Self {
+        Verdict {
+            status,
+            decided,
+            error: None,
+        }
+    }
+}
+
 impl WorkerContext {
+    fn hands(&self) -> Hands {
+        match &self.work {
+            Work::Simulate => Hands::Simulate,
+            Work::Http(url) => Hands::Http(http::Caller::new(Arc::clone(url), self.clock)),
+            Work::Pull(dispatcher) => Hands::Pull(Arc::clone(dispatcher)),
+        }
+    }
+
     /// Gives `event` its verdict. A panic on the way is caught here, around
     /// this one event, and becomes the verdict `dropped/panicked`, decided
     /// when the panic was caught.
-    fn judge(&self, event: Event) -> Outcome {
-        let (status, decided) = self
+    fn judge(&self, event: Event, hands: &mut Hands) -> Outcome {
+        let verdict = self
             .faults
-            .catch(Role::Worker, || self.verdict(&event))
-            .unwrap_or_else(|| (Status::Dropped(DropReason::Panicked), Instant::now()));
+            .catch(Role::Worker, || self.verdict(&event, hands))
+            .unwrap_or_else(|| Verdict::at(Status::Dropped(DropReason::Panicked), Instant::now()));
         Outcome {
             event,
-            status,
-            decided,
+            status: verdict.status,
+            decided: verdict.decided,
+            error: verdict.error,
         }
     }
 
-    /// Decides on `event` and, when admitted, runs its work under its deadline;
-    /// returns the status with the very instant it was derived from.
-    fn verdict(&self, event: &Event) -> (Status, Instant) {
+    /// Decides on `event` and, when admitted, runs its work under its deadline.
+    fn verdict(&self, event: &Event, hands: &mut Hands) -> Verdict {
         self.faults.injection_point(Role::Worker);
-        let predicted = self.prediction(event);
+        let simulated = matches!(hands, Hands::Simulate);
+        let predicted = self.prediction(event, simulated);
         let now = Instant::now();
-        match admit(now, event.deadline_at(), predicted) {
-            Admit::Expired => (Status::Dropped(DropReason::Expired), now),
-            Admit::Infeasible => (Status::Dropped(DropReason::Infeasible), now),
-            Admit::Start { .. } => self.run(event),
+        if let Some(refused) = refusal(admit(now, event.deadline_at(), predicted)) {
+            return Verdict::at(refused, now);
+        }
+        match hands {
+            Hands::Simulate => self.simulate(event),
+            Hands::Http(caller) => self.real_work(event, || caller.call(event)),
+            Hands::Pull(dispatcher) => self.hand_over(dispatcher, event, predicted),
         }
     }
 
-    /// The expected work time, or `None` with admission control off. An event
-    /// that declares its own work is predicted by its declaration.
-    fn prediction(&self, event: &Event) -> Option<Duration> {
+    /// The expected work time, or `None` with admission control off. A
+    /// simulated event that declares its own work is predicted by its
+    /// declaration; real work only by what was measured.
+    fn prediction(&self, event: &Event, simulated: bool) -> Option<Duration> {
         if !self.knobs.admission() {
             return None;
         }
-        Some(event.work.unwrap_or_else(|| {
+        let declared = event.work.filter(|_| simulated);
+        Some(declared.unwrap_or_else(|| {
             self.lock_estimator().predict(
                 Instant::now(),
                 self.knobs.work(),
@@ -337,7 +399,7 @@ impl WorkerContext {
     ///
     /// One sleep to a known instant does what a race of two timer channels
     /// did, without allocating two channels per event.
-    fn run(&self, event: &Event) -> (Status, Instant) {
+    fn simulate(&self, event: &Event) -> Verdict {
         let work = event.work.unwrap_or_else(|| self.sample_work());
         let busy = Busy::start(&self.gauges);
         let started = Instant::now();
@@ -345,14 +407,82 @@ impl WorkerContext {
         sleep_until(started, wake_at);
         let decided = Instant::now();
         let status = verdict_at(decided, event.deadline_at());
-        let took = decided.saturating_duration_since(started);
         drop(busy);
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.gauges.work_micros.fetch_add(micros, Ordering::Relaxed);
+        let took = self.count_work(started, decided);
         if event.work.is_none() {
             self.lock_estimator().observe(decided, took);
         }
-        (status, decided)
+        Verdict::at(status, decided)
+    }
+
+    /// Waits for a connected worker with room, sends it `event` and waits for
+    /// its answer. An event still waiting for room at its deadline is
+    /// `dropped/expired`; admission is asked again once room is found, since
+    /// the wait used some of the time left.
+    fn hand_over(
+        &self,
+        dispatcher: &Dispatcher,
+        event: &Event,
+        predicted: Option<Duration>,
+    ) -> Verdict {
+        let Some(credit) = dispatcher.acquire(event.deadline_at()) else {
+            return Verdict::at(Status::Dropped(DropReason::Expired), Instant::now());
+        };
+        let now = Instant::now();
+        if let Some(refused) = refusal(admit(now, event.deadline_at(), predicted)) {
+            credit.give_back(dispatcher);
+            return Verdict::at(refused, now);
+        }
+        let task = match task_json(event, &self.clock, now, Some("task")) {
+            Ok(task) => task,
+            Err(e) => {
+                credit.give_back(dispatcher);
+                return failed(error_text(&format!("unserialisable event: {e}")), now);
+            }
+        };
+        self.real_work(event, || {
+            let answer = credit.send(dispatcher, &event.id, task);
+            answer
+                .recv_deadline(event.deadline_at())
+                .unwrap_or(Answer::NoAnswer)
+        })
+    }
+
+    /// Runs `call` (the real work of `event`, which returns by the deadline)
+    /// and judges what it answered: done by the deadline is `on-time`, an
+    /// error by the deadline is `failed`, anything after it is `late`. No
+    /// answer is `late` at the deadline instant. The duration of answered
+    /// work (and of work abandoned at the deadline, a lower bound) teaches
+    /// the estimator; a failure's does not, it says nothing of the work.
+    fn real_work(&self, event: &Event, call: impl FnOnce() -> Answer) -> Verdict {
+        let deadline_at = event.deadline_at();
+        let busy = Busy::start(&self.gauges);
+        let started = Instant::now();
+        let answer = call();
+        let mut decided = Instant::now();
+        drop(busy);
+        let took = self.count_work(started, decided);
+        match answer {
+            Answer::Failed(error) if decided <= deadline_at => failed(error, decided),
+            Answer::Failed(_) => Verdict::at(Status::Late, decided),
+            Answer::Done | Answer::NoAnswer => {
+                if answer == Answer::NoAnswer && decided <= deadline_at {
+                    // A timeout that fired early must not give `late` before the deadline.
+                    sleep_until(decided, deadline_at + Duration::from_nanos(1));
+                    decided = Instant::now();
+                }
+                self.lock_estimator().observe(decided, took);
+                Verdict::at(verdict_at(decided, deadline_at), decided)
+            }
+        }
+    }
+
+    /// Adds the time from `started` to `decided` to the work-time gauge and returns it.
+    fn count_work(&self, started: Instant, decided: Instant) -> Duration {
+        let took = decided.saturating_duration_since(started);
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.gauges.work_micros.fetch_add(micros, Ordering::Relaxed);
+        took
     }
 
     fn sample_work(&self) -> Duration {
@@ -362,6 +492,23 @@ impl WorkerContext {
 
     fn lock_estimator(&self) -> std::sync::MutexGuard<'_, WorkEstimator> {
         self.estimator.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The drop verdict of an admission decision, or `None` when the work starts.
+fn refusal(admitted: Admit) -> Option<Status> {
+    match admitted {
+        Admit::Expired => Some(Status::Dropped(DropReason::Expired)),
+        Admit::Infeasible => Some(Status::Dropped(DropReason::Infeasible)),
+        Admit::Start { .. } => None,
+    }
+}
+
+fn failed(error: Box<str>, decided: Instant) -> Verdict {
+    Verdict {
+        status: Status::Failed,
+        decided,
+        error: Some(error),
     }
 }
 

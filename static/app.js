@@ -27,6 +27,7 @@ import {
   parseKnob,
   sampleFromStats,
   socketUrl,
+  workSummary,
 } from "./logic.js";
 import { drawLatency, drawOutcomes, palette } from "./charts.js";
 
@@ -227,6 +228,8 @@ function renderRows() {
     if (tr.className !== cls) tr.className = cls;
     tr.dataset.seq = String(row.seq);
     if (cells[0].title !== row.fullId) cells[0].title = row.fullId;
+    // A failed outcome's error may be long: the tooltip holds more than the cell.
+    if (cells[1].title !== row.statusTitle) cells[1].title = row.statusTitle;
     CELL_KEYS.forEach((key, j) => {
       if (texts[j] !== row[key]) {
         cells[j].textContent = row[key];
@@ -249,7 +252,7 @@ function renderStats() {
   const d = t.dropped ?? {};
   const n = (v) => (typeof v === "number" && Number.isFinite(v) ? v : 0);
   const dropped = n(d.queueFull) + n(d.expired) + n(d.infeasible) + n(d.panicked);
-  const judged = n(t.onTime) + n(t.late) + dropped;
+  const judged = n(t.onTime) + n(t.late) + n(t.failed) + dropped;
   // The server reports latency 0 for a second in which nothing was worked on.
   const worked = n(r.onTime) + n(r.late) > 0;
 
@@ -259,6 +262,8 @@ function renderStats() {
   setText("s-on-time-sub", `${formatRate(n(r.onTime))}/s`);
   setText("s-late", formatCount(n(t.late)));
   setText("s-late-sub", `${formatRate(n(r.late))}/s`);
+  setText("s-failed", formatCount(n(t.failed)));
+  setText("s-failed-sub", `${formatRate(n(r.failed))}/s`);
   setText("s-dropped", formatCount(dropped));
   setText("s-queue-full", formatCount(n(d.queueFull)));
   setText("s-expired", formatCount(n(d.expired)));
@@ -269,7 +274,7 @@ function renderStats() {
   let recentAll = 0;
   for (const x of recent) {
     recentOn += x.onTime;
-    recentAll += x.onTime + x.late + x.dropped;
+    recentAll += x.onTime + x.late + x.failed + x.dropped;
   }
   setText("s-on-time-pct-sub", recentAll > 0 ? `last ${HEALTH_WINDOW_S} s: ${formatPercent(recentOn / recentAll)}` : "since start");
   const c = s.clients ?? {};
@@ -289,8 +294,20 @@ function renderStats() {
   setText("h-in-flight", formatCount(n(t.inFlight)));
   setText("h-lag", `${formatCount(n(s.generator?.lagTicks))} ticks`);
   setText("h-client-dropped", formatCount(n(c.droppedMessages)));
+  renderWork(workSummary(s.work));
 
   applyConfig(s.config);
+}
+
+/** The work row of the health panel; hidden for a daemon whose stats have no `work`. */
+function renderWork(work) {
+  const row = $("h-work-row");
+  $("h-work-label").hidden = row.hidden = work === null;
+  if (work === null) return;
+  const cls = work.warning ? "work warning" : "work";
+  if (row.className !== cls) row.className = cls;
+  setText("h-work", work.text);
+  setText("h-work-detail", work.detail);
 }
 
 function renderHealth() {

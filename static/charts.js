@@ -1,7 +1,7 @@
 // Hand-drawn canvas charts: latency (p50, p99, deadline) and stacked outcomes,
 // both over the last WINDOW_S seconds. Coordinates come from logic.js.
 
-import { WINDOW_S, axisLabel, latencyOf, latencyScaleMax, outcomesScaleMax, ticks, toRuns } from "./logic.js";
+import { WINDOW_S, axisLabel, latencyOf, latencyScaleMax, num, outcomesScaleMax, ticks, toRuns } from "./logic.js";
 
 const PAD = { left: 48, right: 10, top: 10, bottom: 22 };
 
@@ -14,6 +14,7 @@ export function palette(element) {
     grid: v("--grid", "#e3e6ea"),
     onTime: v("--on-time", "#1f8a45"),
     late: v("--late", "#d97706"),
+    failed: v("--failed", "#b5179e"),
     dropped: v("--dropped", "#c62828"),
     p50: v("--p50", "#2f6fd6"),
     p99: v("--p99", "#7b3fc4"),
@@ -128,7 +129,7 @@ export function drawLatency(canvas, samples, nowMs, colors) {
   ctx.restore();
 }
 
-/** Draws on-time, late and dropped per second, stacked in that order from the bottom. */
+/** Draws on-time, late, failed and dropped per second, stacked in that order from the bottom. */
 export function drawOutcomes(canvas, samples, nowMs, colors) {
   const { ctx, box } = prepare(canvas);
   const yMax = outcomesScaleMax(samples);
@@ -137,7 +138,8 @@ export function drawOutcomes(canvas, samples, nowMs, colors) {
   const layers = [
     { color: colors.onTime, top: (s) => s.onTime },
     { color: colors.late, top: (s) => s.onTime + s.late },
-    { color: colors.dropped, top: (s) => s.onTime + s.late + s.dropped },
+    { color: colors.failed, top: (s) => s.onTime + s.late + num(s.failed) },
+    { color: colors.dropped, top: (s) => s.onTime + s.late + num(s.failed) + s.dropped },
   ];
   ctx.save();
   ctx.beginPath();

@@ -129,6 +129,7 @@ export function sampleFromStats(stats, atMs) {
   const latency = stats?.latencyMs ?? {};
   const queue = stats?.queue ?? {};
   const config = stats?.config ?? {};
+  const work = stats?.work;
   return {
     t: atMs,
     uptimeS: num(stats?.uptimeS),
@@ -137,12 +138,15 @@ export function sampleFromStats(stats, atMs) {
     deadlineMs: num(config.deadlineMs),
     onTime: num(rates.onTime),
     late: num(rates.late),
+    failed: num(rates.failed),
     dropped: num(rates.dropped),
     entered: num(rates.generated) + num(rates.ingested),
     queueDepth: num(queue.depth),
     queueCapacity: num(queue.capacity),
     lagTicks: num(stats?.generator?.lagTicks),
     clientDropped: num(stats?.clients?.droppedMessages),
+    // 1 when the daemon pulls work from workers and none is connected (it then reports itself not ready).
+    noWorkers: work?.mode === "pull" && num(work.connected) === 0 ? 1 : 0,
   };
 }
 
@@ -193,8 +197,8 @@ export function health(samples, nowMs, windowS = HEALTH_WINDOW_S) {
   let judged = 0;
   let bad = 0;
   for (const s of recent) {
-    judged += s.onTime + s.late + s.dropped;
-    bad += s.late + s.dropped;
+    judged += s.onTime + s.late + num(s.failed) + s.dropped;
+    bad += s.late + num(s.failed) + s.dropped;
   }
   const last = recent[recent.length - 1];
   const first = recent[0];
@@ -206,11 +210,12 @@ export function health(samples, nowMs, windowS = HEALTH_WINDOW_S) {
   let state = "healthy";
   if (badShare > 0.05 || queueFill > 0.9) {
     state = "overloaded";
-  } else if (bad > 0 || queueFill > 0.5 || grew("lagTicks") || grew("clientDropped")) {
+  } else if (bad > 0 || queueFill > 0.5 || last.noWorkers || grew("lagTicks") || grew("clientDropped")) {
     state = "degraded";
   }
-  if (bad > 0) reasons.push(`${formatPercent(badShare)} late or dropped`);
+  if (bad > 0) reasons.push(`${formatPercent(badShare)} late, failed or dropped`);
   if (queueFill > 0.5) reasons.push(`queue ${formatPercent(queueFill)} full`);
+  if (last.noWorkers) reasons.push("no workers connected");
   if (grew("lagTicks")) reasons.push("generator falling behind");
   if (grew("clientDropped")) reasons.push("clients missing messages");
   return { state, reasons };
@@ -218,8 +223,9 @@ export function health(samples, nowMs, windowS = HEALTH_WINDOW_S) {
 
 /** The rule `health` applies, in words, for display next to its verdict. */
 export const HEALTH_RULE =
-  "Over the last 5 s: overloaded when late + dropped exceed 5 % of outcomes or the queue is over 90 % full; " +
-  "degraded when anything was late or dropped, the queue is over 50 % full, the generator lagged or a client missed messages; " +
+  "Over the last 5 s: overloaded when late + failed + dropped exceed 5 % of outcomes or the queue is over 90 % full; " +
+  "degraded when anything was late, failed or dropped, the queue is over 50 % full, no worker is connected to pull work, " +
+  "the generator lagged or a client missed messages; " +
   "healthy otherwise.";
 
 /** The smallest "nice" number (1, 2, 2.5, 5 × 10^k) at or above `v`; at least `min`. */
@@ -308,7 +314,7 @@ export function latencyScaleMax(samples) {
 /** The y scale top for the stacked outcomes chart. */
 export function outcomesScaleMax(samples) {
   let max = 0;
-  for (const s of samples) max = Math.max(max, s.onTime + s.late + s.dropped);
+  for (const s of samples) max = Math.max(max, s.onTime + s.late + num(s.failed) + s.dropped);
   return niceCeil(max * 1.05, 5);
 }
 
@@ -369,24 +375,84 @@ export function shortId(id) {
   return id.length > 8 ? id.slice(0, 8) : id;
 }
 
-const STATUSES = new Set(["on-time", "late", "dropped"]);
+/** Every verdict an outcome can carry, in the order the charts stack them. */
+export const STATUSES = Object.freeze(["on-time", "late", "failed", "dropped"]);
 
-/** One table row's texts from a wire event; every field falls back to a dash. */
+/** Characters of a failed outcome's error shown in its table cell; the cell's title holds more. */
+export const ERROR_SHOWN = 80;
+/** Characters of an error kept at all: it is whatever a remote worker sent. */
+const ERROR_KEPT = 500;
+
+/**
+ * A worker's error text made fit for one line: control and text-direction
+ * characters and runs of whitespace become one space, and it is cut to `max` characters with "…".
+ * Returned as text; the page only ever sets it as text, never as HTML.
+ */
+export function errorText(v, max = ERROR_SHOWN) {
+  if (typeof v !== "string") return "";
+  const flat = v.replace(/[\s\u0000-\u001f\u007f-\u009f\u200e\u200f\u2028-\u202e\u2066-\u2069]+/g, " ").trim();
+  const chars = Array.from(flat);
+  return chars.length > max ? `${chars.slice(0, Math.max(max - 1, 0)).join("").trimEnd()}…` : flat;
+}
+
+/**
+ * One table row's texts from a wire event; every field falls back to a dash.
+ * A dropped outcome names its reason and a failed one its error after the
+ * status; `statusTitle` is the longer form for the cell's tooltip.
+ */
 export function eventRow(e) {
-  const status = STATUSES.has(e?.status) ? e.status : "unknown";
-  const reason = status === "dropped" && typeof e.dropReason === "string" ? e.dropReason : "";
+  const status = STATUSES.includes(e?.status) ? e.status : "unknown";
+  let detail = "";
+  let fullDetail = "";
+  if (status === "dropped" && typeof e.dropReason === "string") {
+    detail = fullDetail = e.dropReason;
+  } else if (status === "failed") {
+    detail = errorText(e.error);
+    fullDetail = errorText(e.error, ERROR_KEPT);
+  }
   return {
     seq: Number.isSafeInteger(e?.seq) ? e.seq : -1,
     id: shortId(e?.id),
     fullId: typeof e?.id === "string" ? e.id : "",
     status,
-    statusText: reason ? `${status} · ${reason}` : status,
+    statusText: detail ? `${status} · ${detail}` : status,
+    statusTitle: fullDetail ? `${status} · ${fullDetail}` : "",
     source: typeof e?.source === "string" && e.source ? e.source : DASH,
     created: formatClock(e?.createdAt),
     processed: formatClock(e?.processedAt),
     latency: formatMs(e?.latencyMs),
     deadline: Number.isInteger(e?.deadlineMs) && e.deadlineMs < 1000 ? `${e.deadlineMs} ms` : formatMs(e?.deadlineMs),
   };
+}
+
+/**
+ * What the health panel says about where work goes, from a stats snapshot's
+ * `work` object. Returns null when there is none (an older daemon), else
+ * {mode, text, detail, warning}: `text` names the mode and its target,
+ * `detail` its live numbers (empty for simulated work) and `warning` is true
+ * when work cannot be done well: no pull worker connected, or http errors.
+ */
+export function workSummary(work) {
+  if (!work || typeof work !== "object" || typeof work.mode !== "string" || !work.mode) return null;
+  const mode = work.mode;
+  const target = typeof work.target === "string" && work.target ? work.target : "";
+  const inFlight = formatCount(num(work.inFlight));
+  if (mode === "simulate") return { mode, text: "simulated work", detail: "", warning: false };
+  if (mode === "pull") {
+    const connected = Math.max(0, Math.floor(num(work.connected)));
+    const text = `workers pull from ${target || "/api/work"}`;
+    if (connected === 0) return { mode, text, detail: "no workers connected", warning: true };
+    const who = connected === 1 ? "1 worker" : `${formatCount(connected)} workers`;
+    const detail = `${who} connected (credit ${formatCount(num(work.credit))}, ${inFlight} in flight)`;
+    return { mode, text, detail, warning: false };
+  }
+  if (mode === "http") {
+    const rate = Math.min(Math.max(num(work.errorRate), 0), 1);
+    const detail = `errors: ${(rate * 100).toFixed(1)} % · ${inFlight} in flight`;
+    return { mode, text: `http to ${target || "(no target)"}`, detail, warning: rate > 0 };
+  }
+  // A mode newer than this page: name it, and show what is known.
+  return { mode, text: target ? `${mode} to ${target}` : `${mode} work`, detail: `${inFlight} in flight`, warning: false };
 }
 
 /** The note for a `{"type":"gap","from","to"}` message: outcomes the server no longer kept when we resumed. */

@@ -65,8 +65,11 @@ fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), 
             return Err(format!("{at}: {value} is not one of {allowed:?}"));
         }
     }
+    // OpenAPI 3.0 spells "or null" as `nullable: true` beside the type.
+    let nullable = schema.get("nullable") == Some(&Value::Bool(true));
     let type_ok = match schema.get("type").and_then(Value::as_str) {
         None => true,
+        Some(_) if nullable && value.is_null() => true,
         Some("object") => value.is_object(),
         Some("array") => value.is_array(),
         Some("string") => value.is_string(),
@@ -141,6 +144,15 @@ fn exercise(addr: SocketAddr, path: &str, method: &str) -> (u16, Option<String>,
             let mut client = common::connect(addr, "/ws?stats=1");
             let stats = common::next_stats(&mut client, Duration::from_secs(10));
             return (101, None, serde_json::to_vec(&stats).expect("json"));
+        }
+        ("get", "/api/work") => {
+            // Served by a daemon in pull mode only: a worker connects to one.
+            let pulling = common::start(|c| c.work = punctual::config::WorkMode::Pull);
+            let url = format!("ws://{}/api/work?credit=2", pulling.local_addr());
+            let (_worker, response) = tungstenite::connect(url).expect("a worker connects");
+            let status = response.status().as_u16();
+            pulling.stop();
+            return (status, None, Vec::new());
         }
         ("get", "/events") => {
             let stream = common::open_event_stream(addr, "/events", &[]);

@@ -130,6 +130,8 @@ pub struct App {
     pub health: Arc<Heartbeats>,
     /// Where the front reports its open connections and failed accepts.
     pub gauges: Arc<Gauges>,
+    /// The pull-mode dispatcher that `/api/work` connects workers to (`--work pull` only).
+    pub work: Option<Arc<crate::work::pull::Dispatcher>>,
 }
 
 /// Starts the front on `listener`: tiny_http's accept thread, which starts a

@@ -19,7 +19,7 @@ use crate::delivery::{self, Client, Sink, Slot, Transport, sse, ws};
 use crate::epoch::{Epoch, Position};
 use crate::origin::{Admitted, Rules};
 use crate::workers::Entry;
-use crate::{ingest, metrics, query};
+use crate::{ingest, metrics, query, work};
 
 pub(super) fn route(app: &App, mut request: Request) {
     let path = request.url().split('?').next().unwrap_or("/").to_owned();
@@ -27,6 +27,7 @@ pub(super) fn route(app: &App, mut request: Request) {
     let reply = match (path.as_str(), &method) {
         ("/ws", Method::Get) => return upgrade_websocket(app, request),
         ("/events", Method::Get) => return open_event_stream(app, request),
+        ("/api/work", Method::Get) => return connect_worker(app, request),
         ("/healthz", Method::Get) => match app.health.live() {
             Ok(()) => json(200, br#"{"status":"ok"}"#.to_vec()),
             Err(reason) => status_json(503, "stalled", &reason),
@@ -57,9 +58,10 @@ pub(super) fn route(app: &App, mut request: Request) {
         },
         ("/api/config", _) => method_not_allowed(&path, "GET, PUT"),
         ("/api/events", _) => method_not_allowed(&path, "GET, POST"),
-        ("/ws" | "/events" | "/healthz" | "/readyz" | "/metrics" | "/api/stats", _) => {
-            method_not_allowed(&path, "GET")
-        }
+        (
+            "/ws" | "/api/work" | "/events" | "/healthz" | "/readyz" | "/metrics" | "/api/stats",
+            _,
+        ) => method_not_allowed(&path, "GET"),
         (_, _) if static_name(&path).is_some() => method_not_allowed(&path, "GET"),
         (_, _) => error(404, &format!("no such resource: {path}")),
     };
@@ -149,19 +151,19 @@ fn change_settings(app: &App, request: &mut Request) -> Reply {
     json(200, app.settings().to_string().into_bytes())
 }
 
-/// Answers a WebSocket upgrade and hands the connection to a writer thread.
-fn upgrade_websocket(app: &App, request: Request) {
-    if let Err(refusal) = app.admit_stream(&request) {
-        return respond(request, refusal);
-    }
-    let upgrade = header_value(&request, "Upgrade");
-    let connection = header_value(&request, "Connection");
-    let version = header_value(&request, "Sec-WebSocket-Version");
-    let key = header_value(&request, "Sec-WebSocket-Key").map(str::to_owned);
+/// The `101` answer to a well-formed WebSocket upgrade of `path`, or the
+/// refusal that says what is missing.
+fn websocket_handshake(request: &Request, path: &str) -> Result<Response<std::io::Empty>, Reply> {
+    let upgrade = header_value(request, "Upgrade");
+    let connection = header_value(request, "Connection");
+    let version = header_value(request, "Sec-WebSocket-Version");
+    let key = header_value(request, "Sec-WebSocket-Key");
     let is_upgrade = has_token(upgrade, "websocket") && has_token(connection, "upgrade");
     let Some(key) = key.filter(|_| is_upgrade) else {
-        let message = "/ws is a WebSocket endpoint: send Upgrade: websocket, Connection: Upgrade and Sec-WebSocket-Key";
-        return respond(request, error(400, message));
+        let message = format!(
+            "{path} is a WebSocket endpoint: send Upgrade: websocket, Connection: Upgrade and Sec-WebSocket-Key"
+        );
+        return Err(error(400, &message));
     };
     if version.map(str::trim) != Some("13") {
         let reply = error(
@@ -169,14 +171,25 @@ fn upgrade_websocket(app: &App, request: Request) {
             "unsupported WebSocket version: send Sec-WebSocket-Version: 13",
         )
         .with_header(header("Sec-WebSocket-Version", "13"));
-        return respond(request, reply);
+        return Err(reply);
     }
+    Ok(Response::empty(StatusCode(101))
+        .with_header(header("Sec-WebSocket-Accept", &ws::accept_key(key))))
+}
+
+/// Answers a WebSocket upgrade and hands the connection to a writer thread.
+fn upgrade_websocket(app: &App, request: Request) {
+    if let Err(refusal) = app.admit_stream(&request) {
+        return respond(request, refusal);
+    }
+    let handshake = match websocket_handshake(&request, "/ws") {
+        Ok(handshake) => handshake,
+        Err(refusal) => return respond(request, refusal),
+    };
     let (slot, client) = match join(app, &request, Transport::WebSocket, None) {
         Ok(joined) => joined,
         Err(reply) => return respond(request, reply),
     };
-    let handshake = Response::empty(StatusCode(101))
-        .with_header(header("Sec-WebSocket-Accept", &ws::accept_key(&key)));
     match request.upgrade_into_socket("websocket", handshake) {
         Ok((socket, held)) => {
             let sink = ws::WsSink::new(socket, held);
@@ -186,6 +199,42 @@ fn upgrade_websocket(app: &App, request: Request) {
             client.close();
             log::debug!("WebSocket closed before it opened: {e}");
         }
+    }
+}
+
+/// `GET /api/work?credit=N`: a worker of `--work pull` connects over
+/// WebSocket to be handed tasks, at most N at once (default 1). It changes
+/// what happens to events, so the rules of the mutating endpoints apply:
+/// the daemon's own `Host`, an admitted `Origin`, and the token.
+fn connect_worker(app: &App, request: Request) {
+    let Some(dispatcher) = app.work.clone() else {
+        let message = format!(
+            "/api/work serves --work pull; this daemon runs --work {}",
+            app.config.work.name()
+        );
+        return respond(request, error(404, &message));
+    };
+    if let Err(refusal) = app.admit_change(&request) {
+        return respond(request, refusal);
+    }
+    if !app.authorized(&request) {
+        let message = "missing or wrong token: send Authorization: Bearer <token>";
+        return respond(request, error(401, message));
+    }
+    let credit = match query::credit(request.url(), work::pull::MAX_CREDIT) {
+        Ok(credit) => credit,
+        Err(e) => return respond(request, error(400, &e)),
+    };
+    let handshake = match websocket_handshake(&request, "/api/work") {
+        Ok(handshake) => handshake,
+        Err(refusal) => return respond(request, refusal),
+    };
+    let write_timeout = std::time::Duration::from_secs(app.config.write_timeout);
+    let connected = request
+        .upgrade_into_socket("websocket", handshake)
+        .and_then(|(socket, held)| dispatcher.connect(socket, held, credit, write_timeout));
+    if let Err(e) = connected {
+        log::debug!("worker connection closed before it opened: {e}");
     }
 }
 

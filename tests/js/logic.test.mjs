@@ -74,12 +74,13 @@ function stats(over = {}) {
   return {
     type: "stats",
     uptimeS: 10,
-    rates: { generated: 100, ingested: 0, onTime: 100, late: 0, dropped: 0, ...over.rates },
+    rates: { generated: 100, ingested: 0, onTime: 100, late: 0, failed: 0, dropped: 0, ...over.rates },
     latencyMs: { p50: 50, p90: 55, p99: 60, max: 70 },
     queue: { depth: 0, capacity: 64, ...over.queue },
     generator: { rate: 100, lagTicks: over.lagTicks ?? 0 },
     clients: { connected: 1, max: 10, droppedMessages: over.clientDropped ?? 0 },
     config: { deadlineMs: 100 },
+    ...(over.work ? { work: over.work } : {}),
   };
 }
 
@@ -120,6 +121,48 @@ test("health: healthy, degraded and overloaded by the stated rule", () => {
   const old = samples([{ rates: { onTime: 0, dropped: 100 } }, {}, {}, {}, {}, {}, {}]);
   assert.equal(L.health(old, 7000).state, "healthy");
   assert.match(L.HEALTH_RULE, /5 %/);
+});
+
+test("a stats message's failed rate and a pull daemon without workers reach the sample", () => {
+  const s = L.sampleFromStats(stats({ rates: { failed: 7 } }), 1);
+  assert.equal(s.failed, 7);
+  assert.equal(s.noWorkers, 0);
+  const pull = (connected) => ({ mode: "pull", target: "/api/work", connected, credit: 0, inFlight: 0, errorRate: 0 });
+  assert.equal(L.sampleFromStats(stats({ work: pull(0) }), 1).noWorkers, 1);
+  assert.equal(L.sampleFromStats(stats({ work: pull(2) }), 1).noWorkers, 0);
+  assert.equal(L.sampleFromStats(stats({ work: { mode: "http", connected: 0 } }), 1).noWorkers, 0, "only pull mode needs workers");
+  assert.equal(L.sampleFromStats({ type: "stats" }, 1).failed, 0);
+});
+
+test("health: failed outcomes count as bad like late and dropped", () => {
+  const now = 5000;
+  // one failed in 500 outcomes: degraded, and said so
+  const oneFailed = L.health(samples([{}, {}, { rates: { onTime: 99, failed: 1 } }, {}, {}]), now);
+  assert.equal(oneFailed.state, "degraded");
+  assert.deepEqual(oneFailed.reasons, ["0.20 % late, failed or dropped"]);
+  // 20 failed in 500 (4 %): degraded; 30 (6 %): overloaded
+  const f = { rates: { onTime: 90, failed: 10 } };
+  assert.equal(L.health(samples([f, {}, {}, {}, f]), now).state, "degraded");
+  assert.equal(L.health(samples([f, {}, f, {}, f]), now).state, "overloaded");
+  // failed ones are outcomes too: 30 failed of 30 is all bad, not a share of on-time only
+  const allFailed = { rates: { onTime: 0, failed: 10 } };
+  assert.deepEqual(L.health(samples([allFailed, allFailed, allFailed]), 3000).reasons, ["100 % late, failed or dropped"]);
+  assert.match(L.HEALTH_RULE, /late \+ failed \+ dropped exceed 5 %/);
+  assert.match(L.HEALTH_RULE, /late, failed or dropped/);
+});
+
+test("health: a pull daemon with no worker connected is degraded and says why", () => {
+  const pull = (connected) => ({ work: { mode: "pull", target: "/api/work", connected, credit: 4, inFlight: 0, errorRate: 0 } });
+  const none = L.health(samples([pull(0), pull(0)]), 2000);
+  assert.equal(none.state, "degraded");
+  assert.deepEqual(none.reasons, ["no workers connected"]);
+  assert.equal(L.health(samples([pull(0), pull(1)]), 2000).state, "healthy", "the newest sample decides");
+  assert.match(L.HEALTH_RULE, /no worker is connected/);
+});
+
+test("the outcomes scale covers failed outcomes", () => {
+  const s = samples([{ rates: { onTime: 0, failed: 900 } }]);
+  assert.ok(L.outcomesScaleMax(s) >= 900, `scale ${L.outcomesScaleMax(s)}`);
 });
 
 test("nice scale tops and ticks", () => {
@@ -229,6 +272,64 @@ test("an event row falls back to dashes and names the drop reason", () => {
   const empty = L.eventRow({});
   for (const v of Object.values(empty)) assert.doesNotMatch(String(v), /NaN|undefined|Invalid/);
   assert.equal(L.eventRow({ status: "late", dropReason: "expired" }).statusText, "late");
+});
+
+test("a failed event row shows its error where a dropped one shows its reason", () => {
+  assert.ok(L.STATUSES.includes("failed"));
+  const row = L.eventRow({ seq: 9, id: "abc", status: "failed", error: "HTTP 500", latencyMs: 12 });
+  assert.equal(row.status, "failed");
+  assert.equal(row.statusText, "failed · HTTP 500");
+  assert.equal(row.statusTitle, "failed · HTTP 500");
+  assert.equal(row.latency, "12.0 ms");
+  assert.equal(L.eventRow({ status: "failed" }).statusText, "failed");
+  assert.equal(L.eventRow({ status: "failed", error: 500 }).statusText, "failed", "a non-string error is not shown");
+  assert.equal(L.eventRow({ status: "failed", dropReason: "expired" }).statusText, "failed");
+  assert.equal(L.eventRow({ status: "dropped", dropReason: "expired", error: "x" }).statusText, "dropped · expired");
+  assert.equal(L.eventRow({ status: "late", error: "x" }).statusText, "late");
+  assert.equal(L.eventRow({ status: "dropped", dropReason: "expired" }).statusTitle, "dropped · expired");
+  assert.equal(L.eventRow({ status: "on-time" }).statusTitle, "");
+});
+
+test("a worker's error is kept as literal text on one line, cut to length", () => {
+  // Markup stays characters: the page sets it with textContent, never as HTML.
+  const markup = '<img src=x onerror="alert(1)">&amp;';
+  assert.equal(L.eventRow({ status: "failed", error: markup }).statusText, `failed · ${markup}`);
+  assert.equal(L.errorText("worker\n  said:\t\u0000no\u202e"), "worker said: no");
+  assert.equal(L.errorText("   "), "");
+  assert.equal(L.errorText(undefined), "");
+  const long = "x".repeat(1000);
+  const row = L.eventRow({ status: "failed", error: long });
+  assert.equal(row.statusText, `failed · ${"x".repeat(L.ERROR_SHOWN - 1)}…`);
+  assert.ok(row.statusTitle.length > row.statusText.length && row.statusTitle.length < 600, `title of ${row.statusTitle.length}`);
+  // characters outside the BMP are not split in half
+  assert.equal(L.errorText("😀😀😀", 2), "😀…");
+});
+
+test("the work summary names each mode, its target and its live numbers", () => {
+  const work = (over) => ({ mode: "simulate", target: null, connected: 0, credit: 0, inFlight: 0, errorRate: 0, ...over });
+  assert.equal(L.workSummary(undefined), null, "an older daemon has no work object");
+  assert.equal(L.workSummary(null), null);
+  assert.equal(L.workSummary({}), null);
+  assert.deepEqual(L.workSummary(work({})), { mode: "simulate", text: "simulated work", detail: "", warning: false });
+
+  const http = L.workSummary(work({ mode: "http", target: "http://127.0.0.1:9000/work", errorRate: 0.02, inFlight: 3 }));
+  assert.deepEqual(http, { mode: "http", text: "http to http://127.0.0.1:9000/work", detail: "errors: 2.0 % · 3 in flight", warning: true });
+  const calm = L.workSummary(work({ mode: "http", target: "http://w/work", errorRate: 0, inFlight: 1200 }));
+  assert.equal(calm.detail, "errors: 0.0 % · 1,200 in flight");
+  assert.equal(calm.warning, false);
+  assert.equal(L.workSummary(work({ mode: "http", errorRate: 7 })).detail, "errors: 100.0 % · 0 in flight", "clamped to 0..1");
+
+  const pull = L.workSummary(work({ mode: "pull", target: "/api/work", connected: 3, credit: 12, inFlight: 5 }));
+  assert.deepEqual(pull, { mode: "pull", text: "workers pull from /api/work", detail: "3 workers connected (credit 12, 5 in flight)", warning: false });
+  assert.equal(L.workSummary(work({ mode: "pull", target: "/api/work", connected: 1, credit: 1 })).detail, "1 worker connected (credit 1, 0 in flight)");
+  const none = L.workSummary(work({ mode: "pull", target: "/api/work", connected: 0 }));
+  assert.equal(none.detail, "no workers connected");
+  assert.equal(none.warning, true);
+
+  for (const bad of [{ mode: "http", errorRate: "x", inFlight: null, target: 5 }, { mode: "pull", connected: NaN, credit: {} }, { mode: "batch" }]) {
+    const out = L.workSummary(bad);
+    assert.doesNotMatch(`${out.text} ${out.detail}`, /NaN|undefined|null|object/, JSON.stringify(bad));
+  }
 });
 
 test("a gap message names what was missed", () => {

@@ -1,0 +1,111 @@
+//! `--work http`: the worker thread POSTs each admitted event to the user's
+//! endpoint and waits for the answer, never past the deadline.
+//!
+//! Owns: one [`Caller`] per worker thread, a kept-alive synchronous HTTP
+//! client (`ureq`) whose whole-call timeout is the event's time left. Reads
+//! and writes no channel: the call runs on the worker thread itself, so the
+//! pool size bounds the calls in flight.
+
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::{Answer, task_json, whole_ms};
+use crate::event::{Event, error_text};
+use crate::time::WallClock;
+
+/// Most bytes of an answer's body read (and thrown away) so that its
+/// connection can be kept alive; a longer body closes the connection instead.
+const MAX_ANSWER_BODY: u64 = 64 * 1024;
+
+/// Headers that tell the endpoint its deadline without parsing the body.
+pub const DEADLINE_HEADER: &str = "X-Punctual-Deadline-At";
+/// The time left when the call was made, in whole milliseconds.
+pub const TIME_LEFT_HEADER: &str = "X-Punctual-Time-Left-Ms";
+
+/// A worker thread's HTTP client for the endpoint at `url`.
+pub struct Caller {
+    agent: ureq::Agent,
+    url: Arc<str>,
+    clock: WallClock,
+}
+
+impl Caller {
+    /// A client for `url` that keeps one connection alive between calls.
+    pub fn new(url: Arc<str>, clock: WallClock) -> Self {
+        let agent = ureq::Agent::config_builder()
+            // A status is an answer to judge, not an error to propagate.
+            .http_status_as_error(false)
+            .max_idle_connections(1)
+            .max_idle_connections_per_host(1)
+            .user_agent(concat!("punctual/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .new_agent();
+        Caller { agent, url, clock }
+    }
+
+    /// POSTs `event` and returns what came back: [`Answer::Done`] for a 2xx,
+    /// [`Answer::Failed`] for another status or a connection error, and
+    /// [`Answer::NoAnswer`] once the deadline passed without an answer —
+    /// the call is abandoned at the deadline, not waited for.
+    pub fn call(&mut self, event: &Event) -> Answer {
+        let now = Instant::now();
+        let Some(time_left) = event
+            .deadline_at()
+            .checked_duration_since(now)
+            .filter(|d| !d.is_zero())
+        else {
+            return Answer::NoAnswer;
+        };
+        let body = match task_json(event, &self.clock, now, None) {
+            Ok(body) => body,
+            Err(e) => return Answer::Failed(error_text(&format!("unserialisable event: {e}"))),
+        };
+        let deadline_at = self.clock.epoch_ms(event.deadline_at()).round() as u64;
+        let sent = self
+            .agent
+            .post(&*self.url)
+            .config()
+            .timeout_global(Some(time_left))
+            .build()
+            .header(DEADLINE_HEADER, deadline_at.to_string())
+            .header(TIME_LEFT_HEADER, whole_ms(time_left).to_string())
+            .content_type("application/json")
+            .send(body.as_bytes());
+        match sent {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                drain(response.body_mut().as_reader());
+                if (200..300).contains(&status) {
+                    Answer::Done
+                } else {
+                    Answer::Failed(format!("HTTP {status}").into())
+                }
+            }
+            Err(e) => failure(e),
+        }
+    }
+}
+
+/// Reads what is left of an answer's body, up to [`MAX_ANSWER_BODY`], so that
+/// the connection can carry the next call. The body's content is not used.
+fn drain(reader: impl Read) {
+    let _ = io::copy(&mut reader.take(MAX_ANSWER_BODY), &mut io::sink());
+}
+
+/// A failed call as an answer: the timeout means the deadline came first.
+fn failure(error: ureq::Error) -> Answer {
+    match error {
+        ureq::Error::Timeout(_) => Answer::NoAnswer,
+        ureq::Error::Io(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
+            ) =>
+        {
+            Answer::NoAnswer
+        }
+        ureq::Error::Io(e) => Answer::Failed(e.kind().to_string().into()),
+        other => Answer::Failed(error_text(&other.to_string())),
+    }
+}
