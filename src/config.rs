@@ -26,6 +26,16 @@ pub enum Admission {
     Off,
 }
 
+/// The order in which workers take queued events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// First in, first out: arrival order.
+    Fifo,
+    /// Earliest deadline first; a full queue refuses the latest deadline.
+    Edf,
+}
+
 /// Where each admitted event's work runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -89,6 +99,11 @@ pub struct Config {
     /// Drop events whose predicted work does not fit in the time left (on|off).
     #[arg(long, env = "PUNCTUAL_ADMISSION", value_enum, default_value_t = Admission::On)]
     pub admission: Admission,
+
+    /// The order workers take queued events in: fifo (arrival) or edf (earliest
+    /// deadline first; a full queue then refuses whichever event is due latest).
+    #[arg(long, env = "PUNCTUAL_SCHEDULE", value_enum, default_value_t = Schedule::Fifo)]
+    pub schedule: Schedule,
 
     /// Where the work runs: simulate (sleep for the work time), http (POST each
     /// event to --work-url), pull (hand it to a worker connected to /api/work).
@@ -271,6 +286,7 @@ impl Config {
             "workMs": knobs.work_ms.load(Ordering::Relaxed),
             "workJitterMs": knobs.work_jitter_ms.load(Ordering::Relaxed),
             "admission": if knobs.admission() { "on" } else { "off" },
+            "schedule": knobs.schedule(),
             "work": self.work,
             "workUrl": self.work_url,
             "workers": self.workers,
@@ -307,6 +323,7 @@ pub struct Knobs {
     work_ms: AtomicU64,
     work_jitter_ms: AtomicU64,
     admission: AtomicBool,
+    edf: AtomicBool,
 }
 
 impl Knobs {
@@ -318,6 +335,7 @@ impl Knobs {
             work_ms: AtomicU64::new(config.work_ms),
             work_jitter_ms: AtomicU64::new(config.work_jitter_ms),
             admission: AtomicBool::new(config.admission == Admission::On),
+            edf: AtomicBool::new(config.schedule == Schedule::Edf),
         }
     }
 
@@ -345,6 +363,15 @@ impl Knobs {
     pub fn admission(&self) -> bool {
         self.admission.load(Ordering::Relaxed)
     }
+
+    /// The order workers take queued events in now.
+    pub fn schedule(&self) -> Schedule {
+        if self.edf.load(Ordering::Relaxed) {
+            Schedule::Edf
+        } else {
+            Schedule::Fifo
+        }
+    }
 }
 
 /// A change of live settings, as sent to `PUT /api/config`. Absent fields stay
@@ -362,6 +389,8 @@ pub struct KnobsUpdate {
     pub work_jitter_ms: Option<u64>,
     /// Admission control on or off.
     pub admission: Option<Admission>,
+    /// The queue's order: fifo or edf.
+    pub schedule: Option<Schedule>,
 }
 
 /// The accepted ranges of the live settings, shared by flags and updates.
@@ -405,6 +434,12 @@ impl Knobs {
             let on = admission == Admission::On;
             if self.admission.swap(on, Ordering::Relaxed) != on {
                 changes.push(format!("admission → {}", if on { "on" } else { "off" }));
+            }
+        }
+        if let Some(schedule) = update.schedule {
+            let edf = schedule == Schedule::Edf;
+            if self.edf.swap(edf, Ordering::Relaxed) != edf {
+                changes.push(format!("schedule → {}", if edf { "edf" } else { "fifo" }));
             }
         }
         Ok(changes)

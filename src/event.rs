@@ -33,7 +33,13 @@ pub struct Event {
     pub work: Option<Duration>,
     /// Opaque producer data, carried through to the outcome.
     pub payload: Option<Box<serde_json::value::RawValue>>,
+    /// The producer that sent it, when it named one (at most
+    /// [`MAX_PRODUCER_CHARS`] characters); otherwise its source's name.
+    pub producer: Option<Box<str>>,
 }
+
+/// Longest producer name.
+pub const MAX_PRODUCER_CHARS: usize = 64;
 
 impl Event {
     /// A generator event created at `created`, with a fresh UUID v4.
@@ -45,7 +51,13 @@ impl Event {
             deadline,
             work: None,
             payload: None,
+            producer: None,
         }
+    }
+
+    /// Who produced it: the name it was given, or `generator` / `ingest`.
+    pub fn producer(&self) -> &str {
+        self.producer.as_deref().unwrap_or(self.source.name())
     }
 
     /// The absolute instant by which it must be done.
@@ -204,6 +216,7 @@ impl Outcome {
         let mut out = Vec::with_capacity(
             WIRE_FIXED_BYTES
                 + self.event.id.len() * 2
+                + self.event.producer.as_deref().map_or(0, |p| p.len() * 2)
                 + payload.map_or(0, str::len)
                 + error.map_or(0, |e| e.len() * 2),
         );
@@ -213,7 +226,9 @@ impl Outcome {
         push_json(&mut out, self.event.id.as_str());
         out.extend_from_slice(br#","source":""#);
         out.extend_from_slice(self.event.source.name().as_bytes());
-        out.extend_from_slice(br#"","createdAt":"#);
+        out.extend_from_slice(br#"","producer":"#);
+        push_json(&mut out, self.event.producer());
+        out.extend_from_slice(br#","createdAt":"#);
         push_json(&mut out, &created_at);
         out.extend_from_slice(br#","deadlineMs":"#);
         push_json(&mut out, &whole_millis(self.event.deadline));
@@ -246,8 +261,8 @@ impl Outcome {
 }
 
 /// Bytes of an outcome message besides its id and payload, with room to spare:
-/// the keys and punctuation (~150), five numbers (≤ 24 each) and the names.
-const WIRE_FIXED_BYTES: usize = 320;
+/// the keys and punctuation (~165), five numbers (≤ 24 each) and the names.
+const WIRE_FIXED_BYTES: usize = 352;
 
 /// Appends `value` as JSON (escaping, number formatting). The field names and
 /// punctuation around the values are constants written as they are: a derived
@@ -283,6 +298,7 @@ struct WireEvent<'a> {
     seq: u64,
     id: &'a str,
     source: Source,
+    producer: &'a str,
     created_at: f64,
     deadline_ms: u64,
     processed_at: f64,
@@ -382,6 +398,7 @@ mod tests {
             seq,
             id: &outcome.event.id,
             source: outcome.event.source,
+            producer: outcome.event.producer(),
             created_at,
             deadline_ms: whole_millis(outcome.event.deadline),
             processed_at: to_microsecond(created_at + latency_ms),
@@ -407,6 +424,7 @@ mod tests {
         ingested.id = "quote \" back\\slash \u{1} é".into();
         ingested.source = Source::Ingest;
         ingested.payload = Some(payload);
+        ingested.producer = Some("ci \"nightly\" é".into());
         let statuses = [
             Status::OnTime,
             Status::Late,

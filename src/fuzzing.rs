@@ -27,16 +27,16 @@ const DEFAULT_DEADLINE: Duration = Duration::from_millis(100);
 /// History size the query target pretends the daemon keeps.
 const HISTORY: usize = 10_000;
 
-/// `POST /api/events` bodies: the first byte picks the format (even: JSON
-/// object or array, odd: NDJSON), the rest is the body.
+/// `POST /api/events` bodies: the first byte picks the format (3 mod 4: a
+/// form; otherwise even: JSON object or array, odd: NDJSON), the rest is the body.
 pub fn ingest_body(data: &[u8]) {
     let Some((selector, body)) = data.split_first() else {
         return;
     };
-    let format = if selector % 2 == 0 {
-        Format::Json
-    } else {
-        Format::Ndjson
+    let format = match selector % 4 {
+        3 => Format::Form,
+        n if n % 2 == 0 => Format::Json,
+        _ => Format::Ndjson,
     };
     let now = Instant::now();
     let clock = WallClock::anchored(now, 1_700_000_000_000.0);
@@ -48,6 +48,7 @@ pub fn ingest_body(data: &[u8]) {
                 events.len()
             );
             for event in &events {
+                assert!(event.producer().chars().count() <= crate::event::MAX_PRODUCER_CHARS);
                 let chars = event.id.chars().count();
                 assert!((1..=MAX_ID_CHARS).contains(&chars), "id of {chars} chars");
                 assert!(!event.deadline.is_zero() && event.deadline <= Duration::from_secs(3600));

@@ -124,7 +124,7 @@ struct Reports {
     overloaded_since: Instant,
 }
 
-/// Share of late and dropped verdicts above which the system is overloaded.
+/// Share of late, failed and dropped verdicts above which the system is overloaded.
 const OVERLOAD_SHARE: f64 = 0.05;
 /// Queue fill (of capacity) at or above which the system is overloaded.
 const OVERLOAD_QUEUE_FILL: f64 = 0.9;
@@ -133,17 +133,21 @@ const CALM_TO_RECOVER: u32 = 5;
 /// Least time between two client-count lines.
 const CLIENT_LINE_EVERY: Duration = Duration::from_secs(10);
 
-/// The overload rule, also shown on the dashboard.
+/// The overload rule, also shown on the dashboard: too many deadlines
+/// missed, a nearly full queue, or an offered load beyond the workers (U ≥ 1,
+/// overloaded by design: drops are expected).
 pub fn overloaded(snapshot: &Snapshot) -> bool {
     let r = &snapshot.rates;
-    let verdicts = r.on_time + r.late + r.dropped;
+    let verdicts = r.on_time + r.late + r.failed + r.dropped;
     let missed_share = if verdicts > 0.0 {
-        (r.late + r.dropped) / verdicts
+        (r.late + r.failed + r.dropped) / verdicts
     } else {
         0.0
     };
     let fill = snapshot.queue.depth as f64 / snapshot.queue.capacity.max(1) as f64;
-    missed_share > OVERLOAD_SHARE || fill >= OVERLOAD_QUEUE_FILL
+    missed_share > OVERLOAD_SHARE
+        || fill >= OVERLOAD_QUEUE_FILL
+        || snapshot.schedulability.overloaded()
 }
 
 impl Reports {
@@ -179,17 +183,25 @@ impl Reports {
             (false, true) => {
                 self.overloaded = true;
                 self.overloaded_since = now;
+                let u = &snapshot.schedulability;
                 log::warn!(
-                    "overloaded: {:.0} late/s, {:.0} dropped/s (queue-full {:.0}, expired {:.0}, infeasible {:.0}) \
-                     against {:.0} on-time/s; queue {}/{}",
+                    "overloaded: {:.0} late/s, {:.0} failed/s, {:.0} dropped/s (queue-full {:.0}, expired {:.0}, \
+                     infeasible {:.0}) against {:.0} on-time/s; queue {}/{}; U = {:.2}{}",
                     r.late,
+                    r.failed,
                     r.dropped,
                     r.queue_full,
                     r.expired,
                     r.infeasible,
                     r.on_time,
                     snapshot.queue.depth,
-                    snapshot.queue.capacity
+                    snapshot.queue.capacity,
+                    u.utilisation,
+                    if u.overloaded() {
+                        " ≥ 1: overloaded by design, drops expected"
+                    } else {
+                        ""
+                    }
                 );
             }
             (true, true) => self.calm_snapshots = 0,

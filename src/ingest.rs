@@ -1,16 +1,18 @@
-//! Ingest: turning a producer's `POST /api/events` body into events.
+//! Ingest: turning what producers send into events — a `POST /api/events`
+//! body (JSON, NDJSON, or an HTML form's fields), or any JSON a webhook sends
+//! to `POST /api/webhook/<producer>`.
 //!
 //! Owns the validation of posted events. Pure functions: the HTTP front reads
-//! the body, calls [`parse_batch`], and only when the whole batch is valid
-//! submits each event through the intake — a batch with one bad item is
-//! refused whole, nothing half-ingested.
+//! the body, calls [`parse_batch`] or [`parse_webhook`], and only when the
+//! whole batch is valid submits each event through the intake — a batch with
+//! one bad item is refused whole, nothing half-ingested.
 
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::event::{Event, Source};
+use crate::event::{Event, MAX_PRODUCER_CHARS, Source};
 use crate::time::WallClock;
 
 /// Most items in one request.
@@ -21,6 +23,9 @@ pub const MAX_ID_CHARS: usize = 128;
 pub const MAX_MS: f64 = 3_600_000.0;
 /// Largest serialised payload.
 pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024;
+/// Largest serialised webhook payload: a CI or alerting hook's whole body,
+/// which is often over 4 KiB, travels as one event's payload.
+pub const MAX_WEBHOOK_PAYLOAD_BYTES: usize = 64 * 1024;
 /// How far in the future `createdAt` may lie (clock skew allowance).
 pub const MAX_FUTURE_MS: f64 = 60_000.0;
 
@@ -48,6 +53,7 @@ struct Posted {
     deadline_ms: Option<f64>,
     created_at: Option<f64>,
     work_ms: Option<f64>,
+    producer: Option<String>,
     payload: Option<Box<RawValue>>,
 }
 
@@ -58,6 +64,9 @@ pub enum Format {
     Json,
     /// One JSON object per line.
     Ndjson,
+    /// An HTML form's fields (`application/x-www-form-urlencoded`, what
+    /// `curl -d` sends): one event, its known fields taken, the rest its payload.
+    Form,
 }
 
 /// The body format named by a `Content-Type`, or a 415 refusal.
@@ -72,10 +81,12 @@ pub fn format_of(content_type: Option<&str>) -> Result<Format, Refusal> {
     match media.as_str() {
         "application/json" => Ok(Format::Json),
         "application/x-ndjson" | "application/ndjson" => Ok(Format::Ndjson),
+        "application/x-www-form-urlencoded" => Ok(Format::Form),
         other => Err(refuse(
             415,
             format!(
-                "unsupported Content-Type {other:?}: send application/json or application/x-ndjson"
+                "unsupported Content-Type {other:?}: send application/json, application/x-ndjson \
+                 or application/x-www-form-urlencoded"
             ),
         )),
     }
@@ -90,6 +101,12 @@ pub fn parse_batch(
     clock: &WallClock,
     default_deadline: Duration,
 ) -> Result<Vec<Event>, Refusal> {
+    if format == Format::Form {
+        let posted = posted_form(body).map_err(|e| refuse(400, e))?;
+        return to_event(posted, now, clock, default_deadline, MAX_PAYLOAD_BYTES)
+            .map(|event| vec![event])
+            .map_err(|e| refuse(400, e));
+    }
     let items = split_items(format, body)?;
     if items.len() > MAX_BATCH {
         return Err(refuse(
@@ -109,7 +126,7 @@ pub fn parse_batch(
         .map(|(index, raw)| {
             let posted: Posted = crate::http::parse_json(raw.get().as_bytes())
                 .map_err(|e| refuse(400, format!("item {index}: {e}")))?;
-            to_event(posted, now, clock, default_deadline)
+            to_event(posted, now, clock, default_deadline, MAX_PAYLOAD_BYTES)
                 .map_err(|e| refuse(400, format!("item {index}: {e}")))
         })
         .collect()
@@ -129,6 +146,8 @@ fn split_items(format: Format, body: &[u8]) -> Result<Vec<Box<RawValue>>, Refusa
                 Ok(vec![one])
             }
         }
+        // Handled whole by `posted_form`.
+        Format::Form => Ok(Vec::new()),
         Format::Ndjson => body
             .split(|b| *b == b'\n')
             .filter(|line| !line.trim_ascii().is_empty())
@@ -139,6 +158,115 @@ fn split_items(format: Format, body: &[u8]) -> Result<Vec<Box<RawValue>>, Refusa
             })
             .collect(),
     }
+}
+
+/// A form's fields as a posted event: `id`, `deadlineMs`, `workMs`,
+/// `createdAt` and `producer` are taken as those fields; every other field
+/// goes into the payload object, as a string (a repeated name as an array of
+/// them, in order).
+fn posted_form(body: &[u8]) -> Result<Posted, String> {
+    let mut posted = Posted {
+        id: None,
+        deadline_ms: None,
+        created_at: None,
+        work_ms: None,
+        producer: None,
+        payload: None,
+    };
+    let mut fields = serde_json::Map::new();
+    for (name, value) in form_urlencoded::parse(body) {
+        let number = |field: &str| {
+            value
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| format!("{field}: expected a number, got {value:?}"))
+        };
+        match name.as_ref() {
+            "id" => posted.id = Some(value.into_owned()),
+            "producer" => posted.producer = Some(value.into_owned()),
+            "deadlineMs" => posted.deadline_ms = Some(number("deadlineMs")?),
+            "workMs" => posted.work_ms = Some(number("workMs")?),
+            "createdAt" => posted.created_at = Some(number("createdAt")?),
+            _ => add_field(&mut fields, name.into_owned(), value.into_owned()),
+        }
+    }
+    if !fields.is_empty() {
+        let json = serde_json::Value::Object(fields).to_string();
+        posted.payload = Some(RawValue::from_string(json).map_err(|e| format!("payload: {e}"))?);
+    }
+    Ok(posted)
+}
+
+fn add_field(fields: &mut serde_json::Map<String, serde_json::Value>, name: String, value: String) {
+    use serde_json::Value;
+    match fields.get_mut(&name) {
+        None => {
+            fields.insert(name, Value::String(value));
+        }
+        Some(Value::Array(values)) => values.push(Value::String(value)),
+        Some(first) => *first = Value::Array(vec![first.take(), Value::String(value)]),
+    }
+}
+
+/// A webhook's body as one event from `producer` (the path's last segment):
+/// the whole JSON body is its payload — or, for a form-encoded hook that
+/// sends its JSON in a `payload` field (GitHub's "form" setting), that field.
+/// `deadline_ms` and `work_ms` come from the query string.
+pub fn parse_webhook(
+    producer: &str,
+    format: Option<Format>,
+    body: &[u8],
+    query: (Option<f64>, Option<f64>),
+    now: Instant,
+    clock: &WallClock,
+    default_deadline: Duration,
+) -> Result<Event, Refusal> {
+    let json: Box<RawValue> = match format {
+        Some(Format::Form) => {
+            let payload = form_urlencoded::parse(body)
+                .find(|(name, _)| name == "payload")
+                .map(|(_, value)| value.into_owned())
+                .ok_or_else(|| {
+                    refuse(
+                        400,
+                        "a form-encoded webhook must send its JSON in a payload field",
+                    )
+                })?;
+            RawValue::from_string(payload)
+                .map_err(|e| refuse(400, format!("payload field: malformed JSON: {e}")))?
+        }
+        _ => {
+            serde_json::from_slice(body).map_err(|e| refuse(400, format!("malformed JSON: {e}")))?
+        }
+    };
+    let posted = Posted {
+        id: None,
+        deadline_ms: query.0,
+        created_at: None,
+        work_ms: query.1,
+        producer: Some(producer.to_owned()),
+        payload: Some(json),
+    };
+    to_event(
+        posted,
+        now,
+        clock,
+        default_deadline,
+        MAX_WEBHOOK_PAYLOAD_BYTES,
+    )
+    .map_err(|e| refuse(if e.starts_with("payload:") { 413 } else { 400 }, e))
+}
+
+/// A producer's name: 1 to [`MAX_PRODUCER_CHARS`] characters, no control
+/// characters (it is shown on dashboards and used as a metrics label).
+pub fn check_producer(name: &str) -> Result<(), String> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_PRODUCER_CHARS || name.chars().any(char::is_control) {
+        return Err(format!(
+            "producer: must be 1 to {MAX_PRODUCER_CHARS} characters without control characters"
+        ));
+    }
+    Ok(())
 }
 
 fn milliseconds(field: &str, value: f64, min_exclusive_zero: bool) -> Result<Duration, String> {
@@ -181,6 +309,7 @@ fn to_event(
     now: Instant,
     clock: &WallClock,
     default_deadline: Duration,
+    max_payload: usize,
 ) -> Result<Event, String> {
     let id = match posted.id {
         Some(id) if id.is_empty() || id.chars().count() > MAX_ID_CHARS => {
@@ -201,7 +330,14 @@ fn to_event(
         None => now,
         Some(epoch_ms) => created_instant(epoch_ms, now, clock)?,
     };
-    let payload = posted.payload.as_deref().map(compact_payload).transpose()?;
+    let payload = posted
+        .payload
+        .as_deref()
+        .map(|raw| compact_payload(raw, max_payload))
+        .transpose()?;
+    if let Some(producer) = &posted.producer {
+        check_producer(producer)?;
+    }
     Ok(Event {
         id,
         source: Source::Ingest,
@@ -209,6 +345,7 @@ fn to_event(
         deadline,
         work,
         payload,
+        producer: posted.producer.map(String::into_boxed_str),
     })
 }
 
@@ -217,11 +354,11 @@ fn to_event(
 /// producer formatted it. Only whitespace between tokens goes: key order,
 /// number spelling and string contents are kept exactly as posted. The size
 /// limit applies to this form.
-fn compact_payload(raw: &RawValue) -> Result<Box<RawValue>, String> {
+fn compact_payload(raw: &RawValue, max: usize) -> Result<Box<RawValue>, String> {
     let compact = strip_insignificant_whitespace(raw.get());
-    if compact.len() > MAX_PAYLOAD_BYTES {
+    if compact.len() > max {
         return Err(format!(
-            "payload: {} bytes serialised, at most {MAX_PAYLOAD_BYTES}",
+            "payload: {} bytes serialised, at most {max}",
             compact.len()
         ));
     }

@@ -44,6 +44,7 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod origin;
+pub mod schedule;
 pub mod server;
 pub mod service;
 pub mod stats;

@@ -14,7 +14,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::stats::Snapshot;
+use crate::stats::{Dropped, Snapshot};
 
 /// Content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -54,28 +54,41 @@ impl Collector for SnapshotMetrics {
             &mut encoder,
             "punctual_outcomes",
             "Verdicts given, by status and drop reason.",
-            &[
-                ([("status", "on-time"), ("reason", "")], t.on_time),
-                ([("status", "late"), ("reason", "")], t.late),
-                ([("status", "failed"), ("reason", "")], t.failed),
-                (
-                    [("status", "dropped"), ("reason", "queue-full")],
-                    t.dropped.queue_full,
-                ),
-                (
-                    [("status", "dropped"), ("reason", "expired")],
-                    t.dropped.expired,
-                ),
-                (
-                    [("status", "dropped"), ("reason", "infeasible")],
-                    t.dropped.infeasible,
-                ),
-                (
-                    [("status", "dropped"), ("reason", "panicked")],
-                    t.dropped.panicked,
-                ),
-            ],
+            &by_status(t.on_time, t.late, t.failed, &t.dropped)
+                .map(|(status, reason, n)| ([("status", status), ("reason", reason)], n)),
         )?;
+        let by_producer: Vec<([(&str, &str); 3], u64)> = s
+            .producers
+            .iter()
+            .flat_map(|p| {
+                by_status(p.on_time, p.late, p.failed, &p.dropped).map(|(status, reason, n)| {
+                    (
+                        [
+                            ("producer", p.name.as_str()),
+                            ("status", status),
+                            ("reason", reason),
+                        ],
+                        n,
+                    )
+                })
+            })
+            .collect();
+        labelled_counters(
+            &mut encoder,
+            "punctual_producer_outcomes",
+            "Verdicts given, by producer (at most 32, the rest as other), status and drop reason.",
+            &by_producer,
+        )?;
+        let mut p99 = encoder.encode_descriptor(
+            "punctual_producer_latency_p99_seconds",
+            "99th percentile latency of each producer's events worked on, last window.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &s.producers {
+            ConstGauge::new(p.latency_p99_ms / 1000.0)
+                .encode(p99.encode_family(&[("producer", p.name.as_str())])?)?;
+        }
         gauge(
             &mut encoder,
             "punctual_in_flight",
@@ -118,6 +131,12 @@ impl Collector for SnapshotMetrics {
             "punctual_work_in_flight",
             "Tasks handed to a real worker and not answered yet.",
             s.work.in_flight as u64,
+        )?;
+        ratio_gauge(
+            &mut encoder,
+            "punctual_utilisation",
+            "Offered utilisation of the workers, arrival rate x mean work / workers, last seconds (>= 1: overloaded by design).",
+            s.schedulability.utilisation,
         )?;
         let mut clients = encoder.encode_descriptor(
             "punctual_clients",
@@ -226,6 +245,11 @@ fn gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) ->
     ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
 }
 
+/// A gauge of a plain ratio (no unit).
+fn ratio_gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: f64) -> Result {
+    ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)
+}
+
 /// A gauge in seconds from a figure the snapshot holds in milliseconds.
 fn seconds_gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, ms: f64) -> Result {
     ConstGauge::new(ms / 1000.0).encode(encoder.encode_descriptor(
@@ -234,6 +258,24 @@ fn seconds_gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, ms: f6
         None,
         MetricType::Gauge,
     )?)
+}
+
+/// `(status, drop reason, count)` of every verdict kind, in a fixed order.
+fn by_status(
+    on_time: u64,
+    late: u64,
+    failed: u64,
+    dropped: &Dropped,
+) -> [(&'static str, &'static str, u64); 7] {
+    [
+        ("on-time", "", on_time),
+        ("late", "", late),
+        ("failed", "", failed),
+        ("dropped", "queue-full", dropped.queue_full),
+        ("dropped", "expired", dropped.expired),
+        ("dropped", "infeasible", dropped.infeasible),
+        ("dropped", "panicked", dropped.panicked),
+    ]
 }
 
 fn labelled_counters<const N: usize>(

@@ -88,6 +88,21 @@ fn status_filter(list: &str) -> Result<Vec<String>, String> {
     }
 }
 
+/// The `deadlineMs` and `workMs` of `POST /api/webhook/<producer>`, as
+/// numbers (validated with the event).
+pub(crate) fn webhook(url: &str) -> Result<(Option<f64>, Option<f64>), String> {
+    let number = |name: &str| {
+        query_param(url, name)
+            .map(|v| {
+                v.trim()
+                    .parse::<f64>()
+                    .map_err(|_| format!("{name}: expected a number, got {v:?}"))
+            })
+            .transpose()
+    };
+    Ok((number("deadlineMs")?, number("workMs")?))
+}
+
 /// The `credit` of `GET /api/work?credit=N`: tasks a worker takes at once,
 /// 1 when absent, between 1 and `max`.
 pub(crate) fn credit(url: &str, max: usize) -> Result<usize, String> {

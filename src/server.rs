@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
 use crate::config::{Config, Knobs, WorkMode};
 use crate::delivery::{ClientSlots, Log};
@@ -22,6 +22,7 @@ use crate::faults::Faults;
 use crate::health::Heartbeats;
 use crate::hub::{self, Hub, LatestStats};
 use crate::limits::Caps;
+use crate::schedule::WorkQueue;
 use crate::stats::{
     ClientState, Gauges, GeneratorState, Ledger, QueueState, Readings, Snapshot, ThreadState,
     WorkState, WorkerState,
@@ -121,6 +122,7 @@ impl Server {
             crossbeam_channel::bounded(hub::BROADCAST_CHANNEL_CAPACITY);
         let (intake, queue) = workers::work_queue(
             config.queue as usize,
+            Arc::clone(&knobs),
             Arc::clone(&ledger),
             outcome_tx.clone(),
         );
@@ -143,7 +145,7 @@ impl Server {
             gauges: Arc::clone(&gauges),
             faults: Arc::clone(&faults),
             knobs: Arc::clone(&knobs),
-            queue: queue.clone(),
+            queue: Arc::clone(&queue),
             caps,
             epoch: epoch.clone(),
         };
@@ -172,7 +174,10 @@ impl Server {
             work: work.clone(),
             clock,
         };
+        let expiry =
+            workers::spawn_expiry(Arc::clone(&queue), Arc::clone(&ledger), outcome_tx.clone())?;
         let mut pipeline = workers::spawn_workers(config.workers as usize, queue, outcome_tx, ctx)?;
+        pipeline.push(expiry);
         pipeline.push(hub_thread);
         pipeline.push(fanout_thread);
 
@@ -351,7 +356,7 @@ struct SystemReader {
     gauges: Arc<Gauges>,
     faults: Arc<Faults>,
     knobs: Arc<Knobs>,
-    queue: Receiver<Event>,
+    queue: Arc<WorkQueue>,
     caps: Caps,
     epoch: Epoch,
 }
@@ -388,7 +393,7 @@ impl SystemReader {
             totals: self.ledger.totals(),
             queue: QueueState {
                 depth: self.queue.len(),
-                capacity: self.queue.capacity().unwrap_or(0),
+                capacity: self.queue.capacity(),
             },
             workers: WorkerState {
                 busy: gauge(&g.busy_workers),
@@ -415,6 +420,8 @@ impl SystemReader {
                 tick_jitter_ms_p99: g.tick_jitter.take_p99_ms(),
             },
             work: self.work_state(),
+            configured_work_ms: self.knobs.work().as_secs_f64() * 1000.0
+                + self.knobs.work_jitter().as_secs_f64() * 500.0,
             threads: ThreadState {
                 panics: self.faults.counts(),
             },

@@ -7,6 +7,7 @@
 //! last second, owned by the hub thread). Reads and writes no channel; the hub
 //! calls [`Window::snapshot`] and publishes the result.
 
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
@@ -86,7 +87,7 @@ impl Totals {
         }
     }
 
-    fn count_verdict(&mut self, status: Status) {
+    pub(crate) fn count_verdict(&mut self, status: Status) {
         match status {
             Status::OnTime => self.on_time += 1,
             Status::Late => self.late += 1,
@@ -299,6 +300,10 @@ pub struct Snapshot {
     pub generator: GeneratorState,
     /// Where the work runs and how its workers do.
     pub work: WorkState,
+    /// Offered utilisation of the worker pool over the last few seconds.
+    pub schedulability: Schedulability,
+    /// Outcomes by producer (at most [`MAX_PRODUCERS`] rows, the rest as `other`).
+    pub producers: Vec<ProducerStats>,
     /// Threads that panicked.
     pub threads: ThreadState,
     /// Effective settings.
@@ -432,6 +437,54 @@ pub struct GeneratorState {
     pub tick_jitter_ms_p99: f64,
 }
 
+/// Whether the offered load fits the workers: `U = arrival rate × mean work /
+/// workers` over the last few seconds. Below 1 every event can be served in
+/// time with the right order; at 1 or more the system is overloaded by
+/// design and drops are expected whatever the order.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Schedulability {
+    /// U, the offered utilisation of the worker pool.
+    pub utilisation: f64,
+    /// 1 − U: the share of the pool left (negative when overloaded).
+    pub headroom: f64,
+    /// Events entered per second.
+    pub arrival_rate: f64,
+    /// Mean measured work per event worked on, ms (the configured mean
+    /// `work + jitter / 2` while nothing was worked on).
+    pub mean_work_ms: f64,
+    /// Seconds the figures are taken over.
+    pub window_s: f64,
+}
+
+impl Schedulability {
+    fn of(load: Load, configured_work_ms: f64, workers: usize) -> Self {
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        if load.seconds <= 0.0 {
+            return Schedulability::default();
+        }
+        let arrival_rate = load.arrivals as f64 / load.seconds;
+        let mean_work_ms = if load.worked > 0 {
+            load.work_ms / load.worked as f64
+        } else {
+            configured_work_ms
+        };
+        let utilisation = arrival_rate * mean_work_ms / 1000.0 / workers.max(1) as f64;
+        Schedulability {
+            utilisation: round(utilisation),
+            headroom: round(1.0 - utilisation),
+            arrival_rate: round(arrival_rate),
+            mean_work_ms: round(mean_work_ms),
+            window_s: round(load.seconds),
+        }
+    }
+
+    /// Whether the offered load alone exceeds the pool (U ≥ 1).
+    pub fn overloaded(&self) -> bool {
+        self.utilisation >= 1.0
+    }
+}
+
 /// Where the work runs (`--work`) and how the workers it is handed to do.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -472,6 +525,9 @@ pub struct Readings {
     pub generator: GeneratorState,
     /// Work (its `error_rate` is the window's, filled in by the snapshot).
     pub work: WorkState,
+    /// Mean of the configured work (`work + jitter / 2`), ms: the utilisation's
+    /// guess while nothing is worked on.
+    pub configured_work_ms: f64,
     /// Threads.
     pub threads: ThreadState,
     /// Effective settings.
@@ -488,7 +544,137 @@ pub struct Window {
     previous: Totals,
     latency_us: Histogram<u64>,
     late_after_deadline_us: Histogram<u64>,
+    previous_work_ms: f64,
+    /// The last few windows' load, for the utilisation.
+    recent_load: VecDeque<Load>,
+    producers: Producers,
 }
+
+/// Most producers with a row of their own; the rest share the row `other`,
+/// so a producer naming itself anew for every event cannot grow the stats or
+/// the metrics' label set without bound.
+pub const MAX_PRODUCERS: usize = 32;
+
+/// Outcomes by producer, owned by the hub's window.
+#[derive(Default)]
+struct Producers {
+    rows: Vec<ProducerRow>,
+    index: HashMap<Box<str>, usize>,
+}
+
+struct ProducerRow {
+    name: Box<str>,
+    verdicts: Totals,
+    window_verdicts: u64,
+    window_latency_us: Histogram<u64>,
+}
+
+impl Producers {
+    fn record(&mut self, outcome: &Outcome) {
+        let row = self.row(outcome.event.producer());
+        let row = &mut self.rows[row];
+        row.verdicts.count_verdict(outcome.status);
+        row.window_verdicts += 1;
+        if matches!(outcome.status, Status::OnTime | Status::Late) {
+            record_micros(&mut row.window_latency_us, outcome.latency());
+        }
+    }
+
+    /// The row of `name`: its own while there is room, else `other`.
+    fn row(&mut self, name: &str) -> usize {
+        if let Some(&row) = self.index.get(name) {
+            return row;
+        }
+        let name = if self.rows.len() < MAX_PRODUCERS {
+            name
+        } else {
+            "other"
+        };
+        if let Some(&row) = self.index.get(name) {
+            return row;
+        }
+        self.rows.push(ProducerRow {
+            name: name.into(),
+            verdicts: Totals::default(),
+            window_verdicts: 0,
+            window_latency_us: micros_histogram(),
+        });
+        self.index.insert(name.into(), self.rows.len() - 1);
+        self.rows.len() - 1
+    }
+
+    /// Every row's figures for a window of `seconds`; starts the next window.
+    fn take(&mut self, seconds: f64) -> Vec<ProducerStats> {
+        self.rows
+            .iter_mut()
+            .map(|row| {
+                let stats = ProducerStats::of(row, seconds);
+                row.window_verdicts = 0;
+                row.window_latency_us.reset();
+                stats
+            })
+            .collect()
+    }
+}
+
+/// One producer's outcomes: cumulative counts, and the last window's rate and p99.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProducerStats {
+    /// The producer's name (`generator`, `ingest`, a name it gave, or `other`).
+    pub name: String,
+    /// Verdicts since start.
+    pub on_time: u64,
+    /// Late verdicts since start.
+    pub late: u64,
+    /// Failed verdicts since start.
+    pub failed: u64,
+    /// Drops since start, by reason.
+    pub dropped: Dropped,
+    /// Share of its verdicts that were on time, percent (100 before any).
+    pub on_time_pct: f64,
+    /// Verdicts per second in the last window.
+    pub rate: f64,
+    /// p99 latency of its events worked on in the last window, ms (0: none).
+    pub latency_p99_ms: f64,
+}
+
+impl ProducerStats {
+    fn of(row: &ProducerRow, seconds: f64) -> Self {
+        let v = &row.verdicts;
+        let judged = v.judged();
+        ProducerStats {
+            name: row.name.to_string(),
+            on_time: v.on_time,
+            late: v.late,
+            failed: v.failed,
+            dropped: v.dropped,
+            on_time_pct: if judged == 0 {
+                100.0
+            } else {
+                v.on_time as f64 * 100.0 / judged as f64
+            },
+            rate: if seconds > 0.0 {
+                row.window_verdicts as f64 / seconds
+            } else {
+                0.0
+            },
+            latency_p99_ms: p99_ms(&row.window_latency_us),
+        }
+    }
+}
+
+/// What one window offered and what its work took.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    seconds: f64,
+    arrivals: u64,
+    worked: u64,
+    work_ms: f64,
+}
+
+/// Windows the utilisation is taken over (about as many seconds).
+const LOAD_WINDOWS: usize = 5;
 
 /// Highest latency the histogram records exactly; beyond it values are clamped.
 const MAX_TRACKED_LATENCY_US: u64 = 3_600_000_000;
@@ -504,12 +690,16 @@ impl Window {
             previous: Totals::default(),
             latency_us: micros_histogram(),
             late_after_deadline_us: micros_histogram(),
+            previous_work_ms: 0.0,
+            recent_load: VecDeque::with_capacity(LOAD_WINDOWS),
+            producers: Producers::default(),
         }
     }
 
     /// Adds an outcome's latency when it was worked on (on-time or late).
     /// Drops are excluded: their "latency" is time-to-drop and would flatter the chart.
     pub fn record(&mut self, outcome: &Outcome) {
+        self.producers.record(outcome);
         if matches!(outcome.status, Status::OnTime | Status::Late) {
             record_micros(&mut self.latency_us, outcome.latency());
             self.cumulative.record(outcome.latency());
@@ -526,12 +716,14 @@ impl Window {
     pub fn snapshot(&mut self, now: Instant, readings: Readings) -> Snapshot {
         let elapsed = now.saturating_duration_since(self.window_start);
         let rates = rates(&self.previous, &readings.totals, elapsed);
+        let schedulability = self.schedulability(elapsed, &readings);
         let work = WorkState {
             error_rate: error_rate(&self.previous, &readings.totals),
             ..readings.work
         };
         let latency_ms = self.latency_percentiles();
         self.previous = readings.totals;
+        self.previous_work_ms = readings.workers.work_ms_total;
         self.window_start = now;
         self.latency_us.reset();
         self.late_after_deadline_us.reset();
@@ -547,10 +739,41 @@ impl Window {
             clients: readings.clients,
             generator: readings.generator,
             work,
+            schedulability,
+            producers: self.producers.take(elapsed.as_secs_f64()),
             threads: readings.threads,
             config: readings.config,
             cumulative_latency: self.cumulative.clone(),
         }
+    }
+
+    /// The offered utilisation over the last few windows, this one included.
+    fn schedulability(&mut self, elapsed: Duration, readings: &Readings) -> Schedulability {
+        if self.recent_load.len() == LOAD_WINDOWS {
+            self.recent_load.pop_front();
+        }
+        let now = &readings.totals;
+        self.recent_load.push_back(Load {
+            seconds: elapsed.as_secs_f64(),
+            arrivals: now.entered().saturating_sub(self.previous.entered()),
+            worked: now.worked().saturating_sub(self.previous.worked()),
+            work_ms: (readings.workers.work_ms_total - self.previous_work_ms).max(0.0),
+        });
+        let total = self.recent_load.iter().fold(
+            Load {
+                seconds: 0.0,
+                arrivals: 0,
+                worked: 0,
+                work_ms: 0.0,
+            },
+            |sum, l| Load {
+                seconds: sum.seconds + l.seconds,
+                arrivals: sum.arrivals + l.arrivals,
+                worked: sum.worked + l.worked,
+                work_ms: sum.work_ms + l.work_ms,
+            },
+        );
+        Schedulability::of(total, readings.configured_work_ms, readings.workers.total)
     }
 
     fn latency_percentiles(&self) -> LatencyMs {
@@ -706,6 +929,71 @@ mod tests {
         };
         assert_eq!(error_rate(&before, &now), 0.2);
         assert_eq!(error_rate(&now, &now), 0.0, "nothing answered");
+    }
+
+    #[test]
+    fn utilisation_is_arrivals_times_mean_work_over_the_workers() {
+        let load = Load {
+            seconds: 5.0,
+            arrivals: 500,
+            worked: 400,
+            work_ms: 8_000.0,
+        };
+        // 100 events/s × 20 ms = 2 worker-seconds per second, of 4 workers.
+        let s = Schedulability::of(load, 50.0, 4);
+        assert_eq!(
+            (s.arrival_rate, s.mean_work_ms, s.utilisation, s.headroom),
+            (100.0, 20.0, 0.5, 0.5)
+        );
+        assert!(!s.overloaded());
+        // Nothing worked on (all refused): the configured mean stands in.
+        let refused = Load {
+            worked: 0,
+            work_ms: 0.0,
+            ..load
+        };
+        let s = Schedulability::of(refused, 150.0, 4);
+        assert_eq!(s.utilisation, 3.75);
+        assert!(s.overloaded());
+    }
+
+    #[test]
+    fn producers_beyond_the_bound_share_the_row_other() {
+        let t0 = Instant::now();
+        let mut window = Window::new(t0, Duration::from_millis(100));
+        for n in 0..40 {
+            let mut event = Event::generated(t0, Duration::from_millis(100));
+            event.producer = Some(format!("p{n}").into());
+            let status = if n % 2 == 0 {
+                Status::OnTime
+            } else {
+                Status::Failed
+            };
+            window.record(&Outcome::new(event, status, t0 + Duration::from_millis(5)));
+        }
+        let rows = window.producers.take(1.0);
+        assert_eq!(rows.len(), MAX_PRODUCERS + 1);
+        let other = rows.last().expect("other");
+        assert_eq!(other.name, "other");
+        assert_eq!(other.on_time + other.failed, 40 - MAX_PRODUCERS as u64);
+        assert_eq!(
+            (rows[0].name.as_str(), rows[0].on_time, rows[0].on_time_pct),
+            ("p0", 1, 100.0)
+        );
+        assert_eq!(
+            (rows[1].failed, rows[1].on_time_pct, rows[1].rate),
+            (1, 0.0, 1.0)
+        );
+        assert!(
+            (4.99..=5.01).contains(&rows[0].latency_p99_ms),
+            "{}",
+            rows[0].latency_p99_ms
+        );
+        assert_eq!(
+            window.producers.take(1.0)[0].rate,
+            0.0,
+            "the window starts afresh"
+        );
     }
 
     #[test]

@@ -8,9 +8,11 @@
 //! (the thread hands a task to a connected worker and waits on its answer
 //! channel until the deadline).
 //!
-//! Channels: producers write events into the work queue with `try_send` (a full
-//! queue is a `dropped/queue-full` verdict on the spot); workers read it. Every
-//! verdict, including queue-full drops, is written to the hub's outcome channel.
+//! Channels: producers push events into the work queue (`schedule::WorkQueue`)
+//! without waiting (a full queue is a `dropped/queue-full` verdict on the
+//! spot); workers take them in the live schedule's order; the `expiry` thread
+//! takes out those whose deadline passes while they wait. Every verdict,
+//! including queue-full and expiry drops, is written to the hub's outcome channel.
 //! The ledger records each entry and each verdict, so nothing leaves uncounted.
 //!
 //! A panic while judging an event is caught around that event: the event gets
@@ -29,28 +31,41 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::Sender;
 
 use crate::config::Knobs;
 use crate::event::{DropReason, Event, Outcome, Status, error_text};
 use crate::faults::{Faults, Role};
+use crate::schedule::{Pushed, WorkQueue};
 use crate::stats::{Gauges, Ledger};
 use crate::time::WallClock;
 use crate::work::pull::Dispatcher;
 use crate::work::{Answer, http, task_json};
 
 /// The way into the pipeline, shared by the generator, ingest and tests.
+/// When the last clone is dropped, the work queue closes: workers judge what
+/// is left and end.
 #[derive(Clone)]
 pub struct Intake {
-    queue: Sender<Event>,
+    open: Arc<OpenQueue>,
+    knobs: Arc<Knobs>,
     ledger: Arc<Ledger>,
     outcomes: Sender<Outcome>,
+}
+
+/// The producers' hold on the work queue; closes it when the last goes.
+struct OpenQueue(Arc<WorkQueue>);
+
+impl Drop for OpenQueue {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// What became of a submitted event at the door.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Entry {
-    /// It is in the work queue and will get a verdict from a worker.
+    /// It is in the work queue and will get a verdict.
     Queued,
     /// The queue was full: it is counted and reported as `dropped/queue-full`.
     QueueFull,
@@ -58,27 +73,26 @@ pub enum Entry {
 
 impl Intake {
     /// Hands `event` to the work queue without waiting. A full queue drops it
-    /// at once; either way it is counted and will be reported downstream.
+    /// at once — or, under `edf`, the queued event due latest when that is
+    /// due later than this one; either way every event is counted and will
+    /// be reported downstream.
     pub fn submit(&self, event: Event) -> Entry {
-        let mut refused = None;
+        let schedule = self.knobs.schedule();
+        let mut pushed = None;
         let source = event.source;
-        let queued = self
-            .ledger
-            .enter(source, || match self.queue.try_send(event) {
-                Ok(()) => true,
-                Err(TrySendError::Full(e) | TrySendError::Disconnected(e)) => {
-                    refused = Some(e);
-                    false
-                }
-            });
-        if let Some(event) = refused {
-            let outcome = Outcome::new(
-                event,
-                Status::Dropped(DropReason::QueueFull),
-                Instant::now(),
-            );
-            // The hub outlives every producer; a send error only happens in shutdown.
-            let _ = self.outcomes.send(outcome);
+        let queued = self.ledger.enter(source, || {
+            let outcome = self.open.0.push(event, schedule);
+            let queued = !matches!(outcome, Pushed::Refused(_));
+            pushed = Some(outcome);
+            queued
+        });
+        match pushed {
+            Some(Pushed::Refused(event)) => self.report_full(event),
+            Some(Pushed::Evicted(event)) => {
+                self.ledger.judge(Status::Dropped(DropReason::QueueFull));
+                self.report_full(event);
+            }
+            Some(Pushed::Queued) | None => {}
         }
         if queued {
             Entry::Queued
@@ -87,14 +101,24 @@ impl Intake {
         }
     }
 
+    fn report_full(&self, event: Event) {
+        let outcome = Outcome::new(
+            event,
+            Status::Dropped(DropReason::QueueFull),
+            Instant::now(),
+        );
+        // The hub outlives every producer; a send error only happens in shutdown.
+        let _ = self.outcomes.send(outcome);
+    }
+
     /// Events waiting in the work queue now.
     pub fn depth(&self) -> usize {
-        self.queue.len()
+        self.open.0.len()
     }
 
     /// Most events the work queue holds.
     pub fn capacity(&self) -> usize {
-        self.queue.capacity().unwrap_or(0)
+        self.open.0.capacity()
     }
 }
 
@@ -231,22 +255,44 @@ fn percentile_90(samples: &VecDeque<(Instant, Duration)>) -> Duration {
     *took.select_nth_unstable(rank).1
 }
 
-/// Builds the bounded work queue and the intake that feeds it.
-/// Returns the intake and the receiving end for the workers.
+/// Builds the bounded work queue and the intake that feeds it. Returns the
+/// intake and the queue the workers and the expiry thread read.
 pub fn work_queue(
     capacity: usize,
+    knobs: Arc<Knobs>,
     ledger: Arc<Ledger>,
     outcomes: Sender<Outcome>,
-) -> (Intake, Receiver<Event>) {
-    let (queue, taken) = crossbeam_channel::bounded(capacity);
-    (
-        Intake {
-            queue,
-            ledger,
-            outcomes,
-        },
-        taken,
-    )
+) -> (Intake, Arc<WorkQueue>) {
+    let queue = Arc::new(WorkQueue::new(capacity));
+    let intake = Intake {
+        open: Arc::new(OpenQueue(Arc::clone(&queue))),
+        knobs,
+        ledger,
+        outcomes,
+    };
+    (intake, queue)
+}
+
+/// Starts the `expiry` thread: an event whose deadline passes while it waits
+/// in the queue is dropped as `expired` at that instant, costing no worker
+/// time and no queue place. It ends with the queue.
+pub fn spawn_expiry(
+    queue: Arc<WorkQueue>,
+    ledger: Arc<Ledger>,
+    outcomes: Sender<Outcome>,
+) -> io::Result<JoinHandle<()>> {
+    thread::Builder::new().name("expiry".into()).spawn(move || {
+        while let Some(expired) = queue.wait_expired() {
+            let decided = Instant::now();
+            for event in expired {
+                let status = Status::Dropped(DropReason::Expired);
+                ledger.judge(status);
+                if outcomes.send(Outcome::new(event, status, decided)).is_err() {
+                    return;
+                }
+            }
+        }
+    })
 }
 
 /// Where the work of an admitted event runs (`--work`).
@@ -283,7 +329,7 @@ pub struct WorkerContext {
 /// dropped and the queue is empty, each remaining event having got its verdict.
 pub fn spawn_workers(
     count: usize,
-    queue: Receiver<Event>,
+    queue: Arc<WorkQueue>,
     outcomes: Sender<Outcome>,
     ctx: WorkerContext,
 ) -> io::Result<Vec<JoinHandle<()>>> {
@@ -294,7 +340,7 @@ pub fn spawn_workers(
                 .name(format!("worker-{n}"))
                 .spawn(move || {
                     let mut hands = ctx.hands();
-                    for event in queue.iter() {
+                    while let Some(event) = queue.pop(|| ctx.knobs.schedule()) {
                         let outcome = ctx.judge(event, &mut hands);
                         ctx.ledger.judge(outcome.status);
                         if outcomes.send(outcome).is_err() {

@@ -1,5 +1,5 @@
 // punctual's live dashboard: one WebSocket, a stats bar, two charts, a health
-// panel, live settings and the last 50 outcomes.
+// panel, live settings, outcomes by producer and the last 50 outcomes.
 //
 // Messages are only parsed and buffered as they arrive; the DOM is updated
 // once per animation frame from what was buffered since the last frame. The
@@ -12,6 +12,7 @@ import {
   KNOBS,
   RESET_TEXT,
   Ring,
+  SCHEDULES,
   Series,
   afterHello,
   backoffDelay,
@@ -25,8 +26,11 @@ import {
   gapText,
   health,
   parseKnob,
+  producerRows,
   sampleFromStats,
+  scheduleOf,
   socketUrl,
+  utilisationSummary,
   workSummary,
 } from "./logic.js";
 import { drawLatency, drawOutcomes, palette } from "./charts.js";
@@ -194,8 +198,10 @@ function forgetOutcomes() {
 // ---- rendering, once per frame ----
 
 const table = { body: null, cells: [], texts: [] };
-const CELL_KEYS = ["id", "statusText", "source", "created", "processed", "latency", "deadline"];
-const CELL_CLASSES = ["mono", "status", "c-source", "c-created", "", "num", "num c-deadline"];
+const CELL_KEYS = ["id", "statusText", "source", "producer", "created", "processed", "latency", "deadline"];
+const CELL_CLASSES = ["mono", "status", "c-source", "c-producer", "c-created", "", "num", "num c-deadline"];
+/** The producer cell: its title holds the whole name. */
+const PRODUCER_CELL = CELL_KEYS.indexOf("producer");
 
 function ensureRows(count) {
   while (table.cells.length < count) {
@@ -230,6 +236,7 @@ function renderRows() {
     if (cells[0].title !== row.fullId) cells[0].title = row.fullId;
     // A failed outcome's error may be long: the tooltip holds more than the cell.
     if (cells[1].title !== row.statusTitle) cells[1].title = row.statusTitle;
+    if (cells[PRODUCER_CELL].title !== row.producerTitle) cells[PRODUCER_CELL].title = row.producerTitle;
     CELL_KEYS.forEach((key, j) => {
       if (texts[j] !== row[key]) {
         cells[j].textContent = row[key];
@@ -295,6 +302,9 @@ function renderStats() {
   setText("h-lag", `${formatCount(n(s.generator?.lagTicks))} ticks`);
   setText("h-client-dropped", formatCount(n(c.droppedMessages)));
   renderWork(workSummary(s.work));
+  renderSchedule(scheduleOf(s.config?.schedule));
+  renderUtilisation(utilisationSummary(s.schedulability));
+  renderProducers(producerRows(s.producers));
 
   applyConfig(s.config);
 }
@@ -308,6 +318,55 @@ function renderWork(work) {
   if (row.className !== cls) row.className = cls;
   setText("h-work", work.text);
   setText("h-work-detail", work.detail);
+}
+
+/** The schedule row of the health panel; hidden for a daemon whose settings do not name one. */
+function renderSchedule(schedule) {
+  $("h-schedule-label").hidden = $("h-schedule-row").hidden = schedule === null;
+  if (schedule === null) return;
+  setText("h-schedule", schedule);
+  setText("h-schedule-detail", SCHEDULES[schedule]);
+}
+
+/** The utilisation row of the health panel; hidden for a daemon whose stats have no `schedulability`. */
+function renderUtilisation(util) {
+  const row = $("h-util-row");
+  $("h-util-label").hidden = row.hidden = util === null;
+  if (util === null) return;
+  const cls = util.warning ? "work warning" : "work";
+  if (row.className !== cls) row.className = cls;
+  setText("h-util", util.text);
+  if (row.title !== util.title) row.title = util.title;
+  setText("h-util-detail", util.detail);
+}
+
+const PRODUCER_KEYS = ["name", "rate", "onTimePct", "p99", "late", "failed", "drops"];
+const PRODUCER_CLASSES = ["c-name", "num c-rate", "num c-pct", "num c-p99", "num c-late", "num c-failed", "c-drops"];
+
+/** The Producers panel; hidden for a daemon whose stats have no `producers`. Names are set as text only. */
+function renderProducers(list) {
+  const panel = $("producers-panel");
+  if (panel.hidden !== (list === null)) panel.hidden = list === null;
+  if (list === null) return;
+  $("producers-empty").hidden = list.length > 0;
+  const body = $("producers");
+  while (body.rows.length < list.length) {
+    const tr = body.insertRow();
+    PRODUCER_CLASSES.forEach((cls) => {
+      const td = tr.insertCell();
+      if (cls) td.className = cls;
+    });
+  }
+  while (body.rows.length > list.length) body.deleteRow(-1);
+  list.forEach((row, i) => {
+    const tr = body.rows[i];
+    const cls = row.low ? "low" : "";
+    if (tr.className !== cls) tr.className = cls;
+    if (tr.cells[0].title !== row.fullName) tr.cells[0].title = row.fullName;
+    PRODUCER_KEYS.forEach((key, j) => {
+      if (tr.cells[j].textContent !== row[key]) tr.cells[j].textContent = row[key];
+    });
+  });
 }
 
 function renderHealth() {
@@ -401,6 +460,7 @@ const knobInputs = Object.fromEntries(
   ]),
 );
 const admissionInput = $("k-admission");
+const scheduleInput = $("k-schedule");
 /** Knobs the user changed whose change the server has not confirmed yet. */
 const editing = new Set();
 let lastConfig = null;
@@ -433,6 +493,10 @@ function applyConfig(config, force = []) {
       admissionInput.checked = config.admission === "on";
       setText("k-admission-text", config.admission);
     }
+  }
+  const schedule = scheduleOf(config.schedule);
+  if (schedule !== null && (force.includes("schedule") || !editing.has("schedule"))) {
+    if (scheduleInput.value !== schedule) scheduleInput.value = schedule;
   }
   $("knobs-lock").hidden = config.auth !== true;
 }
@@ -566,6 +630,10 @@ admissionInput.addEventListener("change", () => {
   const value = admissionInput.checked ? "on" : "off";
   setText("k-admission-text", value);
   queueChange({ admission: value });
+});
+scheduleInput.addEventListener("change", () => {
+  const value = scheduleOf(scheduleInput.value);
+  if (value !== null) queueChange({ schedule: value });
 });
 $("knobs").addEventListener("submit", (ev) => {
   ev.preventDefault();

@@ -147,6 +147,8 @@ export function sampleFromStats(stats, atMs) {
     clientDropped: num(stats?.clients?.droppedMessages),
     // 1 when the daemon pulls work from workers and none is connected (it then reports itself not ready).
     noWorkers: work?.mode === "pull" && num(work.connected) === 0 ? 1 : 0,
+    // Offered utilisation of the workers over the server's last ~5 s (0 from a daemon that does not report it).
+    utilisation: num(stats?.schedulability?.utilisation),
   };
 }
 
@@ -208,11 +210,14 @@ export function health(samples, nowMs, windowS = HEALTH_WINDOW_S) {
   const badShare = judged > 0 ? bad / judged : 0;
   const reasons = [];
   let state = "healthy";
-  if (badShare > 0.05 || queueFill > 0.9) {
+  // U is already the server's average over its last few seconds: the newest one decides.
+  const byDesign = num(last.utilisation) >= 1;
+  if (badShare > 0.05 || queueFill > 0.9 || byDesign) {
     state = "overloaded";
   } else if (bad > 0 || queueFill > 0.5 || last.noWorkers || grew("lagTicks") || grew("clientDropped")) {
     state = "degraded";
   }
+  if (byDesign) reasons.push(`U ${formatUtilisation(last.utilisation)} ≥ 1: overloaded by design, drops expected`);
   if (bad > 0) reasons.push(`${formatPercent(badShare)} late, failed or dropped`);
   if (queueFill > 0.5) reasons.push(`queue ${formatPercent(queueFill)} full`);
   if (last.noWorkers) reasons.push("no workers connected");
@@ -223,7 +228,8 @@ export function health(samples, nowMs, windowS = HEALTH_WINDOW_S) {
 
 /** The rule `health` applies, in words, for display next to its verdict. */
 export const HEALTH_RULE =
-  "Over the last 5 s: overloaded when late + failed + dropped exceed 5 % of outcomes or the queue is over 90 % full; " +
+  "Over the last 5 s: overloaded when late + failed + dropped exceed 5 % of outcomes, the queue is over 90 % full " +
+  "or U ≥ 1 (arrivals × mean work ÷ workers: overloaded by design, drops expected whatever the order); " +
   "degraded when anything was late, failed or dropped, the queue is over 50 % full, no worker is connected to pull work, " +
   "the generator lagged or a client missed messages; " +
   "healthy otherwise.";
@@ -418,6 +424,8 @@ export function eventRow(e) {
     statusText: detail ? `${status} · ${detail}` : status,
     statusTitle: fullDetail ? `${status} · ${fullDetail}` : "",
     source: typeof e?.source === "string" && e.source ? e.source : DASH,
+    producer: producerName(e?.producer),
+    producerTitle: typeof e?.producer === "string" ? errorText(e.producer, PRODUCER_KEPT) : "",
     created: formatClock(e?.createdAt),
     processed: formatClock(e?.processedAt),
     latency: formatMs(e?.latencyMs),
@@ -453,6 +461,134 @@ export function workSummary(work) {
   }
   // A mode newer than this page: name it, and show what is known.
   return { mode, text: target ? `${mode} to ${target}` : `${mode} work`, detail: `${inFlight} in flight`, warning: false };
+}
+
+/** What U ≥ 1 means: the offered load alone exceeds the workers. */
+export const OVERLOADED_BY_DESIGN = "overloaded by design: drops expected";
+
+/** A utilisation as "0.72"; a dash for anything that is not a number. */
+export function formatUtilisation(u) {
+  if (typeof u !== "number" || !Number.isFinite(u)) return DASH;
+  return u.toFixed(2);
+}
+
+/**
+ * What the health panel says about the offered load, from a stats snapshot's
+ * `schedulability`. Returns null when there is none (an older daemon), else
+ * {state, text, detail, title, warning}: `state` is "idle" (nothing arriving),
+ * "fits" (U < 1) or "overloaded" (U ≥ 1: drops are expected whatever the
+ * order); `text` is "U 0.72 (headroom 28 %)"; `title` the figures U comes from.
+ */
+export function utilisationSummary(sched) {
+  if (!sched || typeof sched !== "object" || typeof sched.utilisation !== "number" || !Number.isFinite(sched.utilisation)) {
+    return null;
+  }
+  const u = Math.max(sched.utilisation, 0);
+  const headroom = typeof sched.headroom === "number" && Number.isFinite(sched.headroom) ? sched.headroom : 1 - u;
+  // Rounded first, so a headroom of -0.001 does not read "-0 %".
+  const headroomPct = Math.round(headroom * 100) || 0;
+  const text = `U ${formatUtilisation(u)} (headroom ${headroomPct < 0 ? "−" : ""}${Math.abs(headroomPct)} %)`;
+  const windowS = num(sched.windowS);
+  const title =
+    `${formatRate(num(sched.arrivalRate))} events/s × ${formatMs(num(sched.meanWorkMs))} mean work ÷ workers` +
+    (windowS > 0 ? `, over the last ${+windowS.toFixed(1)} s` : "");
+  if (u >= 1) return { state: "overloaded", text, detail: OVERLOADED_BY_DESIGN, title, warning: true };
+  const state = num(sched.arrivalRate) > 0 || u > 0 ? "fits" : "idle";
+  return { state, text, detail: "", title, warning: false };
+}
+
+/** The queue orders the server knows, for `PUT /api/config`'s `schedule`. */
+export const SCHEDULES = Object.freeze({
+  fifo: "first in, first out: arrival order",
+  edf: "earliest deadline first",
+});
+
+/** The schedule named by `v` ("fifo" or "edf"), or null for anything else. */
+export function scheduleOf(v) {
+  return typeof v === "string" && Object.hasOwn(SCHEDULES, v) ? v : null;
+}
+
+// ---- producers ----
+
+/** Characters of a producer's name shown in a cell; the cell's title holds it all. */
+export const PRODUCER_SHOWN = 24;
+/** The longest name the server keeps: the title never needs more. */
+const PRODUCER_KEPT = 64;
+/** The row the server gives the producers beyond its bound, shown last. */
+export const OTHER_PRODUCER = "other";
+/** A producer's on-time share (percent) below which its row is highlighted. */
+export const PRODUCER_LOW_PCT = 95;
+
+/**
+ * A producer's name fit for one cell: a producer calls itself what it likes,
+ * so control and text-direction characters become spaces, and it is cut to
+ * `max` characters with "…". A dash when there is no name. Set only as text.
+ */
+export function producerName(v, max = PRODUCER_SHOWN) {
+  return errorText(v, max) || DASH;
+}
+
+/** Drops by reason, compact: "3 queue-full · 1 expired"; "none" when there are none. */
+export function dropsText(dropped) {
+  const d = dropped && typeof dropped === "object" ? dropped : {};
+  const parts = [
+    ["queueFull", "queue-full"],
+    ["expired", "expired"],
+    ["infeasible", "infeasible"],
+    ["panicked", "panicked"],
+  ]
+    .filter(([key]) => num(d[key]) > 0)
+    .map(([key, label]) => `${formatCount(num(d[key]))} ${label}`);
+  return parts.length ? parts.join(" · ") : "none";
+}
+
+/**
+ * Producers in display order: by name (case aside, then exactly), with the
+ * shared row `other` last. Returns a new array; entries without a string
+ * name are left out.
+ */
+export function sortProducers(list) {
+  if (!Array.isArray(list)) return [];
+  const key = (p) => [p.name === OTHER_PRODUCER ? 1 : 0, p.name.toLowerCase(), p.name];
+  return list
+    .filter((p) => p && typeof p === "object" && typeof p.name === "string")
+    .map((p) => ({ p, k: key(p) }))
+    .sort((a, b) => {
+      for (let i = 0; i < 3; i++) if (a.k[i] !== b.k[i]) return a.k[i] < b.k[i] ? -1 : 1;
+      return 0;
+    })
+    .map(({ p }) => p);
+}
+
+/**
+ * One Producers-panel row's texts from a `producers` entry; every field falls
+ * back to a dash. `low` is true when its on-time share is below
+ * PRODUCER_LOW_PCT; p99 is a dash for a second with nothing worked on (the
+ * server then reports 0).
+ */
+export function producerRow(p) {
+  const pct = typeof p?.onTimePct === "number" && Number.isFinite(p.onTimePct) ? p.onTimePct : null;
+  const p99 = num(p?.latencyP99Ms);
+  return {
+    name: producerName(p?.name),
+    fullName: typeof p?.name === "string" ? errorText(p.name, PRODUCER_KEPT) : "",
+    rate: formatRate(p?.rate),
+    onTimePct: pct === null ? DASH : formatPercent(Math.min(Math.max(pct, 0), 100) / 100),
+    p99: p99 > 0 ? formatMs(p99) : DASH,
+    late: formatCount(p?.late),
+    failed: formatCount(p?.failed),
+    drops: dropsText(p?.dropped),
+    low: pct !== null && pct < PRODUCER_LOW_PCT,
+  };
+}
+
+/**
+ * The Producers panel's rows from a stats snapshot's `producers`, in display
+ * order; null when the snapshot has none (an older daemon: the panel hides).
+ */
+export function producerRows(producers) {
+  if (!Array.isArray(producers)) return null;
+  return sortProducers(producers).map(producerRow);
 }
 
 /** The note for a `{"type":"gap","from","to"}` message: outcomes the server no longer kept when we resumed. */

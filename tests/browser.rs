@@ -6,7 +6,8 @@
 //! `PUNCTUAL_CHROMIUM`. Leaves screenshots in `target/dashboard.png` (1280×800)
 //! and `target/dashboard-phone.png` (390 px wide).
 //!
-//! One browser session walks through: live counters, rows and charts; live
+//! One browser session walks through: live counters, rows and charts; the
+//! utilisation, the Producers panel and the schedule switched live; live
 //! settings forcing infeasible drops and late outcomes; 5,000 events/s; phone
 //! width; the server stopped and started again on the same port (the page
 //! reconnects by itself, resuming with `since=`); the token prompt of a server
@@ -519,6 +520,50 @@ fn drive(
         "health to say healthy",
         "document.getElementById('health-state').textContent === 'healthy'",
     )?;
+
+    // The health panel names the schedule and the utilisation; the Producers
+    // panel shows the generator's row; the schedule control follows the server.
+    page.wait_for(
+        "the utilisation in the health panel",
+        "!document.getElementById('h-util-row').hidden \
+         && /^U \\d+\\.\\d\\d \\(headroom −?\\d+ %\\)$/.test(document.getElementById('h-util').textContent)",
+    )?;
+    page.wait_for(
+        "the producers panel with the generator's row",
+        "!document.getElementById('producers-panel').hidden \
+         && [...document.querySelectorAll('#producers tr')].some((tr) => tr.cells[0].textContent === 'generator' \
+              && /%$/.test(tr.cells[2].textContent))",
+    )?;
+    let schedule = page.eval("document.getElementById('k-schedule').value")?;
+    assert_eq!(
+        Value::String(page.text("h-schedule")?),
+        schedule,
+        "the schedule control and the health panel disagree"
+    );
+    // Switched live through the control, as a user would, and back.
+    for order in ["edf", "fifo"] {
+        page.eval(&format!(
+            "(() => {{ const s = document.getElementById('k-schedule'); s.value = '{order}'; \
+             s.dispatchEvent(new Event('change', {{ bubbles: true }})); return true; }})()"
+        ))?;
+        page.wait_for(
+            &format!("schedule {order} to be applied and shown"),
+            &format!(
+                "document.getElementById('knobs-status').textContent === 'applied: schedule {order}' \
+                 && document.getElementById('h-schedule').textContent === '{order}'"
+            ),
+        )?;
+    }
+    let producer_cells = page.eval(
+        "[...document.querySelectorAll('#events td.c-producer')].map((td) => td.textContent).join('|')",
+    )?;
+    assert!(
+        producer_cells
+            .as_str()
+            .unwrap_or_default()
+            .contains("generator"),
+        "no producer in the outcomes table: {producer_cells}"
+    );
 
     // Both charts drawn: data in the series colours, not just axes.
     page.wait_for(

@@ -317,11 +317,11 @@ fn every_refused_request_names_its_problem_and_changes_nothing() {
         ("body over --max-body", JSON, too_large, 413, &[]),
         ("text/plain", "text/plain", r#"{"id":"t"}"#.into(), 415, &[]),
         (
-            "form data",
+            "a form with a bad deadline",
             "application/x-www-form-urlencoded",
-            "id=t".into(),
-            415,
-            &[],
+            "id=t&deadlineMs=soon".into(),
+            400,
+            &["deadlineMs"],
         ),
     ];
     for (what, content_type, body, status, mentions) in &cases {

@@ -138,6 +138,9 @@ fn check_answer(doc: &Value, path: &str, method: &str, status: u16, body: &[u8])
 /// A request that a documented operation should answer with success: its
 /// status, its `Content-Type` (none for the streams) and its body.
 fn exercise(addr: SocketAddr, path: &str, method: &str) -> (u16, Option<String>, Vec<u8>) {
+    // A templated path is exercised with a valid value for its parameter.
+    let concrete = path.replace("{producer}", "docs");
+    let path = concrete.as_str();
     let json = [("Content-Type", "application/json")];
     let response = match (method, path) {
         ("get", "/ws") => {
@@ -210,7 +213,13 @@ fn every_route_in_the_readme_is_documented_with_its_methods() {
         if !["GET", "POST", "PUT"].contains(&method) || !target.starts_with('/') {
             continue;
         }
-        let path = target.split('?').next().unwrap_or(target).to_owned();
+        // The README writes a path parameter as `<name>`, the document as `{name}`.
+        let path = target
+            .split('?')
+            .next()
+            .unwrap_or(target)
+            .replace('<', "{")
+            .replace('>', "}");
         let key = (path, method.to_ascii_lowercase());
         assert!(
             documented.contains(&key),

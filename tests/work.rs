@@ -12,9 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Client, eventually, get_json, http, next_message, post_events, start};
+use common::{
+    Client, assert_balances, eventually, get_json, http, next_message, outcome_of, post_events,
+    start, totals,
+};
+use punctual::Config;
 use punctual::config::WorkMode;
-use punctual::{Config, Server};
 use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;
@@ -114,43 +117,6 @@ fn post(addr: SocketAddr, deadline_ms: u64) -> String {
         .as_str()
         .expect("an id")
         .to_owned()
-}
-
-/// The outcome of `id`, read from the recent events.
-fn outcome_of(addr: SocketAddr, id: &str, within: Duration) -> Value {
-    let mut found = Value::Null;
-    let seen = eventually(within, || {
-        let (_, page) = get_json(addr, "/api/events?since=0&limit=10000");
-        let events = page.as_array().cloned().unwrap_or_default();
-        match events.into_iter().find(|e| e["id"] == id) {
-            Some(e) => {
-                found = e;
-                true
-            }
-            None => false,
-        }
-    });
-    assert!(seen, "no outcome for {id} within {within:?}");
-    found
-}
-
-fn totals(server: &Server) -> Value {
-    let (status, stats) = get_json(server.local_addr(), "/api/stats");
-    assert_eq!(status, 200);
-    stats["totals"].clone()
-}
-
-fn assert_balances(totals: &Value) {
-    let n = |k: &str| totals[k].as_u64().unwrap_or(0);
-    let dropped: u64 = ["queueFull", "expired", "infeasible", "panicked"]
-        .iter()
-        .map(|k| totals["dropped"][k].as_u64().unwrap_or(0))
-        .sum();
-    assert_eq!(
-        n("generated") + n("ingested"),
-        n("onTime") + n("late") + n("failed") + dropped + n("inFlight"),
-        "{totals}"
-    );
 }
 
 #[test]

@@ -52,6 +52,10 @@ pub(super) fn route(app: &App, mut request: Request) {
         ("/api/config", Method::Put) => change_settings(app, &mut request),
         ("/api/events", Method::Get) => recent_events(app, &request),
         ("/api/events", Method::Post) => ingest(app, &mut request),
+        (p, Method::Post) if p.starts_with(WEBHOOK_PREFIX) => {
+            webhook(app, &mut request, &p[WEBHOOK_PREFIX.len()..])
+        }
+        (p, _) if p.starts_with(WEBHOOK_PREFIX) => method_not_allowed(p, "POST"),
         (_, Method::Get) => match static_file(app, &path) {
             Some(reply) => reply,
             None => error(404, &format!("no such resource: {path}")),
@@ -340,6 +344,65 @@ fn recent_events(app: &App, request: &Request) -> Reply {
     }
 }
 
+/// Where webhooks are posted: `/api/webhook/<producer>`.
+const WEBHOOK_PREFIX: &str = "/api/webhook/";
+
+/// `POST /api/webhook/<producer>?deadlineMs=&workMs=`: any JSON body is one
+/// event from `producer`, its payload. The rules of `POST /api/events` apply
+/// (`Host`, `Origin`, token, `--max-body`); the payload may be up to 64 KiB.
+fn webhook(app: &App, request: &mut Request, producer: &str) -> Reply {
+    if let Err(refusal) = app.admit_change(request) {
+        return refusal;
+    }
+    if !app.authorized(request) {
+        return error(
+            401,
+            "missing or wrong token: send Authorization: Bearer <token>",
+        );
+    }
+    if let Err(e) = webhook_producer(producer) {
+        return error(400, &e);
+    }
+    let query = match query::webhook(request.url()) {
+        Ok(query) => query,
+        Err(e) => return error(400, &e),
+    };
+    let format = ingest::format_of(header_value(request, "Content-Type")).ok();
+    let body = match read_body(request, app.config.max_body) {
+        Ok(body) => body,
+        Err(reply) => return reply,
+    };
+    let parsed = ingest::parse_webhook(
+        producer,
+        format,
+        &body,
+        query,
+        Instant::now(),
+        &app.clock,
+        app.knobs.deadline(),
+    );
+    match parsed {
+        Ok(event) => enter(app, vec![event]),
+        Err(refusal) => error(refusal.status, &refusal.message),
+    }
+}
+
+/// A producer named in a URL path: letters, digits and `.`, `_`, `~`, `-`
+/// (nothing that needs escaping), 1 to 64 of them.
+fn webhook_producer(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-');
+    if name.is_empty()
+        || name.len() > crate::event::MAX_PRODUCER_CHARS
+        || !name.chars().all(allowed)
+    {
+        return Err(format!(
+            "producer in {WEBHOOK_PREFIX}<producer>: 1 to {} letters, digits, '.', '_', '~' or '-', got {name:?}",
+            crate::event::MAX_PRODUCER_CHARS
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /api/events`: validates the whole batch, then enters every event
 /// with the same `try_send` rule as the generator.
 fn ingest(app: &App, request: &mut Request) -> Reply {
@@ -366,6 +429,11 @@ fn ingest(app: &App, request: &mut Request) -> Reply {
             Ok(events) => events,
             Err(refusal) => return error(refusal.status, &refusal.message),
         };
+    enter(app, events)
+}
+
+/// Submits validated events and answers what became of them.
+fn enter(app: &App, events: Vec<crate::event::Event>) -> Reply {
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     let dropped = events
         .into_iter()

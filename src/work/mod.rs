@@ -50,7 +50,7 @@ pub fn task_json(
         id: &event.id,
         created_at: round_ms(clock.epoch_ms(event.created)),
         deadline_ms: event.deadline.as_millis() as u64,
-        producer: event.source.name(),
+        producer: event.producer(),
         deadline_at: round_ms(clock.epoch_ms(event.deadline_at())),
         time_left_ms: whole_ms(time_left),
         payload: event.payload.as_deref(),
@@ -66,7 +66,7 @@ struct Task<'a> {
     id: &'a str,
     created_at: f64,
     deadline_ms: u64,
-    producer: &'static str,
+    producer: &'a str,
     deadline_at: f64,
     time_left_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -415,3 +415,42 @@ pub fn post_events(addr: SocketAddr, content_type: &str, body: &[u8]) -> Respons
         body,
     )
 }
+
+/// The outcome of `id`, read from the recent events.
+pub fn outcome_of(addr: SocketAddr, id: &str, within: Duration) -> Value {
+    let mut found = Value::Null;
+    let seen = eventually(within, || {
+        let (_, page) = get_json(addr, "/api/events?since=0&limit=10000");
+        let events = page.as_array().cloned().unwrap_or_default();
+        match events.into_iter().find(|e| e["id"] == id) {
+            Some(e) => {
+                found = e;
+                true
+            }
+            None => false,
+        }
+    });
+    assert!(seen, "no outcome for {id} within {within:?}");
+    found
+}
+
+/// The totals of the latest stats snapshot.
+pub fn totals(server: &Server) -> Value {
+    let (status, stats) = get_json(server.local_addr(), "/api/stats");
+    assert_eq!(status, 200);
+    stats["totals"].clone()
+}
+
+/// Fails unless `totals` satisfy the conservation count.
+pub fn assert_balances(totals: &Value) {
+    let n = |k: &str| totals[k].as_u64().unwrap_or(0);
+    let dropped: u64 = ["queueFull", "expired", "infeasible", "panicked"]
+        .iter()
+        .map(|k| totals["dropped"][k].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(
+        n("generated") + n("ingested"),
+        n("onTime") + n("late") + n("failed") + dropped + n("inFlight"),
+        "{totals}"
+    );
+}

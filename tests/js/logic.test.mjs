@@ -81,6 +81,7 @@ function stats(over = {}) {
     clients: { connected: 1, max: 10, droppedMessages: over.clientDropped ?? 0 },
     config: { deadlineMs: 100 },
     ...(over.work ? { work: over.work } : {}),
+    ...(over.u !== undefined ? { schedulability: { utilisation: over.u, headroom: 1 - over.u, arrivalRate: 100, meanWorkMs: 10, windowS: 5 } } : {}),
   };
 }
 
@@ -354,4 +355,147 @@ test("server errors are shown from their JSON error field", () => {
   assert.match(L.configErrorMessage(401, '{"error":"missing token"}'), /not authorised: missing token/);
   assert.equal(L.configErrorMessage(500, "oops"), "the server answered HTTP 500");
   assert.match(L.configErrorMessage(404, ""), /unavailable/);
+});
+
+test("health: U ≥ 1 is overloaded by design, whatever the outcomes so far", () => {
+  const calm = L.health(samples([{ u: 0.5 }, { u: 0.99 }]), 2000);
+  assert.equal(calm.state, "healthy", "U below 1 alone is no reason");
+  assert.deepEqual(calm.reasons, []);
+  const atOne = L.health(samples([{ u: 0.5 }, { u: 1 }]), 2000);
+  assert.equal(atOne.state, "overloaded", "U = 1 has no headroom left");
+  assert.deepEqual(atOne.reasons, ["U 1.00 ≥ 1: overloaded by design, drops expected"]);
+  assert.equal(L.health(samples([{ u: 1.4 }, { u: 0.6 }]), 2000).state, "healthy", "the newest U decides");
+  assert.equal(L.health(samples([{}, {}]), 2000).state, "healthy", "a daemon without schedulability is judged as before");
+  assert.equal(L.sampleFromStats(stats({ u: 1.25 }), 1).utilisation, 1.25);
+  assert.equal(L.sampleFromStats(stats(), 1).utilisation, 0);
+  // with late outcomes too, both reasons are given
+  const both = L.health(samples([{ u: 2, rates: { onTime: 50, late: 50 } }]), 1000);
+  assert.equal(both.state, "overloaded");
+  assert.equal(both.reasons.length, 2);
+  assert.match(L.HEALTH_RULE, /U ≥ 1/);
+  assert.match(L.HEALTH_RULE, /overloaded by design, drops expected/);
+});
+
+test("the utilisation summary per state: missing, idle, fits, overloaded", () => {
+  const sched = (over) => ({ utilisation: 0.72, headroom: 0.28, arrivalRate: 120, meanWorkMs: 24, windowS: 5, ...over });
+  assert.equal(L.utilisationSummary(undefined), null, "an older daemon has no schedulability");
+  assert.equal(L.utilisationSummary({}), null);
+  assert.equal(L.utilisationSummary({ utilisation: "high" }), null);
+
+  const fits = L.utilisationSummary(sched({}));
+  assert.deepEqual(
+    { state: fits.state, text: fits.text, detail: fits.detail, warning: fits.warning },
+    { state: "fits", text: "U 0.72 (headroom 28 %)", detail: "", warning: false },
+  );
+  assert.equal(fits.title, "120 events/s × 24.0 ms mean work ÷ workers, over the last 5 s");
+
+  const idle = L.utilisationSummary(sched({ utilisation: 0, headroom: 1, arrivalRate: 0 }));
+  assert.equal(idle.state, "idle");
+  assert.equal(idle.text, "U 0.00 (headroom 100 %)");
+  assert.equal(idle.warning, false);
+
+  const over = L.utilisationSummary(sched({ utilisation: 1.2, headroom: -0.2 }));
+  assert.equal(over.state, "overloaded");
+  assert.equal(over.text, "U 1.20 (headroom −20 %)");
+  assert.equal(over.detail, "overloaded by design: drops expected");
+  assert.equal(over.warning, true);
+  const edge = L.utilisationSummary(sched({ utilisation: 1, headroom: 0 }));
+  assert.equal(edge.state, "overloaded", "U = 1 counts");
+  assert.equal(edge.text, "U 1.00 (headroom 0 %)");
+  assert.equal(L.utilisationSummary(sched({ utilisation: 0.999, headroom: 0.001 })).warning, false);
+  assert.equal(L.utilisationSummary(sched({ utilisation: 1.004, headroom: -0.004 })).text, "U 1.00 (headroom 0 %)", "no minus zero");
+
+  // headroom missing: taken as 1 − U; other fields garbage: no NaN anywhere
+  assert.equal(L.utilisationSummary({ utilisation: 0.4 }).text, "U 0.40 (headroom 60 %)");
+  const junk = L.utilisationSummary({ utilisation: 0.5, headroom: "x", arrivalRate: null, meanWorkMs: {}, windowS: NaN });
+  assert.doesNotMatch(`${junk.text} ${junk.title}`, /NaN|undefined|null|object/);
+});
+
+test("the schedule is fifo or edf, nothing else", () => {
+  assert.equal(L.scheduleOf("fifo"), "fifo");
+  assert.equal(L.scheduleOf("edf"), "edf");
+  for (const bad of ["EDF", "lifo", "", undefined, null, 1, "toString", "__proto__"]) assert.equal(L.scheduleOf(bad), null, String(bad));
+  assert.deepEqual(Object.keys(L.SCHEDULES), ["fifo", "edf"]);
+});
+
+function producer(over = {}) {
+  return {
+    name: "generator",
+    onTime: 9700,
+    late: 200,
+    failed: 0,
+    dropped: { queueFull: 0, expired: 0, infeasible: 0, panicked: 0 },
+    onTimePct: 97,
+    rate: 100,
+    latencyP99Ms: 61.2,
+    ...over,
+  };
+}
+
+test("a producer row shows its rate, on-time share, p99, counts and drops by reason", () => {
+  assert.deepEqual(L.producerRow(producer()), {
+    name: "generator",
+    fullName: "generator",
+    rate: "100",
+    onTimePct: "97.0 %",
+    p99: "61.2 ms",
+    late: "200",
+    failed: "0",
+    drops: "none",
+    low: false,
+  });
+  const bad = L.producerRow(producer({ onTimePct: 94.9, rate: 2.5, failed: 1234, dropped: { queueFull: 3, expired: 1, infeasible: 0, panicked: 0 } }));
+  assert.equal(bad.low, true, "under 95 % is highlighted");
+  assert.equal(bad.onTimePct, "94.9 %");
+  assert.equal(bad.rate, "2.5");
+  assert.equal(bad.failed, "1,234");
+  assert.equal(bad.drops, "3 queue-full · 1 expired");
+  assert.equal(L.producerRow(producer({ onTimePct: 95 })).low, false, "95 % exactly is fine");
+  assert.equal(L.producerRow(producer({ latencyP99Ms: 0 })).p99, "–", "nothing worked on in the last second");
+  assert.equal(L.dropsText({ queueFull: 0, expired: 2, infeasible: 5, panicked: 1 }), "2 expired · 5 infeasible · 1 panicked");
+  assert.equal(L.dropsText(undefined), "none");
+  const empty = L.producerRow({});
+  for (const [k, v] of Object.entries(empty)) assert.doesNotMatch(String(v), /NaN|undefined|null|object/, `${k}: ${v}`);
+  assert.equal(empty.low, false, "no share known, nothing to highlight");
+});
+
+test("producers are sorted by name with other last", () => {
+  const names = (list) => L.sortProducers(list).map((p) => p.name);
+  const list = ["other", "ingest", "Zeta", "generator", "alpha"].map((name) => producer({ name }));
+  assert.deepEqual(names(list), ["alpha", "generator", "ingest", "Zeta", "other"]);
+  assert.equal(list[0].name, "other", "the input is not reordered");
+  assert.deepEqual(names([producer({ name: "zz" }), producer({ name: "other" }), producer({ name: "others" })]), ["others", "zz", "other"]);
+  assert.deepEqual(names([producer({ name: "b" }), producer({ name: "B" })]), ["B", "b"], "case aside, then exactly: a stable order");
+  assert.deepEqual(names([null, { name: 5 }, producer({ name: "x" })]), ["x"]);
+  assert.deepEqual(L.sortProducers(undefined), []);
+  // the panel's rows: null hides the panel for an older daemon
+  assert.equal(L.producerRows(undefined), null);
+  assert.deepEqual(L.producerRows([]), []);
+  assert.deepEqual(L.producerRows([producer({ name: "other" }), producer({ name: "ingest" })]).map((r) => r.name), ["ingest", "other"]);
+});
+
+test("a producer's name is untrusted text: one line, cut with an ellipsis, never markup", () => {
+  const markup = '<img src=x onerror="alert(1)">';
+  assert.equal(L.producerName(markup, 64), markup, "kept as characters: the page sets it with textContent");
+  assert.equal(L.producerName("ci\u202e\tnightly"), "ci nightly");
+  const long = "p".repeat(64);
+  assert.equal(L.producerName(long), `${"p".repeat(L.PRODUCER_SHOWN - 1)}…`);
+  assert.equal(Array.from(L.producerName(long)).length, L.PRODUCER_SHOWN);
+  assert.equal(L.producerName("short"), "short");
+  assert.equal(L.producerName(undefined), "–");
+  assert.equal(L.producerName(""), "–");
+  const row = L.producerRow(producer({ name: long }));
+  assert.equal(row.name, L.producerName(long));
+  assert.equal(row.fullName, long, "the title holds the whole name");
+});
+
+test("an outcome row names its producer, cut to fit, with the whole name in its title", () => {
+  const row = L.eventRow({ status: "on-time", source: "ingest", producer: "billing-export" });
+  assert.equal(row.producer, "billing-export");
+  assert.equal(row.producerTitle, "billing-export");
+  const long = L.eventRow({ status: "on-time", producer: "x".repeat(64) });
+  assert.equal(long.producer, `${"x".repeat(L.PRODUCER_SHOWN - 1)}…`);
+  assert.equal(long.producerTitle.length, 64);
+  assert.equal(L.eventRow({ status: "late" }).producer, "–", "an older daemon sends no producer");
+  assert.equal(L.eventRow({ status: "late" }).producerTitle, "");
 });
