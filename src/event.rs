@@ -277,13 +277,13 @@ fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 /// monotonic and a whole-millisecond deadline lies on the microsecond grid, so
 /// a latency at or under its deadline never rounds to one above it (nor one
 /// above to one under).
-fn to_microsecond(ms: f64) -> f64 {
+pub(crate) fn to_microsecond(ms: f64) -> f64 {
     (ms * 1000.0).round() / 1000.0
 }
 
 /// A deadline on the wire: whole milliseconds, as the flag, `PUT /api/config`
 /// and ingest accept it, so every source spells it the same way (`100`).
-fn whole_millis(d: Duration) -> u64 {
+pub(crate) fn whole_millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 

@@ -107,6 +107,17 @@ impl App {
         Ok(())
     }
 
+    /// A request that changes state must pass [`App::admit_change`] and
+    /// carry the token (401 otherwise).
+    fn admit_mutation(&self, request: &Request) -> Result<(), Reply> {
+        self.admit_change(request)?;
+        if !self.authorized(request) {
+            let message = "missing or wrong token: send Authorization: Bearer <token>";
+            return Err(error(401, message));
+        }
+        Ok(())
+    }
+
     /// Whether `request` may change state: always when no `--token` is set,
     /// otherwise only with `Authorization: Bearer <token>` (compared in constant time).
     fn authorized(&self, request: &Request) -> bool {
@@ -126,14 +137,8 @@ const MAX_CONFIG_BODY: u64 = 16 * 1024;
 
 /// `PUT /api/config`: validates the whole change before applying any of it.
 fn change_settings(app: &App, request: &mut Request) -> Reply {
-    if let Err(refusal) = app.admit_change(request) {
+    if let Err(refusal) = app.admit_mutation(request) {
         return refusal;
-    }
-    if !app.authorized(request) {
-        return error(
-            401,
-            "missing or wrong token: send Authorization: Bearer <token>",
-        );
     }
     let content_type = header_value(request, "Content-Type").unwrap_or("");
     if !content_type.trim().starts_with("application/json") {
@@ -218,12 +223,8 @@ fn connect_worker(app: &App, request: Request) {
         );
         return respond(request, error(404, &message));
     };
-    if let Err(refusal) = app.admit_change(&request) {
+    if let Err(refusal) = app.admit_mutation(&request) {
         return respond(request, refusal);
-    }
-    if !app.authorized(&request) {
-        let message = "missing or wrong token: send Authorization: Bearer <token>";
-        return respond(request, error(401, message));
     }
     let credit = match query::credit(request.url(), work::pull::MAX_CREDIT) {
         Ok(credit) => credit,
@@ -351,14 +352,8 @@ const WEBHOOK_PREFIX: &str = "/api/webhook/";
 /// event from `producer`, its payload. The rules of `POST /api/events` apply
 /// (`Host`, `Origin`, token, `--max-body`); the payload may be up to 64 KiB.
 fn webhook(app: &App, request: &mut Request, producer: &str) -> Reply {
-    if let Err(refusal) = app.admit_change(request) {
+    if let Err(refusal) = app.admit_mutation(request) {
         return refusal;
-    }
-    if !app.authorized(request) {
-        return error(
-            401,
-            "missing or wrong token: send Authorization: Bearer <token>",
-        );
     }
     if let Err(e) = webhook_producer(producer) {
         return error(400, &e);
@@ -406,14 +401,8 @@ fn webhook_producer(name: &str) -> Result<(), String> {
 /// `POST /api/events`: validates the whole batch, then enters every event
 /// with the same `try_send` rule as the generator.
 fn ingest(app: &App, request: &mut Request) -> Reply {
-    if let Err(refusal) = app.admit_change(request) {
+    if let Err(refusal) = app.admit_mutation(request) {
         return refusal;
-    }
-    if !app.authorized(request) {
-        return error(
-            401,
-            "missing or wrong token: send Authorization: Bearer <token>",
-        );
     }
     let format = match ingest::format_of(header_value(request, "Content-Type")) {
         Ok(format) => format,

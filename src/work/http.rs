@@ -10,8 +10,8 @@ use std::io::{self, Read};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{Answer, task_json, whole_ms};
-use crate::event::{Event, error_text};
+use super::{Answer, task_json};
+use crate::event::{Event, error_text, whole_millis};
 use crate::time::WallClock;
 
 /// Most bytes of an answer's body read (and thrown away) so that its
@@ -69,7 +69,7 @@ impl Caller {
             .timeout_global(Some(time_left))
             .build()
             .header(DEADLINE_HEADER, deadline_at.to_string())
-            .header(TIME_LEFT_HEADER, whole_ms(time_left).to_string())
+            .header(TIME_LEFT_HEADER, whole_millis(time_left).to_string())
             .content_type("application/json")
             .send(body.as_bytes());
         match sent {

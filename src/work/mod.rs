@@ -17,9 +17,9 @@
 pub mod http;
 pub mod pull;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::event::Event;
+use crate::event::{Event, to_microsecond, whole_millis};
 use crate::time::WallClock;
 
 /// What came back from a real worker.
@@ -48,11 +48,11 @@ pub fn task_json(
     let task = Task {
         kind,
         id: &event.id,
-        created_at: round_ms(clock.epoch_ms(event.created)),
-        deadline_ms: event.deadline.as_millis() as u64,
+        created_at: to_microsecond(clock.epoch_ms(event.created)),
+        deadline_ms: whole_millis(event.deadline),
         producer: event.producer(),
-        deadline_at: round_ms(clock.epoch_ms(event.deadline_at())),
-        time_left_ms: whole_ms(time_left),
+        deadline_at: to_microsecond(clock.epoch_ms(event.deadline_at())),
+        time_left_ms: whole_millis(time_left),
         payload: event.payload.as_deref(),
     };
     serde_json::to_string(&task)
@@ -73,19 +73,10 @@ struct Task<'a> {
     payload: Option<&'a serde_json::value::RawValue>,
 }
 
-/// Epoch milliseconds to the microsecond, as on the outcome stream.
-fn round_ms(ms: f64) -> f64 {
-    (ms * 1000.0).round() / 1000.0
-}
-
-/// Whole milliseconds, rounded down: a worker told "12 ms left" has at least that.
-pub(crate) fn whole_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn a_task_names_the_event_its_deadline_and_the_time_left() {
