@@ -1,25 +1,15 @@
 //! The load tool against a daemon it starts itself: every client connects,
-//! events arrive without gaps, and the daemon's totals balance.
+//! events arrive without gaps, the daemon's totals balance, and the tool's
+//! own workers (HTTP and pull) do the daemon's work.
 
 use std::process::Command;
 
 use serde_json::Value;
 
-#[test]
-fn load_tool_spawns_the_daemon_connects_every_client_and_reports_json() {
+/// Runs the built tool with `args` and returns its JSON report.
+fn load_report(args: &[&str]) -> Value {
     let output = Command::new(env!("CARGO_BIN_EXE_punctual-load"))
-        .args([
-            "--spawn",
-            "--ws",
-            "5",
-            "--sse",
-            "3",
-            "--seconds",
-            "2",
-            "--warmup",
-            "1",
-        ])
-        .args(["--json", "--", "--rate", "50"])
+        .args(args)
         .output()
         .expect("run punctual-load");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -29,8 +19,31 @@ fn load_tool_spawns_the_daemon_connects_every_client_and_reports_json() {
         "{}\n{stdout}\n{stderr}",
         output.status
     );
-    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON object on stdout");
-    let at = |path: &str| report.pointer(path).cloned().unwrap_or(Value::Null);
+    serde_json::from_str(stdout.trim()).expect("one JSON object on stdout")
+}
+
+fn at(report: &Value, path: &str) -> Value {
+    report.pointer(path).cloned().unwrap_or(Value::Null)
+}
+
+#[test]
+fn load_tool_spawns_the_daemon_connects_every_client_and_reports_json() {
+    let report = load_report(&[
+        "--spawn",
+        "--ws",
+        "5",
+        "--sse",
+        "3",
+        "--seconds",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+        "--",
+        "--rate",
+        "50",
+    ]);
+    let at = |path: &str| at(&report, path);
 
     assert_eq!(at("/clients/ws/connected"), 5, "{report}");
     assert_eq!(at("/clients/sse/connected"), 3, "{report}");
@@ -52,4 +65,79 @@ fn load_tool_spawns_the_daemon_connects_every_client_and_reports_json() {
         "the spawned daemon's CPU is read: {report}"
     );
     assert!(at("/server/threads").as_u64() > Some(0), "{report}");
+    assert_eq!(at("/work/mode"), "simulate", "{report}");
+}
+
+/// Every verdict came from the tool's workers, on time: `answered` (what the
+/// tool's workers answered, counted after the daemon's last stats reading)
+/// covers every on-time verdict, and nothing failed, ended late or was lost.
+fn assert_worked_on_time_by_the_tool(report: &Value, answered: &str, mode: &str) {
+    let at = |path: &str| at(report, path);
+    assert_eq!(at("/work/mode"), mode, "{report}");
+    let on_time = at("/daemonStats/totals/onTime").as_u64().unwrap_or(0);
+    assert!(on_time > 0, "{report}");
+    assert!(at(answered).as_u64() >= Some(on_time), "{report}");
+    assert!(at("/messages/received").as_u64() > Some(0), "{report}");
+    assert!(at("/verdictMs/p50").as_f64() > Some(0.0), "{report}");
+    assert_eq!(at("/daemonStats/totals/failed"), 0, "{report}");
+    assert_eq!(at("/daemonStats/totals/late"), 0, "{report}");
+    assert_eq!(at("/work/failedDuringRun"), 0, "{report}");
+    assert_eq!(at("/daemonStats/conservation"), true, "{report}");
+}
+
+#[test]
+fn pull_workers_of_the_load_tool_take_every_task_and_answer_it_on_time() {
+    let report = load_report(&[
+        "--spawn",
+        "--ws",
+        "1",
+        "--seconds",
+        "2",
+        "--warmup",
+        "1",
+        "--pull-workers",
+        "1",
+        "--json",
+        "--",
+        "--rate",
+        "200",
+        "--deadline-ms",
+        "1000",
+    ]);
+    assert_eq!(at(&report, "/work/pullWorkers/connected"), 1, "{report}");
+    assert_eq!(at(&report, "/work/pullWorkers/endedEarly"), 0, "{report}");
+    assert!(
+        at(&report, "/target/daemonArgs")
+            .to_string()
+            .contains(r#""--work","pull""#),
+        "{report}"
+    );
+    assert_worked_on_time_by_the_tool(&report, "/work/pullTasks", "pull");
+}
+
+#[test]
+fn the_load_tool_http_worker_answers_every_call_on_time() {
+    let report = load_report(&[
+        "--spawn",
+        "--ws",
+        "1",
+        "--seconds",
+        "2",
+        "--warmup",
+        "1",
+        "--http-worker",
+        "--json",
+        "--",
+        "--rate",
+        "200",
+        "--deadline-ms",
+        "1000",
+    ]);
+    assert!(
+        at(&report, "/work/target")
+            .as_str()
+            .is_some_and(|url| url.starts_with("http://127.0.0.1:")),
+        "{report}"
+    );
+    assert_worked_on_time_by_the_tool(&report, "/work/httpCalls", "http");
 }

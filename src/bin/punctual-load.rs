@@ -1,32 +1,45 @@
-//! `punctual-load`: many dashboards (and optionally a producer) on one
-//! punctual daemon, measured for a fixed window.
+//! `punctual-load`: many dashboards (and optionally a producer and real
+//! workers) on one punctual daemon, measured for a fixed window.
 //!
 //! ```sh
 //! cargo build --release
 //! target/release/punctual-load --spawn --ws 1000 --seconds 20 -- --rate 50 --work-ms 1 --deadline-ms 1000
+//! target/release/punctual-load --spawn --ws 1 --http-worker -- --rate 1000 --deadline-ms 100
+//! target/release/punctual-load --spawn --ws 1 --pull-workers 4 -- --rate 1000 --deadline-ms 100
 //! target/release/punctual-load --addr 127.0.0.1:8080 --pid "$(pgrep -n punctual)" --sse 200 --json
 //! ```
 //!
 //! It talks to a daemon at `--addr`, or with `--spawn` starts the release
 //! daemon itself (the `punctual` next to this binary, or `--server PATH`) on a
 //! free port, with the flags after `--`, and stops it at the end (SIGTERM,
-//! SIGKILL after 5 s). It opens `--ws` WebSocket and `--sse` Server-Sent Events
-//! clients one after another, each read by its own small-stack thread with
-//! blocking reads, optionally posts events at `--ingest-rate`, waits
-//! `--warmup`, then measures `--seconds`: an event counts if it was decided
-//! (`processedAt`) inside the window, whenever it arrives. After the window it
-//! waits (at most `--grace`) until every client has seen an event decided
-//! after it, then prints one summary (`--json`: one JSON object).
+//! SIGKILL after 5 s). With `--http-worker` it first serves a trivial HTTP
+//! worker on a free loopback port (an empty 200 to every POST) and points the
+//! spawned daemon at it (`--work http --work-url …`); with `--pull-workers N`
+//! it connects N WebSocket workers to `/api/work?credit=C` once the daemon is
+//! up (a spawned one gets `--work pull`), each answering `done` to every task
+//! at once. So the work costs nothing, and what the verdicts show is the
+//! daemon's own cost of handing work out and taking the answer back.
+//!
+//! It opens `--ws` WebSocket and `--sse` Server-Sent Events clients one after
+//! another, each read by its own small-stack thread with blocking reads,
+//! optionally posts events at `--ingest-rate`, waits `--warmup`, then
+//! measures `--seconds`: an event counts if it was decided (`processedAt`)
+//! inside the window, whenever it arrives. After the window it waits (at most
+//! `--grace`) until every client has seen an event decided after it, then
+//! prints one summary (`--json`: one JSON object).
 //!
 //! Threads: `main` (connects, samples `/proc`, reports), `ws-N` / `sse-N`
 //! (one reader per client), `ingest` (the producer), `daemon-log` (drains a
-//! spawned daemon's log). The readers share only atomics with `main`; each
-//! keeps its own tally, handed back when it is joined.
+//! spawned daemon's log), `pull-N` (one per pull worker), and tiny_http's
+//! `http-accept` and `http-conn` threads for the HTTP worker (one per
+//! kept-alive connection from the daemon). The readers and workers share only
+//! atomics with `main`; each reader keeps its own tally, handed back when it
+//! is joined.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{self, Child, Command, Stdio};
 use std::sync::Arc;
@@ -37,6 +50,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{HandshakeError, Message, WebSocket};
@@ -52,6 +66,10 @@ const MAX_DELAY_US: u64 = 60_000_000;
 const SPARE_CONNECTIONS: usize = 64;
 /// How long one connection attempt, handshake included, may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most pull workers the tool connects.
+const MAX_PULL_WORKERS: u32 = 1024;
+/// Most tasks a pull worker may hold at once (the daemon's `MAX_CREDIT`).
+const MAX_PULL_CREDIT: u32 = 1024;
 
 /// Load tool for punctual: WebSocket and SSE clients, optional ingest, one fixed measured window.
 #[derive(Parser, Debug)]
@@ -90,6 +108,17 @@ struct Options {
     /// Longest wait after the window for events decided inside it, seconds.
     #[arg(long, default_value_t = 10.0)]
     grace: f64,
+    /// Serve a trivial HTTP worker (an empty 200 to every POST) and run the
+    /// spawned daemon with `--work http --work-url` pointing at it.
+    #[arg(long, requires = "spawn", conflicts_with = "pull_workers")]
+    http_worker: bool,
+    /// WebSocket workers to connect to `GET /api/work`, each answering `done`
+    /// to every task at once; a spawned daemon gets `--work pull` unless `--work` is given.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_PULL_WORKERS)))]
+    pull_workers: u32,
+    /// Tasks each pull worker takes at once (`?credit=C`).
+    #[arg(long, default_value_t = 1, requires = "pull_workers", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_PULL_CREDIT)))]
+    pull_credit: u32,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     json: bool,
@@ -112,11 +141,29 @@ impl Options {
         if !(0.0..=600.0).contains(&self.warmup) || !(0.0..=600.0).contains(&self.grace) {
             return Err("--warmup and --grace must be between 0 and 600".into());
         }
+        if self.http_worker && (self.daemon_flag("--work") || self.daemon_flag("--work-url")) {
+            return Err(
+                "--http-worker sets the daemon's --work and --work-url: drop them after `--`"
+                    .into(),
+            );
+        }
         Ok(())
     }
 
     fn clients(&self) -> usize {
         (self.ws + self.sse) as usize
+    }
+
+    /// Connections the tool opens to the daemon, besides its own few.
+    fn connections(&self) -> usize {
+        self.clients() + self.pull_workers as usize
+    }
+
+    /// Whether `flag` is among the flags after `--`.
+    fn daemon_flag(&self, flag: &str) -> bool {
+        self.daemon_args
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
     }
 }
 
@@ -197,15 +244,10 @@ fn server_binary(options: &Options) -> Result<PathBuf, String> {
 }
 
 /// The daemon's flags: ours (a free port, a quiet log, caps that fit the
-/// clients) unless given after `--`, then the given ones.
-fn daemon_args(options: &Options) -> Vec<String> {
-    let given = |flag: &str| {
-        options
-            .daemon_args
-            .iter()
-            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
-    };
-    let room = (options.clients() + SPARE_CONNECTIONS).to_string();
+/// clients) unless given after `--`, then the given ones, then the work mode
+/// the tool's own workers serve (`work_url`: the HTTP worker's).
+fn daemon_args(options: &Options, work_url: Option<&str>) -> Vec<String> {
+    let room = (options.connections() + SPARE_CONNECTIONS).to_string();
     let mut args = Vec::new();
     for (flag, value) in [
         ("--listen", "127.0.0.1:0"),
@@ -213,17 +255,22 @@ fn daemon_args(options: &Options) -> Vec<String> {
         ("--max-connections", room.as_str()),
         ("--max-clients", room.as_str()),
     ] {
-        if !given(flag) {
+        if !options.daemon_flag(flag) {
             args.extend([flag.to_string(), value.to_string()]);
         }
     }
     args.extend(options.daemon_args.iter().cloned());
+    if let Some(url) = work_url {
+        args.extend(["--work", "http", "--work-url", url].map(String::from));
+    } else if options.pull_workers > 0 && !options.daemon_flag("--work") {
+        args.extend(["--work", "pull"].map(String::from));
+    }
     args
 }
 
-fn spawn_daemon(options: &Options) -> Result<Daemon, String> {
+fn spawn_daemon(options: &Options, work_url: Option<&str>) -> Result<Daemon, String> {
     let binary = server_binary(options)?;
-    let args = daemon_args(options);
+    let args = daemon_args(options, work_url);
     let mut command = Command::new(&binary);
     command
         .args(&args)
@@ -328,7 +375,7 @@ fn stat_u64(stats: &Value, path: &str) -> u64 {
     stats.pointer(path).and_then(Value::as_u64).unwrap_or(0)
 }
 
-/// `generated + ingested == onTime + late + dropped.* + inFlight`.
+/// `generated + ingested == onTime + late + failed + dropped.* + inFlight`.
 fn conserved(stats: &Value) -> bool {
     let totals = |key: &str| stat_u64(stats, &format!("/totals/{key}"));
     let dropped: u64 = stats
@@ -337,7 +384,7 @@ fn conserved(stats: &Value) -> bool {
         .map_or(0, |d| d.values().filter_map(Value::as_u64).sum());
     stats.pointer("/totals").is_some()
         && totals("generated") + totals("ingested")
-            == totals("onTime") + totals("late") + dropped + totals("inFlight")
+            == totals("onTime") + totals("late") + totals("failed") + dropped + totals("inFlight")
 }
 
 // ------------------------------------------------------------- ingest
@@ -412,6 +459,170 @@ fn post_batch(agent: &ureq::Agent, url: &str, body: &str, batch: u32, counts: &I
                 .fetch_add(u64::from(batch), Ordering::Relaxed);
         }
     }
+}
+
+// ------------------------------------------------------------- the HTTP worker
+
+/// The daemon's `--work-url` endpoint, served while the tool runs.
+struct HttpWorker {
+    /// Dropping it closes the listener; it lives until the daemon is stopped.
+    _server: tiny_http::Server,
+    url: String,
+    answered: Arc<AtomicU64>,
+}
+
+/// Serves an empty 200 to every request on a free loopback port.
+///
+/// Each daemon worker thread keeps one connection alive and waits for its
+/// answer before the next call, so the requests are answered on their
+/// connection's own thread (the patched tiny_http's `handler`): tiny_http
+/// starts one such thread per open connection (four idle to begin with), so
+/// every worker thread's call is answered at once, none waits behind another's
+/// in a shared queue. No limits are set: the only client is the daemon.
+fn start_http_worker() -> Result<HttpWorker, String> {
+    let fail = |e: &dyn std::fmt::Display| format!("cannot start the HTTP worker: {e}");
+    let listener = TcpListener::bind(("127.0.0.1", 0)).map_err(|e| fail(&e))?;
+    let addr = listener.local_addr().map_err(|e| fail(&e))?;
+    let answered = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&answered);
+    let handler: tiny_http::Handler = Arc::new(move |request: tiny_http::Request| {
+        // Counted once the answer is written: a call the daemon got back.
+        if request.respond(tiny_http::Response::empty(200)).is_ok() {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    let options = tiny_http::ServerOptions {
+        handler: Some(handler),
+        ..Default::default()
+    };
+    let server =
+        tiny_http::Server::from_listener_with(listener, None, options).map_err(|e| fail(&e))?;
+    Ok(HttpWorker {
+        _server: server,
+        url: format!("http://{addr}/work"),
+        answered,
+    })
+}
+
+// ------------------------------------------------------------- pull workers
+
+/// The connected pull workers, and why the others are not.
+struct PullWorkers {
+    requested: u32,
+    sockets: Vec<Socket>,
+    threads: Vec<JoinHandle<Option<String>>>,
+    failures: BTreeMap<String, u64>,
+    /// Tasks answered `done`, by all of them.
+    answered: Arc<AtomicU64>,
+    /// Set just before the tool closes the connections.
+    stopping: Arc<AtomicBool>,
+}
+
+/// What is read of a task: its id, as the JSON text it came as, so that the
+/// answer names it exactly (escapes and all) without decoding it.
+#[derive(serde::Deserialize)]
+struct TaskId<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    #[serde(borrow)]
+    id: &'a RawValue,
+}
+
+/// Connects `count` workers one after another, each then answered on its
+/// own thread; a worker that cannot connect is counted with its reason.
+fn connect_pull_workers(count: u32, credit: u32, addr: SocketAddr) -> PullWorkers {
+    let mut workers = PullWorkers {
+        requested: count,
+        sockets: Vec::with_capacity(count as usize),
+        threads: Vec::with_capacity(count as usize),
+        failures: BTreeMap::new(),
+        answered: Arc::new(AtomicU64::new(0)),
+        stopping: Arc::new(AtomicBool::new(false)),
+    };
+    for i in 0..count {
+        let url = format!("ws://{addr}/api/work?credit={credit}");
+        let result = connect_websocket(addr, &url).and_then(|(socket, ws)| {
+            let (answered, stopping) =
+                (Arc::clone(&workers.answered), Arc::clone(&workers.stopping));
+            let thread = thread::Builder::new()
+                .name(format!("pull-{i}"))
+                .stack_size(READER_STACK)
+                .spawn(move || answer_tasks(ws, &answered, &stopping))
+                .map_err(|e| format!("cannot start a pull worker thread: {e}"))?;
+            Ok((socket, thread))
+        });
+        match result {
+            Ok((socket, thread)) => {
+                workers.sockets.push(socket);
+                workers.threads.push(thread);
+            }
+            Err(why) => *workers.failures.entry(why).or_default() += 1,
+        }
+    }
+    workers
+}
+
+/// Answers `done` to every task as soon as it is read, until the connection
+/// ends; returns why it did, unless the tool ended it.
+fn answer_tasks(
+    mut ws: Box<WebSocket<Socket>>,
+    answered: &AtomicU64,
+    stopping: &AtomicBool,
+) -> Option<String> {
+    let why = loop {
+        let text = match ws.read() {
+            Ok(Message::Text(text)) => text,
+            Ok(Message::Close(frame)) => {
+                break frame.map_or("the daemon sent Close".into(), |f| {
+                    format!("the daemon sent Close {}: {}", f.code, f.reason)
+                });
+            }
+            Ok(_) => continue, // Ping (answered by tungstenite), Pong, Binary: not tasks.
+            Err(e) => break e.to_string(),
+        };
+        let Ok(task) = serde_json::from_str::<TaskId>(text.as_str()) else {
+            let start: String = text.as_str().chars().take(200).collect();
+            break format!("unreadable task: {start}");
+        };
+        if task.kind != "task" {
+            continue;
+        }
+        let done = format!(r#"{{"type":"done","id":{}}}"#, task.id.get());
+        if let Err(e) = ws.send(Message::text(done)) {
+            break format!("answer: {e}");
+        }
+        answered.fetch_add(1, Ordering::Relaxed);
+    };
+    (!stopping.load(Ordering::Relaxed)).then_some(why)
+}
+
+/// Ends every worker's connection from this side; reports how many had
+/// connected, why the others had not or had ended early, and the tasks they
+/// answered; `None` if none were asked for.
+fn close_pull_workers(workers: PullWorkers) -> Option<Value> {
+    workers.stopping.store(true, Ordering::Relaxed);
+    for socket in &workers.sockets {
+        let _ = socket.0.shutdown(Shutdown::Both);
+    }
+    let ended: Vec<String> = workers
+        .threads
+        .into_iter()
+        .filter_map(|t| {
+            t.join()
+                .unwrap_or_else(|_| Some("the worker thread panicked".into()))
+        })
+        .collect();
+    (workers.requested > 0).then(|| {
+        json!({
+            "requested": workers.requested,
+            "connected": workers.sockets.len(),
+            "connectFailures": workers.failures.values().sum::<u64>(),
+            "failureReasons": workers.failures,
+            "endedEarly": ended.len(),
+            "endedExample": ended.first(),
+            "tasksAnswered": workers.answered.load(Ordering::Relaxed),
+        })
+    })
 }
 
 // ------------------------------------------------------------- /proc
@@ -563,6 +774,9 @@ struct Tally {
     bad_ids: u64,
     delay_us: Histogram<u32>,
     end_to_end_us: Histogram<u32>,
+    /// `processedAt − createdAt` of events worked on: the pipeline and the
+    /// work, delivery left out.
+    verdict_us: Histogram<u32>,
     max_delay_us: u64,
     /// Per second of the window (by `processedAt`): delay sum (µs) and count.
     by_second: Vec<(u64, u64)>,
@@ -592,6 +806,7 @@ impl Tally {
             bad_ids: 0,
             delay_us: delay_histogram(),
             end_to_end_us: delay_histogram(),
+            verdict_us: delay_histogram(),
             max_delay_us: 0,
             by_second: vec![(0, 0); seconds],
             past_end: false,
@@ -638,6 +853,7 @@ impl Tally {
         }
         if processed_at >= start && processed_at < end {
             self.in_window(seq, received_at, created_at, processed_at, start);
+            self.judged(json, created_at, processed_at);
         }
         Some(seq)
     }
@@ -667,6 +883,16 @@ impl Tally {
         if let Some((sum, n)) = self.by_second.get_mut(second) {
             *sum += delay_us;
             *n += 1;
+        }
+    }
+
+    /// How long an event worked on (on time, late or failed) took to its
+    /// verdict. Drops are left out: they are decided at once, without work,
+    /// and under overload they would hide what the work costs.
+    fn judged(&mut self, json: &[u8], created: f64, processed: f64) {
+        if after(json, br#""status":"dropped""#).is_none() {
+            let us = ((processed - created).max(0.0) * 1000.0) as u64;
+            self.verdict_us.saturating_record(us.clamp(1, MAX_DELAY_US));
         }
     }
 
@@ -705,11 +931,19 @@ enum Stream {
 }
 
 fn connect_ws(addr: SocketAddr) -> Result<(Socket, Stream), String> {
+    let (socket, ws) = connect_websocket(addr, &format!("ws://{addr}/ws"))?;
+    Ok((socket, Stream::WebSocket(ws)))
+}
+
+/// A WebSocket client of `url` (on the daemon at `addr`), handshake done.
+fn connect_websocket(
+    addr: SocketAddr,
+    url: &str,
+) -> Result<(Socket, Box<WebSocket<Socket>>), String> {
     let socket = open_socket(addr)?;
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0);
-    let url = format!("ws://{addr}/ws");
     let (ws, _) = tungstenite::client::client_with_config(url, socket.clone(), Some(config))
         .map_err(|e| match e {
             HandshakeError::Failure(tungstenite::Error::Http(response)) => {
@@ -718,7 +952,7 @@ fn connect_ws(addr: SocketAddr) -> Result<(Socket, Stream), String> {
             other => format!("handshake: {other}"),
         })?;
     socket.0.set_read_timeout(None).map_err(|e| e.to_string())?;
-    Ok((socket, Stream::WebSocket(Box::new(ws))))
+    Ok((socket, Box::new(ws)))
 }
 
 /// `GET /events`; the answer is a close-delimited `text/event-stream`.
@@ -944,11 +1178,11 @@ fn watch_server(pid: Option<u32>, length: Duration, ticks_per_s: f64) -> ServerR
 fn run(options: &Options) -> Result<(), String> {
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX)
         .map_err(|e| format!("cannot raise the open-file limit: {e}"))?;
-    let needed = (options.clients() + SPARE_CONNECTIONS) as u64;
+    let needed = (options.connections() + SPARE_CONNECTIONS) as u64;
     if fd_limit < needed {
         return Err(format!(
-            "the open-file limit is {fd_limit}, {} clients need about {needed}: raise the hard limit (ulimit -Hn)",
-            options.clients()
+            "the open-file limit is {fd_limit}, {} clients and workers need about {needed}: raise the hard limit (ulimit -Hn)",
+            options.connections()
         ));
     }
     let cpus = thread::available_parallelism().map_or(1, |n| n.get());
@@ -957,8 +1191,15 @@ fn run(options: &Options) -> Result<(), String> {
     thread::sleep(Duration::from_secs(1));
     let busy_before = machine_busy(idle_from, machine_ticks(), cpus);
 
+    // Serving before the daemon starts: its first calls find it there.
+    let http_worker = if options.http_worker {
+        Some(start_http_worker()?)
+    } else {
+        None
+    };
+    let work_url = http_worker.as_ref().map(|w| w.url.as_str());
     let mut daemon = if options.spawn {
-        Some(spawn_daemon(options)?)
+        Some(spawn_daemon(options, work_url)?)
     } else {
         None
     };
@@ -968,7 +1209,16 @@ fn run(options: &Options) -> Result<(), String> {
         (None, None) => return Err("give --addr or --spawn".into()),
     };
     let pid = daemon.as_ref().map(|d| d.child.id()).or(options.pid);
-    let result = measure(options, addr, pid, busy_before, &load_before, cpus);
+    let http_calls = http_worker.as_ref().map(|w| &*w.answered);
+    let result = measure(
+        options,
+        addr,
+        pid,
+        busy_before,
+        &load_before,
+        cpus,
+        http_calls,
+    );
     let report = result.map(|mut report| {
         if let Some(d) = &daemon {
             report["target"]["daemonArgs"] = json!(d.args);
@@ -978,6 +1228,8 @@ fn run(options: &Options) -> Result<(), String> {
     if let Some(d) = daemon.as_mut() {
         d.stop();
     }
+    // Only now: the daemon's last calls (while it drains) still get answers.
+    drop(http_worker);
     let report = report?;
     if options.json {
         println!("{report}");
@@ -995,6 +1247,7 @@ fn measure(
     busy_before: f64,
     load_before: &str,
     cpus: usize,
+    http_calls: Option<&AtomicU64>,
 ) -> Result<Value, String> {
     let agent = http_agent();
     let ticks_per_s = clock_ticks_per_second();
@@ -1006,6 +1259,8 @@ fn measure(
         ended: AtomicUsize::new(0),
         stopping: AtomicBool::new(false),
     });
+    // The workers first: the pipeline is running by the time the clients join.
+    let pull = connect_pull_workers(options.pull_workers, options.pull_credit, addr);
     let connecting = Instant::now();
     let ws = connect_all(options.ws, "ws", connect_ws, addr, &shared);
     let sse = connect_all(options.sse, "sse", connect_sse, addr, &shared);
@@ -1026,11 +1281,14 @@ fn measure(
     thread::sleep(Duration::from_secs_f64(options.warmup));
 
     let stats_start = server_stats(&agent, addr)?;
+    let stats_started = Instant::now();
     let own_before = cpu_ticks("self");
     let machine_before = machine_ticks();
     let window = Instant::now();
     let server = watch_server(pid, Duration::from_secs_f64(options.seconds), ticks_per_s);
     let window_wall = window.elapsed().as_secs_f64();
+    let stats_window = server_stats(&agent, addr)?;
+    let stats_seconds = stats_started.elapsed().as_secs_f64();
     let own_cpu = own_before
         .zip(cpu_ticks("self"))
         .map(|(from, to)| to.saturating_sub(from) as f64 / ticks_per_s / window_wall * 100.0);
@@ -1057,6 +1315,7 @@ fn measure(
     let sse_failures = sse.failures.clone();
     let ws_tallies = close_all(ws, &shared);
     let sse_tallies = close_all(sse, &shared);
+    let pull = close_pull_workers(pull);
 
     let mut report = json!({
         "target": {"addr": addr.to_string(), "spawned": options.spawn, "pid": pid},
@@ -1079,6 +1338,8 @@ fn measure(
         },
         "loadCpuPct": own_cpu.map(round1),
         "daemonStats": daemon_report(&stats_start, &stats_end),
+        "verdictsPerSecond": verdict_rates(&stats_start, &stats_window, stats_seconds),
+        "work": work_report(&stats_start, &stats_end, http_calls, pull),
     });
     let all: Vec<&Tally> = ws_tallies.iter().chain(&sse_tallies).collect();
     tally_report(&all, options.seconds, &mut report)?;
@@ -1140,6 +1401,7 @@ fn percentiles(histogram: &Histogram<u32>, max_us: u64) -> Value {
 fn tally_report(tallies: &[&Tally], seconds: f64, report: &mut Value) -> Result<(), String> {
     let mut delay = delay_histogram();
     let mut end_to_end = delay_histogram();
+    let mut verdict = delay_histogram();
     let mut by_second = vec![(0u64, 0u64); seconds.ceil() as usize];
     let (mut first_seq, mut last_seq, mut max_delay_us) = (u64::MAX, 0u64, 0u64);
     let mut rates: Vec<f64> = Vec::with_capacity(tallies.len());
@@ -1148,6 +1410,7 @@ fn tally_report(tallies: &[&Tally], seconds: f64, report: &mut Value) -> Result<
         end_to_end
             .add(&t.end_to_end_us)
             .map_err(|e| e.to_string())?;
+        verdict.add(&t.verdict_us).map_err(|e| e.to_string())?;
         for (total, (sum, n)) in by_second.iter_mut().zip(&t.by_second) {
             total.0 += sum;
             total.1 += n;
@@ -1189,6 +1452,7 @@ fn tally_report(tallies: &[&Tally], seconds: f64, report: &mut Value) -> Result<
     report["deliveryMs"] = percentiles(&delay, max_delay_us);
     report["deliveryMs"]["meanPerSecond"] = json!(means);
     report["endToEndMs"] = percentiles(&end_to_end, end_to_end.max());
+    report["verdictMs"] = percentiles(&verdict, verdict.max());
     report["gaps"] = json!({
         "missingSeqs": sum(|t| t.missing),
         "clientsWithMissing": clients_with(|t| t.missing),
@@ -1211,6 +1475,62 @@ fn daemon_report(start: &Value, end: &Value) -> Value {
         "generatedDuringRun": stat_u64(end, "/totals/generated").saturating_sub(stat_u64(start, "/totals/generated")),
         "totals": end.pointer("/totals"),
         "conservation": conserved(end),
+    })
+}
+
+/// What the daemon decided between two stats readings `seconds` apart, per
+/// second: the window's throughput, by verdict and drop reason.
+fn verdict_rates(start: &Value, end: &Value, seconds: f64) -> Value {
+    let per_second = |path: &str| {
+        round1(stat_u64(end, path).saturating_sub(stat_u64(start, path)) as f64 / seconds)
+    };
+    let dropped: serde_json::Map<String, Value> = end
+        .pointer("/totals/dropped")
+        .and_then(Value::as_object)
+        .map_or_else(Default::default, |reasons| {
+            reasons
+                .keys()
+                .map(|reason| {
+                    (
+                        reason.clone(),
+                        json!(per_second(&format!("/totals/dropped/{reason}"))),
+                    )
+                })
+                .collect()
+        });
+    let (on_time, late, failed) = (
+        per_second("/totals/onTime"),
+        per_second("/totals/late"),
+        per_second("/totals/failed"),
+    );
+    json!({
+        "seconds": round3(seconds),
+        "entered": per_second("/totals/generated") + per_second("/totals/ingested"),
+        "onTime": on_time,
+        "late": late,
+        "failed": failed,
+        "worked": round1(on_time + late + failed),
+        "dropped": dropped,
+    })
+}
+
+/// Where the work ran, what the tool's own workers answered, and what the
+/// daemon counted as failed meanwhile (the tool's workers never answer
+/// `failed`, so anything here is the daemon's doing or a lost connection).
+fn work_report(
+    start: &Value,
+    end: &Value,
+    http_calls: Option<&AtomicU64>,
+    pull: Option<Value>,
+) -> Value {
+    json!({
+        "mode": end.pointer("/work/mode"),
+        "target": end.pointer("/work/target"),
+        "errorRate": end.pointer("/work/errorRate"),
+        "httpCalls": http_calls.map(|n| n.load(Ordering::Relaxed)),
+        "pullTasks": pull.as_ref().map(|p| p["tasksAnswered"].clone()),
+        "pullWorkers": pull,
+        "failedDuringRun": stat_u64(end, "/totals/failed").saturating_sub(stat_u64(start, "/totals/failed")),
     })
 }
 
@@ -1295,6 +1615,11 @@ fn print_summary(r: &Value) {
     for (label, key, what) in [
         ("delivery", "deliveryMs", "receive − processedAt"),
         ("end-to-end", "endToEndMs", "receive − createdAt"),
+        (
+            "verdict",
+            "verdictMs",
+            "processedAt − createdAt of events worked on: pipeline + work",
+        ),
     ] {
         let p = |q: &str| at(&format!("/{key}/{q}"));
         println!(
@@ -1335,6 +1660,16 @@ fn print_summary(r: &Value) {
         );
     }
     println!(
+        "  verdicts/s  {} on time, {} late, {} failed, dropped {} (the daemon's counts over {} s from the window's start; {} entered/s)",
+        at("/verdictsPerSecond/onTime"),
+        at("/verdictsPerSecond/late"),
+        at("/verdictsPerSecond/failed"),
+        at("/verdictsPerSecond/dropped"),
+        at("/verdictsPerSecond/seconds"),
+        at("/verdictsPerSecond/entered")
+    );
+    print_work(r, &at);
+    println!(
         "  server      CPU {} % of one core (busiest second {} %); RSS {} MiB (max {} MiB); {} threads; this tool {} %",
         at("/server/cpuPct"),
         at("/server/busiestSecondPct"),
@@ -1356,4 +1691,38 @@ fn print_summary(r: &Value) {
         at("/daemonStats/generatedDuringRun")
     );
     println!("  totals      {}", at("/daemonStats/totals"));
+}
+
+/// The work line, when the tool's own workers served the daemon.
+fn print_work(r: &Value, at: &dyn Fn(&str) -> String) {
+    let answered = match (r.pointer("/work/httpCalls"), r.pointer("/work/pullTasks")) {
+        (Some(calls), _) if !calls.is_null() => format!("{calls} HTTP calls answered"),
+        (_, Some(tasks)) if !tasks.is_null() => {
+            let p = |f: &str| at(&format!("/work/pullWorkers/{f}"));
+            let mut line = format!(
+                "{}/{} pull workers connected, {tasks} tasks answered",
+                p("connected"),
+                p("requested")
+            );
+            if p("connectFailures") != "0" {
+                line += &format!("; {} failed: {}", p("connectFailures"), p("failureReasons"));
+            }
+            if p("endedEarly") != "0" {
+                line += &format!(
+                    "; {} ended early, e.g. {}",
+                    p("endedEarly"),
+                    p("endedExample")
+                );
+            }
+            line
+        }
+        _ => return,
+    };
+    println!(
+        "  work        {} → {}: {answered}; the daemon judged {} failed during the run (error rate {})",
+        at("/work/mode"),
+        at("/work/target"),
+        at("/work/failedDuringRun"),
+        at("/work/errorRate")
+    );
 }

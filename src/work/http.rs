@@ -7,8 +7,12 @@
 //! pool size bounds the calls in flight.
 
 use std::io::{self, Read};
+use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::Instant;
+
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use super::{Answer, task_json};
 use crate::event::{Event, error_text, whole_millis};
@@ -33,14 +37,19 @@ pub struct Caller {
 impl Caller {
     /// A client for `url` that keeps one connection alive between calls.
     pub fn new(url: Arc<str>, clock: WallClock) -> Self {
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             // A status is an answer to judge, not an error to propagate.
             .http_status_as_error(false)
             .max_idle_connections(1)
             .max_idle_connections_per_host(1)
             .user_agent(concat!("punctual/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .new_agent();
+            .build();
+        let agent = match Resolved::at(&url) {
+            Some(resolved) => {
+                ureq::Agent::with_parts(config, DefaultConnector::default(), resolved)
+            }
+            None => config.new_agent(),
+        };
         Caller { agent, url, clock }
     }
 
@@ -84,6 +93,42 @@ impl Caller {
             }
             Err(e) => failure(e),
         }
+    }
+}
+
+/// The worker's address, looked up once when the worker thread starts.
+///
+/// With a timeout set, ureq's own resolver looks the host up on a new
+/// thread for every call, even for an IP address on a kept-alive connection:
+/// at thousands of calls a second that thread was the largest cost of a
+/// call. A name that does not resolve at start is looked up on every call
+/// instead (ureq's default), so a worker whose name appears later is still
+/// reached; one that moves to another address needs a restart.
+#[derive(Debug)]
+struct Resolved(ResolvedSocketAddrs);
+
+impl Resolved {
+    fn at(url: &str) -> Option<Self> {
+        let uri: ureq::http::Uri = url.parse().ok()?;
+        let port = uri.port_u16().unwrap_or(80);
+        let found = (uri.host()?, port).to_socket_addrs().ok()?;
+        let mut addrs = DefaultResolver::default().empty();
+        // ureq keeps at most 16 addresses of a name.
+        for addr in found.take(16) {
+            addrs.push(addr);
+        }
+        (!addrs.is_empty()).then_some(Resolved(addrs))
+    }
+}
+
+impl Resolver for Resolved {
+    fn resolve(
+        &self,
+        _uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        Ok(self.0.clone())
     }
 }
 
