@@ -214,7 +214,7 @@ impl Reports {
                         .saturating_duration_since(self.overloaded_since)
                         .as_secs();
                     log::warn!(
-                        "overload over after {lasted} s: {:.0} on-time/s, late and dropped back under 5%",
+                        "overload over after {lasted} s: {:.0} on-time/s, late, failed and dropped back under 5%",
                         r.on_time
                     );
                 }

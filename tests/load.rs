@@ -141,3 +141,47 @@ fn the_load_tool_http_worker_answers_every_call_on_time() {
     );
     assert_worked_on_time_by_the_tool(&report, "/work/httpCalls", "http");
 }
+
+#[test]
+fn the_load_tools_producer_posts_the_classes_of_its_mix_with_their_deadlines() {
+    let report = load_report(&[
+        "--spawn",
+        "--ws",
+        "1",
+        "--seconds",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+        "--ingest-rate",
+        "100",
+        "--batch",
+        "5",
+        "--ingest-mix",
+        "tight:300:1,loose:5000:3",
+        "--ingest-work",
+        "1-2",
+        "--",
+        "--rate",
+        "0",
+        "--schedule",
+        "edf",
+    ]);
+    let producers = at(&report, "/daemonStats/producers");
+    let count = |name: &str| {
+        producers
+            .as_array()
+            .and_then(|rows| rows.iter().find(|p| p["name"] == name))
+            .and_then(|p| p["onTime"].as_u64())
+            .unwrap_or(0)
+    };
+    let (tight, loose) = (count("tight"), count("loose"));
+    assert!(tight > 0 && loose > tight, "weights 1:3: {producers}");
+    assert_eq!(
+        count("ingest"),
+        0,
+        "every posted event named its class: {producers}"
+    );
+    assert_eq!(at(&report, "/daemonStats/conservation"), true, "{report}");
+    assert_eq!(at(&report, "/latenessMs/late"), 0, "{report}");
+}

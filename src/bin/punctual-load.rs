@@ -22,7 +22,8 @@
 //!
 //! It opens `--ws` WebSocket and `--sse` Server-Sent Events clients one after
 //! another, each read by its own small-stack thread with blocking reads,
-//! optionally posts events at `--ingest-rate`, waits `--warmup`, then
+//! optionally posts events at `--ingest-rate` (shaped by `--ingest-mix` and
+//! `--ingest-work`: classes of producer and deadline, and a work range), waits `--warmup`, then
 //! measures `--seconds`: an event counts if it was decided (`processedAt`)
 //! inside the window, whenever it arrives. After the window it waits (at most
 //! `--grace`) until every client has seen an event decided after it, then
@@ -99,6 +100,14 @@ struct Options {
     /// Events per posted batch (a JSON array).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     batch: u32,
+    /// Classes of posted events as PRODUCER:DEADLINE_MS:WEIGHT,… (e.g.
+    /// `tight:20:1,loose:500:1`): each event is of one class, drawn by weight,
+    /// and names it as its producer (default: empty events, the daemon's defaults).
+    #[arg(long, value_parser = parse_mix, requires = "ingest_rate")]
+    ingest_mix: Option<Mix>,
+    /// Each posted event's own work, uniform in MIN-MAX ms (e.g. `5-15`).
+    #[arg(long, value_parser = parse_work_range, requires = "ingest_rate")]
+    ingest_work: Option<(f64, f64)>,
     /// Seconds between the last connection and the window.
     #[arg(long, default_value_t = 3.0)]
     warmup: f64,
@@ -409,13 +418,96 @@ struct IngestAnswer {
     dropped: u64,
 }
 
+/// Classes of posted events, drawn by weight.
+#[derive(Clone, Debug)]
+struct Mix(Vec<(String, u64, f64)>);
+
+fn parse_mix(text: &str) -> Result<Mix, String> {
+    let classes = text
+        .split(',')
+        .map(|class| {
+            let parts: Vec<&str> = class.split(':').collect();
+            let [producer, deadline, weight] = parts[..] else {
+                return Err(format!("{class:?} is not PRODUCER:DEADLINE_MS:WEIGHT"));
+            };
+            let deadline = deadline.parse::<u64>().ok().filter(|d| *d > 0);
+            let weight = weight
+                .parse::<f64>()
+                .ok()
+                .filter(|w| *w > 0.0 && w.is_finite());
+            match (producer.is_empty(), deadline, weight) {
+                (false, Some(d), Some(w)) => Ok((producer.to_owned(), d, w)),
+                _ => Err(format!(
+                    "{class:?}: a name, a deadline > 0 ms and a weight > 0"
+                )),
+            }
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Mix(classes))
+}
+
+fn parse_work_range(text: &str) -> Result<(f64, f64), String> {
+    let (low, high) = text
+        .split_once('-')
+        .ok_or("give MIN-MAX in ms, e.g. 5-15")?;
+    match (low.parse::<f64>(), high.parse::<f64>()) {
+        (Ok(low), Ok(high)) if 0.0 <= low && low <= high && high <= 3_600_000.0 => Ok((low, high)),
+        _ => Err(format!("{text:?}: MIN-MAX with 0 ≤ MIN ≤ MAX ms")),
+    }
+}
+
+/// What each posted event says: its class (producer and deadline) and work.
+#[derive(Clone, Debug, Default)]
+struct Shape {
+    mix: Option<Mix>,
+    work: Option<(f64, f64)>,
+}
+
+impl Shape {
+    /// A batch of `n` events as a JSON array; `{}` each without a shape.
+    fn batch(&self, n: u32) -> String {
+        let events: Vec<Value> = (0..n).map(|_| self.event()).collect();
+        Value::Array(events).to_string()
+    }
+
+    fn event(&self) -> Value {
+        let mut event = serde_json::Map::new();
+        if let Some(Mix(classes)) = &self.mix {
+            let total: f64 = classes.iter().map(|c| c.2).sum();
+            let mut pick = fastrand::f64() * total;
+            let class = classes
+                .iter()
+                .find(|c| {
+                    pick -= c.2;
+                    pick < 0.0
+                })
+                .unwrap_or(&classes[classes.len() - 1]);
+            event.insert("producer".into(), json!(class.0));
+            event.insert("deadlineMs".into(), json!(class.1));
+        }
+        if let Some((low, high)) = self.work {
+            let ms = low + fastrand::f64() * (high - low);
+            event.insert("workMs".into(), json!((ms * 1000.0).round() / 1000.0));
+        }
+        Value::Object(event)
+    }
+}
+
 /// Posts a batch of `batch` events every `batch / rate` seconds, on
 /// schedule (tick n is due at start + n·period), until `stop` is set.
-fn ingest(addr: SocketAddr, rate: f64, batch: u32, stop: &AtomicBool, counts: &IngestCounts) {
+fn ingest(
+    addr: SocketAddr,
+    (rate, batch): (f64, u32),
+    shape: &Shape,
+    stop: &AtomicBool,
+    counts: &IngestCounts,
+) {
     let agent = http_agent();
     let url = format!("http://{addr}/api/events");
-    // Empty objects: each event takes the daemon's default deadline and work.
-    let body = format!("[{}]", vec!["{}"; batch as usize].join(","));
+    // Without a shape, empty objects: each event takes the daemon's default
+    // deadline and work, and one body serves every post.
+    let shaped = shape.mix.is_some() || shape.work.is_some();
+    let fixed = shape.batch(batch);
     let period = Duration::from_secs_f64(f64::from(batch) / rate);
     let start = Instant::now();
     let mut tick: u32 = 0;
@@ -431,6 +523,11 @@ fn ingest(addr: SocketAddr, rate: f64, batch: u32, stop: &AtomicBool, counts: &I
         }
         tick += 1;
         counts.posts.fetch_add(1, Ordering::Relaxed);
+        let body = if shaped {
+            shape.batch(batch)
+        } else {
+            fixed.clone()
+        };
         post_batch(&agent, &url, &body, batch, counts);
     }
 }
@@ -777,6 +874,8 @@ struct Tally {
     /// `processedAt − createdAt` of events worked on: the pipeline and the
     /// work, delivery left out.
     verdict_us: Histogram<u32>,
+    /// How long after its deadline each late verdict came (latency − deadline).
+    lateness_us: Histogram<u32>,
     max_delay_us: u64,
     /// Per second of the window (by `processedAt`): delay sum (µs) and count.
     by_second: Vec<(u64, u64)>,
@@ -807,6 +906,7 @@ impl Tally {
             delay_us: delay_histogram(),
             end_to_end_us: delay_histogram(),
             verdict_us: delay_histogram(),
+            lateness_us: delay_histogram(),
             max_delay_us: 0,
             by_second: vec![(0, 0); seconds],
             past_end: false,
@@ -893,6 +993,12 @@ impl Tally {
         if after(json, br#""status":"dropped""#).is_none() {
             let us = ((processed - created).max(0.0) * 1000.0) as u64;
             self.verdict_us.saturating_record(us.clamp(1, MAX_DELAY_US));
+        }
+        if after(json, br#""status":"late""#).is_some() {
+            let deadline: f64 = number(json, br#""deadlineMs":"#).unwrap_or(0.0);
+            let us = ((processed - created - deadline).max(0.0) * 1000.0) as u64;
+            self.lateness_us
+                .saturating_record(us.clamp(1, MAX_DELAY_US));
         }
     }
 
@@ -1362,11 +1468,15 @@ fn start_ingest(
     if !producer_ran(options) {
         return Ok(None);
     }
-    let (rate, batch) = (options.ingest_rate, options.batch);
+    let pace = (options.ingest_rate, options.batch);
+    let shape = Shape {
+        mix: options.ingest_mix.clone(),
+        work: options.ingest_work,
+    };
     let (stop, counts) = (Arc::clone(stop), Arc::clone(counts));
     thread::Builder::new()
         .name("ingest".into())
-        .spawn(move || ingest(addr, rate, batch, &stop, &counts))
+        .spawn(move || ingest(addr, pace, &shape, &stop, &counts))
         .map(Some)
         .map_err(|e| format!("cannot start the ingest thread: {e}"))
 }
@@ -1402,6 +1512,7 @@ fn tally_report(tallies: &[&Tally], seconds: f64, report: &mut Value) -> Result<
     let mut delay = delay_histogram();
     let mut end_to_end = delay_histogram();
     let mut verdict = delay_histogram();
+    let mut lateness = delay_histogram();
     let mut by_second = vec![(0u64, 0u64); seconds.ceil() as usize];
     let (mut first_seq, mut last_seq, mut max_delay_us) = (u64::MAX, 0u64, 0u64);
     let mut rates: Vec<f64> = Vec::with_capacity(tallies.len());
@@ -1411,6 +1522,7 @@ fn tally_report(tallies: &[&Tally], seconds: f64, report: &mut Value) -> Result<
             .add(&t.end_to_end_us)
             .map_err(|e| e.to_string())?;
         verdict.add(&t.verdict_us).map_err(|e| e.to_string())?;
+        lateness.add(&t.lateness_us).map_err(|e| e.to_string())?;
         for (total, (sum, n)) in by_second.iter_mut().zip(&t.by_second) {
             total.0 += sum;
             total.1 += n;
@@ -1453,6 +1565,8 @@ fn tally_report(tallies: &[&Tally], seconds: f64, report: &mut Value) -> Result<
     report["deliveryMs"]["meanPerSecond"] = json!(means);
     report["endToEndMs"] = percentiles(&end_to_end, end_to_end.max());
     report["verdictMs"] = percentiles(&verdict, verdict.max());
+    report["latenessMs"] = percentiles(&lateness, lateness.max());
+    report["latenessMs"]["late"] = json!(lateness.len());
     report["gaps"] = json!({
         "missingSeqs": sum(|t| t.missing),
         "clientsWithMissing": clients_with(|t| t.missing),
@@ -1474,6 +1588,7 @@ fn daemon_report(start: &Value, end: &Value) -> Value {
         "connected": end.pointer("/clients/connected"),
         "generatedDuringRun": stat_u64(end, "/totals/generated").saturating_sub(stat_u64(start, "/totals/generated")),
         "totals": end.pointer("/totals"),
+        "producers": end.pointer("/producers"),
         "conservation": conserved(end),
     })
 }
