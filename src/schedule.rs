@@ -18,8 +18,11 @@
 //! no channel itself; the expiry thread's caller sends the verdicts.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
+
+use crossbeam_utils::Backoff;
 
 use crate::config::Schedule;
 use crate::event::Event;
@@ -33,6 +36,9 @@ pub struct WorkQueue {
     /// The expiry thread waits here for the earliest deadline, or a new one.
     expiry: Condvar,
     capacity: usize,
+    /// Events queued, readable without the lock: an idle worker watches it
+    /// for a moment before it sleeps (see [`WorkQueue::pop`]).
+    queued: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -45,6 +51,9 @@ struct State {
     /// When the expiry thread means to wake; `None` while it waits for any
     /// event (or is busy), so that a push knows whether to wake it sooner.
     expiry_wake: Option<Instant>,
+    /// Workers asleep on `ready`: a push makes the wake-up system call only
+    /// when there is someone to wake.
+    sleeping_workers: usize,
 }
 
 /// What [`WorkQueue::push`] did with a newcomer.
@@ -66,6 +75,7 @@ impl WorkQueue {
             ready: Condvar::new(),
             expiry: Condvar::new(),
             capacity: capacity.max(1),
+            queued: AtomicUsize::new(0),
         }
     }
 
@@ -95,11 +105,15 @@ impl WorkQueue {
         state.next_arrival += 1;
         state.by_deadline.insert((deadline_at, arrival));
         state.by_arrival.insert(arrival, event);
+        self.queued.store(state.by_arrival.len(), Ordering::Release);
         if state.expiry_wake.is_none_or(|wake| deadline_at < wake) {
             self.expiry.notify_one();
         }
+        let someone_asleep = state.sleeping_workers > 0;
         drop(state);
-        self.ready.notify_one();
+        if someone_asleep {
+            self.ready.notify_one();
+        }
         match evicted {
             Some(event) => Pushed::Evicted(event),
             None => Pushed::Queued,
@@ -108,25 +122,48 @@ impl WorkQueue {
 
     /// Takes the next event in the order `schedule` names when it is taken,
     /// waiting for one; `None` once the queue is closed and empty.
+    ///
+    /// A worker that finds the queue empty watches its count for a moment
+    /// (spinning, then yielding) before it goes to sleep: at hundreds of
+    /// thousands of events a second the next one comes within microseconds,
+    /// and a sleep and wake-up per event cost more than the event.
     pub fn pop(&self, schedule: impl Fn() -> Schedule) -> Option<Event> {
-        let mut state = self.lock();
+        let backoff = Backoff::new();
         loop {
-            let next = match schedule() {
-                Schedule::Fifo => state
-                    .by_arrival
-                    .first_key_value()
-                    .map(|(a, e)| (e.deadline_at(), *a)),
-                Schedule::Edf => state.by_deadline.first().copied(),
-            };
-            if let Some((deadline_at, arrival)) = next {
-                state.by_deadline.remove(&(deadline_at, arrival));
-                return state.by_arrival.remove(&arrival);
+            let mut state = self.lock();
+            if let Some(event) = self.take_next(&mut state, &schedule) {
+                return Some(event);
             }
             if state.closed {
                 return None;
             }
-            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+            if backoff.is_completed() {
+                state.sleeping_workers += 1;
+                let mut state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+                state.sleeping_workers -= 1;
+                drop(state);
+                backoff.reset();
+                continue;
+            }
+            drop(state);
+            while self.queued.load(Ordering::Acquire) == 0 && !backoff.is_completed() {
+                backoff.snooze();
+            }
         }
+    }
+
+    fn take_next(&self, state: &mut State, schedule: &impl Fn() -> Schedule) -> Option<Event> {
+        let (deadline_at, arrival) = match schedule() {
+            Schedule::Fifo => state
+                .by_arrival
+                .first_key_value()
+                .map(|(a, e)| (e.deadline_at(), *a))?,
+            Schedule::Edf => state.by_deadline.first().copied()?,
+        };
+        state.by_deadline.remove(&(deadline_at, arrival));
+        let event = state.by_arrival.remove(&arrival);
+        self.queued.store(state.by_arrival.len(), Ordering::Release);
+        event
     }
 
     /// Waits until some queued event's deadline has passed and takes out every
@@ -137,6 +174,7 @@ impl WorkQueue {
             let now = Instant::now();
             let expired = state.take_due(now);
             if !expired.is_empty() {
+                self.queued.store(state.by_arrival.len(), Ordering::Release);
                 state.expiry_wake = None;
                 return Some(expired);
             }

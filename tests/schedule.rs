@@ -34,12 +34,16 @@ fn post(addr: SocketAddr, id: &str, deadline_ms: u64, work_ms: u64) -> Value {
     answer.json()
 }
 
-/// Occupies the one worker for `work_ms` and waits until it has started.
+/// Occupies the one worker for `work_ms` and waits until a stats snapshot
+/// shows it busy with nothing queued: the blocker has been taken, so under
+/// `edf` too what is posted next cannot overtake it. Snapshots come once a
+/// second, so the blocker must outlast one by enough to post what follows.
 fn block_the_worker(addr: SocketAddr, work_ms: u64) {
     post(addr, "blocker", 60_000, work_ms);
-    assert!(eventually(WAIT, || get_json(addr, "/api/stats").1["queue"]
-        ["depth"]
-        == 0));
+    assert!(eventually(WAIT, || {
+        let stats = get_json(addr, "/api/stats").1;
+        stats["workers"]["busy"] == 1 && stats["queue"]["depth"] == 0
+    }));
 }
 
 /// The seqs of the outcomes of `ids`, in `ids` order.
@@ -54,11 +58,11 @@ fn edf_serves_a_tight_event_queued_after_loose_ones_first_and_fifo_does_not() {
     for schedule in [Schedule::Fifo, Schedule::Edf] {
         let server = one_worker(schedule, 16);
         let addr = server.local_addr();
-        block_the_worker(addr, 300);
+        block_the_worker(addr, 2_500);
         for id in ["loose-1", "loose-2", "loose-3"] {
-            post(addr, id, 5_000, 10);
+            post(addr, id, 9_000, 10);
         }
-        post(addr, "tight", 2_000, 10);
+        post(addr, "tight", 5_000, 10);
         let order = seqs(addr, &["loose-1", "loose-2", "loose-3", "tight"]);
         let tight_first = order[3] < order[0];
         assert_eq!(
@@ -77,13 +81,13 @@ fn edf_serves_a_tight_event_queued_after_loose_ones_first_and_fifo_does_not() {
 fn a_full_edf_queue_drops_the_latest_deadline_not_the_tight_newcomer() {
     let server = one_worker(Schedule::Edf, 2);
     let addr = server.local_addr();
-    block_the_worker(addr, 400);
-    post(addr, "a", 5_000, 10);
-    post(addr, "b", 6_000, 10);
+    block_the_worker(addr, 2_500);
+    post(addr, "a", 8_000, 10);
+    post(addr, "b", 9_000, 10);
     // Full: the tight one is queued and b, due latest, makes room.
-    assert_eq!(post(addr, "tight", 2_000, 10)["accepted"], 1);
+    assert_eq!(post(addr, "tight", 5_000, 10)["accepted"], 1);
     // Full again: a newcomer due later than everything queued is refused.
-    assert_eq!(post(addr, "loose", 9_000, 10)["dropped"], 1);
+    assert_eq!(post(addr, "loose", 12_000, 10)["dropped"], 1);
     for (id, status) in [
         ("b", "dropped"),
         ("loose", "dropped"),
@@ -121,7 +125,7 @@ fn an_event_expiring_in_the_queue_is_dropped_at_its_deadline_not_when_a_worker_i
 fn switching_the_schedule_at_runtime_loses_nothing_and_reorders_what_waits() {
     let server = one_worker(Schedule::Fifo, 64);
     let addr = server.local_addr();
-    block_the_worker(addr, 500);
+    block_the_worker(addr, 2_500);
     let ids: Vec<String> = (0..20).map(|n| format!("e{n}")).collect();
     for (n, id) in ids.iter().enumerate() {
         // Later arrivals are due sooner: edf reverses the arrival order.
