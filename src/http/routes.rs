@@ -399,7 +399,7 @@ fn webhook_producer(name: &str) -> Result<(), String> {
 }
 
 /// `POST /api/events`: validates the whole batch, then enters every event
-/// with the same `try_send` rule as the generator.
+/// with the same capacity rule as the generator.
 fn ingest(app: &App, request: &mut Request) -> Reply {
     if let Err(refusal) = app.admit_mutation(request) {
         return refusal;
