@@ -54,7 +54,9 @@ pub struct Dispatcher {
     credit_out: Receiver<Credit>,
     health: Arc<Heartbeats>,
     next_remote: AtomicU64,
-    connected: AtomicUsize,
+    /// Workers connected; a mutex, so that the count and the readiness
+    /// flag derived from it change together (connections are rare).
+    connected: Mutex<usize>,
     credit: AtomicUsize,
     in_flight: AtomicUsize,
 }
@@ -88,7 +90,7 @@ impl Dispatcher {
             credit_out,
             health,
             next_remote: AtomicU64::new(1),
-            connected: AtomicUsize::new(0),
+            connected: Mutex::new(0),
             credit: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
         }
@@ -96,7 +98,18 @@ impl Dispatcher {
 
     /// Workers connected now.
     pub fn connected(&self) -> usize {
-        self.connected.load(Ordering::Relaxed)
+        *self.lock_connected()
+    }
+
+    fn lock_connected(&self) -> MutexGuard<'_, usize> {
+        self.connected.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a worker in (`+1`) or out (`-1`) and tells `health` whether any is left.
+    fn count_connected(&self, in_or_out: isize) {
+        let mut connected = self.lock_connected();
+        *connected = connected.saturating_add_signed(in_or_out);
+        self.health.set_no_workers(*connected == 0);
     }
 
     /// The connected workers' credit, together.
@@ -152,14 +165,20 @@ impl Dispatcher {
             Role::Server,
             Some(socket_config()),
         );
+        // Counted before its reader starts, which counts it out when it ends.
+        self.count_connected(1);
+        self.credit.fetch_add(credit, Ordering::Relaxed);
         let dispatcher = Arc::clone(self);
         let reader = Arc::clone(&remote);
-        thread::Builder::new()
+        let started = thread::Builder::new()
             .name(remote.name.clone())
-            .spawn(move || dispatcher.serve(reader, socket))?;
-        self.connected.fetch_add(1, Ordering::Relaxed);
-        self.credit.fetch_add(credit, Ordering::Relaxed);
-        self.health.set_no_workers(false);
+            .spawn(move || dispatcher.serve(reader, socket));
+        if let Err(e) = started {
+            remote.close();
+            self.credit.fetch_sub(credit, Ordering::Relaxed);
+            self.count_connected(-1);
+            return Err(e);
+        }
         for _ in 0..credit {
             self.give(Arc::clone(&remote));
         }
@@ -178,9 +197,7 @@ impl Dispatcher {
         let failed = remote.close();
         self.in_flight.fetch_sub(failed, Ordering::Relaxed);
         self.credit.fetch_sub(remote.credit, Ordering::Relaxed);
-        if self.connected.fetch_sub(1, Ordering::Relaxed) == 1 {
-            self.health.set_no_workers(true);
-        }
+        self.count_connected(-1);
         log::info!(
             "{} disconnected ({why}); {failed} tasks in flight failed",
             remote.name
