@@ -138,6 +138,12 @@ impl Collector for SnapshotMetrics {
             "Offered utilisation of the workers, arrival rate x mean work / workers, last seconds (>= 1: overloaded by design).",
             s.schedulability.utilisation,
         )?;
+        ratio_gauge(
+            &mut encoder,
+            "punctual_utilisation_headroom",
+            "1 - utilisation: the share of the workers left for more load (negative when overloaded).",
+            s.schedulability.headroom,
+        )?;
         let mut clients = encoder.encode_descriptor(
             "punctual_clients",
             "Connected dashboard clients, by transport.",

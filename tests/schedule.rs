@@ -182,6 +182,19 @@ fn under_overload_the_totals_balance_in_both_modes_and_u_says_so() {
         let (_, stats) = get_json(addr, "/api/stats");
         assert_eq!(stats["config"]["schedule"], json!(schedule));
         assert_balances(&stats["totals"]);
+        let metrics = http(addr, "GET", "/metrics", &[], b"");
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        let gauge = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("{name} missing: {text}"))
+        };
+        let u = gauge("punctual_utilisation");
+        assert!(u > 0.0, "{text}");
+        assert!(
+            (gauge("punctual_utilisation_headroom") - (1.0 - u)).abs() < 0.01,
+            "{text}"
+        );
         server.stop();
     }
 }
