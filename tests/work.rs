@@ -450,3 +450,24 @@ fn api_work_takes_the_token_and_exists_only_in_pull_mode() {
     );
     simulating.stop();
 }
+
+#[test]
+fn a_silent_worker_is_pinged_then_dropped_and_its_task_fails() {
+    let server = start(work_pull);
+    let addr = server.local_addr();
+    // Connects and then never reads or writes again: no answer, no pong.
+    let silent = pull_worker(addr, 1, None).expect("connects");
+    assert!(eventually(WAIT, || work_stats(addr)["connected"] == 1));
+    let id = post(addr, 120_000);
+    assert!(eventually(WAIT, || work_stats(addr)["inFlight"] == 1));
+    // Pinged after 15 s of silence, taken for gone after another 15 s.
+    let gone = outcome_of(addr, &id, Duration::from_secs(45));
+    assert_eq!(
+        (gone["status"].as_str(), gone["error"].as_str()),
+        (Some("failed"), Some("worker gone")),
+        "{gone}"
+    );
+    assert!(eventually(WAIT, || work_stats(addr)["connected"] == 0));
+    drop(silent);
+    server.stop();
+}
