@@ -60,8 +60,12 @@ pub(crate) fn interest(
         None => None,
         Some(list) => Some(status_filter(&list)?),
     };
+    let stats = query_param(url, "stats").as_deref() == Some("1");
+    let control =
+        stats || resume != Resume::Live || query_param(url, "control").as_deref() == Some("1");
     Ok(Interest {
-        stats: query_param(url, "stats").as_deref() == Some("1"),
+        stats,
+        control,
         resume,
         statuses,
     })

@@ -1037,7 +1037,7 @@ enum Stream {
 }
 
 fn connect_ws(addr: SocketAddr) -> Result<(Socket, Stream), String> {
-    let (socket, ws) = connect_websocket(addr, &format!("ws://{addr}/ws"))?;
+    let (socket, ws) = connect_websocket(addr, &format!("ws://{addr}/ws?control=1"))?;
     Ok((socket, Stream::WebSocket(ws)))
 }
 
@@ -1064,8 +1064,9 @@ fn connect_websocket(
 /// `GET /events`; the answer is a close-delimited `text/event-stream`.
 fn connect_sse(addr: SocketAddr) -> Result<(Socket, Stream), String> {
     let socket = open_socket(addr)?;
-    let request =
-        format!("GET /events HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n");
+    let request = format!(
+        "GET /events?control=1 HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n"
+    );
     (&*socket.0)
         .write_all(request.as_bytes())
         .map_err(|e| format!("request: {e}"))?;

@@ -45,6 +45,10 @@ pub trait Sink: Send {
     fn keepalive(&mut self) -> io::Result<()>;
     /// Says goodbye at shutdown (best effort).
     fn goodbye(&mut self);
+    /// A plain client (no control messages) fell off the log, missing the
+    /// outcomes `from..=to` (`gap` is the notice a control client would get).
+    /// The transport tells it explicitly; `Err` ends the client.
+    fn fell_behind(&mut self, gap: &Broadcast, from: u64, to: u64) -> io::Result<()>;
 }
 
 /// Who writes to the client's socket.
@@ -139,7 +143,13 @@ impl Client {
         cursor.next = start.position;
         cursor.live_from = start.live_from;
         cursor.last_seq = start.last_seq;
-        cursor.notices = start.notices;
+        // A plain client asked for outcomes only: no hello. (A reset or a
+        // gap at the start needs a resume position, which opts in.)
+        cursor.notices = start
+            .notices
+            .into_iter()
+            .filter(|notice| self.interest.control || notice.kind != Kind::Hello)
+            .collect();
         self.set_mode(&mut cursor, Mode::Slow);
         drop(cursor);
         self.wake.notify_one();
@@ -169,7 +179,7 @@ impl Client {
         let skip = usize::try_from(cursor.next - start).unwrap_or(usize::MAX);
         let mut written = false;
         for (position, message) in (cursor.next..).zip(batch.iter().skip(skip)) {
-            if self.wanted(&mut cursor, position, message) {
+            if self.wanted(position, cursor.live_from, message) {
                 match sink.write_message(message) {
                     Ok(()) => written = true,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -182,7 +192,10 @@ impl Client {
                     }
                 }
             }
-            cursor.next = position + 1;
+            // Recorded only once the sink took the message: one that would
+            // block is offered again by the slow path, and a gap notice
+            // computed meanwhile must still name it.
+            record(&mut cursor, position, message);
         }
         if !written {
             return Keep::Yes;
@@ -203,14 +216,16 @@ impl Client {
         }
     }
 
-    /// Whether the message at `position` goes to this client; records its
-    /// `seq` as passed either way.
-    fn wanted(&self, cursor: &mut Cursor, position: u64, message: &Broadcast) -> bool {
-        if message.kind == Kind::Event {
-            cursor.last_seq = message.seq;
-        }
-        let replayed_stats = message.kind == Kind::Stats && position < cursor.live_from;
+    /// Whether the message at `position` goes to this client: what it asked
+    /// for, except stats from before it joined (its replay).
+    fn wanted(&self, position: u64, live_from: u64, message: &Broadcast) -> bool {
+        let replayed_stats = message.kind == Kind::Stats && position < live_from;
         !replayed_stats && self.interest.wants(message)
+    }
+
+    /// The slow path passed the message at `position` (sent or filtered out).
+    fn passed(&self, position: u64, message: &Broadcast) {
+        record(&mut self.lock(), position, message);
     }
 
     /// Changes who writes, keeping the count of clients served by their own
@@ -329,14 +344,16 @@ impl Client {
             let from = self.lock().next;
             match log.read(from, CATCH_UP_CHUNK, &mut chunk) {
                 Read::Messages(_) => {
-                    let mut cursor = self.lock();
+                    // No lock the fan-out takes is held across these blocking
+                    // writes: while the client is slow only this thread moves
+                    // its cursor, so the cursor is updated after each write.
+                    let live_from = self.lock().live_from;
                     for (position, message) in (from..).zip(chunk.drain(..)) {
-                        if self.wanted(&mut cursor, position, &message) {
+                        if self.wanted(position, live_from, &message) {
                             write_blocking(sink, &message)?;
                         }
-                        cursor.next = position + 1;
+                        self.passed(position, &message);
                     }
-                    drop(cursor);
                     sink.flush()?;
                 }
                 Read::Behind { oldest, oldest_seq } => {
@@ -347,11 +364,20 @@ impl Client {
                         .client_dropped
                         .fetch_add(missed, Ordering::Relaxed);
                     let from_seq = cursor.last_seq + 1;
-                    if from_seq < oldest_seq {
-                        write_blocking(sink, &gap_message(from_seq, oldest_seq - 1))?;
-                    }
                     cursor.last_seq = cursor.last_seq.max(oldest_seq.saturating_sub(1));
                     cursor.next = oldest;
+                    drop(cursor);
+                    if from_seq < oldest_seq {
+                        let gap = gap_message(from_seq, oldest_seq - 1);
+                        if self.interest.control {
+                            write_blocking(sink, &gap)?;
+                        } else {
+                            // A plain client asked for outcomes only: it is
+                            // told of the gap in a way every client library
+                            // surfaces (a WebSocket close code), never silently.
+                            sink.fell_behind(&gap, from_seq, oldest_seq - 1)?;
+                        }
+                    }
                 }
                 Read::CaughtUp => {
                     sink.flush()?;
@@ -392,6 +418,14 @@ impl Client {
         let mut cursor = self.lock();
         self.set_mode(&mut cursor, Mode::Closed);
     }
+}
+
+/// Moves the cursor past the message at `position`, remembering its `seq`.
+fn record(cursor: &mut Cursor, position: u64, message: &Broadcast) {
+    if message.kind == Kind::Event {
+        cursor.last_seq = message.seq;
+    }
+    cursor.next = position + 1;
 }
 
 /// The socket of a client whose thread runs: attached before it started.

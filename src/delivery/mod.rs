@@ -61,6 +61,10 @@ fn bound_send_buffer(socket: &std::net::TcpStream) {
 pub struct Interest {
     /// Stats messages too, once a second.
     pub stats: bool,
+    /// Control messages too (`hello`, `reset`, `gap`): asked for with
+    /// `?control=1`, `?stats=1` or any resume position. A plain client gets
+    /// outcome objects only, as a dashboard's first handler expects.
+    pub control: bool,
     /// What to replay first.
     pub resume: Resume,
     /// Only outcomes with these statuses (`None`: all).
@@ -71,7 +75,7 @@ impl Interest {
     fn wants(&self, message: &Broadcast) -> bool {
         match message.kind {
             Kind::Stats => self.stats,
-            Kind::Gap | Kind::Hello | Kind::Reset => true,
+            Kind::Gap | Kind::Hello | Kind::Reset => self.control,
             Kind::Event => self
                 .statuses
                 .as_ref()
@@ -94,6 +98,7 @@ pub fn spawn_client(
         .name(name)
         .stack_size(CLIENT_STACK)
         .spawn(move || {
+            yield_to_the_pipeline();
             let faults = Arc::clone(&slot.faults);
             let ended = faults
                 .catch(Role::Writer, || thread_client.serve(&log, &faults))
@@ -111,6 +116,23 @@ pub fn spawn_client(
         client.close();
     }
     spawned.map(|_| ())
+}
+
+/// Nice value of a client's thread. Its thread writes only while its client
+/// is slow or replaying, and that work must never take the CPU from the
+/// fan-out (every live client) or the pipeline (the verdicts and the
+/// generator's clock): at 19 fifty busy client threads weigh less, to the
+/// kernel's scheduler, than the fan-out alone. On an idle machine a replay
+/// still runs at full speed.
+const CLIENT_NICE: i32 = 19;
+
+/// Lowers the calling (client) thread's scheduling priority; on Linux
+/// `setpriority` on a thread id applies to that thread only.
+fn yield_to_the_pipeline() {
+    let me = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(me), CLIENT_NICE) {
+        ::log::debug!("could not lower a client thread's priority: {e}");
+    }
 }
 
 /// How a client is connected.

@@ -45,6 +45,8 @@ pub struct SseSink {
     /// Framed bytes the socket has not taken yet.
     pending: Vec<u8>,
     epoch: Epoch,
+    /// Writes block (the slow path): a would-block is then the send timeout.
+    blocking: bool,
 }
 
 impl SseSink {
@@ -65,15 +67,18 @@ impl SseSink {
             _held: held,
             pending: Vec::with_capacity(4096),
             epoch,
+            blocking: true,
         })
     }
 }
 
 /// One SSE message. Outcomes carry `EPOCH:SEQ` as the event id, which is
-/// what a reconnecting `EventSource` sends back as `Last-Event-ID`.
+/// what a reconnecting `EventSource` sends back as `Last-Event-ID`, and no
+/// event name, so they reach `onmessage`; notices and stats are named events,
+/// which `onmessage` ignores.
 fn frame(out: &mut impl Write, epoch: &Epoch, message: &Broadcast) -> io::Result<()> {
     match message.kind {
-        Kind::Event => write!(out, "id: {epoch}:{}\nevent: event\n", message.seq)?,
+        Kind::Event => writeln!(out, "id: {epoch}:{}", message.seq)?,
         Kind::Stats => out.write_all(b"event: stats\n")?,
         Kind::Gap => out.write_all(b"event: gap\n")?,
         Kind::Hello => out.write_all(b"event: hello\n")?,
@@ -125,14 +130,23 @@ impl Sink for SseSink {
                     self.pending.drain(..n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => return Err(super::ws::timed_out_if_blocking(e, self.blocking)),
             }
         }
         Ok(())
     }
 
     fn set_blocking(&mut self, blocking: bool) -> io::Result<()> {
-        self.socket.set_nonblocking(!blocking)
+        self.socket.set_nonblocking(!blocking)?;
+        self.blocking = blocking;
+        Ok(())
+    }
+
+    /// An event stream has no close code: the named `gap` event says it (it
+    /// does not reach `onmessage`), and the stream goes on.
+    fn fell_behind(&mut self, gap: &Broadcast, _from: u64, _to: u64) -> io::Result<()> {
+        frame(&mut self.pending, &self.epoch, gap)?;
+        self.flush()
     }
 
     fn keepalive(&mut self) -> io::Result<()> {
@@ -152,7 +166,7 @@ mod tests {
     use bytes::Bytes;
 
     #[test]
-    fn an_outcome_becomes_one_sse_message_with_epoch_and_seq_as_id() {
+    fn an_outcome_becomes_one_unnamed_sse_message_with_epoch_and_seq_as_id() {
         let epoch = Epoch::parse("0123abcd4567ef89").expect("valid epoch");
         let message = Broadcast {
             kind: Kind::Event,
@@ -164,7 +178,7 @@ mod tests {
         frame(&mut out, &epoch, &message).expect("write to memory");
         assert_eq!(
             String::from_utf8_lossy(&out),
-            "id: 0123abcd4567ef89:42\nevent: event\ndata: {\"seq\":42}\n\n"
+            "id: 0123abcd4567ef89:42\ndata: {\"seq\":42}\n\n"
         );
     }
 

@@ -27,6 +27,10 @@ fn socket_config() -> WebSocketConfig {
         .max_frame_size(Some(64 * 1024))
 }
 
+/// Close code for a plain client that fell off the log (the 4000 range is
+/// the application's own, RFC 6455 §7.4.2).
+pub const FELL_BEHIND: u16 = 4001;
+
 /// Value of `Sec-WebSocket-Accept` for a client's `Sec-WebSocket-Key`.
 pub fn accept_key(client_key: &str) -> String {
     tungstenite::handshake::derive_accept_key(client_key.trim().as_bytes())
@@ -35,6 +39,8 @@ pub fn accept_key(client_key: &str) -> String {
 /// A server-side WebSocket over a socket whose upgrade has been answered.
 pub struct WsSink {
     socket: WebSocket<TcpStream>,
+    /// Writes block (the slow path): a would-block is then the send timeout.
+    blocking: bool,
     /// Keeps the connection counted under the front's cap while it is open.
     _held: Option<ConnectionSlot>,
 }
@@ -46,8 +52,22 @@ impl WsSink {
         super::bound_send_buffer(&stream);
         WsSink {
             socket: WebSocket::from_raw_socket(stream, Role::Server, Some(socket_config())),
+            blocking: true,
             _held: held,
         }
+    }
+}
+
+/// A blocking write that would block has run out its send timeout
+/// (`SO_SNDTIMEO`): a failure, never a message taken.
+pub(super) fn timed_out_if_blocking(e: io::Error, blocking: bool) -> io::Error {
+    if blocking && e.kind() == io::ErrorKind::WouldBlock {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client took nothing within --write-timeout",
+        )
+    } else {
+        e
     }
 }
 
@@ -66,17 +86,40 @@ impl Sink for WsSink {
         let text = Utf8Bytes::try_from(message.json.clone()).map_err(io::Error::other)?;
         match self.socket.write(Message::Text(text)) {
             // A would-block while writing out keeps the frame buffered: taken.
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            other => other.map_err(io_error),
+            Err(tungstenite::Error::Io(e))
+                if e.kind() == io::ErrorKind::WouldBlock && !self.blocking =>
+            {
+                Ok(())
+            }
+            other => other.map_err(|e| timed_out_if_blocking(io_error(e), self.blocking)),
         }
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.socket.flush().map_err(io_error)
+        self.socket
+            .flush()
+            .map_err(|e| timed_out_if_blocking(io_error(e), self.blocking))
     }
 
     fn set_blocking(&mut self, blocking: bool) -> io::Result<()> {
-        self.socket.get_ref().set_nonblocking(!blocking)
+        self.socket.get_ref().set_nonblocking(!blocking)?;
+        self.blocking = blocking;
+        Ok(())
+    }
+
+    fn fell_behind(&mut self, _gap: &Broadcast, from: u64, to: u64) -> io::Result<()> {
+        let close = CloseFrame {
+            code: CloseCode::Library(FELL_BEHIND),
+            reason: format!("fell behind: missed outcomes {from}-{to}; reconnect with ?since= to be told of gaps instead").into(),
+        };
+        // Best effort: the client ends whether or not the frame got out.
+        let _ = self
+            .socket
+            .close(Some(close))
+            .and_then(|()| self.socket.flush());
+        Err(io::Error::other(format!(
+            "fell behind: missed outcomes {from}-{to}"
+        )))
     }
 
     fn keepalive(&mut self) -> io::Result<()> {
