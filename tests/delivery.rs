@@ -137,7 +137,7 @@ fn a_client_that_falls_off_the_log_is_told_what_it_missed_and_goes_on() {
         c.write_timeout = 60;
     });
     let addr = server.local_addr();
-    let mut client = connect(addr, "/ws");
+    let mut client = connect(addr, "/ws?control=1");
     let mut got = messages(&mut client, 100, WAIT);
     // 20,000 outcomes a second for 3 s: far more than the log and the
     // socket buffers hold together.
@@ -198,4 +198,117 @@ fn two_hundred_clients_resuming_from_zero_get_the_whole_range_and_live_ones_lose
     assert_eq!(stats(addr)["clients"]["droppedMessages"], 0);
     let lag_after = stats(addr)["generator"]["lagTicks"].as_u64();
     println!("generator lag ticks: {lag_before:?} before, {lag_after:?} after the replays");
+}
+
+#[test]
+fn a_plain_client_gets_outcome_objects_only_each_with_id_status_and_latency() {
+    let server = start(|c| {
+        c.rate = 200;
+        c.work_ms = 0;
+    });
+    let addr = server.local_addr();
+    // What the seed's own frontend does with every WebSocket message:
+    // JSON.parse, then e.id.slice(…), e.status, e.latencyMs.
+    let mut ws = connect(addr, "/ws");
+    for _ in 0..50 {
+        let message = next_message(&mut ws, WAIT).expect("a message");
+        assert!(message["id"].is_string(), "not an outcome: {message}");
+        assert!(message["status"].is_string(), "{message}");
+        assert!(message["latencyMs"].is_number(), "{message}");
+    }
+    // `EventSource.onmessage` sees unnamed messages only: outcomes, each with its id.
+    let mut sse = common::open_event_stream(addr, "/events", &[]);
+    let mut outcomes = 0;
+    while outcomes < 50 {
+        let message = sse.next_message(WAIT).expect("a message");
+        if message.retry.is_some() || message.event.is_some() {
+            continue;
+        }
+        let json = message.json();
+        assert!(json["id"].is_string(), "not an outcome: {json}");
+        assert!(json["status"].is_string() && json["latencyMs"].is_number());
+        assert!(
+            message.id.is_some(),
+            "an outcome carries EPOCH:SEQ as its SSE id"
+        );
+        outcomes += 1;
+    }
+}
+
+#[test]
+fn a_plain_client_that_falls_off_the_log_is_closed_with_4001_naming_what_it_missed() {
+    let server = start(|c| {
+        c.history = 0;
+        c.rate = 20_000;
+        c.work_ms = 0;
+        c.workers = 4;
+        c.queue = 4_096;
+        c.write_timeout = 60;
+    });
+    let addr = server.local_addr();
+    let mut client = connect_small_buffer(addr, "/ws");
+    let _ = messages(&mut client, 10, WAIT);
+    thread::sleep(Duration::from_secs(3));
+    let until = Instant::now() + Duration::from_secs(60);
+    let close = loop {
+        assert!(Instant::now() < until, "no close frame within 60 s");
+        match client.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame.expect("a close code"),
+            Ok(tungstenite::Message::Text(text)) => {
+                let message: Value = serde_json::from_str(&text).expect("JSON");
+                assert_eq!(message["type"], "event", "only outcomes: {message}");
+            }
+            Ok(_) => {}
+            Err(e) if common::is_timeout(&e) => {}
+            Err(e) => panic!("the connection ended without a close frame: {e}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 4001, "{close:?}");
+    assert!(close.reason.contains("missed outcomes"), "{close:?}");
+}
+
+/// The longest silence a live client sees in `window`.
+fn longest_silence(client: &mut Client, window: Duration) -> Duration {
+    let end = Instant::now() + window;
+    let mut last = Instant::now();
+    let mut longest = Duration::ZERO;
+    while Instant::now() < end {
+        if next_message(client, Duration::from_millis(200)).is_some() {
+            longest = longest.max(last.elapsed());
+            last = Instant::now();
+        }
+    }
+    longest.max(last.elapsed())
+}
+
+#[test]
+fn replay_clients_that_read_slowly_or_never_do_not_hold_up_live_clients() {
+    let server = start(|c| {
+        c.rate = 1_000;
+        c.work_ms = 0;
+        c.queue = 4_096;
+        c.history = 10_000;
+        // A blocked write may last this long: before the fix, the fan-out
+        // waited for it and every live client went silent that long.
+        c.write_timeout = 30;
+    });
+    let addr = server.local_addr();
+    let mut live = connect(addr, "/ws");
+    let _ = messages(&mut live, 5_000, WAIT);
+    let epoch = stats(addr)["epoch"].as_str().expect("an epoch").to_owned();
+    let path = format!("/ws?epoch={epoch}&since=0");
+    let _never_reads = connect_small_buffer(addr, &path);
+    let mut reads_slowly = connect_small_buffer(addr, &path);
+    let slow_reader = thread::spawn(move || {
+        for _ in 0..4 {
+            thread::sleep(Duration::from_secs(2));
+            let _ = messages(&mut reads_slowly, 50, WAIT);
+        }
+    });
+    let silence = longest_silence(&mut live, Duration::from_secs(8));
+    slow_reader.join().expect("the slow reader read");
+    assert!(
+        silence < Duration::from_secs(3),
+        "a live client went {silence:?} without a message while replays were stuck"
+    );
 }

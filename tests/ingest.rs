@@ -69,7 +69,7 @@ fn ws_outcome(client: &mut Client, left: Duration) -> Option<Value> {
 
 fn sse_outcome(stream: &mut EventStream, left: Duration) -> Option<Value> {
     let message = stream.next_message(left)?;
-    if message.event.as_deref() != Some("event") {
+    if message.event.is_some() || message.retry.is_some() {
         return None;
     }
     let json = message.json();

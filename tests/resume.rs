@@ -188,7 +188,7 @@ fn the_event_stream_has_its_head_a_retry_hint_and_stats_on_request() {
 fn an_event_stream_without_stats_carries_outcomes_only() {
     let server = start(|c| c.rate = 0);
     let addr = server.local_addr();
-    let mut stream = open_sse(addr, "/events", &[]);
+    let mut stream = open_sse(addr, "/events?control=1", &[]);
     ingest_quick(addr, "plain", 3);
     let got = sse_events(&mut stream, 3);
     assert_consecutive(&got, "/events");
@@ -235,7 +235,7 @@ fn resume_over_sse(resume: impl FnOnce(u64, String) -> (String, Vec<(&'static st
         c.work_ms = 1;
     });
     let addr = server.local_addr();
-    let (mut stream, hello) = open_sse_with_hello(addr, "/events", &[]);
+    let (mut stream, hello) = open_sse_with_hello(addr, "/events?control=1", &[]);
     let before = sse_events(&mut stream, 50);
     assert_consecutive(&before, "first stream");
     let last = seq(before.last().expect("events"));
@@ -248,11 +248,7 @@ fn resume_over_sse(resume: impl FnOnce(u64, String) -> (String, Vec<(&'static st
     let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
     let mut stream = open_sse(addr, &path, &headers);
     let first = stream.next_message(WAIT).expect("a first message");
-    assert_eq!(
-        first.event.as_deref(),
-        Some("event"),
-        "no gap expected: {first:?}"
-    );
+    assert_eq!(first.event.as_deref(), None, "no gap expected: {first:?}");
     assert_eq!(
         first.id.as_deref().and_then(sse_id_seq),
         Some(last + 1),
@@ -376,7 +372,7 @@ fn a_status_filter_sends_only_the_outcomes_asked_for_on_both_transports() {
     let addr = server.local_addr();
     let mut all = connect(addr, "/ws");
     let mut ws = connect(addr, "/ws?status=late,dropped");
-    let mut sse = open_sse(addr, "/events?status=late,dropped", &[]);
+    let mut sse = open_sse(addr, "/events?status=late,dropped&control=1", &[]);
     let past = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
@@ -559,7 +555,7 @@ fn generating(c: &mut punctual::Config) {
 
 /// A position in a first run: its epoch and a seq some way into it.
 fn position_in_first_run(addr: SocketAddr) -> (String, u64) {
-    let (mut client, hello) = connect_with_hello(addr, "/ws");
+    let (mut client, hello) = connect_with_hello(addr, "/ws?control=1");
     let epoch = hello["epoch"].as_str().expect("hello.epoch").to_owned();
     let last = seq(events(&mut client, 60, WAIT).last().expect("events"));
     (epoch, last)
@@ -655,7 +651,7 @@ fn resume_sse_into_new_run(
 fn an_event_stream_resuming_into_a_new_run_is_told_of_the_reset_and_gets_it_from_the_start() {
     let server = start(generating);
     let first_run = server.local_addr();
-    let (mut stream, hello) = open_sse_with_hello(first_run, "/events", &[]);
+    let (mut stream, hello) = open_sse_with_hello(first_run, "/events?control=1", &[]);
     let old_epoch = hello["epoch"].as_str().expect("epoch").to_owned();
     let last = sse_events(&mut stream, 60);
     let old_seq = seq(last.last().expect("events"));
@@ -741,8 +737,8 @@ fn every_stream_opens_with_a_hello_naming_the_run_that_api_stats_names() {
     let server = start(|c| c.rate = 0);
     let addr = server.local_addr();
     ingest_quick(addr, "before", 3);
-    let (_ws, ws_hello) = connect_with_hello(addr, "/ws");
-    let (_sse, sse_hello) = open_sse_with_hello(addr, "/events", &[]);
+    let (_ws, ws_hello) = connect_with_hello(addr, "/ws?control=1");
+    let (_sse, sse_hello) = open_sse_with_hello(addr, "/events?control=1", &[]);
     assert_eq!(ws_hello, sse_hello);
     assert_eq!(
         ws_hello["seq"], 3,

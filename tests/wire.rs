@@ -46,7 +46,7 @@ fn next_sse_event(stream: &mut EventStream, timeout: Duration) -> (String, Value
         let left = until.saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "no SSE outcome within {timeout:?}");
         if let Some(message) = stream.next_message(left) {
-            if message.event.as_deref() == Some("event") {
+            if message.event.is_none() && message.retry.is_none() {
                 let json = message.json();
                 return (message.data, json);
             }

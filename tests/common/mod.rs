@@ -361,7 +361,7 @@ impl EventStream {
                 got.len()
             );
             if let Some(message) = self.next_message(left) {
-                if message.event.as_deref() == Some("event") {
+                if message.event.is_none() && message.retry.is_none() {
                     let json = message.json();
                     assert_eq!(
                         message.id.as_deref().and_then(sse_id_seq),
