@@ -154,7 +154,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     pub history: u32,
 
-    /// Largest request body accepted by `POST /api/events`, in bytes.
+    /// Most bytes of outcomes kept for replay: big payloads shorten the history
+    /// rather than grow the daemon past its memory limit.
+    #[arg(long, env = "PUNCTUAL_HISTORY_BYTES", default_value_t = 128 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024 * 1024..=64 * 1024 * 1024 * 1024))]
+    pub history_bytes: u64,
+
+    /// Largest request body accepted by `POST /api/events` and webhooks, in bytes;
+    /// also the largest outcome any client receives.
     #[arg(long, env = "PUNCTUAL_MAX_BODY", default_value_t = 1024 * 1024,
           value_parser = clap::value_parser!(u64).range(1..=256 * 1024 * 1024))]
     pub max_body: u64,
@@ -298,6 +305,7 @@ impl Config {
             "writeTimeout": self.write_timeout,
             "logInterval": self.log_interval,
             "history": self.history,
+            "historyBytes": self.history_bytes,
             "maxBody": self.max_body,
             "auth": self.token.is_some(),
             "allowedOrigins": self.allowed_origins,

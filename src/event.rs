@@ -177,6 +177,15 @@ pub struct Outcome {
 /// Longest `error` an outcome carries; a worker's longer message is cut.
 pub const MAX_ERROR_CHARS: usize = 200;
 
+/// Most bytes an outcome's message takes besides its payload, with room:
+/// the fixed fields, an id of [`MAX_ID_CHARS`](crate::ingest::MAX_ID_CHARS)
+/// and a producer of [`MAX_PRODUCER_CHARS`] characters that each need a
+/// six-byte escape, and an error of [`MAX_ERROR_CHARS`] such characters come
+/// to under 2.6 KiB (a test builds that outcome). The one size budget: a
+/// message is at most its payload plus this, so every payload limit is set
+/// from the largest message a transport must carry.
+pub const MAX_ENVELOPE_BYTES: usize = 4 * 1024;
+
 /// `text` cut to [`MAX_ERROR_CHARS`] characters, as an outcome's `error`.
 pub fn error_text(text: &str) -> Box<str> {
     match text.char_indices().nth(MAX_ERROR_CHARS) {
@@ -455,6 +464,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_largest_outcome_envelope_fits_its_budget() {
+        let t0 = Instant::now();
+        let clock = WallClock::anchored(t0, 1_763_800_000_123.456_6);
+        let escaped = |n: usize| "\u{1}".repeat(n);
+        let mut event = Event::generated(t0, Duration::from_millis(3_600_000));
+        event.id = escaped(crate::ingest::MAX_ID_CHARS);
+        event.producer = Some(escaped(MAX_PRODUCER_CHARS).into());
+        event.source = Source::Ingest;
+        event.payload = Some(serde_json::value::RawValue::from_string("0".into()).expect("JSON"));
+        let outcome = Outcome {
+            event,
+            status: Status::Dropped(DropReason::Infeasible),
+            decided: t0 + Duration::from_secs(3_600),
+            error: Some(error_text(&escaped(MAX_ERROR_CHARS + 10))),
+        };
+        let envelope = outcome.to_wire(u64::MAX, &clock).len() - 1;
+        assert!(
+            envelope <= MAX_ENVELOPE_BYTES,
+            "{envelope} bytes besides the payload"
+        );
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::event::{Event, MAX_PRODUCER_CHARS, Source};
+use crate::event::{Event, MAX_ENVELOPE_BYTES, MAX_PRODUCER_CHARS, Source};
 use crate::time::WallClock;
 
 /// Most items in one request.
@@ -21,11 +21,13 @@ pub const MAX_BATCH: usize = 10_000;
 pub const MAX_ID_CHARS: usize = 128;
 /// Largest deadline or work, ms (one hour).
 pub const MAX_MS: f64 = 3_600_000.0;
-/// Largest serialised payload.
+/// Largest serialised payload of an event posted to `POST /api/events`.
 pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024;
-/// Largest serialised webhook payload: a CI or alerting hook's whole body,
-/// which is often over 4 KiB, travels as one event's payload.
-pub const MAX_WEBHOOK_PAYLOAD_BYTES: usize = 64 * 1024;
+/// Deepest nesting of arrays and objects a payload may have. Every client
+/// parses each outcome, and many parsers recurse (Python's `json` fails
+/// near 1,000 levels, serde_json at 128): no producer may send what a
+/// dashboard cannot read.
+pub const MAX_PAYLOAD_DEPTH: usize = 64;
 /// How far in the future `createdAt` may lie (clock skew allowance).
 pub const MAX_FUTURE_MS: f64 = 60_000.0;
 
@@ -212,6 +214,12 @@ fn add_field(fields: &mut serde_json::Map<String, serde_json::Value>, name: Stri
 /// the whole JSON body is its payload — or, for a form-encoded hook that
 /// sends its JSON in a `payload` field (GitHub's "form" setting), that field.
 /// `deadline_ms` and `work_ms` come from the query string.
+///
+/// A CI or alerting hook's body is often far over 4 KiB (a push with many
+/// commits), so the payload may take all of `max_body` but the outcome's own
+/// fields: the outcome every client receives is then never larger than
+/// `--max-body` ([`webhook_payload_limit`]).
+#[allow(clippy::too_many_arguments)]
 pub fn parse_webhook(
     producer: &str,
     format: Option<Format>,
@@ -220,6 +228,7 @@ pub fn parse_webhook(
     now: Instant,
     clock: &WallClock,
     default_deadline: Duration,
+    max_body: u64,
 ) -> Result<Event, Refusal> {
     let json: Box<RawValue> = match format {
         Some(Format::Form) => {
@@ -252,9 +261,19 @@ pub fn parse_webhook(
         now,
         clock,
         default_deadline,
-        MAX_WEBHOOK_PAYLOAD_BYTES,
+        webhook_payload_limit(max_body),
     )
-    .map_err(|e| refuse(if e.starts_with("payload:") { 413 } else { 400 }, e))
+    .map_err(|e| refuse(if is_too_large(&e) { 413 } else { 400 }, e))
+}
+
+/// Largest serialised webhook payload under `--max-body`: the body less the
+/// room an outcome's other fields may take, so that the outcome is never
+/// larger than `--max-body` (at the default 1 MiB it then fits the 1 MiB
+/// message limit common WebSocket clients have by default).
+pub fn webhook_payload_limit(max_body: u64) -> usize {
+    usize::try_from(max_body)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(MAX_ENVELOPE_BYTES)
 }
 
 /// A producer's name: 1 to [`MAX_PRODUCER_CHARS`] characters, no control
@@ -349,28 +368,42 @@ fn to_event(
     })
 }
 
+/// Names a payload over its size limit in the refusal (`413`, not `400`).
+const TOO_LARGE: &str = "bytes serialised";
+
+fn is_too_large(error: &str) -> bool {
+    error.starts_with("payload:") && error.contains(TOO_LARGE)
+}
+
 /// The payload without insignificant whitespace, so that every outcome's JSON
 /// stays on one line (an SSE `data:` line, an NDJSON record) however the
 /// producer formatted it. Only whitespace between tokens goes: key order,
 /// number spelling and string contents are kept exactly as posted. The size
 /// limit applies to this form.
 fn compact_payload(raw: &RawValue, max: usize) -> Result<Box<RawValue>, String> {
-    let compact = strip_insignificant_whitespace(raw.get());
+    let (compact, depth) = strip_insignificant_whitespace(raw.get());
+    if depth > MAX_PAYLOAD_DEPTH {
+        return Err(format!(
+            "payload: nested {depth} levels deep, at most {MAX_PAYLOAD_DEPTH}"
+        ));
+    }
     if compact.len() > max {
         return Err(format!(
-            "payload: {} bytes serialised, at most {max}",
+            "payload: {} {TOO_LARGE}, at most {max}",
             compact.len()
         ));
     }
     RawValue::from_string(compact).map_err(|e| format!("payload: {e}"))
 }
 
-/// `json` (already valid) with the whitespace between its tokens removed. A
-/// JSON string cannot hold a raw control character, so every newline, tab or
-/// carriage return found is outside strings; spaces are kept inside them.
-fn strip_insignificant_whitespace(json: &str) -> String {
+/// `json` (already valid) with the whitespace between its tokens removed,
+/// and how deep its arrays and objects nest. A JSON string cannot hold a raw
+/// control character, so every newline, tab or carriage return found is
+/// outside strings; spaces are kept inside them.
+fn strip_insignificant_whitespace(json: &str) -> (String, usize) {
     let mut out = String::with_capacity(json.len());
     let (mut in_string, mut escaped) = (false, false);
+    let (mut depth, mut deepest) = (0usize, 0usize);
     for c in json.chars() {
         if in_string {
             out.push(c);
@@ -383,10 +416,18 @@ fn strip_insignificant_whitespace(json: &str) -> String {
             }
         } else if !matches!(c, ' ' | '\t' | '\n' | '\r') {
             in_string = c == '"';
+            match c {
+                '[' | '{' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
             out.push(c);
         }
     }
-    out
+    (out, deepest)
 }
 
 fn created_instant(epoch_ms: f64, now: Instant, clock: &WallClock) -> Result<Instant, String> {

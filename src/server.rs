@@ -130,7 +130,11 @@ impl Server {
         // Seqs restart at 1 in every run; the epoch tells clients which run a
         // seq is from.
         let epoch = Epoch::random();
-        let log = Arc::new(Log::new(config.history as usize, epoch.clone()));
+        let log = Arc::new(Log::new(
+            config.history as usize,
+            config.history_bytes as usize,
+            epoch.clone(),
+        ));
         let (subscriptions, fanout_thread) =
             delivery::spawn(broadcast_rx, Arc::clone(&log), Arc::clone(&faults))?;
         let work = match config.work {
@@ -204,6 +208,7 @@ impl Server {
                 Work::Pull(dispatcher) => Some(Arc::clone(dispatcher)),
                 _ => None,
             },
+            pages: Default::default(),
         });
         let mut producers = http::spawn(listener, app, stopped.clone())?;
         producers.push(generator::spawn(

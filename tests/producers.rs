@@ -102,7 +102,7 @@ fn a_webhook_takes_any_json_as_one_event_of_the_producer_in_its_path() {
     let o = outcome_of(addr, &first_id(&answer), WAIT);
     assert_eq!(o["payload"]["zen"], "Keep it logically awesome.");
 
-    // Bigger than an ingested payload may be, within the webhook's 64 KiB.
+    // Bigger than an ingested payload may be: a webhook may take --max-body.
     let big = json!({"alerts": vec!["firing"; 1_000]});
     let answer = http(
         addr,
@@ -113,6 +113,16 @@ fn a_webhook_takes_any_json_as_one_event_of_the_producer_in_its_path() {
     );
     assert_eq!(answer.status, 202, "{answer:?}");
     let huge = json!({"blob": "x".repeat(70_000)});
+    let answer = http(
+        addr,
+        "POST",
+        "/api/webhook/alertmanager",
+        &[("Content-Type", "application/json")],
+        huge.to_string().as_bytes(),
+    );
+    assert_eq!(answer.status, 202, "{answer:?}");
+    // Within --max-body, but no room left for the outcome's own fields.
+    let huge = json!({"blob": "x".repeat(1024 * 1024 - 100)});
     let answer = http(
         addr,
         "POST",

@@ -709,14 +709,18 @@ fn unit_memory_limits_follow_the_documented_sizing_of_the_bounded_queues() {
     const PER_CLIENT: f64 = 96.0 * 1024.0;
     const BASE_MIB: f64 = 32.0;
     let c = punctual::Config::default();
-    let channels = punctual::hub::OUTCOME_CHANNEL_CAPACITY
-        + punctual::hub::BROADCAST_CHANNEL_CAPACITY
-        + c.queue as usize
-        + c.workers as usize;
+    let channels =
+        punctual::hub::OUTCOME_CHANNEL_CAPACITY + punctual::hub::BROADCAST_CHANNEL_CAPACITY;
+    let queued = (c.queue + c.workers) as f64 * c.max_body as f64;
+    let pages = (punctual::http::MAX_PAGES_IN_FLIGHT * punctual::http::MAX_PAGE_BYTES) as f64;
     let clients = punctual::limits::DEFAULT_MAX_CLIENTS as f64;
-    let log = c.history as usize + punctual::delivery::LOG_SLACK;
-    let needed =
-        (log as f64 * MESSAGE + channels as f64 * MESSAGE + clients * PER_CLIENT) / MIB + BASE_MIB;
+    let needed = (c.history_bytes as f64
+        + queued
+        + channels as f64 * MESSAGE
+        + pages
+        + clients * PER_CLIENT)
+        / MIB
+        + BASE_MIB;
 
     let unit = shipped("punctual.service");
     let documented: f64 = unit

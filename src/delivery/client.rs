@@ -29,8 +29,10 @@ use crate::faults::{Faults, Role};
 use crate::hub::{Broadcast, Kind};
 use crate::stats::Gauges;
 
-/// Messages the slow path copies out of the log per lock.
+/// Messages the slow path copies out of the log per lock, and the most bytes
+/// of them: a slow client pins little of what the log has forgotten.
 const CATCH_UP_CHUNK: usize = 256;
+const CATCH_UP_CHUNK_BYTES: usize = 256 * 1024;
 
 /// How a client's bytes reach its socket.
 pub trait Sink: Send {
@@ -342,7 +344,7 @@ impl Client {
         let mut chunk = Vec::with_capacity(CATCH_UP_CHUNK);
         loop {
             let from = self.lock().next;
-            match log.read(from, CATCH_UP_CHUNK, &mut chunk) {
+            match log.read(from, CATCH_UP_CHUNK, CATCH_UP_CHUNK_BYTES, &mut chunk) {
                 Read::Messages(_) => {
                     // No lock the fan-out takes is held across these blocking
                     // writes: while the client is slow only this thread moves

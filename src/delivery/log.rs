@@ -6,8 +6,8 @@
 //! opens with (`hello`, then `reset` and `gap` when needed).
 //!
 //! Written only by the fan-out thread ([`Log::append`]); read by every
-//! client's cursor and by `GET /api/events`. A full ring forgets its oldest
-//! message: the writer never waits on a reader.
+//! client's cursor and by `GET /api/events`. A full ring (in messages or in
+//! bytes) forgets its oldest message: the writer never waits on a reader.
 //!
 //! Must not know: clients, sockets, deadlines.
 
@@ -88,6 +88,9 @@ pub struct Log {
     epoch: Epoch,
     ring: Mutex<Ring>,
     capacity: usize,
+    /// Most bytes of JSON the ring holds (`--history-bytes`): big payloads
+    /// shorten the history instead of growing the daemon.
+    max_bytes: usize,
     /// Outcomes kept for replay (`--history`); the ring may hold more.
     history: usize,
 }
@@ -99,6 +102,8 @@ struct Ring {
     first: u64,
     /// The last `seq` handed out.
     newest: u64,
+    /// Bytes of JSON in `messages`.
+    bytes: usize,
 }
 
 impl Ring {
@@ -110,6 +115,13 @@ impl Ring {
     /// (seqs never decrease along the log; stats carry the last outcome's).
     fn position_after(&self, seq: u64) -> u64 {
         self.first + self.messages.partition_point(|m| m.seq <= seq) as u64
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some(oldest) = self.messages.pop_front() {
+            self.bytes -= oldest.json.len();
+            self.first += 1;
+        }
     }
 
     /// The `seq` of the oldest outcome a replay may still serve.
@@ -125,12 +137,14 @@ impl Ring {
 }
 
 impl Log {
-    /// A log of the run `epoch` that keeps `history` outcomes for replay.
-    pub fn new(history: usize, epoch: Epoch) -> Self {
+    /// A log of the run `epoch` that keeps `history` outcomes for replay,
+    /// in at most `max_bytes` of JSON (the newest message is always kept).
+    pub fn new(history: usize, max_bytes: usize, epoch: Epoch) -> Self {
         Log {
             epoch,
             ring: Mutex::new(Ring::default()),
             capacity: history + LOG_SLACK,
+            max_bytes,
             history,
         }
     }
@@ -148,10 +162,13 @@ impl Log {
             if message.kind == Kind::Event {
                 ring.newest = message.seq;
             }
-            if ring.messages.len() == self.capacity {
-                ring.messages.pop_front();
-                ring.first += 1;
+            while !ring.messages.is_empty()
+                && (ring.messages.len() == self.capacity
+                    || ring.bytes + message.json.len() > self.max_bytes)
+            {
+                ring.forget_oldest();
             }
+            ring.bytes += message.json.len();
             ring.messages.push_back(message.clone());
         }
         start
@@ -167,8 +184,9 @@ impl Log {
         self.lock().newest
     }
 
-    /// Copies up to `max` messages from position `from` on into `into`.
-    pub fn read(&self, from: u64, max: usize, into: &mut Vec<Broadcast>) -> Read {
+    /// Copies up to `max` messages from position `from` on into `into`,
+    /// stopping once they come to `max_bytes` (at least one is copied).
+    pub fn read(&self, from: u64, max: usize, max_bytes: usize, into: &mut Vec<Broadcast>) -> Read {
         let ring = self.lock();
         if from < ring.first {
             let oldest_seq = ring
@@ -186,7 +204,7 @@ impl Log {
             return Read::CaughtUp;
         }
         let before = into.len();
-        into.extend(ring.messages.iter().skip(skip).take(max).cloned());
+        into.extend(within_bytes(ring.messages.iter().skip(skip).take(max), max_bytes).cloned());
         Read::Messages(from + (into.len() - before) as u64)
     }
 
@@ -244,7 +262,8 @@ impl Log {
         start
     }
 
-    /// Up to `limit` retained outcomes after `position`, for `GET /api/events`.
+    /// Up to `limit` retained outcomes after `position`, for `GET /api/events`,
+    /// stopping once they come to `max_bytes` (at least one is given).
     ///
     /// A position names its run by epoch; one from another run is answered
     /// with a [`Reset`] and this run from its start, never with the outcomes
@@ -252,7 +271,7 @@ impl Log {
     /// without an epoch cannot be checked and is taken to be from this run,
     /// unless its `seq` is beyond the newest one handed out: that can only
     /// come from an earlier run.
-    pub fn after(&self, position: &Position, limit: usize) -> Replay {
+    pub fn after(&self, position: &Position, limit: usize, max_bytes: usize) -> Replay {
         let ring = self.lock();
         let mut replay = self.replay_of(&ring, position);
         let since = if replay.reset.is_some() {
@@ -261,13 +280,12 @@ impl Log {
             position.seq
         };
         let oldest = ring.oldest_replayable(self.history);
-        replay.messages = ring
+        let outcomes = ring
             .messages
             .iter()
             .filter(|m| m.kind == Kind::Event && m.seq > since && m.seq >= oldest)
-            .take(limit)
-            .cloned()
-            .collect();
+            .take(limit);
+        replay.messages = within_bytes(outcomes, max_bytes).cloned().collect();
         replay
     }
 
@@ -293,6 +311,20 @@ impl Log {
     fn lock(&self) -> MutexGuard<'_, Ring> {
         self.ring.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// The first of `messages` whose JSON comes to at most `max_bytes`, and
+/// always the first one: a budget never stops a reader for good.
+fn within_bytes<'a>(
+    messages: impl Iterator<Item = &'a Broadcast>,
+    max_bytes: usize,
+) -> impl Iterator<Item = &'a Broadcast> {
+    let mut taken = 0usize;
+    messages.take_while(move |m| {
+        let first = taken == 0;
+        taken = taken.saturating_add(m.json.len().max(1));
+        first || taken <= max_bytes
+    })
 }
 
 /// The first message of every stream: which run this is, and the newest
@@ -346,7 +378,7 @@ mod tests {
     const RUN: &str = "00000000000000aa";
 
     fn log_with(history: usize, outcomes: u64) -> Log {
-        let log = Log::new(history, Epoch::parse(RUN).expect("valid epoch"));
+        let log = Log::new(history, usize::MAX, Epoch::parse(RUN).expect("valid epoch"));
         let batch: Vec<_> = (1..=outcomes).map(event).collect();
         log.append(&batch);
         log
@@ -361,7 +393,7 @@ mod tests {
 
     fn seqs_from(log: &Log, start: &Start) -> Vec<u64> {
         let mut got = Vec::new();
-        log.read(start.position, usize::MAX, &mut got);
+        log.read(start.position, usize::MAX, usize::MAX, &mut got);
         got.iter().map(|m| m.seq).collect()
     }
 
@@ -391,6 +423,7 @@ mod tests {
                 seq: 3,
             },
             usize::MAX,
+            usize::MAX,
         );
         assert_eq!(replay.gap, Some((4, 15)));
         assert_eq!(replay.messages.len(), 5);
@@ -411,8 +444,12 @@ mod tests {
     #[test]
     fn a_seq_without_an_epoch_is_trusted_unless_this_run_never_reached_it() {
         let log = log_with(100, 10);
-        assert!(log.after(&since_position(None, 5), 100).reset.is_none());
-        let beyond = log.after(&since_position(None, 50), 100);
+        assert!(
+            log.after(&since_position(None, 5), 100, usize::MAX)
+                .reset
+                .is_none()
+        );
+        let beyond = log.after(&since_position(None, 50), 100, usize::MAX);
         assert_eq!(beyond.reset, Some(Reset { previous: None }));
         assert_eq!(beyond.messages.len(), 10);
     }
@@ -435,19 +472,47 @@ mod tests {
 
     #[test]
     fn a_full_log_forgets_its_oldest_and_a_cursor_behind_it_is_told() {
-        let log = Log::new(0, Epoch::parse(RUN).expect("valid"));
+        let log = Log::new(0, usize::MAX, Epoch::parse(RUN).expect("valid"));
         let batch: Vec<_> = (1..=(LOG_SLACK as u64 + 10)).map(event).collect();
         log.append(&batch);
         let mut got = Vec::new();
         assert_eq!(
-            log.read(0, 10, &mut got),
+            log.read(0, 10, usize::MAX, &mut got),
             Read::Behind {
                 oldest: 10,
                 oldest_seq: 11
             }
         );
         assert!(got.is_empty());
-        assert_eq!(log.read(log.head(), 10, &mut got), Read::CaughtUp);
+        assert_eq!(
+            log.read(log.head(), 10, usize::MAX, &mut got),
+            Read::CaughtUp
+        );
+    }
+
+    #[test]
+    fn the_log_holds_at_most_its_bytes_and_reads_stop_at_theirs() {
+        let log = Log::new(100, 40, Epoch::parse(RUN).expect("valid"));
+        // Each message is 9 or 10 bytes: four fit in 40.
+        let batch: Vec<_> = (1..=20).map(event).collect();
+        log.append(&batch);
+        let mut got = Vec::new();
+        assert_eq!(log.read(16, 100, usize::MAX, &mut got), Read::Messages(20));
+        assert!(matches!(
+            log.read(0, 10, usize::MAX, &mut got),
+            Read::Behind { oldest: 16, .. }
+        ));
+        got.clear();
+        assert_eq!(log.read(16, 100, 25, &mut got), Read::Messages(18));
+        got.clear();
+        assert_eq!(
+            log.read(16, 100, 1, &mut got),
+            Read::Messages(17),
+            "one message at least"
+        );
+        let page = log.after(&since_position(None, 0), 100, 25);
+        assert_eq!(page.messages.len(), 2);
+        assert_eq!(page.gap, Some((1, 16)));
     }
 
     #[test]
@@ -456,7 +521,11 @@ mod tests {
         let start = log.start(&since(Some(RUN), 2));
         assert_eq!(kinds(&start), [Kind::Hello, Kind::Gap]);
         assert_eq!(start.position, log.head());
-        assert!(log.after(&since_position(None, 0), 100).messages.is_empty());
+        assert!(
+            log.after(&since_position(None, 0), 100, usize::MAX)
+                .messages
+                .is_empty()
+        );
     }
 
     #[test]

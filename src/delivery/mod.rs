@@ -50,6 +50,21 @@ const CLIENT_STACK: usize = 128 * 1024;
 /// thread — within this many bytes.
 pub const CLIENT_SEND_BUFFER: usize = 128 * 1024;
 
+/// Most bytes a client's sink buffers while its socket does not take them;
+/// past it the fast path leaves the rest to the client's own thread.
+///
+/// A message larger than this (a big webhook's outcome: up to `--max-body`)
+/// is never copied into a client's buffer. The fast path leaves it to the
+/// client's own thread, which writes it blocking straight from the shared
+/// log, so a client costs the same whatever producers send, and a message
+/// that one client cannot take is that client's failure alone.
+const MAX_BUFFERED: usize = 64 * 1024;
+
+/// Whether `message` is written around the sink's buffer (see [`MAX_BUFFERED`]).
+fn is_large(message: &Broadcast) -> bool {
+    message.json.len() > MAX_BUFFERED
+}
+
 fn bound_send_buffer(socket: &std::net::TcpStream) {
     if let Err(e) = socket2::SockRef::from(socket).set_send_buffer_size(CLIENT_SEND_BUFFER) {
         ::log::debug!("could not bound a client's send buffer: {e}");

@@ -13,16 +13,12 @@ use std::net::TcpStream;
 
 use tiny_http::ConnectionSlot;
 
-use super::Sink;
+use super::{MAX_BUFFERED, Sink, is_large};
 use crate::epoch::Epoch;
 use crate::hub::{Broadcast, Kind};
 
 /// How long a browser's `EventSource` waits before reconnecting, in ms.
 const RETRY_MS: u64 = 2000;
-
-/// Most bytes a stream buffers while its socket does not take them; past it
-/// the fast path leaves the rest to the client's own thread.
-const MAX_BUFFERED: usize = 64 * 1024;
 
 /// The response head and the reconnect hint that open every stream. A page
 /// of another site admitted by `--allowed-origin` needs `cors_origin` named in
@@ -116,6 +112,17 @@ fn write_data(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
 
 impl Sink for SseSink {
     fn write_message(&mut self, message: &Broadcast) -> io::Result<()> {
+        if is_large(message) {
+            // Not copied into this stream's buffer: on the fast path it is
+            // left to the client's own thread, which writes it straight to
+            // the socket after what is pending.
+            if !self.blocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            self.flush()?;
+            return frame(&mut self.socket, &self.epoch, message)
+                .map_err(|e| super::ws::timed_out_if_blocking(e, true));
+        }
         if self.pending.len() >= MAX_BUFFERED {
             return Err(io::ErrorKind::WouldBlock.into());
         }

@@ -1,20 +1,21 @@
 //! WebSocket transport: the handshake answer and the [`Sink`] over an
 //! upgraded connection. The peer is never read: dashboards only listen.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::TcpStream;
 
 use tiny_http::ConnectionSlot;
-use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes, WebSocket};
 
-use super::Sink;
+use super::{MAX_BUFFERED, Sink, is_large};
 use crate::hub::Broadcast;
 
-/// Most bytes a client's WebSocket buffers while its socket does not take
-/// them; past it the fast path leaves the rest to the client's own thread.
-const MAX_BUFFERED: usize = 64 * 1024;
+/// Most bytes of a WebSocket frame's head (RFC 6455 §5.2: 2, plus 8 for a
+/// 64-bit length, plus 4 for a mask a server never sends).
+const MAX_FRAME_HEAD: usize = 14;
 
 /// Buffers sized for a peer we only write to: a tiny read buffer (we never
 /// read), and a write buffer that gathers a batch before it is flushed.
@@ -22,7 +23,10 @@ fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(256)
         .write_buffer_size(16 * 1024)
-        .max_write_buffer_size(MAX_BUFFERED)
+        // Any message up to MAX_BUFFERED fits once the buffer has drained
+        // (tungstenite refuses a frame that would overfill it); larger ones
+        // are written around it (`write_large`).
+        .max_write_buffer_size(MAX_BUFFERED + MAX_FRAME_HEAD)
         .max_message_size(Some(64 * 1024))
         .max_frame_size(Some(64 * 1024))
 }
@@ -56,6 +60,27 @@ impl WsSink {
             _held: held,
         }
     }
+
+    /// Writes a message larger than the buffer as one text frame straight
+    /// to the socket (blocking), after what is buffered, so frames stay in
+    /// order. A time-out part-way leaves a torn frame: the error ends the
+    /// client, which is what a timed-out write does anyway.
+    fn write_large(&mut self, json: &[u8]) -> io::Result<()> {
+        self.flush()?;
+        let mut head = Vec::with_capacity(MAX_FRAME_HEAD);
+        let text = FrameHeader {
+            opcode: OpCode::Data(Data::Text),
+            ..FrameHeader::default()
+        };
+        text.format(json.len() as u64, &mut head)
+            .map_err(io_error)?;
+        let socket = self.socket.get_mut();
+        socket
+            .write_all(&head)
+            .and_then(|()| socket.write_all(json))
+            .and_then(|()| socket.flush())
+            .map_err(|e| timed_out_if_blocking(e, true))
+    }
 }
 
 /// A blocking write that would block has run out its send timeout
@@ -82,6 +107,13 @@ fn io_error(e: tungstenite::Error) -> io::Error {
 
 impl Sink for WsSink {
     fn write_message(&mut self, message: &Broadcast) -> io::Result<()> {
+        if is_large(message) {
+            // Not taken on the fast path: the client's own thread writes it.
+            if !self.blocking {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            return self.write_large(&message.json);
+        }
         // The hub serialised with serde_json, which only writes UTF-8.
         let text = Utf8Bytes::try_from(message.json.clone()).map_err(io::Error::other)?;
         match self.socket.write(Message::Text(text)) {

@@ -20,8 +20,11 @@
 //! Must not know: how verdicts are reached.
 
 mod assets;
+mod page;
 mod reply;
 mod routes;
+
+pub use page::{MAX_PAGE_BYTES, MAX_PAGES_IN_FLIGHT};
 
 pub use reply::{error, parse_json, query_param};
 
@@ -132,6 +135,8 @@ pub struct App {
     pub gauges: Arc<Gauges>,
     /// The pull-mode dispatcher that `/api/work` connects workers to (`--work pull` only).
     pub work: Option<Arc<crate::work::pull::Dispatcher>>,
+    /// Pages of `GET /api/events` being written.
+    pub pages: page::PageSlots,
 }
 
 /// Starts the front on `listener`: tiny_http's accept thread, which starts a

@@ -10,6 +10,7 @@ use tiny_http::{Method, Request, Response, StatusCode};
 
 use super::App;
 use super::assets::{static_file, static_name};
+use super::page::{MAX_PAGE_BYTES, MAX_PAGE_OUTCOMES, Page};
 use super::reply::{
     Reply, body, error, has_token, header, header_value, json, method_not_allowed, parse_json,
     read_body, respond, status_json,
@@ -50,7 +51,7 @@ pub(super) fn route(app: &App, mut request: Request) {
         },
         ("/api/config", Method::Get) => json(200, app.settings().to_string().into_bytes()),
         ("/api/config", Method::Put) => change_settings(app, &mut request),
-        ("/api/events", Method::Get) => recent_events(app, &request),
+        ("/api/events", Method::Get) => return recent_events(app, request),
         ("/api/events", Method::Post) => ingest(app, &mut request),
         (p, Method::Post) if p.starts_with(WEBHOOK_PREFIX) => {
             webhook(app, &mut request, &p[WEBHOOK_PREFIX.len()..])
@@ -307,41 +308,47 @@ fn join(
 }
 
 /// `GET /api/events?since=SEQ&epoch=E&limit=N`: retained outcomes after SEQ,
-/// oldest first. `X-Punctual-Epoch` names this run; a position from another
-/// run is answered from this run's start with `X-Punctual-Reset: <the epoch
-/// given, or none>`. Outcomes no longer retained are named in
-/// `X-Punctual-Gap: FROM-TO`.
-fn recent_events(app: &App, request: &Request) -> Reply {
+/// oldest first, at most [`MAX_PAGE_OUTCOMES`] and [`MAX_PAGE_BYTES`] of
+/// them (a client pages on with `since=` the last `seq` it got).
+/// `X-Punctual-Epoch` names this run; a position from another run is
+/// answered from this run's start with `X-Punctual-Reset: <the epoch given,
+/// or none>`. Outcomes no longer retained are named in
+/// `X-Punctual-Gap: FROM-TO`. The page is written from the log's own
+/// buffers as the client reads it, never built whole first.
+fn recent_events(app: &App, request: Request) {
     let (since, limit, epoch) = match query::events_page(request.url()) {
         Ok(page) => page,
-        Err(e) => return error(400, &e),
+        Err(e) => return respond(request, error(400, &e)),
     };
-    let replay = app.log.after(&Position { epoch, seq: since }, limit);
-    let mut body = Vec::with_capacity(
-        replay
-            .messages
-            .iter()
-            .map(|m| m.json.len() + 1)
-            .sum::<usize>()
-            + 2,
-    );
-    body.push(b'[');
-    for (i, message) in replay.messages.iter().enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(&message.json);
-    }
-    body.push(b']');
-    let mut reply =
-        json(200, body).with_header(header("X-Punctual-Epoch", app.log.epoch().as_str()));
+    let Some(slot) = app.pages.take() else {
+        let busy = error(
+            503,
+            "too many pages of /api/events being written; retry in a second",
+        )
+        .with_header(header("Retry-After", "1"));
+        return respond(request, busy);
+    };
+    let position = Position { epoch, seq: since };
+    let replay = app
+        .log
+        .after(&position, limit.min(MAX_PAGE_OUTCOMES), MAX_PAGE_BYTES);
+    let mut headers = vec![
+        header("Content-Type", "application/json"),
+        header("Cache-Control", "no-store"),
+        header("X-Punctual-Epoch", app.log.epoch().as_str()),
+    ];
     if let Some(reset) = &replay.reset {
         let previous = reset.previous.as_ref().map_or("none", Epoch::as_str);
-        reply = reply.with_header(header("X-Punctual-Reset", previous));
+        headers.push(header("X-Punctual-Reset", previous));
     }
-    match replay.gap {
-        Some((from, to)) => reply.with_header(header("X-Punctual-Gap", &format!("{from}-{to}"))),
-        None => reply,
+    if let Some((from, to)) = replay.gap {
+        headers.push(header("X-Punctual-Gap", &format!("{from}-{to}")));
+    }
+    let page = Page::new(replay.messages, slot);
+    let length = page.len();
+    let reply = Response::new(StatusCode(200), headers, page, Some(length), None);
+    if let Err(e) = request.respond(reply) {
+        log::debug!("could not send a page of /api/events: {e}");
     }
 }
 
@@ -350,7 +357,8 @@ const WEBHOOK_PREFIX: &str = "/api/webhook/";
 
 /// `POST /api/webhook/<producer>?deadlineMs=&workMs=`: any JSON body is one
 /// event from `producer`, its payload. The rules of `POST /api/events` apply
-/// (`Host`, `Origin`, token, `--max-body`); the payload may be up to 64 KiB.
+/// (`Host`, `Origin`, token, `--max-body`); the payload may take all of
+/// `--max-body` but the room of the outcome's other fields.
 fn webhook(app: &App, request: &mut Request, producer: &str) -> Reply {
     if let Err(refusal) = app.admit_mutation(request) {
         return refusal;
@@ -375,6 +383,7 @@ fn webhook(app: &App, request: &mut Request, producer: &str) -> Reply {
         Instant::now(),
         &app.clock,
         app.knobs.deadline(),
+        app.config.max_body,
     );
     match parsed {
         Ok(event) => enter(app, vec![event]),
