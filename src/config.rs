@@ -132,8 +132,8 @@ pub struct Config {
     pub max_clients: Option<u32>,
 
     /// Most open connections at once, clients included; more are answered 503 with
-    /// Retry-After. Default: what the open-file limit allows after a reserve of 256,
-    /// at most 11024.
+    /// Retry-After. Default: what the open-file limit allows after a reserve of an
+    /// eighth of it (32 to 256), at most 11024.
     #[arg(long, env = "PUNCTUAL_MAX_CONNECTIONS",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_connections: Option<u32>,

@@ -3,7 +3,10 @@
 //! Owns no thread and no channel. Every connection — a plain HTTP one, or a
 //! WebSocket or SSE client after its upgrade — holds one descriptor. The soft
 //! limit is raised to the hard limit at start; the default caps follow from
-//! it, keeping a reserve for the listener, logs, probes and static files. An
+//! it, keeping a reserve for the listener, logs, probes and static files that
+//! scales with the limit (an eighth of it, 32 to 256). A limit that leaves
+//! fewer than [`MIN_CONNECTIONS`] is refused: the daemon could only answer
+//! 503. One that lowers the default caps is warned about once. An
 //! operator's explicit cap is kept even when the limit cannot honour it (the
 //! front survives running out: it backs off and keeps accepting), but it is
 //! warned about once at start.
@@ -15,8 +18,17 @@ pub const FDS_PER_CONNECTION: u64 = 1;
 /// speaks HTTP, its writer thread once it is a WebSocket or SSE client.
 pub const THREADS_PER_CONNECTION: u64 = 1;
 
-/// Descriptors kept back for the listener, logs, probes and static files.
+/// Most descriptors kept back for the listener, logs, probes, the work
+/// endpoint's connections and static files.
 pub const FD_RESERVE: u64 = 256;
+
+/// Fewest descriptors kept back, however low the limit: the listener, the
+/// standard streams, the journal, the self-probe and a few files.
+pub const MIN_FD_RESERVE: u64 = 32;
+
+/// Fewest connections worth starting for: a dashboard, the self-probe, a
+/// producer and a few requests besides.
+pub const MIN_CONNECTIONS: u64 = 16;
 
 /// Default cap on open connections when the descriptor limit allows more:
 /// the default client cap and room for plain HTTP beside it.
@@ -35,8 +47,9 @@ pub struct Caps {
 }
 
 /// Raises the soft descriptor limit as far as allowed and derives the caps
-/// from it, with the operator's explicit values where given.
-pub fn caps(connections: Option<u32>, clients: Option<u32>) -> Caps {
+/// from it, with the operator's explicit values where given. `Err` names a
+/// limit too low to serve and how to raise it.
+pub fn caps(connections: Option<u32>, clients: Option<u32>) -> Result<Caps, String> {
     let limit = match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(limit) => limit,
         Err(e) => {
@@ -44,33 +57,52 @@ pub fn caps(connections: Option<u32>, clients: Option<u32>) -> Caps {
             1024
         }
     };
-    let (caps, warnings) = caps_for(limit, connections, clients);
+    let (caps, warnings) = caps_for(limit, connections, clients)?;
     for warning in warnings {
         log::warn!("{warning}");
     }
-    caps
+    Ok(caps)
 }
 
-/// The caps for descriptor limit `fd_limit`, and what to warn about.
+/// The caps for descriptor limit `fd_limit`, and what to warn about; `Err`
+/// when the limit leaves too few connections to serve.
 pub fn caps_for(
     fd_limit: u64,
     connections: Option<u32>,
     clients: Option<u32>,
-) -> (Caps, Vec<String>) {
+) -> Result<(Caps, Vec<String>), String> {
     let allowed = allowed_connections(fd_limit);
+    let reserve = fd_reserve(fd_limit);
+    if allowed < MIN_CONNECTIONS {
+        return Err(format!(
+            "the open-file limit {fd_limit} leaves {allowed} connections after {reserve} \
+             descriptors kept back; at least {MIN_CONNECTIONS} are needed to serve: raise \
+             `ulimit -n` (or LimitNOFILE= in the unit) to {} or more",
+            MIN_CONNECTIONS + MIN_FD_RESERVE * 2
+        ));
+    }
     let mut warnings = Vec::new();
     let connections = match connections.map(u64::from) {
         Some(asked) => {
             if asked > allowed {
                 warnings.push(format!(
                     "--max-connections {asked} is more than the open-file limit {fd_limit} allows \
-                     ({allowed} after {FD_RESERVE} kept back): when descriptors run out, new \
+                     ({allowed} after {reserve} kept back): when descriptors run out, new \
                      connections wait; raise LimitNOFILE / ulimit -n"
                 ));
             }
             asked
         }
-        None => allowed.min(DEFAULT_MAX_CONNECTIONS),
+        None => {
+            if allowed < DEFAULT_MAX_CONNECTIONS {
+                warnings.push(format!(
+                    "the open-file limit {fd_limit} allows {allowed} connections ({reserve} \
+                     descriptors kept back), fewer than the default {DEFAULT_MAX_CONNECTIONS}: \
+                     serving at most {allowed}; raise LimitNOFILE / ulimit -n for more"
+                ));
+            }
+            allowed.min(DEFAULT_MAX_CONNECTIONS)
+        }
     };
     let clients = match clients.map(u64::from) {
         Some(asked) if asked > connections => {
@@ -87,12 +119,19 @@ pub fn caps_for(
         connections: usize::try_from(connections).unwrap_or(usize::MAX),
         clients: usize::try_from(clients).unwrap_or(usize::MAX),
     };
-    (caps, warnings)
+    Ok((caps, warnings))
+}
+
+/// Descriptors kept back under `fd_limit`: an eighth of it, from
+/// [`MIN_FD_RESERVE`] to [`FD_RESERVE`], so a fixed reserve never takes
+/// the whole of a low limit.
+pub fn fd_reserve(fd_limit: u64) -> u64 {
+    (fd_limit / 8).clamp(MIN_FD_RESERVE, FD_RESERVE)
 }
 
 /// Connections that fit in `fd_limit` descriptors after the reserve.
 pub fn allowed_connections(fd_limit: u64) -> u64 {
-    fd_limit.saturating_sub(FD_RESERVE) / FDS_PER_CONNECTION
+    fd_limit.saturating_sub(fd_reserve(fd_limit)) / FDS_PER_CONNECTION
 }
 
 #[cfg(test)]
@@ -100,30 +139,42 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cap_leaves_the_reserve_free() {
-        assert_eq!(allowed_connections(1024), 768);
-        assert_eq!(allowed_connections(100), 0);
+    fn the_reserve_scales_with_the_limit() {
+        assert_eq!(allowed_connections(65_536), 65_280);
+        assert_eq!(allowed_connections(1024), 896);
+        assert_eq!(allowed_connections(256), 224);
+        assert_eq!(allowed_connections(100), 68);
+        assert_eq!(allowed_connections(40), 8);
     }
 
     #[test]
-    fn default_caps_follow_the_descriptor_limit_without_a_warning() {
-        let (caps, warnings) = caps_for(300, None, None);
+    fn default_caps_follow_the_descriptor_limit_and_a_low_one_is_warned_about() {
+        let (caps, warnings) = caps_for(65_536, None, None).expect("serves");
+        assert_eq!((caps.connections, caps.clients), (11_024, 10_000));
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let (caps, warnings) = caps_for(300, None, None).expect("serves");
         assert_eq!(
             caps,
             Caps {
-                connections: 44,
-                clients: 44
+                connections: 263,
+                clients: 263
             }
         );
-        assert!(warnings.is_empty(), "{warnings:?}");
-        let (caps, warnings) = caps_for(65_536, None, None);
-        assert_eq!((caps.connections, caps.clients), (11_024, 10_000));
-        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("LimitNOFILE"), "{warnings:?}");
+    }
+
+    #[test]
+    fn a_limit_too_low_to_serve_is_refused_naming_the_fix() {
+        let refusal = caps_for(40, None, None).expect_err("too low");
+        assert!(refusal.contains("ulimit -n"), "{refusal}");
+        assert!(refusal.contains("LimitNOFILE"), "{refusal}");
+        assert!(caps_for(48, None, None).is_ok());
     }
 
     #[test]
     fn an_explicit_cap_beyond_the_limit_is_kept_and_warned_about() {
-        let (caps, warnings) = caps_for(300, Some(1000), None);
+        let (caps, warnings) = caps_for(300, Some(1000), None).expect("serves");
         assert_eq!(caps.connections, 1000);
         assert_eq!(caps.clients, 1000);
         assert_eq!(warnings.len(), 1);
@@ -135,7 +186,7 @@ mod tests {
 
     #[test]
     fn clients_cannot_outnumber_connections() {
-        let (caps, warnings) = caps_for(65_536, Some(100), Some(500));
+        let (caps, warnings) = caps_for(65_536, Some(100), Some(500)).expect("serves");
         assert_eq!(caps.clients, 100);
         assert!(warnings[0].contains("--max-clients 500"), "{warnings:?}");
     }

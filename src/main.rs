@@ -13,7 +13,9 @@ fn main() {
         Ok(server) => server,
         Err(e) => {
             log::error!("{e}");
-            std::process::exit(1);
+            // A setting or limit the operator must change is a usage error.
+            let usage = e.kind() == std::io::ErrorKind::InvalidInput;
+            std::process::exit(if usage { 2 } else { 1 });
         }
     };
     if let Err(e) = service::handle_signals(server.stopper()) {

@@ -99,14 +99,17 @@ impl Monitor {
 
 impl Server {
     /// Binds the listener, starts every stage, and returns once the daemon is
-    /// serving. Fails only when the address cannot be bound or a thread cannot
-    /// be started.
+    /// serving. Fails when the address cannot be bound, a thread cannot be
+    /// started, or the open-file limit is too low to serve (`InvalidInput`).
     pub fn start(config: Config) -> io::Result<Server> {
         let listener = http::bind(&config).map_err(|e| {
             io::Error::new(e.kind(), format!("cannot listen on {}: {e}", config.listen))
         })?;
         let addr = listener.local_addr()?;
-        let caps = limits::caps(config.max_connections, config.max_clients);
+        // A limit too low to serve is the operator's to fix: InvalidInput,
+        // which the binary exits with as a usage error (status 2).
+        let caps = limits::caps(config.max_connections, config.max_clients)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
 
         let clock = WallClock::new();
         let knobs = Arc::new(Knobs::new(&config));

@@ -467,3 +467,51 @@ fn running_out_of_descriptors_is_survived_without_losing_clients() {
     daemon.signal("TERM");
     assert!(daemon.wait_for_exit(Duration::from_secs(5)).success());
 }
+
+#[test]
+fn a_low_descriptor_limit_is_served_with_one_warning_and_its_caps_scaled() {
+    for (limit, connections) in [(256, 224), (512, 448), (1024, 896)] {
+        let daemon = Daemon::spawn_with_fd_limit(limit, &["--rate", "0"]);
+        let warnings: Vec<_> = daemon
+            .startup
+            .iter()
+            .filter(|l| l.contains("WARN"))
+            .collect();
+        assert_eq!(warnings.len(), 1, "ulimit -n {limit}: {:?}", daemon.startup);
+        assert!(warnings[0].contains("LimitNOFILE"), "{warnings:?}");
+        assert_eq!(status_of(daemon.addr, &get("/healthz")), Some(200));
+        let (status, config) = common::get_json(daemon.addr, "/api/config");
+        assert_eq!(status, 200);
+        assert_eq!(config["maxConnections"], connections, "ulimit -n {limit}");
+        assert_eq!(config["maxClients"], connections, "ulimit -n {limit}");
+        let mut client = connect(daemon.addr, "/ws");
+        let posted = common::post_events(daemon.addr, "application/json", b"{}");
+        assert_eq!(posted.status, 202, "ulimit -n {limit}");
+        assert_eq!(
+            common::events(&mut client, 1, Duration::from_secs(5)).len(),
+            1
+        );
+    }
+}
+
+#[test]
+fn a_descriptor_limit_too_low_to_serve_exits_with_status_2_naming_the_fix() {
+    let output = std::process::Command::new("bash")
+        .args([
+            "-c",
+            "ulimit -n 40 && exec \"$0\" --listen 127.0.0.1:0 --rate 0",
+            env!("CARGO_BIN_EXE_punctual"),
+        ])
+        .env("RUST_LOG", "info")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("NOTIFY_SOCKET")
+        .output()
+        .expect("run punctual");
+    let log = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{log}");
+    assert!(
+        log.contains("ulimit -n") && log.contains("LimitNOFILE"),
+        "{log}"
+    );
+    assert!(!log.contains("serving http://"), "{log}");
+}

@@ -513,7 +513,7 @@ fn unit_number(unit: &str, key: &str) -> u64 {
 fn unit_limits_leave_room_for_the_default_caps() {
     let unit = shipped("punctual.service");
     let nofile = unit_number(&unit, "LimitNOFILE");
-    let (caps, warnings) = punctual::limits::caps_for(nofile, None, None);
+    let (caps, warnings) = punctual::limits::caps_for(nofile, None, None).expect("serves");
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(
         caps.connections as u64,
