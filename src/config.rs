@@ -182,7 +182,7 @@ pub struct Config {
     pub write_timeout: u64,
 
     /// Bearer token required by every mutating endpoint (unset: no authentication;
-    /// an empty value is refused).
+    /// one under 16 bytes is refused).
     #[arg(long, env = "PUNCTUAL_TOKEN", hide_env_values = true, value_parser = parse_token)]
     #[serde(skip)]
     pub token: Option<String>,
@@ -228,9 +228,13 @@ fn parse_work_url(value: &str) -> Result<String, String> {
     Ok(value.to_owned())
 }
 
-/// The token must say something: an empty one would leave every mutating
-/// endpoint open while the operator believes it is protected. Surrounding
-/// whitespace is dropped (an `Authorization` header cannot carry it).
+/// Fewest bytes a token may have: a short one is guessed by trying.
+pub const MIN_TOKEN_BYTES: usize = 16;
+
+/// The token must be a secret: an empty or short one would leave every
+/// mutating endpoint open (or guessable) while the operator believes it is
+/// protected. Surrounding whitespace is dropped (an `Authorization` header
+/// cannot carry it).
 fn parse_token(value: &str) -> Result<String, String> {
     match value.trim() {
         "" => Err(
@@ -238,6 +242,11 @@ fn parse_token(value: &str) -> Result<String, String> {
                    PUNCTUAL_TOKEN / --token to a secret, or remove it to run without a token"
                 .into(),
         ),
+        token if token.len() < MIN_TOKEN_BYTES => Err(format!(
+            "a token of {} bytes is too easily guessed: use at least {MIN_TOKEN_BYTES}, \
+             such as the output of `openssl rand -hex 16`",
+            token.len()
+        )),
         token => Ok(token.to_owned()),
     }
 }
@@ -517,14 +526,14 @@ mod tests {
         let args = [
             "punctual",
             "--token",
-            " s3cret\n",
+            " s3cret-s3cret-s3cret\n",
             "--allowed-origin",
             "http://localhost:5173,https://a.example",
             "--allowed-origin",
             "*",
         ];
         let config = Config::try_from_env_and_args(args).expect("valid");
-        assert_eq!(config.token.as_deref(), Some("s3cret"));
+        assert_eq!(config.token.as_deref(), Some("s3cret-s3cret-s3cret"));
         let origins: Vec<String> = config
             .allowed_origins
             .iter()

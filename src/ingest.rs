@@ -94,6 +94,35 @@ pub fn format_of(content_type: Option<&str>) -> Result<Format, Refusal> {
     }
 }
 
+/// What a webhook's `Content-Type` says its body is: JSON (`application/json`
+/// or any `…+json` type, such as CloudEvents') or a form. Anything else is
+/// refused 415, a missing type included: a page of any site can post
+/// `text/plain` without a CORS preflight, so that type must not forge an event.
+pub fn webhook_format(content_type: Option<&str>) -> Result<Format, Refusal> {
+    let media = content_type
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let is_json = media == "application/json"
+        || media
+            .split_once('/')
+            .is_some_and(|(_, subtype)| subtype.ends_with("+json"));
+    match media.as_str() {
+        _ if is_json => Ok(Format::Json),
+        "application/x-www-form-urlencoded" => Ok(Format::Form),
+        other => Err(refuse(
+            415,
+            format!(
+                "unsupported Content-Type {other:?} for a webhook: send application/json \
+                 (or a +json type) or application/x-www-form-urlencoded"
+            ),
+        )),
+    }
+}
+
 /// Parses and validates a whole batch; `now` and `clock` give the moment of
 /// receipt, `default_deadline` applies to items without `deadlineMs`.
 pub fn parse_batch(
@@ -222,7 +251,7 @@ fn add_field(fields: &mut serde_json::Map<String, serde_json::Value>, name: Stri
 #[allow(clippy::too_many_arguments)]
 pub fn parse_webhook(
     producer: &str,
-    format: Option<Format>,
+    format: Format,
     body: &[u8],
     query: (Option<f64>, Option<f64>),
     now: Instant,
@@ -231,7 +260,7 @@ pub fn parse_webhook(
     max_body: u64,
 ) -> Result<Event, Refusal> {
     let json: Box<RawValue> = match format {
-        Some(Format::Form) => {
+        Format::Form => {
             let payload = form_urlencoded::parse(body)
                 .find(|(name, _)| name == "payload")
                 .map(|(_, value)| value.into_owned())

@@ -18,7 +18,8 @@ fn priority(level: log::Level) -> &'static str {
 /// Installs the logger. Under journald (`JOURNAL_STREAM` set) lines carry no
 /// timestamp — the journal adds its own — and start with their syslog
 /// priority, so `journalctl -p warning` filters correctly. Elsewhere lines
-/// start with an RFC 3339 timestamp.
+/// start with an RFC 3339 timestamp. Either way a message is one line: the
+/// control characters in it are escaped ([`one_line`]).
 pub fn init() {
     let mut builder =
         env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
@@ -29,14 +30,42 @@ pub fn init() {
                 "{}{}: {}",
                 priority(record.level()),
                 record.target(),
-                record.args()
+                one_line(&record.args().to_string())
             )
         });
     } else {
-        builder.format_timestamp_millis();
+        builder.format(|out, record| {
+            writeln!(
+                out,
+                "[{} {:<5} {}] {}",
+                out.timestamp_millis(),
+                record.level(),
+                record.target(),
+                one_line(&record.args().to_string())
+            )
+        });
     }
     // A second init (tests) keeps the first logger.
     let _ = builder.try_init();
+}
+
+/// `message` with its control characters escaped (`\n`, `\u{1b}`, …).
+/// Log lines quote what peers sent (a remote worker's error, a header): a
+/// line break in it would start a line of the peer's choosing, such as a
+/// forged `<3>` priority that journald would read as an error.
+pub fn one_line(message: &str) -> std::borrow::Cow<'_, str> {
+    if !message.chars().any(char::is_control) {
+        return message.into();
+    }
+    let mut out = String::with_capacity(message.len() + 8);
+    for c in message.chars() {
+        if c.is_control() {
+            out.extend(c.escape_debug());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }
 
 /// Lets a repeated message through at most once per period.
@@ -72,6 +101,15 @@ impl RateLimit {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_message_is_one_line_whatever_a_peer_put_in_it() {
+        assert_eq!(one_line("plain é"), "plain é");
+        assert_eq!(
+            one_line("worker said: ok\n<3>forged\r\u{1b}[31m"),
+            "worker said: ok\\n<3>forged\\r\\u{1b}[31m"
+        );
+    }
 
     #[test]
     fn a_rate_limit_lets_one_message_through_per_period() {

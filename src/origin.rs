@@ -3,8 +3,10 @@
 //! Owns: parsing and matching of `Origin` and `Host` header values and of the
 //! `--allowed-origin` / `--allowed-host` settings. A page of another site may
 //! not open `/ws` or `/events` (browsers apply no CORS to WebSocket, so the
-//! server must refuse it), and a mutating request must name this daemon in
-//! its `Host` — a DNS-rebinding page reaches the port under its own name.
+//! server must refuse it), and every request but the health and metrics
+//! probes must name this daemon in its `Host` — a DNS-rebinding page reaches
+//! the port under its own name, and could read every payload. `*` opens
+//! reads to every site's pages, never changes.
 //!
 //! Pure functions of header values and settings: reads and writes no channel.
 //! Must not know: routes, sockets, tokens.
@@ -261,9 +263,41 @@ impl Rules<'_> {
         }
     }
 
-    /// A request's `Origin`, judged against its `Host`: none, the page's own
-    /// site (which must also be our host), or one of `--allowed-origin`.
+    /// A reading request's `Origin`, judged against its `Host`: none, the
+    /// page's own site (which must also be our host), or one of
+    /// `--allowed-origin`, `*` included.
     pub(crate) fn check_origin(
+        &self,
+        origin: Option<&str>,
+        host: Option<&str>,
+    ) -> Result<Admitted, String> {
+        if origin.is_some() && self.origins.contains(&AllowedOrigin::Any) {
+            return Ok(Admitted::Allowed("*".into()));
+        }
+        self.check_exact_origin(origin, host)
+    }
+
+    /// A changing request's `Origin`: as for a read, but `*` admits no page.
+    /// Any site's page may post a form (no CORS preflight stops it), so
+    /// opening changes to every site would let any page post events.
+    pub(crate) fn check_change_origin(
+        &self,
+        origin: Option<&str>,
+        host: Option<&str>,
+    ) -> Result<Admitted, String> {
+        self.check_exact_origin(origin, host).map_err(|e| {
+            if self.origins.contains(&AllowedOrigin::Any) {
+                format!(
+                    "{e} (--allowed-origin * lets other sites read, never change: name the site \
+                     itself to let it change state)"
+                )
+            } else {
+                e
+            }
+        })
+    }
+
+    fn check_exact_origin(
         &self,
         origin: Option<&str>,
         host: Option<&str>,
@@ -274,13 +308,10 @@ impl Rules<'_> {
         let parsed = Origin::parse(raw);
         let allowed = |o: &Origin| {
             self.origins.iter().any(|allowed| match allowed {
-                AllowedOrigin::Any => true,
+                AllowedOrigin::Any => false,
                 AllowedOrigin::Exactly(allowed) => allowed.same_as(o),
             })
         };
-        if self.origins.contains(&AllowedOrigin::Any) {
-            return Ok(Admitted::Allowed("*".into()));
-        }
         if let Some(o) = parsed.as_ref().filter(|o| allowed(o)) {
             return Ok(Admitted::Allowed(o.to_string()));
         }
@@ -462,6 +493,25 @@ mod tests {
             let admitted = r.check_origin(Some(o), Some("x"));
             assert_eq!(admitted, Ok(Admitted::Allowed("*".into())), "{o}");
         }
+    }
+
+    #[test]
+    fn a_star_opens_reads_but_no_change_to_other_sites() {
+        let allowed = [origin("*"), origin("https://ci.example")];
+        let r = rules("127.0.0.1:8080", &allowed, &[]);
+        let refused = r
+            .check_change_origin(Some("https://evil.example"), Some("127.0.0.1:8080"))
+            .expect_err("a star admits no change");
+        assert!(refused.contains("--allowed-origin"), "{refused}");
+        assert_eq!(
+            r.check_change_origin(Some("https://ci.example"), Some("127.0.0.1:8080")),
+            Ok(Admitted::Allowed("https://ci.example".into()))
+        );
+        assert_eq!(
+            r.check_change_origin(Some("http://127.0.0.1:8080"), Some("127.0.0.1:8080")),
+            Ok(Admitted::SameOrigin)
+        );
+        assert_eq!(r.check_change_origin(None, None), Ok(Admitted::NoOrigin));
     }
 
     #[test]

@@ -163,6 +163,12 @@ impl WorkQueue {
         state.by_deadline.remove(&(deadline_at, arrival));
         let event = state.by_arrival.remove(&arrival);
         self.queued.store(state.by_arrival.len(), Ordering::Release);
+        if state.closed && state.by_arrival.is_empty() {
+            // The expiry thread sleeps until the earliest deadline, which may
+            // be a minute away: the last event taken at shutdown ends it now,
+            // so the drain finishes and the final snapshot goes out.
+            self.expiry.notify_all();
+        }
         event
     }
 

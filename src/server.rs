@@ -212,6 +212,7 @@ impl Server {
                 _ => None,
             },
             pages: Default::default(),
+            refusals: Default::default(),
         });
         let mut producers = http::spawn(listener, app, stopped.clone())?;
         producers.push(generator::spawn(

@@ -226,3 +226,158 @@ fn an_allowed_host_may_change_settings() {
         serde_json::json!(["monitor.example"])
     );
 }
+
+#[test]
+fn a_dns_rebinding_page_reads_nothing_and_only_the_probes_answer_any_host() {
+    let server = start(|c| c.rate = 0);
+    let addr = server.local_addr();
+    let posted = common::post_events(addr, "application/json", br#"{"payload":{"secret":1}}"#);
+    assert_eq!(posted.status, 202);
+    let rebound = format!("rebind.evil:{}", addr.port());
+    for path in [
+        "/api/events?limit=3",
+        "/api/config",
+        "/api/stats",
+        "/",
+        "/app.js",
+        "/events",
+    ] {
+        let refused = http_as(addr, &rebound, "GET", path, &[], b"");
+        assert_eq!(refused.status, 403, "{path}: {refused:?}");
+        let why = error_text(&refused.json()).to_owned();
+        assert!(why.contains("--allowed-host rebind.evil"), "{path}: {why}");
+        assert!(
+            !String::from_utf8_lossy(&refused.body).contains("secret"),
+            "{path}"
+        );
+    }
+    let (status, refusal) = open_ws(addr, None, Some(&rebound)).expect_err("refused");
+    assert_eq!(status, 403);
+    assert!(error_text(&refusal).contains("--allowed-host"));
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let served = common::eventually(WAIT, || {
+            http_as(addr, &rebound, "GET", path, &[], b"").status == 200
+        });
+        assert!(served, "{path} answers any Host");
+    }
+}
+
+#[test]
+fn a_star_lets_every_site_read_but_no_site_change_anything() {
+    let server = start(|c| {
+        c.rate = 0;
+        c.allowed_origins = allow(&["*"]);
+    });
+    let addr = server.local_addr();
+    let other = [("Origin", "https://other.example")];
+    let read = http(addr, "GET", "/api/config", &other, b"");
+    assert_eq!(read.status, 200, "{read:?}");
+    assert_eq!(read.header("access-control-allow-origin"), Some("*"));
+    let page = http(addr, "GET", "/api/events?limit=1", &other, b"");
+    assert_eq!(page.status, 200, "{page:?}");
+    assert_eq!(page.header("access-control-allow-origin"), Some("*"));
+
+    let form = [
+        ("Origin", "https://other.example"),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    for (method, path) in [
+        ("POST", "/api/events"),
+        ("POST", "/api/webhook/ci"),
+        ("PUT", "/api/config"),
+    ] {
+        let refused = http(addr, method, path, &form, b"payload=%7B%7D&rate=5");
+        assert_eq!(refused.status, 403, "{method} {path}: {refused:?}");
+        assert!(
+            error_text(&refused.json()).contains("--allowed-origin"),
+            "{refused:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    let (_, stats) = get_json(addr, "/api/stats");
+    assert_eq!(stats["totals"]["ingested"], 0, "{stats}");
+    assert_eq!(get_json(addr, "/api/config").1["rate"], 0);
+}
+
+#[test]
+fn a_webhook_takes_json_or_a_form_and_nothing_a_plain_form_can_forge() {
+    let server = start(|c| c.rate = 0);
+    let addr = server.local_addr();
+    let post = |content_type: Option<&str>| {
+        let headers: Vec<_> = content_type
+            .map(|t| ("Content-Type", t))
+            .into_iter()
+            .collect();
+        http(addr, "POST", "/api/webhook/ci", &headers, br#"{"ok":true}"#)
+    };
+    for refused in [
+        Some("text/plain"),
+        None,
+        Some("application/x-ndjson"),
+        Some("multipart/form-data; boundary=x"),
+    ] {
+        let answer = post(refused);
+        assert_eq!(answer.status, 415, "{refused:?}: {answer:?}");
+        assert!(
+            error_text(&answer.json()).contains("application/json"),
+            "{answer:?}"
+        );
+    }
+    for accepted in [
+        "application/json",
+        "application/json; charset=utf-8",
+        "application/cloudevents+json",
+    ] {
+        assert_eq!(post(Some(accepted)).status, 202, "{accepted}");
+    }
+}
+
+#[test]
+fn a_refused_host_or_origin_is_logged_once_naming_the_flag_that_admits_it() {
+    let daemon = common::daemon::Daemon::spawn(&["--rate", "0"], &[]);
+    let addr = daemon.addr;
+    let rebound = format!("rebind.evil:{}", addr.port());
+    for _ in 0..3 {
+        assert_eq!(
+            http_as(addr, &rebound, "GET", "/api/stats", &[], b"").status,
+            403
+        );
+        let seed = [("Origin", "http://localhost:5173")];
+        let refused = open_ws_raw(addr, &seed);
+        assert_eq!(refused, 403);
+    }
+    // The log is read as it comes; both refusals are in it within seconds.
+    let mut warnings = Vec::new();
+    let both = common::eventually(Duration::from_secs(5), || {
+        warnings.extend(
+            daemon
+                .log_so_far()
+                .into_iter()
+                .filter(|l| l.contains("WARN")),
+        );
+        let count = |needle: &str| warnings.iter().filter(|l| l.contains(needle)).count();
+        count("--allowed-host rebind.evil") >= 1
+            && count("--allowed-origin http://localhost:5173") >= 1
+    });
+    assert!(both, "{warnings:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    warnings.extend(
+        daemon
+            .log_so_far()
+            .into_iter()
+            .filter(|l| l.contains("WARN")),
+    );
+    assert_eq!(warnings.len(), 2, "each refusal logged once: {warnings:?}");
+}
+
+/// The status of a `/ws` handshake sent with `headers`.
+fn open_ws_raw(addr: SocketAddr, headers: &[(&str, &str)]) -> u16 {
+    let mut all = vec![
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Version", "13"),
+    ];
+    all.extend_from_slice(headers);
+    http(addr, "GET", "/ws", &all, b"").status
+}

@@ -28,8 +28,8 @@ fn status_of(addr: SocketAddr, request: &[u8]) -> Option<u16> {
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
-fn get(path: &str) -> Vec<u8> {
-    format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").into_bytes()
+fn get(addr: SocketAddr, path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").into_bytes()
 }
 
 /// A POST must name the daemon in `Host` (the DNS-rebinding defence).
@@ -150,9 +150,9 @@ fn six_hundred_half_open_connections_neither_deafen_the_front_nor_stay_open() {
     let mut rounds = 0;
     while held_at.elapsed() < Duration::from_secs(3) {
         for (what, request) in [
-            ("GET /", get("/")),
-            ("GET /healthz", get("/healthz")),
-            ("GET /api/stats", get("/api/stats")),
+            ("GET /", get(addr, "/")),
+            ("GET /healthz", get(addr, "/healthz")),
+            ("GET /api/stats", get(addr, "/api/stats")),
             ("POST /api/events", post_event(addr)),
         ] {
             let status = status_of(addr, &request);
@@ -227,11 +227,11 @@ fn a_client_dribbling_its_head_byte_by_byte_is_cut_off_at_the_request_timeout() 
 fn requests_pipelined_behind_event_streams_hold_no_thread() {
     let daemon = Daemon::spawn(&["--rate", "20"], &[]);
     let before = threads_of(&daemon);
-    let streams = hold(
-        daemon.addr,
-        50,
-        b"GET /events HTTP/1.1\r\nHost: t\r\n\r\nGET /healthz HTTP/1.1\r\nHost: t\r\n\r\n",
+    let pipelined = format!(
+        "GET /events HTTP/1.1\r\nHost: {0}\r\n\r\nGET /healthz HTTP/1.1\r\nHost: {0}\r\n\r\n",
+        daemon.addr
     );
+    let streams = hold(daemon.addr, 50, pipelined.as_bytes());
     // Each stream costs its writer thread; the connection thread that read
     // it has nothing left to do. tiny_http keeps idle pool threads for 5 s.
     let settled = eventually(Duration::from_secs(15), || {
@@ -242,7 +242,10 @@ fn requests_pipelined_behind_event_streams_hold_no_thread() {
         "threads: {before} before, {} with 50 streams",
         threads_of(&daemon)
     );
-    assert_eq!(status_of(daemon.addr, &get("/healthz")), Some(200));
+    assert_eq!(
+        status_of(daemon.addr, &get(daemon.addr, "/healthz")),
+        Some(200)
+    );
     drop(streams);
 }
 
@@ -302,7 +305,7 @@ fn a_slow_reader_of_a_big_reply_is_cut_off_after_the_write_timeout() {
     socket.set_recv_buffer_size(4096).expect("small buffer");
     socket.connect(&daemon.addr.into()).expect("connect");
     let mut slow: TcpStream = socket.into();
-    slow.write_all(&get("/api/events?since=0&limit=3000"))
+    slow.write_all(&get(daemon.addr, "/api/events?since=0&limit=3000"))
         .expect("ask");
     // Never read while the server writes; after the write timeout it gives up.
     thread::sleep(Duration::from_secs(5));
@@ -322,7 +325,10 @@ fn a_slow_reader_of_a_big_reply_is_cut_off_after_the_write_timeout() {
         "the whole reply ({} bytes) was delivered to a reader that did not read",
         received.len()
     );
-    assert_eq!(status_of(daemon.addr, &get("/healthz")), Some(200));
+    assert_eq!(
+        status_of(daemon.addr, &get(daemon.addr, "/healthz")),
+        Some(200)
+    );
 }
 
 #[test]
@@ -349,7 +355,7 @@ fn oversized_requests_get_413_414_431_and_the_connection_closes() {
     );
 
     let long_url = format!("/{}", "a".repeat(70_000));
-    assert_eq!(status_of(addr, &get(&long_url)), Some(414));
+    assert_eq!(status_of(addr, &get(addr, &long_url)), Some(414));
     let big_headers = format!(
         "GET / HTTP/1.1\r\nHost: t\r\n{}\r\n",
         (0..200)
@@ -360,7 +366,7 @@ fn oversized_requests_get_413_414_431_and_the_connection_closes() {
 
     // The refusals are JSON that says what was wrong.
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.write_all(&get(&long_url)).expect("send");
+    stream.write_all(&get(addr, &long_url)).expect("send");
     let mut answer = String::new();
     stream
         .set_read_timeout(Some(Duration::from_secs(3)))
@@ -380,7 +386,7 @@ fn connections_past_the_cap_get_503_with_retry_after() {
     let addr = daemon.addr;
     let held = hold_admitted(addr, 20);
     let mut stream = TcpStream::connect(addr).expect("connect");
-    stream.write_all(&get("/api/stats")).expect("send");
+    stream.write_all(&get(addr, "/api/stats")).expect("send");
     stream
         .set_read_timeout(Some(Duration::from_secs(3)))
         .expect("timeout");
@@ -394,7 +400,7 @@ fn connections_past_the_cap_get_503_with_retry_after() {
     assert!(
         eventually(Duration::from_secs(5), || status_of(
             addr,
-            &get("/api/stats")
+            &get(addr, "/api/stats")
         ) == Some(200)),
         "a slot is free again once connections close"
     );
@@ -479,7 +485,10 @@ fn a_low_descriptor_limit_is_served_with_one_warning_and_its_caps_scaled() {
             .collect();
         assert_eq!(warnings.len(), 1, "ulimit -n {limit}: {:?}", daemon.startup);
         assert!(warnings[0].contains("LimitNOFILE"), "{warnings:?}");
-        assert_eq!(status_of(daemon.addr, &get("/healthz")), Some(200));
+        assert_eq!(
+            status_of(daemon.addr, &get(daemon.addr, "/healthz")),
+            Some(200)
+        );
         let (status, config) = common::get_json(daemon.addr, "/api/config");
         assert_eq!(status, 200);
         assert_eq!(config["maxConnections"], connections, "ulimit -n {limit}");

@@ -177,14 +177,14 @@ fn a_bad_config_change_is_refused_and_changes_nothing() {
 fn with_a_token_config_changes_need_it() {
     let server = start(|c| {
         c.rate = 0;
-        c.token = Some("s3cret".into());
+        c.token = Some("s3cret-s3cret-s3cret".into());
     });
     let addr = server.local_addr();
     assert_eq!(put_config(addr, r#"{"rate":5}"#, None).status, 401);
     assert_eq!(put_config(addr, r#"{"rate":5}"#, Some("wrong")).status, 401);
     assert_eq!(get_json(addr, "/api/config").1["rate"], 0);
     assert_eq!(
-        put_config(addr, r#"{"rate":5}"#, Some("s3cret")).status,
+        put_config(addr, r#"{"rate":5}"#, Some("s3cret-s3cret-s3cret")).status,
         200
     );
     assert_eq!(get_json(addr, "/api/config").1["rate"], 5);
@@ -237,8 +237,10 @@ fn stalled_client(addr: std::net::SocketAddr) -> TcpStream {
         .expect("small receive buffer");
     socket.connect(&addr.into()).expect("connect");
     let mut stream: TcpStream = socket.into();
-    let request = "GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
     stream.write_all(request.as_bytes()).expect("handshake");
     let mut head = [0u8; 12];
     stream.read_exact(&mut head).expect("handshake answer");

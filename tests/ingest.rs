@@ -426,7 +426,7 @@ fn values_at_the_limits_are_accepted() {
 fn with_a_token_posting_events_needs_it() {
     let server = start(|c| {
         c.rate = 0;
-        c.token = Some("s3cret".into());
+        c.token = Some("s3cret-s3cret-s3cret".into());
     });
     let addr = server.local_addr();
     let mut ws = connect(addr, "/ws");
@@ -443,11 +443,21 @@ fn with_a_token_posting_events_needs_it() {
     assert!(missing.json()["error"].is_string());
     assert_eq!(post(Some("Bearer wrong")).status, 401);
     assert_eq!(
-        post(Some("s3cret")).status,
+        post(Some("s3cret-s3cret-s3cret")).status,
         401,
         "the Bearer scheme is needed"
     );
-    let ok = post(Some("Bearer s3cret"));
+    assert_eq!(
+        post(Some("Bearer s3cret-s3cret-s3cre")).status,
+        401,
+        "a prefix"
+    );
+    assert_eq!(
+        post(Some("Bearer s3cret-s3cret-s3cret!")).status,
+        401,
+        "longer"
+    );
+    let ok = post(Some("bEARER s3cret-s3cret-s3cret"));
     assert_eq!(accepted_ids(&ok, 1, 0), ["tok"]);
     let got = collect_by_id(&["tok".to_owned()], "/ws", |left| ws_outcome(&mut ws, left));
     assert_eq!(got["tok"]["source"], "ingest");

@@ -302,10 +302,10 @@ fn refusals_have_documented_statuses_and_error_bodies() {
     let doc = document();
     let server = common::start(|c| {
         c.max_body = 64;
-        c.token = Some("sesame".into());
+        c.token = Some("sesame-sesame-sesame".into());
     });
     let addr = server.local_addr();
-    let bearer = ("Authorization", "Bearer sesame");
+    let bearer = ("Authorization", "Bearer sesame-sesame-sesame");
     let json = ("Content-Type", "application/json");
     let cases: Vec<Case> = vec![
         ("get", "/api/events?since=x", vec![], b"", 400),

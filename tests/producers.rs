@@ -166,7 +166,7 @@ fn urlencode(text: &str) -> String {
 fn webhooks_need_the_token_when_one_is_set() {
     let server = start(|c| {
         c.rate = 0;
-        c.token = Some("s3cret".into());
+        c.token = Some("s3cret-s3cret-s3cret".into());
     });
     let addr = server.local_addr();
     let json_type = ("Content-Type", "application/json");
@@ -176,7 +176,7 @@ fn webhooks_need_the_token_when_one_is_set() {
         addr,
         "POST",
         "/api/webhook/ci",
-        &[json_type, ("Authorization", "Bearer s3cret")],
+        &[json_type, ("Authorization", "Bearer s3cret-s3cret-s3cret")],
         b"{}",
     );
     let id = first_id(&accepted);

@@ -34,6 +34,51 @@ fn sigterm_drains_says_goodbye_to_every_client_and_exits_zero_within_two_seconds
     assert!(log.contains("final:"), "a final summary is logged: {log}");
 }
 
+#[test]
+fn sigterm_with_long_deadlines_queued_drains_sends_the_final_snapshot_and_closes_1001() {
+    let mut daemon = Daemon::spawn(&["--rate", "0", "--work-ms", "20"], &[]);
+    let mut client = connect(daemon.addr, "/ws?stats=1");
+    let batch: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"id":"q{i}","deadlineMs":60000}}"#))
+        .collect();
+    let body = format!("[{}]", batch.join(","));
+    let posted = common::post_events(daemon.addr, "application/json", body.as_bytes());
+    assert_eq!(posted.status, 202, "{posted:?}");
+    let signalled = Instant::now();
+    daemon.signal("TERM");
+    let mut last_stats = None;
+    let close = loop {
+        match client.read() {
+            Ok(Message::Text(text)) => {
+                let message: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+                if message["type"] == "stats" {
+                    last_stats = Some(message);
+                }
+            }
+            Ok(Message::Close(frame)) => break frame.map(|f| f.code),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => panic!("connection ended without a Close frame: {e}"),
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(5),
+            "no Close frame"
+        );
+    };
+    assert_eq!(close, Some(CloseCode::Away));
+    let status = daemon.wait_for_exit(Duration::from_secs(5));
+    let took = signalled.elapsed();
+    assert!(status.success(), "exit status {status}");
+    assert!(took <= Duration::from_secs(2), "shutdown took {took:?}");
+    // The final snapshot counts every queued event as judged.
+    let totals = &last_stats.expect("a stats snapshot")["totals"];
+    assert_eq!(totals["ingested"], 20, "{totals}");
+    assert_eq!(
+        totals["inFlight"], 0,
+        "the final snapshot came after the drain: {totals}"
+    );
+}
+
 /// Reads messages until the server's Close frame; returns its code.
 fn read_until_close(client: &mut common::Client, timeout: Duration) -> Option<CloseCode> {
     let until = Instant::now() + timeout;
@@ -55,8 +100,11 @@ fn sigterm_ends_event_streams() {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    std::io::Write::write_all(&mut stream, b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
-        .expect("request");
+    std::io::Write::write_all(
+        &mut stream,
+        format!("GET /events HTTP/1.1\r\nHost: {}\r\n\r\n", daemon.addr).as_bytes(),
+    )
+    .expect("request");
     let mut first = [0u8; 64];
     let n = stream.read(&mut first).expect("stream opens");
     assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));

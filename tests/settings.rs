@@ -122,6 +122,15 @@ fn an_empty_token_in_the_environment_is_refused_at_start_naming_the_variable() {
 }
 
 #[test]
+fn a_token_under_16_bytes_is_refused_at_start() {
+    for short in ["abc", "fifteen-bytes!!"] {
+        let (code, stderr) = exit_of(&["--token", short], &[]);
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains("at least 16"), "{stderr}");
+    }
+}
+
+#[test]
 fn an_empty_token_flag_is_refused_at_start_naming_the_flag() {
     let (code, stderr) = exit_of(&["--token", ""], &[]);
     assert_eq!(code, Some(2), "{stderr}");
@@ -207,6 +216,9 @@ fn only_listening_beyond_loopback_without_a_token_is_warned_about() {
     assert!(token_warnings(&default).is_empty(), "{:?}", default.startup);
     let open = Daemon::spawn(&["--listen", "0.0.0.0:0"], &[]);
     assert_eq!(token_warnings(&open).len(), 1, "{:?}", open.startup);
-    let guarded = Daemon::spawn(&["--listen", "0.0.0.0:0"], &[("PUNCTUAL_TOKEN", "s3cret")]);
+    let guarded = Daemon::spawn(
+        &["--listen", "0.0.0.0:0"],
+        &[("PUNCTUAL_TOKEN", "s3cret-s3cret-s3cret")],
+    );
     assert!(token_warnings(&guarded).is_empty(), "{:?}", guarded.startup);
 }

@@ -412,7 +412,7 @@ fn an_unreadable_answer_closes_the_worker_with_the_reason() {
 fn api_work_takes_the_token_and_exists_only_in_pull_mode() {
     let server = start(|c| {
         work_pull(c);
-        c.token = Some("s3cret".into());
+        c.token = Some("s3cret-s3cret-s3cret".into());
     });
     let addr = server.local_addr();
     match pull_worker(addr, 1, None) {
@@ -427,7 +427,7 @@ fn api_work_takes_the_token_and_exists_only_in_pull_mode() {
         addr,
         "GET",
         "/api/work?credit=0",
-        &[("Authorization", "Bearer s3cret")],
+        &[("Authorization", "Bearer s3cret-s3cret-s3cret")],
         b"",
     );
     assert_eq!(bad_credit.status, 400);
@@ -436,7 +436,8 @@ fn api_work_takes_the_token_and_exists_only_in_pull_mode() {
             .as_str()
             .is_some_and(|e| e.contains("credit"))
     );
-    let _worker = pull_worker(addr, 1, Some("s3cret")).expect("connects with the token");
+    let _worker =
+        pull_worker(addr, 1, Some("s3cret-s3cret-s3cret")).expect("connects with the token");
     assert!(eventually(WAIT, || work_stats(addr)["connected"] == 1));
     server.stop();
 

@@ -21,6 +21,7 @@
 
 mod assets;
 mod page;
+mod refusals;
 mod reply;
 mod routes;
 
@@ -137,6 +138,8 @@ pub struct App {
     pub work: Option<Arc<crate::work::pull::Dispatcher>>,
     /// Pages of `GET /api/events` being written.
     pub pages: page::PageSlots,
+    /// Refused `Host` and `Origin` values already logged.
+    pub refusals: refusals::Refusals,
 }
 
 /// Starts the front on `listener`: tiny_http's accept thread, which starts a

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use sha1::Digest;
 use tiny_http::{Method, Request, Response, StatusCode};
 
 use super::App;
@@ -22,13 +23,39 @@ use crate::origin::{Admitted, Rules};
 use crate::workers::Entry;
 use crate::{ingest, metrics, query, work};
 
-pub(super) fn route(app: &App, mut request: Request) {
+/// Paths any `Host` may reach: probes and scrapers know the daemon by
+/// whatever name their network gives it, and these carry no payload.
+const OPEN_TO_ANY_HOST: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+pub(super) fn route(app: &App, request: Request) {
     let path = request.url().split('?').next().unwrap_or("/").to_owned();
+    let admitted = if OPEN_TO_ANY_HOST.contains(&path.as_str()) {
+        Admitted::NoOrigin
+    } else {
+        match app.admit_read(&request) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return respond(request, refusal),
+        }
+    };
+    let cors = match &admitted {
+        Admitted::Allowed(origin) => Some(origin.clone()),
+        Admitted::NoOrigin | Admitted::SameOrigin => None,
+    };
+    match (path.as_str(), request.method()) {
+        ("/ws", Method::Get) => upgrade_websocket(app, request),
+        ("/events", Method::Get) => open_event_stream(app, request, cors),
+        ("/api/work", Method::Get) => connect_worker(app, request),
+        ("/api/events", Method::Get) => recent_events(app, request, cors.as_deref()),
+        _ => answer(app, request, &path, cors.as_deref()),
+    }
+}
+
+/// Routes answered with one whole reply; a page of another site admitted
+/// by `--allowed-origin` is told so (`Access-Control-Allow-Origin`), or its
+/// browser withholds the answer.
+fn answer(app: &App, mut request: Request, path: &str, cors: Option<&str>) {
     let method = request.method().clone();
-    let reply = match (path.as_str(), &method) {
-        ("/ws", Method::Get) => return upgrade_websocket(app, request),
-        ("/events", Method::Get) => return open_event_stream(app, request),
-        ("/api/work", Method::Get) => return connect_worker(app, request),
+    let reply = match (path, &method) {
         ("/healthz", Method::Get) => match app.health.live() {
             Ok(()) => json(200, br#"{"status":"ok"}"#.to_vec()),
             Err(reason) => status_json(503, "stalled", &reason),
@@ -51,26 +78,34 @@ pub(super) fn route(app: &App, mut request: Request) {
         },
         ("/api/config", Method::Get) => json(200, app.settings().to_string().into_bytes()),
         ("/api/config", Method::Put) => change_settings(app, &mut request),
-        ("/api/events", Method::Get) => return recent_events(app, request),
         ("/api/events", Method::Post) => ingest(app, &mut request),
         (p, Method::Post) if p.starts_with(WEBHOOK_PREFIX) => {
             webhook(app, &mut request, &p[WEBHOOK_PREFIX.len()..])
         }
         (p, _) if p.starts_with(WEBHOOK_PREFIX) => method_not_allowed(p, "POST"),
-        (_, Method::Get) => match static_file(app, &path) {
+        (_, Method::Get) => match static_file(app, path) {
             Some(reply) => reply,
             None => error(404, &format!("no such resource: {path}")),
         },
-        ("/api/config", _) => method_not_allowed(&path, "GET, PUT"),
-        ("/api/events", _) => method_not_allowed(&path, "GET, POST"),
+        ("/api/config", _) => method_not_allowed(path, "GET, PUT"),
+        ("/api/events", _) => method_not_allowed(path, "GET, POST"),
         (
             "/ws" | "/api/work" | "/events" | "/healthz" | "/readyz" | "/metrics" | "/api/stats",
             _,
-        ) => method_not_allowed(&path, "GET"),
-        (_, _) if static_name(&path).is_some() => method_not_allowed(&path, "GET"),
+        ) => method_not_allowed(path, "GET"),
+        (_, _) if static_name(path).is_some() => method_not_allowed(path, "GET"),
         (_, _) => error(404, &format!("no such resource: {path}")),
     };
-    respond(request, reply);
+    respond(request, with_cors(reply, cors));
+}
+
+fn with_cors<R: std::io::Read>(reply: Response<R>, cors: Option<&str>) -> Response<R> {
+    match cors {
+        Some(origin) => reply
+            .with_header(header("Access-Control-Allow-Origin", origin))
+            .with_header(header("Vary", "Origin")),
+        None => reply,
+    }
 }
 
 impl App {
@@ -86,26 +121,38 @@ impl App {
         }
     }
 
-    /// A stream may be opened by a non-browser client, a page of this daemon,
-    /// or a page of an `--allowed-origin`.
-    fn admit_stream(&self, request: &Request) -> Result<Admitted, Reply> {
+    /// Every request that returns data must name this daemon in `Host` (a
+    /// DNS-rebinding page would read every payload) and, coming from a page,
+    /// be from this daemon's site or an `--allowed-origin` (`*` included).
+    fn admit_read(&self, request: &Request) -> Result<Admitted, Reply> {
+        let rules = self.origin_rules();
+        let host = header_value(request, "Host");
         let origin = header_value(request, "Origin");
-        self.origin_rules()
-            .check_origin(origin, header_value(request, "Host"))
-            .map_err(|e| error(403, &e))
+        rules
+            .check_host(host)
+            .and_then(|()| rules.check_origin(origin, host))
+            .map_err(|e| self.refuse(&e))
     }
 
-    /// A mutating request must name this daemon in `Host` (DNS rebinding) and,
-    /// coming from a page, from an admitted origin (a cross-site form or fetch).
+    /// A mutating request must also come, if from a page, from this
+    /// daemon's site or an origin named exactly: `*` opens reads only (a
+    /// cross-site form needs no CORS to post).
     fn admit_change(&self, request: &Request) -> Result<(), Reply> {
         let rules = self.origin_rules();
         let host = header_value(request, "Host");
-        rules.check_host(host).map_err(|e| error(403, &e))?;
         let origin = header_value(request, "Origin");
         rules
-            .check_origin(origin, host)
-            .map_err(|e| error(403, &e))?;
-        Ok(())
+            .check_host(host)
+            .and_then(|()| rules.check_change_origin(origin, host))
+            .map(|_| ())
+            .map_err(|e| self.refuse(&e))
+    }
+
+    /// A 403 naming what was refused and the flag that admits it, logged
+    /// once per refusal so the operator learns it too.
+    fn refuse(&self, why: &str) -> Reply {
+        self.refusals.note(why);
+        error(403, why)
     }
 
     /// A request that changes state must pass [`App::admit_change`] and
@@ -120,16 +167,20 @@ impl App {
     }
 
     /// Whether `request` may change state: always when no `--token` is set,
-    /// otherwise only with `Authorization: Bearer <token>` (compared in constant time).
+    /// otherwise only with `Authorization: Bearer <token>` (the scheme in any
+    /// case, as RFC 9110 has it). The digests are compared, in constant time:
+    /// comparing the tokens themselves would stop early on a length mismatch
+    /// and so tell the token's length.
     fn authorized(&self, request: &Request) -> bool {
         let Some(token) = &self.config.token else {
             return true;
         };
         let presented = header_value(request, "Authorization")
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or("");
-        constant_time_eq::constant_time_eq(presented.as_bytes(), token.as_bytes())
+            .and_then(|v| v.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, credentials)| credentials.trim());
+        let digest = |text: &str| sha1::Sha1::digest(text.as_bytes());
+        constant_time_eq::constant_time_eq(&digest(presented), &digest(token))
     }
 }
 
@@ -189,9 +240,6 @@ fn websocket_handshake(request: &Request, path: &str) -> Result<Response<std::io
 
 /// Answers a WebSocket upgrade and hands the connection to a writer thread.
 fn upgrade_websocket(app: &App, request: Request) {
-    if let Err(refusal) = app.admit_stream(&request) {
-        return respond(request, refusal);
-    }
     let handshake = match websocket_handshake(&request, "/ws") {
         Ok(handshake) => handshake,
         Err(refusal) => return respond(request, refusal),
@@ -244,13 +292,9 @@ fn connect_worker(app: &App, request: Request) {
     }
 }
 
-/// `GET /events`: a Server-Sent Events stream on the same terms as `/ws`.
-fn open_event_stream(app: &App, request: Request) {
-    let cors_origin = match app.admit_stream(&request) {
-        Ok(Admitted::Allowed(origin)) => Some(origin),
-        Ok(Admitted::NoOrigin | Admitted::SameOrigin) => None,
-        Err(refusal) => return respond(request, refusal),
-    };
+/// `GET /events`: a Server-Sent Events stream on the same terms as `/ws`;
+/// `cors_origin` is what a page admitted by `--allowed-origin` is told.
+fn open_event_stream(app: &App, request: Request, cors_origin: Option<String>) {
     let last_event_id = header_value(&request, "Last-Event-ID").map(str::to_owned);
     let (slot, client) = match join(app, &request, Transport::Sse, last_event_id.as_deref()) {
         Ok(joined) => joined,
@@ -315,10 +359,10 @@ fn join(
 /// or none>`. Outcomes no longer retained are named in
 /// `X-Punctual-Gap: FROM-TO`. The page is written from the log's own
 /// buffers as the client reads it, never built whole first.
-fn recent_events(app: &App, request: Request) {
+fn recent_events(app: &App, request: Request, cors: Option<&str>) {
     let (since, limit, epoch) = match query::events_page(request.url()) {
         Ok(page) => page,
-        Err(e) => return respond(request, error(400, &e)),
+        Err(e) => return respond(request, with_cors(error(400, &e), cors)),
     };
     let Some(slot) = app.pages.take() else {
         let busy = error(
@@ -347,7 +391,7 @@ fn recent_events(app: &App, request: Request) {
     let page = Page::new(replay.messages, slot);
     let length = page.len();
     let reply = Response::new(StatusCode(200), headers, page, Some(length), None);
-    if let Err(e) = request.respond(reply) {
+    if let Err(e) = request.respond(with_cors(reply, cors)) {
         log::debug!("could not send a page of /api/events: {e}");
     }
 }
@@ -370,7 +414,10 @@ fn webhook(app: &App, request: &mut Request, producer: &str) -> Reply {
         Ok(query) => query,
         Err(e) => return error(400, &e),
     };
-    let format = ingest::format_of(header_value(request, "Content-Type")).ok();
+    let format = match ingest::webhook_format(header_value(request, "Content-Type")) {
+        Ok(format) => format,
+        Err(refusal) => return error(refusal.status, &refusal.message),
+    };
     let body = match read_body(request, app.config.max_body) {
         Ok(body) => body,
         Err(reply) => return reply,
