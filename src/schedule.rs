@@ -172,20 +172,20 @@ impl WorkQueue {
         event
     }
 
-    /// Waits until some queued event's deadline has passed and takes out every
-    /// such event; `None` once the queue is closed and empty.
-    pub fn wait_expired(&self) -> Option<Vec<Event>> {
+    /// Waits until some queued event's deadline has passed; `false` once the
+    /// queue is closed and empty. The expired events stay queued until
+    /// [`WorkQueue::take_expired`], so the caller can take them out in the
+    /// same critical section as it judges them.
+    pub fn wait_until_expired(&self) -> bool {
         let mut state = self.lock();
         loop {
             let now = Instant::now();
-            let expired = state.take_due(now);
-            if !expired.is_empty() {
-                self.queued.store(state.by_arrival.len(), Ordering::Release);
+            if state.by_deadline.first().is_some_and(|(at, _)| *at <= now) {
                 state.expiry_wake = None;
-                return Some(expired);
+                return true;
             }
             if state.closed && state.by_arrival.is_empty() {
-                return None;
+                return false;
             }
             let earliest = state.by_deadline.first().map(|(at, _)| *at);
             state.expiry_wake = earliest;
@@ -199,6 +199,15 @@ impl WorkQueue {
                 None => self.expiry.wait(state).unwrap_or_else(|e| e.into_inner()),
             };
         }
+    }
+
+    /// Takes out every event due at or before `now`, earliest first (none if
+    /// workers took them meanwhile).
+    pub fn take_expired(&self, now: Instant) -> Vec<Event> {
+        let mut state = self.lock();
+        let expired = state.take_due(now);
+        self.queued.store(state.by_arrival.len(), Ordering::Release);
+        expired
     }
 
     /// No more events will come: workers and the expiry thread end once it is empty.
@@ -327,7 +336,8 @@ mod tests {
         let queue = WorkQueue::new(8);
         queue.push(event(now, 30, "soon"), Schedule::Fifo);
         queue.push(event(now, 60_000, "later"), Schedule::Fifo);
-        let expired = queue.wait_expired().expect("one expires");
+        assert!(queue.wait_until_expired(), "one expires");
+        let expired = queue.take_expired(Instant::now());
         assert!(Instant::now() >= now + Duration::from_millis(30));
         assert_eq!(
             expired.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
@@ -336,6 +346,6 @@ mod tests {
         assert_eq!(queue.len(), 1);
         queue.close();
         assert!(queue.pop(|| Schedule::Fifo).is_some());
-        assert!(queue.wait_expired().is_none(), "closed and empty");
+        assert!(!queue.wait_until_expired(), "closed and empty");
     }
 }

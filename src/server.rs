@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::config::{Config, Knobs, WorkMode};
-use crate::delivery::{ClientSlots, Log};
+use crate::delivery::{ClientSlots, Inbound, Log};
 use crate::epoch::Epoch;
 use crate::event::Event;
 use crate::faults::Faults;
@@ -190,6 +190,7 @@ impl Server {
 
         let app = Arc::new(http::App {
             subscriptions,
+            inbound: Inbound::spawn(Arc::clone(&faults))?,
             slots: ClientSlots::new(Arc::clone(&gauges), caps.clients, Arc::clone(&faults)),
             caps,
             latest: Arc::clone(&latest),

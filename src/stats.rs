@@ -100,6 +100,17 @@ impl Totals {
     }
 }
 
+/// What the work queue did with an entering event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Door {
+    /// Queued: now in flight.
+    Queued,
+    /// The queue was full: the newcomer is dropped `queue-full`.
+    Refused,
+    /// Queued, and a queued event due later dropped `queue-full` to make room (`edf`).
+    QueuedInPlaceOfAnother,
+}
+
 /// The conservation ledger. Entry and verdict of each event are recorded under
 /// one lock, so any copy taken with [`Ledger::totals`] balances exactly.
 #[derive(Debug, Default)]
@@ -109,22 +120,37 @@ pub struct Ledger {
 
 impl Ledger {
     /// Records the entry of an event whose hand-off to the work queue is
-    /// attempted by `enqueue` while the ledger is locked. Returns what `enqueue`
-    /// returned: `true` means queued (now in flight), `false` means the queue
-    /// was full and the event is already counted as `dropped/queue-full`.
+    /// attempted by `enqueue` while the ledger is locked, and returns what
+    /// `enqueue` said. A refused newcomer, or the queued event it displaced,
+    /// is counted as `dropped/queue-full` in the same critical section, so
+    /// `inFlight` never counts an event that left the queue unjudged.
     ///
     /// `enqueue` must not block: the ledger lock is held across it so that a
     /// worker cannot judge an event before its entry is counted.
-    pub fn enter(&self, source: Source, enqueue: impl FnOnce() -> bool) -> bool {
+    pub fn enter(&self, source: Source, enqueue: impl FnOnce() -> Door) -> Door {
         let mut totals = self.lock();
         totals.count_entry(source);
-        let queued = enqueue();
-        if queued {
-            totals.in_flight += 1;
-        } else {
-            totals.count_verdict(Status::Dropped(DropReason::QueueFull));
+        let door = enqueue();
+        match door {
+            Door::Queued => totals.in_flight += 1,
+            Door::Refused | Door::QueuedInPlaceOfAnother => {
+                totals.count_verdict(Status::Dropped(DropReason::QueueFull));
+            }
         }
-        queued
+        door
+    }
+
+    /// Records `status` for each event `take` returns, taking them while the
+    /// ledger is locked (`take` must not block): a snapshot sees them either
+    /// queued and in flight, or judged.
+    pub fn judge_each<T>(&self, status: Status, take: impl FnOnce() -> Vec<T>) -> Vec<T> {
+        let mut totals = self.lock();
+        let taken = take();
+        for _ in &taken {
+            totals.in_flight = totals.in_flight.saturating_sub(1);
+            totals.count_verdict(status);
+        }
+        taken
     }
 
     /// Records the verdict on an event that was in flight.
@@ -878,10 +904,10 @@ mod tests {
     #[test]
     fn entry_and_verdicts_balance_at_every_step() {
         let ledger = Ledger::default();
-        assert!(ledger.enter(Source::Generator, || true));
+        ledger.enter(Source::Generator, || Door::Queued);
         assert!(ledger.totals().balances());
         assert_eq!(ledger.totals().in_flight, 1);
-        assert!(!ledger.enter(Source::Ingest, || false));
+        ledger.enter(Source::Ingest, || Door::Refused);
         let t = ledger.totals();
         assert!(t.balances());
         assert_eq!((t.ingested, t.dropped.queue_full, t.in_flight), (1, 1, 1));
@@ -889,11 +915,21 @@ mod tests {
         let t = ledger.totals();
         assert!(t.balances());
         assert_eq!((t.late, t.in_flight), (1, 0));
-        assert!(ledger.enter(Source::Ingest, || true));
+        ledger.enter(Source::Ingest, || Door::Queued);
         ledger.judge(Status::Failed);
         let t = ledger.totals();
         assert!(t.balances());
         assert_eq!((t.failed, t.in_flight), (1, 0));
+        // edf: the newcomer takes a queued event's place; one in flight still.
+        ledger.enter(Source::Ingest, || Door::Queued);
+        ledger.enter(Source::Ingest, || Door::QueuedInPlaceOfAnother);
+        let t = ledger.totals();
+        assert!(t.balances());
+        assert_eq!((t.dropped.queue_full, t.in_flight), (2, 1));
+        let taken = ledger.judge_each(Status::Dropped(DropReason::Expired), || vec![(); 1]);
+        let t = ledger.totals();
+        assert!(t.balances());
+        assert_eq!((taken.len(), t.dropped.expired, t.in_flight), (1, 1, 0));
     }
 
     #[test]

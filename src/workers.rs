@@ -37,7 +37,7 @@ use crate::config::Knobs;
 use crate::event::{DropReason, Event, Outcome, Status, error_text};
 use crate::faults::{Faults, Role};
 use crate::schedule::{Pushed, WorkQueue};
-use crate::stats::{Gauges, Ledger};
+use crate::stats::{Door, Gauges, Ledger};
 use crate::time::WallClock;
 use crate::work::pull::Dispatcher;
 use crate::work::{Answer, http, task_json};
@@ -80,24 +80,22 @@ impl Intake {
         let schedule = self.knobs.schedule();
         let mut pushed = None;
         let source = event.source;
-        let queued = self.ledger.enter(source, || {
+        let door = self.ledger.enter(source, || {
             let outcome = self.open.0.push(event, schedule);
-            let queued = !matches!(outcome, Pushed::Refused(_));
+            let door = match &outcome {
+                Pushed::Queued => Door::Queued,
+                Pushed::Refused(_) => Door::Refused,
+                Pushed::Evicted(_) => Door::QueuedInPlaceOfAnother,
+            };
             pushed = Some(outcome);
-            queued
+            door
         });
-        match pushed {
-            Some(Pushed::Refused(event)) => self.report_full(event),
-            Some(Pushed::Evicted(event)) => {
-                self.ledger.judge(Status::Dropped(DropReason::QueueFull));
-                self.report_full(event);
-            }
-            Some(Pushed::Queued) | None => {}
+        if let Some(Pushed::Refused(event) | Pushed::Evicted(event)) = pushed {
+            self.report_full(event);
         }
-        if queued {
-            Entry::Queued
-        } else {
-            Entry::QueueFull
+        match door {
+            Door::Refused => Entry::QueueFull,
+            Door::Queued | Door::QueuedInPlaceOfAnother => Entry::Queued,
         }
     }
 
@@ -282,11 +280,13 @@ pub fn spawn_expiry(
     outcomes: Sender<Outcome>,
 ) -> io::Result<JoinHandle<()>> {
     thread::Builder::new().name("expiry".into()).spawn(move || {
-        while let Some(expired) = queue.wait_expired() {
+        let status = Status::Dropped(DropReason::Expired);
+        while queue.wait_until_expired() {
             let decided = Instant::now();
+            // Taken out and judged under the ledger's lock: no snapshot sees
+            // them out of the queue yet still in flight.
+            let expired = ledger.judge_each(status, || queue.take_expired(decided));
             for event in expired {
-                let status = Status::Dropped(DropReason::Expired);
-                ledger.judge(status);
                 if outcomes.send(Outcome::new(event, status, decided)).is_err() {
                     return;
                 }
@@ -587,8 +587,51 @@ impl Drop for Busy<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use std::sync::atomic::AtomicBool;
 
     const MS: Duration = Duration::from_millis(1);
+
+    /// With no worker, an event leaves the queue only by expiry or a full
+    /// queue, so `inFlight` must never exceed the queue's capacity — also
+    /// while the expiry thread hands a batch to a slow hub and producers
+    /// refill the queue behind it.
+    #[test]
+    fn in_flight_never_exceeds_the_queue_while_the_expiry_thread_judges() {
+        const CAPACITY: usize = 8;
+        let ledger = Arc::new(Ledger::default());
+        let (outcomes, hub) = crossbeam_channel::bounded(1);
+        let knobs = Arc::new(Knobs::new(&Config::default()));
+        let (intake, queue) = work_queue(CAPACITY, knobs, Arc::clone(&ledger), outcomes.clone());
+        let expiry = spawn_expiry(queue, Arc::clone(&ledger), outcomes).expect("expiry starts");
+        let slow_hub = thread::spawn(move || {
+            for _ in hub.iter() {
+                thread::sleep(Duration::from_micros(200));
+            }
+        });
+        let done = Arc::new(AtomicBool::new(false));
+        let producer = {
+            let done = Arc::clone(&done);
+            thread::spawn(move || {
+                for _ in 0..5_000 {
+                    intake.submit(Event::generated(Instant::now(), MS));
+                }
+                done.store(true, Ordering::Relaxed);
+            })
+        };
+        let mut most = 0;
+        while !done.load(Ordering::Relaxed) {
+            most = most.max(ledger.totals().in_flight);
+        }
+        producer.join().expect("the producer ends");
+        expiry
+            .join()
+            .expect("the expiry thread ends with the queue");
+        slow_hub.join().expect("the hub ends");
+        assert!(most <= CAPACITY as u64, "inFlight reached {most}");
+        assert_eq!(ledger.totals().in_flight, 0);
+        assert!(ledger.totals().balances());
+    }
 
     #[test]
     fn an_event_past_its_deadline_is_expired() {

@@ -47,6 +47,13 @@ pub trait Sink: Send {
     fn keepalive(&mut self) -> io::Result<()>;
     /// Says goodbye at shutdown (best effort).
     fn goodbye(&mut self);
+    /// Reads what the peer sent, without blocking, and answers it as its
+    /// protocol requires (a WebSocket ping with a pong, a close with a
+    /// close). `Err` ends the client: the peer closed, broke the protocol or
+    /// flooded. A transport whose peer has nothing to say keeps the default.
+    fn hear(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// A plain client (no control messages) fell off the log, missing the
     /// outcomes `from..=to` (`gap` is the notice a control client would get).
     /// The transport tells it explicitly; `Err` ends the client.
@@ -79,6 +86,8 @@ struct Cursor {
     notices: Vec<Broadcast>,
     /// The daemon is stopping: send what is left, say goodbye, end.
     ending: bool,
+    /// The peer sent something not yet read (see `delivery::inbound`).
+    peer_spoke: bool,
     last_write: Instant,
 }
 
@@ -116,6 +125,7 @@ impl Client {
                 mode: Mode::Joining,
                 notices: Vec::new(),
                 ending: false,
+                peer_spoke: false,
                 last_write: Instant::now(),
             }),
             wake: Condvar::new(),
@@ -268,6 +278,17 @@ impl Client {
         self.wake.notify_one();
     }
 
+    /// The peer sent something: the client's thread reads and answers it.
+    pub fn peer_spoke(&self) {
+        self.lock().peer_spoke = true;
+        self.wake.notify_one();
+    }
+
+    /// Whether the peer spoke since this was last asked.
+    fn take_peer_spoke(&self) -> bool {
+        std::mem::take(&mut self.lock().peer_spoke)
+    }
+
     /// Messages and outcomes this client missed (fell off the log's tail).
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
@@ -279,6 +300,12 @@ impl Client {
     pub fn serve(&self, log: &Log, faults: &Faults) -> String {
         loop {
             let (mode, ending, idle) = self.wait_for_work();
+            if self.take_peer_spoke() {
+                if let Err(e) = self.hear() {
+                    self.close();
+                    return format!("peer: {e}");
+                }
+            }
             let written = match mode {
                 Mode::Closed => return "write failed".into(),
                 Mode::Slow => {
@@ -301,8 +328,8 @@ impl Client {
         }
     }
 
-    /// Blocks until the client is slow, closed or ending, or has been idle
-    /// for the keep-alive interval.
+    /// Blocks until the client is slow, closed or ending, its peer spoke, or
+    /// it has been idle for the keep-alive interval.
     fn wait_for_work(&self) -> (Mode, bool, bool) {
         let cursor = self.lock();
         let idle_for = cursor.last_write.elapsed();
@@ -312,11 +339,17 @@ impl Client {
         let (cursor, timeout) = self
             .wake
             .wait_timeout_while(cursor, wait, |c| {
-                matches!(c.mode, Mode::Fast | Mode::Joining) && !c.ending
+                matches!(c.mode, Mode::Fast | Mode::Joining) && !c.ending && !c.peer_spoke
             })
             .unwrap_or_else(|e| e.into_inner());
         let idle = timeout.timed_out() && cursor.last_write.elapsed() >= KEEPALIVE_IDLE;
         (cursor.mode, cursor.ending, idle)
+    }
+
+    /// Reads and answers the peer, holding the socket (the fast path finds it
+    /// taken and leaves the client to this thread meanwhile).
+    fn hear(&self) -> io::Result<()> {
+        attached(&mut self.lock_sink())?.hear()
     }
 
     fn keepalive(&self) -> io::Result<()> {
@@ -357,6 +390,10 @@ impl Client {
                         self.passed(position, &message);
                     }
                     sink.flush()?;
+                    // A long replay still answers its peer's pings in time.
+                    if self.take_peer_spoke() {
+                        sink.hear()?;
+                    }
                 }
                 Read::Behind { oldest, oldest_seq } => {
                     let mut cursor = self.lock();

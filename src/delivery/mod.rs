@@ -8,7 +8,8 @@
 //!
 //! Channels: reads the hub's broadcast channel (already-serialised messages:
 //! the boundary between producing outcomes and delivering them) and the
-//! subscribe channel from the HTTP front. Writes only to clients' sockets.
+//! subscribe channel from the HTTP front. Writes only to clients' sockets;
+//! reads them only to answer what a WebSocket peer says (see `inbound`).
 //!
 //! Must not know: deadlines, verdicts, or statistics beyond the client counts.
 //!
@@ -19,12 +20,14 @@
 
 mod client;
 mod fanout;
+mod inbound;
 mod log;
 pub mod sse;
 pub mod ws;
 
 pub use client::{Client, Sink};
 pub use fanout::{Subscriptions, spawn};
+pub use inbound::{Inbound, Watched};
 pub use log::{LOG_SLACK, Log, Replay, Reset, Resume, Start, gap_message};
 
 use std::io;

@@ -1,8 +1,12 @@
 //! WebSocket transport: the handshake answer and the [`Sink`] over an
-//! upgraded connection. The peer is never read: dashboards only listen.
+//! upgraded connection. Dashboards only listen, but their sockets are still
+//! read when the inbound thread says the peer spoke: a ping is answered with
+//! a pong, a close with a close (then the client ends), data is ignored, and
+//! a peer that sends too much is cut off.
 
 use std::io::{self, Write};
 use std::net::TcpStream;
+use std::time::Instant;
 
 use tiny_http::ConnectionSlot;
 use tungstenite::protocol::frame::FrameHeader;
@@ -10,6 +14,7 @@ use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes, WebSocket};
 
+use super::inbound::Watched;
 use super::{MAX_BUFFERED, Sink, is_large};
 use crate::hub::Broadcast;
 
@@ -17,8 +22,20 @@ use crate::hub::Broadcast;
 /// 64-bit length, plus 4 for a mask a server never sends).
 const MAX_FRAME_HEAD: usize = 14;
 
-/// Buffers sized for a peer we only write to: a tiny read buffer (we never
-/// read), and a write buffer that gathers a batch before it is flushed.
+/// Largest frame or message a dashboard may send. It has nothing to say
+/// but pings (at most 125 bytes by RFC 6455) and a close; a larger one is
+/// refused with 1009 and ends the client, so a peer controls at most this
+/// much of the daemon's memory.
+const MAX_INBOUND: usize = 4 * 1024;
+
+/// Frames a peer may send at once, and how many more it earns a second. A
+/// client library pings every 20 s or so; past the allowance the peer is
+/// flooding and is cut off with 1008.
+const INBOUND_BURST: f64 = 32.0;
+const INBOUND_PER_SECOND: f64 = 1.0;
+
+/// Buffers sized for a peer that mostly listens: a small read buffer (pings
+/// and a close), and a write buffer that gathers a batch before it is flushed.
 fn socket_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(256)
@@ -27,8 +44,8 @@ fn socket_config() -> WebSocketConfig {
         // (tungstenite refuses a frame that would overfill it); larger ones
         // are written around it (`write_large`).
         .max_write_buffer_size(MAX_BUFFERED + MAX_FRAME_HEAD)
-        .max_message_size(Some(64 * 1024))
-        .max_frame_size(Some(64 * 1024))
+        .max_message_size(Some(MAX_INBOUND))
+        .max_frame_size(Some(MAX_INBOUND))
 }
 
 /// Close code for a plain client that fell off the log (the 4000 range is
@@ -45,20 +62,102 @@ pub struct WsSink {
     socket: WebSocket<TcpStream>,
     /// Writes block (the slow path): a would-block is then the send timeout.
     blocking: bool,
+    /// Frames the peer may still send now (see [`INBOUND_BURST`]), as of `heard_at`.
+    allowance: f64,
+    heard_at: Instant,
+    /// The inbound thread watches the socket while the sink lives.
+    _watched: Option<Watched>,
     /// Keeps the connection counted under the front's cap while it is open.
     _held: Option<ConnectionSlot>,
 }
 
 impl WsSink {
     /// Wraps a connection whose upgrade has been answered; `held` is its
-    /// place under the connection cap.
-    pub fn new(stream: TcpStream, held: Option<ConnectionSlot>) -> Self {
+    /// place under the connection cap, `watched` its registration with the
+    /// inbound thread (without one, what the peer sends is never read).
+    pub fn new(stream: TcpStream, held: Option<ConnectionSlot>, watched: Option<Watched>) -> Self {
         super::bound_send_buffer(&stream);
         WsSink {
             socket: WebSocket::from_raw_socket(stream, Role::Server, Some(socket_config())),
             blocking: true,
+            allowance: INBOUND_BURST,
+            heard_at: Instant::now(),
+            _watched: watched,
             _held: held,
         }
+    }
+
+    /// Reads frames until the socket would block. tungstenite queues the
+    /// answer to a ping or a close itself and writes it before its next read.
+    fn read_frames(&mut self) -> io::Result<()> {
+        loop {
+            let message = match self.socket.read() {
+                Ok(message) => message,
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(());
+                }
+                Err(e) => return Err(self.refuse(e)),
+            };
+            self.spend_allowance()?;
+            if let Message::Close(_) = message {
+                // The echo is queued: send it (bounded by the write timeout)
+                // and end; dropping the socket then closes the connection,
+                // which RFC 6455 leaves to the server.
+                let _ = self.set_blocking(true);
+                let _ = self.socket.flush();
+                return Err(io::Error::other("the peer closed the WebSocket"));
+            }
+            // Pings are answered by tungstenite; pongs and data are ignored.
+        }
+    }
+
+    /// One frame's worth of the peer's allowance; a peer past it is cut off.
+    fn spend_allowance(&mut self) -> io::Result<()> {
+        let now = Instant::now();
+        let earned = now.duration_since(self.heard_at).as_secs_f64() * INBOUND_PER_SECOND;
+        self.heard_at = now;
+        self.allowance = (self.allowance + earned).min(INBOUND_BURST) - 1.0;
+        if self.allowance < 0.0 {
+            self.close_with(
+                CloseCode::Policy,
+                "too many frames: a dashboard only listens",
+            );
+            return Err(io::Error::other("the peer flooded the WebSocket"));
+        }
+        Ok(())
+    }
+
+    /// What ends a client whose peer broke the protocol, sent too large a
+    /// frame, or went away; the peer is told why where it can still hear.
+    fn refuse(&mut self, e: tungstenite::Error) -> io::Error {
+        match e {
+            tungstenite::Error::Capacity(e) => {
+                self.close_with(CloseCode::Size, "a dashboard sends at most 4 KiB at once");
+                io::Error::other(format!("the peer sent too much: {e}"))
+            }
+            tungstenite::Error::Protocol(e) => {
+                self.close_with(CloseCode::Protocol, "WebSocket protocol error");
+                io::Error::other(format!("the peer broke the WebSocket protocol: {e}"))
+            }
+            tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
+                io::Error::other("the peer closed the WebSocket")
+            }
+            other => io_error(other),
+        }
+    }
+
+    /// Sends a close frame with `code` and `reason` (best effort, bounded by
+    /// the write timeout): the client ends whether or not it got out.
+    fn close_with(&mut self, code: CloseCode, reason: &str) {
+        let _ = self.set_blocking(true);
+        let close = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let _ = self
+            .socket
+            .close(Some(close))
+            .and_then(|()| self.socket.flush());
     }
 
     /// Writes a message larger than the buffer as one text frame straight
@@ -140,15 +239,10 @@ impl Sink for WsSink {
     }
 
     fn fell_behind(&mut self, _gap: &Broadcast, from: u64, to: u64) -> io::Result<()> {
-        let close = CloseFrame {
-            code: CloseCode::Library(FELL_BEHIND),
-            reason: format!("fell behind: missed outcomes {from}-{to}; reconnect with ?since= to be told of gaps instead").into(),
-        };
-        // Best effort: the client ends whether or not the frame got out.
-        let _ = self
-            .socket
-            .close(Some(close))
-            .and_then(|()| self.socket.flush());
+        let reason = format!(
+            "fell behind: missed outcomes {from}-{to}; reconnect with ?since= to be told of gaps instead"
+        );
+        self.close_with(CloseCode::Library(FELL_BEHIND), &reason);
         Err(io::Error::other(format!(
             "fell behind: missed outcomes {from}-{to}"
         )))
@@ -161,14 +255,19 @@ impl Sink for WsSink {
     }
 
     fn goodbye(&mut self) {
-        let _ = self.set_blocking(true);
-        let close = CloseFrame {
-            code: CloseCode::Away,
-            reason: "server shutting down".into(),
-        };
-        let _ = self
-            .socket
-            .close(Some(close))
-            .and_then(|()| self.socket.flush());
+        self.close_with(CloseCode::Away, "server shutting down");
+    }
+
+    fn hear(&mut self) -> io::Result<()> {
+        let was_blocking = self.blocking;
+        self.set_blocking(false)?;
+        self.read_frames()?;
+        // A pong still queued goes out now if the socket takes it, or with
+        // the next batch (it is behind what the socket is still sending).
+        match self.socket.flush() {
+            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
+            other => other.map_err(io_error)?,
+        }
+        self.set_blocking(was_blocking)
     }
 }

@@ -42,7 +42,7 @@ use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use tiny_http::{Limits, Request, ServerOptions};
 
 use crate::config::{Config, Knobs};
-use crate::delivery::{ClientSlots, Log, Subscriptions};
+use crate::delivery::{ClientSlots, Inbound, Log, Subscriptions};
 use crate::health::{Heartbeats, Stage};
 use crate::hub::LatestStats;
 use crate::limits::Caps;
@@ -108,6 +108,8 @@ pub fn front_limits(config: &Config, caps: Caps) -> Limits {
 pub struct App {
     /// Adds WebSocket clients to the fan-out.
     pub subscriptions: Subscriptions,
+    /// Notices what WebSocket peers send, so their threads answer it.
+    pub inbound: Arc<Inbound>,
     /// The cap on connected clients.
     pub slots: ClientSlots,
     /// The caps on connections and clients.

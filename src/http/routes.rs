@@ -19,9 +19,14 @@ use super::reply::{
 use crate::config::KnobsUpdate;
 use crate::delivery::{self, Client, Sink, Slot, Transport, sse, ws};
 use crate::epoch::{Epoch, Position};
+use crate::logging::RateLimit;
 use crate::origin::{Admitted, Rules};
 use crate::workers::Entry;
 use crate::{ingest, metrics, query, work};
+
+/// A socket the inbound thread could not watch (the kernel's epoll limit):
+/// said at most once a minute.
+static UNWATCHED_WARNINGS: RateLimit = RateLimit::new(std::time::Duration::from_secs(60));
 
 /// Paths any `Host` may reach: probes and scrapers know the daemon by
 /// whatever name their network gives it, and these carry no payload.
@@ -250,7 +255,16 @@ fn upgrade_websocket(app: &App, request: Request) {
     };
     match request.upgrade_into_socket("websocket", handshake) {
         Ok((socket, held)) => {
-            let sink = ws::WsSink::new(socket, held);
+            let watched = app
+                .inbound
+                .watch(&socket, &client)
+                .inspect_err(|e| {
+                    if UNWATCHED_WARNINGS.allow() {
+                        log::warn!("a WebSocket client's pings will go unanswered: {e}");
+                    }
+                })
+                .ok();
+            let sink = ws::WsSink::new(socket, held, watched);
             start_client(app, client, Box::new(sink), slot, "ws");
         }
         Err(e) => {
