@@ -36,8 +36,12 @@ Environment:
                     run even with DESTDIR
 
 Without DESTDIR this needs root. Under sudo the build runs as the invoking
-user; as root without sudo, cargo must be on root's PATH, or build first:
+user. As root without sudo (DESTDIR or not) it builds only when root alone
+can write the checkout, the build directory and every directory above them,
+and cargo is on root's PATH; otherwise it refuses. Build first instead:
   cargo build --release --locked && sudo systemd/install.sh --no-build
+
+/etc/default/punctual is made mode 0600 on every install, even when kept.
 
 Upgrading: when the unit was already installed and the binary or the unit
 changed, a running service is restarted (`systemctl try-restart`) so the new
@@ -127,6 +131,67 @@ if [[ -z $destdir && $(id -u) -ne 0 ]]; then
   die "installing into / needs root (or set DESTDIR to stage the files elsewhere)"
 fi
 
+target=${CARGO_TARGET_DIR:-target}
+[[ $target == /* ]] || target="$repo/$target"
+
+# Prints $1, or the first thing below it, that a user other than root owns
+# or may write (owner not root, or group/other write); symbolic links are
+# followed to what they point at. Extra arguments go to find (-maxdepth 0).
+# Prints nothing when there is none, or when $1 does not exist.
+not_root_only() {
+  [[ -e $1 ]] || return 0
+  local found
+  # A walk that fails (a symlink loop, an unreadable file) counts as unsafe.
+  found=$(find -L "$@" ! -type l \( ! -uid 0 -o -perm /022 \) -print -quit 2>/dev/null) ||
+    found=${found:-$1}
+  [[ -z $found ]] || echo "$found"
+}
+
+# Prints the first path, among those a build as root would trust, that
+# someone other than root may have written; nothing when root alone could.
+# A build runs code from the checkout with the builder's rights: build.rs,
+# the vendored crates' build scripts and proc macros, compilers and linkers
+# named in .cargo/config.toml (read from the checkout and from every
+# directory above it), and build-script binaries already under the build
+# directory, which cargo runs again without rebuilding them. Directories
+# above are checked too: whoever can write one can add a .cargo/ there, or
+# swap what lies below.
+untrusted_build_input() {
+  local top dir found
+  for top in "$@"; do
+    [[ -e $top ]] && top=$(cd "$top" && pwd -P)
+    found=$(not_root_only "$top")
+    dir=$top
+    while [[ -z $found && $dir != / ]]; do
+      dir=$(dirname "$dir")
+      found=$(not_root_only "$dir" -maxdepth 0)
+      [[ -n $found ]] || found=$(not_root_only "$dir/.cargo")
+    done
+    if [[ -n $found ]]; then
+      echo "$found"
+      return
+    fi
+  done
+}
+
+# As root without sudo the build would run as root. That is refused unless
+# root alone can have written what the build runs: in a checkout that
+# another account can write (its owner's, a shared one), building as root
+# hands that account root, so the build has to run as them (sudo, which
+# builds as SUDO_USER) or happen beforehand (--no-build, --binary). A
+# checkout that only root can write is built: everyone able to plant code
+# in it is root already, and refusing would only make root build the same
+# code by hand. DESTDIR does not matter: staging runs the same build.
+# sudo from root (SUDO_USER=root) is plain root.
+if [[ $action == install && $build == yes && $(id -u) -eq 0 &&
+  (-z ${SUDO_USER:-} || $SUDO_USER == root) ]]; then
+  unsafe=$(untrusted_build_input "$repo" "$target")
+  if [[ -n $unsafe ]]; then
+    who=$(stat -L -c 'owner %U, mode %a' "$unsafe" 2>/dev/null) || who="not checked"
+    die "refusing to build as root: $unsafe ($who) can be written by an account other than root, and building runs code from it. Run this with sudo from the account that owns the checkout (sudo systemd/install.sh), or build first and install with --no-build or --binary FILE."
+  fi
+fi
+
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -204,8 +269,6 @@ if [[ $build == yes ]]; then
   build_release
 fi
 if [[ -z $binary ]]; then
-  target=${CARGO_TARGET_DIR:-target}
-  [[ $target == /* ]] || target="$repo/$target"
   binary="$target/release/punctual"
 fi
 [[ -f $binary && -x $binary ]] || die "no executable binary at $binary (build it, or pass --binary FILE)"
@@ -227,10 +290,19 @@ upgrade=no
 put "$binary" "$bin_dest" 0755
 put "$unit_tmp" "$unit_dest" 0644
 replaced=$changed
+# It may come to hold PUNCTUAL_TOKEN: readable by root only, also when it
+# was created by hand or by an older installer with a looser mode.
 if [[ -e $env_dest ]]; then
   echo "kept       $env_dest (existing settings are never overwritten)"
+  if [[ ! -f $env_dest ]]; then
+    # A symlink to /dev/null (settings switched off) must not make
+    # /dev/null root-only.
+    echo "install.sh: $env_dest is not a regular file; its mode is left alone" >&2
+  elif [[ $(stat -L -c %a "$env_dest") != 600 ]]; then
+    chmod 0600 "$env_dest"
+    echo "secured    $env_dest (mode 600: it may hold the token)"
+  fi
 else
-  # It may come to hold PUNCTUAL_TOKEN: readable by root only.
   put "$env_src" "$env_dest" 0600
 fi
 

@@ -2,12 +2,15 @@
 //! a staging tree and takes out again, how `systemd-analyze` judges the unit,
 //! and whether the example settings file still matches the daemon's flags.
 //!
-//! The installer is only ever run with `DESTDIR` set to a temporary directory,
-//! so these tests never touch the machine's own systemd.
+//! The installer is run with `DESTDIR` set to a temporary directory, so these
+//! tests never touch the machine's own systemd. The one exception checks that
+//! root without sudo refuses to build before changing anything; there `cargo`
+//! and `systemctl` are stubs and the "build" fails, so even a regression
+//! stops before installing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{MetadataExt, PermissionsExt, chown};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -33,6 +36,11 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new(label: &str) -> TempDir {
+        TempDir::under(&std::env::temp_dir(), label)
+    }
+
+    /// A fresh directory inside `parent`.
+    fn under(parent: &Path, label: &str) -> TempDir {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -42,7 +50,7 @@ impl TempDir {
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let path = std::env::temp_dir().join(name);
+        let path = parent.join(name);
         fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
         TempDir(path)
     }
@@ -585,23 +593,62 @@ impl Stubs {
         Stubs { dir }
     }
 
-    /// The installer, run as `sudo` would run it for `user`, building.
-    fn install(&self, destdir: &Path, target: &Path, user: &str) -> String {
-        let path = format!(
+    /// `PATH` with the stubs first.
+    fn path(&self) -> String {
+        format!(
             "{}:{}",
             self.dir.path().display(),
             std::env::var("PATH").unwrap_or_default()
+        )
+    }
+
+    /// From now on the `cargo` stub logs its call and fails, building nothing.
+    fn fail_builds(&self) {
+        let log = self.dir.path().join("calls.log");
+        let text = format!(
+            "#!/bin/sh\necho \"cargo $* in=$(pwd)\" >>'{}'\nexit 1\n",
+            log.display()
         );
+        fs::write(self.dir.path().join("cargo"), text).expect("rewrite the cargo stub");
+    }
+
+    /// The installer, run as `sudo` would run it for `user`, building.
+    fn install(&self, destdir: &Path, target: &Path, user: &str) -> String {
         let output = Command::new(systemd_dir().join("install.sh"))
             .env("DESTDIR", destdir)
             .env("SUDO_USER", user)
             .env("SYSTEMCTL", self.dir.path().join("systemctl"))
             .env("CARGO_TARGET_DIR", target)
-            .env("PATH", path)
+            .env("PATH", self.path())
             .output()
             .expect("run systemd/install.sh");
         assert!(output.status.success(), "install.sh: {}", describe(&output));
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// The installer of `checkout`, building, run as root runs it without
+    /// sudo: no `SUDO_USER`, and `DESTDIR` and `CARGO_TARGET_DIR` only when
+    /// given.
+    fn install_as_plain_root(
+        &self,
+        checkout: &Path,
+        destdir: Option<&Path>,
+        target: Option<&Path>,
+    ) -> Output {
+        let mut command = Command::new(checkout.join("systemd/install.sh"));
+        command
+            .env_remove("SUDO_USER")
+            .env_remove("DESTDIR")
+            .env_remove("CARGO_TARGET_DIR")
+            .env("SYSTEMCTL", self.dir.path().join("systemctl"))
+            .env("PATH", self.path());
+        if let Some(destdir) = destdir {
+            command.env("DESTDIR", destdir);
+        }
+        if let Some(target) = target {
+            command.env("CARGO_TARGET_DIR", target);
+        }
+        command.output().expect("run install.sh of the checkout")
     }
 
     /// The calls logged since the last look, one per line.
@@ -747,5 +794,215 @@ fn unit_memory_limits_follow_the_documented_sizing_of_the_bounded_queues() {
     assert!(
         max >= high * 1.1 && max <= needed * 2.0,
         "MemoryMax={max}M should leave room above MemoryHigh={high}M and stay near {needed:.0} MiB"
+    );
+}
+
+/// A checkout holding what the installer reads (`systemd/`), in a fresh
+/// directory below `parent`, writable by its owner only, as a clone made
+/// with umask 022 is.
+fn checkout_copy(parent: &Path) -> TempDir {
+    let checkout = TempDir::under(parent, "checkout");
+    let dir = checkout.path().join("systemd");
+    fs::create_dir(&dir).expect("create systemd/ in the checkout");
+    for (name, mode) in [
+        ("install.sh", 0o755),
+        ("punctual.service", 0o644),
+        ("punctual.env", 0o644),
+    ] {
+        let path = dir.join(name);
+        fs::copy(systemd_dir().join(name), &path).expect("copy into the checkout");
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode)).expect("chmod the copy");
+    }
+    for dir in [checkout.path(), dir.as_path()] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod the copy");
+    }
+    checkout
+}
+
+/// Gives `path` and everything below it to `uid`.
+fn chown_all(path: &Path, uid: u32) {
+    chown(path, Some(uid), Some(uid)).unwrap_or_else(|e| panic!("chown {}: {e}", path.display()));
+    if fs::symlink_metadata(path).expect("stat").is_dir() {
+        for entry in fs::read_dir(path).expect("list") {
+            chown_all(&entry.expect("a directory entry").path(), uid);
+        }
+    }
+}
+
+/// This machine's own installed files, if any: a refused run without
+/// `DESTDIR` must leave them as they were.
+fn live_files() -> Vec<Option<(u32, u64, u64, SystemTime)>> {
+    let paths = [
+        "/usr/local/bin/punctual",
+        "/etc/systemd/system/punctual.service",
+        "/etc/default/punctual",
+    ];
+    paths
+        .iter()
+        .map(|path| {
+            let meta = fs::symlink_metadata(path).ok()?;
+            Some((meta.mode(), meta.len(), meta.ino(), meta.modified().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn as_plain_root_the_installer_refuses_to_build_a_checkout_root_does_not_own() {
+    let stubs = Stubs::new();
+    // Were the refusal missing, the "build" would fail before anything is
+    // installed, so even the run without DESTDIR cannot reach this
+    // machine's files.
+    stubs.fail_builds();
+    let checkout = checkout_copy(&std::env::temp_dir());
+    // Someone else's checkout. Run by root, the test gives the copy to
+    // nobody (65534); run by anyone else, the copy is already theirs.
+    if fs::metadata(checkout.path()).expect("stat").uid() == 0 {
+        chown_all(checkout.path(), 65534);
+    }
+    let checkout_before = snapshot(checkout.path());
+    let live_before = live_files();
+    let dest = TempDir::new("plain-root");
+
+    // The `id` stub makes the installer see root whoever runs the test.
+    for destdir in [None, Some(dest.path())] {
+        let output = stubs.install_as_plain_root(checkout.path(), destdir, None);
+        assert!(
+            !output.status.success(),
+            "DESTDIR={destdir:?}: root must not build another account's checkout: {}",
+            describe(&output)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for words in [
+            "refusing to build as root",
+            "sudo",
+            "--no-build",
+            "--binary",
+        ] {
+            assert!(
+                stderr.contains(words),
+                "DESTDIR={destdir:?}: the refusal should say {words:?}: {}",
+                describe(&output)
+            );
+        }
+        let calls = stubs.calls();
+        assert!(calls.is_empty(), "nothing may be run: {calls:?}");
+        assert_eq!(
+            snapshot(checkout.path()),
+            checkout_before,
+            "the checkout is left alone"
+        );
+        assert!(
+            !checkout.path().join("target").exists(),
+            "no build directory"
+        );
+        assert!(
+            snapshot(dest.path()).is_empty(),
+            "a refused run installs nothing"
+        );
+        assert_eq!(
+            live_files(),
+            live_before,
+            "the machine's files are untouched"
+        );
+    }
+}
+
+#[test]
+fn as_plain_root_the_installer_builds_a_checkout_only_root_can_write() {
+    // Needs root, and a place no other account can write, up to /: the
+    // build's own temp directory usually is one when root runs the tests.
+    let checkout = checkout_copy(Path::new(env!("CARGO_TARGET_TMPDIR")));
+    let others_may_write =
+        |dir: &Path| fs::metadata(dir).is_ok_and(|m| m.uid() != 0 || m.mode() & 0o022 != 0);
+    if let Some(dir) = checkout
+        .path()
+        .ancestors()
+        .find(|d| others_may_write(d) || others_may_write(&d.join(".cargo")))
+    {
+        eprintln!(
+            "skipped: {} is not root's alone, so the installer rightly refuses there",
+            dir.display()
+        );
+        return;
+    }
+    let stubs = Stubs::new();
+    let dest = TempDir::new("root-only");
+    let target = checkout.path().join("target");
+
+    let output = stubs.install_as_plain_root(checkout.path(), Some(dest.path()), Some(&target));
+    assert!(
+        output.status.success(),
+        "root may build a checkout only root can write: {}",
+        describe(&output)
+    );
+    let calls = stubs.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("cargo build --release --locked in=")),
+        "built as root, without sudo: {calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("sudo ")),
+        "no sudo: {calls:?}"
+    );
+    assert_eq!(
+        fs::read(staged(dest.path(), "/usr/local").binary).expect("the binary is installed"),
+        fs::read(target.join("release/punctual")).expect("the build's binary"),
+    );
+
+    // One directory in it that its group may write is enough to refuse:
+    // cargo runs build scripts from target/ without rebuilding them.
+    let loose = target.join("release");
+    fs::set_permissions(&loose, fs::Permissions::from_mode(0o775)).expect("chmod g+w");
+    let before = snapshot(dest.path());
+    let output = stubs.install_as_plain_root(checkout.path(), Some(dest.path()), Some(&target));
+    assert!(!output.status.success(), "{}", describe(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{} (owner root, mode 775)", loose.display())),
+        "the refusal names what others may write: {stderr}"
+    );
+    assert!(stubs.calls().is_empty(), "nothing is run");
+    assert_eq!(snapshot(dest.path()), before, "nothing is installed");
+}
+
+#[test]
+fn install_makes_existing_settings_root_only() {
+    let dest = TempDir::new("settings-mode");
+    let files = staged(dest.path(), "/usr/local");
+    let settings = "PUNCTUAL_TOKEN=an-operator-secret-of-enough-bytes\n";
+    fs::create_dir_all(files.settings.parent().expect("etc/default")).expect("mkdir");
+    fs::write(&files.settings, settings).expect("write the operator's settings");
+    fs::set_permissions(&files.settings, fs::Permissions::from_mode(0o644)).expect("chmod 0644");
+
+    let out = install(dest.path(), &[]);
+    assert_eq!(
+        mode(&files.settings),
+        0o600,
+        "settings that may hold the token must end up root only: {out}"
+    );
+    assert_eq!(
+        fs::read_to_string(&files.settings).expect("settings still there"),
+        settings,
+        "only the mode changes"
+    );
+}
+
+#[test]
+fn unit_lets_only_loopback_through_by_default() {
+    let unit = shipped("punctual.service");
+    let values = |key: &str| -> Vec<String> {
+        let prefix = format!("{key}=");
+        unit.lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str()))
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(values("IPAddressDeny"), ["any"]);
+    assert_eq!(
+        values("IPAddressAllow"),
+        ["localhost"],
+        "the default listener is loopback; a drop-in opens more"
     );
 }
