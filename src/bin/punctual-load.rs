@@ -128,6 +128,15 @@ struct Options {
     /// Tasks each pull worker takes at once (`?credit=C`).
     #[arg(long, default_value_t = 1, requires = "pull_workers", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_PULL_CREDIT)))]
     pull_credit: u32,
+    /// WebSocket clients that replay this run from its first outcome
+    /// (`/ws?epoch=E&since=0`), connecting as the window starts; not measured
+    /// themselves: they load the daemon while the live clients are timed.
+    #[arg(long, default_value_t = 0)]
+    replay: u32,
+    /// Seconds a replaying client waits between reads (0: reads as fast as
+    /// it can; longer than the run: never reads).
+    #[arg(long, default_value_t = 0.0)]
+    replay_pause: f64,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     json: bool,
@@ -147,6 +156,9 @@ impl Options {
         if !(0.5..=3600.0).contains(&self.seconds) {
             return Err("--seconds must be between 0.5 and 3600".into());
         }
+        if !(0.0..=3600.0).contains(&self.replay_pause) {
+            return Err("--replay-pause must be between 0 and 3600 seconds".into());
+        }
         if !(0.0..=600.0).contains(&self.warmup) || !(0.0..=600.0).contains(&self.grace) {
             return Err("--warmup and --grace must be between 0 and 600".into());
         }
@@ -160,7 +172,7 @@ impl Options {
     }
 
     fn clients(&self) -> usize {
-        (self.ws + self.sse) as usize
+        (self.ws + self.sse + self.replay) as usize
     }
 
     /// Connections the tool opens to the daemon, besides its own few.
@@ -1216,6 +1228,109 @@ fn connect_all(
     connected
 }
 
+/// What a replaying client got: this run from seq 1 up to the newest outcome
+/// when it joined (`target`), in order, or how far it came.
+#[derive(Default)]
+struct Replayed {
+    target: u64,
+    last_seq: u64,
+    holes: u64,
+    gap_notices: u64,
+}
+
+impl Replayed {
+    fn complete(&self) -> bool {
+        self.target > 0 && self.last_seq >= self.target && self.holes == 0 && self.gap_notices == 0
+    }
+
+    fn message(&mut self, json: &[u8]) {
+        match string(json, b"\"type\":\"") {
+            Some(b"hello") => self.target = number(json, b"\"seq\":").unwrap_or(0),
+            Some(b"gap") => {
+                self.gap_notices += 1;
+                self.last_seq = number(json, b"\"to\":").unwrap_or(self.last_seq);
+            }
+            Some(b"event") => {
+                let seq = number(json, b"\"seq\":").unwrap_or(0);
+                if seq != self.last_seq + 1 {
+                    self.holes += 1;
+                }
+                self.last_seq = seq;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Replaying clients of this run (`epoch`), each reading on its own thread:
+/// continuously, or for a moment every `pause` seconds.
+fn start_replays(
+    count: u32,
+    pause: f64,
+    addr: SocketAddr,
+    epoch: &str,
+) -> (Vec<Socket>, Vec<JoinHandle<Replayed>>) {
+    let url = format!("ws://{addr}/ws?epoch={epoch}&since=0");
+    let mut sockets = Vec::new();
+    let mut readers = Vec::new();
+    for i in 0..count {
+        let Ok((socket, mut ws)) = connect_websocket(addr, &url) else {
+            continue;
+        };
+        if pause > 0.0 {
+            let _ = socket.0.set_read_timeout(Some(Duration::from_millis(100)));
+        }
+        let reader = thread::Builder::new()
+            .name(format!("replay-{i}"))
+            .stack_size(READER_STACK)
+            .spawn(move || read_replay(&mut ws, pause));
+        if let Ok(reader) = reader {
+            sockets.push(socket);
+            readers.push(reader);
+        }
+    }
+    (sockets, readers)
+}
+
+fn read_replay(ws: &mut WebSocket<Socket>, pause: f64) -> Replayed {
+    let mut replayed = Replayed::default();
+    loop {
+        match ws.read() {
+            Ok(Message::Text(text)) => replayed.message(text.as_bytes()),
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                thread::sleep(Duration::from_secs_f64(pause));
+            }
+            Err(_) => return replayed,
+        }
+    }
+}
+
+fn replay_report(
+    pause: f64,
+    requested: u32,
+    sockets: &[Socket],
+    readers: Vec<JoinHandle<Replayed>>,
+) -> Value {
+    for socket in sockets {
+        let _ = socket.0.shutdown(Shutdown::Both);
+    }
+    let replayed: Vec<Replayed> = readers.into_iter().filter_map(|r| r.join().ok()).collect();
+    json!({
+        "requested": requested,
+        "connected": replayed.len(),
+        "pauseSeconds": pause,
+        "complete": replayed.iter().filter(|r| r.complete()).count(),
+        "holes": replayed.iter().map(|r| r.holes).sum::<u64>(),
+        "gapNotices": replayed.iter().map(|r| r.gap_notices).sum::<u64>(),
+    })
+}
+
 /// Ends every stream from this side and collects the readers' tallies.
 fn close_all(clients: Connected, shared: &Shared) -> Vec<Tally> {
     shared.stopping.store(true, Ordering::Relaxed);
@@ -1240,10 +1355,17 @@ struct ServerReadings {
     rss_kib: u64,
     max_rss_kib: u64,
     threads: u64,
+    /// The daemon's `generator.tickJitterMsP99`, read once a second.
+    tick_jitter_ms: Vec<f64>,
 }
 
-/// Samples the daemon's CPU, RSS and threads once a second for `length`.
-fn watch_server(pid: Option<u32>, length: Duration, ticks_per_s: f64) -> ServerReadings {
+/// Samples the daemon's CPU, RSS, threads and tick jitter once a second for `length`.
+fn watch_server(
+    pid: Option<u32>,
+    length: Duration,
+    ticks_per_s: f64,
+    stats: impl Fn() -> Option<Value>,
+) -> ServerReadings {
     let pid_text = pid.map(|p| p.to_string());
     let ticks = || pid_text.as_deref().and_then(cpu_ticks);
     let started = Instant::now();
@@ -1260,6 +1382,8 @@ fn watch_server(pid: Option<u32>, length: Duration, ticks_per_s: f64) -> ServerR
             let (rss, _) = rss_and_threads(pid);
             readings.max_rss_kib = readings.max_rss_kib.max(rss);
         }
+        let jitter = stats().and_then(|s| s.pointer("/generator/tickJitterMsP99")?.as_f64());
+        readings.tick_jitter_ms.extend(jitter);
         let now = (Instant::now(), ticks());
         if let (Some(from), Some(to)) = (last.1, now.1) {
             let wall = (now.0 - last.0).as_secs_f64();
@@ -1392,7 +1516,15 @@ fn measure(
     let own_before = cpu_ticks("self");
     let machine_before = machine_ticks();
     let window = Instant::now();
-    let server = watch_server(pid, Duration::from_secs_f64(options.seconds), ticks_per_s);
+    let epoch = stats_start["epoch"].as_str().unwrap_or_default().to_owned();
+    let (replay_sockets, replays) =
+        start_replays(options.replay, options.replay_pause, addr, &epoch);
+    let server = watch_server(
+        pid,
+        Duration::from_secs_f64(options.seconds),
+        ticks_per_s,
+        || server_stats(&agent, addr).ok(),
+    );
     let window_wall = window.elapsed().as_secs_f64();
     let stats_window = server_stats(&agent, addr)?;
     let stats_seconds = stats_started.elapsed().as_secs_f64();
@@ -1420,6 +1552,12 @@ fn measure(
     let stats_end = server_stats(&agent, addr)?;
     let ws_failures = ws.failures.clone();
     let sse_failures = sse.failures.clone();
+    let replay = replay_report(
+        options.replay_pause,
+        options.replay,
+        &replay_sockets,
+        replays,
+    );
     let ws_tallies = close_all(ws, &shared);
     let sse_tallies = close_all(sse, &shared);
     let pull = close_pull_workers(pull);
@@ -1442,6 +1580,7 @@ fn measure(
             "rssMiB": pid.map(|_| round1(server.rss_kib as f64 / 1024.0)),
             "maxRssMiB": pid.map(|_| round1(server.max_rss_kib as f64 / 1024.0)),
             "threads": pid.map(|_| server.threads),
+            "tickJitterMsP99": spread(&server.tick_jitter_ms),
         },
         "loadCpuPct": own_cpu.map(round1),
         "daemonStats": daemon_report(&stats_start, &stats_end),
@@ -1452,6 +1591,9 @@ fn measure(
     tally_report(&all, options.seconds, &mut report)?;
     if producer_ran(options) {
         report["ingest"] = ingest_report(options, &ingest_counts, ingest_seconds);
+    }
+    if options.replay > 0 {
+        report["replay"] = replay;
     }
     Ok(report)
 }
@@ -1480,6 +1622,16 @@ fn start_ingest(
         .spawn(move || ingest(addr, pace, &shape, &stop, &counts))
         .map(Some)
         .map_err(|e| format!("cannot start the ingest thread: {e}"))
+}
+
+/// Median and largest of a second-by-second reading (`null` without one).
+fn spread(samples: &[f64]) -> Value {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.last() {
+        Some(&max) => json!({"median": sorted[sorted.len() / 2], "max": max}),
+        None => Value::Null,
+    }
 }
 
 fn round1(x: f64) -> f64 {
@@ -1794,6 +1946,22 @@ fn print_summary(r: &Value) {
         at("/server/threads"),
         at("/loadCpuPct")
     );
+    println!(
+        "  clock       generator tick jitter p99 per second: median {} ms, max {} ms",
+        at("/server/tickJitterMsP99/median"),
+        at("/server/tickJitterMsP99/max")
+    );
+    if r.get("replay").is_some() {
+        println!(
+            "  replay      {}/{} replaying clients (reading every {} s): {} got the whole run to their start, {} holes, {} gap notices",
+            at("/replay/connected"),
+            at("/replay/requested"),
+            at("/replay/pauseSeconds"),
+            at("/replay/complete"),
+            at("/replay/holes"),
+            at("/replay/gapNotices")
+        );
+    }
     let conservation = if r.pointer("/daemonStats/conservation") == Some(&Value::Bool(true)) {
         "holds"
     } else {
