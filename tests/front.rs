@@ -524,3 +524,234 @@ fn a_descriptor_limit_too_low_to_serve_exits_with_status_2_naming_the_fix() {
     );
     assert!(!log.contains("serving http://"), "{log}");
 }
+
+/// `POST /api/events` with `Content-Length: length` and whatever `extra`
+/// headers, up to the blank line: the body is the caller's to send (or not).
+fn post_head(addr: SocketAddr, length: u64, extra: &str) -> Vec<u8> {
+    format!(
+        "POST /api/events HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         {extra}Content-Length: {length}\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The status and the `error` of a JSON refusal in `answer` (head and body
+/// as read off the wire), or why it is not one.
+fn json_refusal(answer: &[u8]) -> Result<(u16, String), String> {
+    let text = String::from_utf8_lossy(answer);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("no whole answer: {text:?}"))?;
+    let status = head
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("no status line: {head:?}"))?;
+    let json: serde_json::Value =
+        serde_json::from_str(body).map_err(|e| format!("body is not JSON ({e}): {body:?}"))?;
+    let error = json["error"]
+        .as_str()
+        .ok_or_else(|| format!("no \"error\" in {json}"))?;
+    Ok((status, error.to_owned()))
+}
+
+/// Reads until the server ends its side of `stream`, or `limit` passes.
+fn read_answer(stream: &mut TcpStream, limit: Duration) -> std::io::Result<Vec<u8>> {
+    stream.set_read_timeout(Some(limit))?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    Ok(answer)
+}
+
+/// Sends a whole over-limit request, head and body, before reading a byte
+/// of the answer, as Python's `urllib` does; the answer read once it is all sent.
+fn post_whole_then_read(addr: SocketAddr, body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut stream = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    stream
+        .write_all(&post_head(addr, body.len() as u64, ""))
+        .map_err(|e| format!("sending the head: {e}"))?;
+    // A moment later and in pieces, as a client streams a body it reads from
+    // elsewhere: the refusal, sent once the head is read, arrives while the
+    // body is still to be written.
+    thread::sleep(Duration::from_millis(20));
+    for piece in body.chunks(16 * 1024) {
+        stream
+            .write_all(piece)
+            .map_err(|e| format!("sending the body: {e}"))?;
+    }
+    read_answer(&mut stream, Duration::from_secs(10))
+        .map_err(|e| format!("reading the answer: {e}"))
+}
+
+#[test]
+fn a_client_that_sends_its_whole_body_before_reading_gets_the_413() {
+    let daemon = Daemon::spawn(&["--rate", "0", "--max-body", "1000"], &[]);
+    let body = vec![b' '; 2 * 1024 * 1024];
+    let failures: Vec<String> = (0..20)
+        .filter_map(|attempt| {
+            let outcome =
+                post_whole_then_read(daemon.addr, &body).and_then(|answer| json_refusal(&answer));
+            match outcome {
+                Ok((413, error)) if error.contains("1000") => None,
+                Ok(other) => Some(format!("attempt {attempt}: {other:?}")),
+                Err(e) => Some(format!("attempt {attempt}: {e}")),
+            }
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of 20 did not get the 413: {failures:#?}",
+        failures.len()
+    );
+}
+
+#[test]
+fn an_expect_100_continue_request_refused_from_its_head_gets_the_refusal_and_no_100_continue() {
+    let token = "a-token-long-enough-to-be-taken";
+    let daemon = Daemon::spawn(
+        &["--rate", "0", "--max-body", "1000", "--token", token],
+        &[],
+    );
+    let addr = daemon.addr;
+    let bearer = format!("Authorization: Bearer {token}\r\n");
+    let expect = "Expect: 100-continue\r\n";
+    for (what, head, status) in [
+        (
+            "a body over --max-body",
+            post_head(addr, 2 * 1024 * 1024, &format!("{bearer}{expect}")),
+            413,
+        ),
+        ("no token", post_head(addr, 100, expect), 401),
+    ] {
+        // The head only: a client that expects 100 Continue sends its body
+        // after it, and must never be asked to send one that is refused.
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream.write_all(&head).expect("send head");
+        let answer = read_answer(&mut stream, Duration::from_secs(10)).expect("an answer");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{what}: {text}"
+        );
+        assert!(!text.contains(" 100 "), "{what}: {text}");
+        assert!(json_refusal(&answer).is_ok(), "{what}: {text}");
+    }
+
+    // A request that is accepted does get its 100 Continue, then the answer.
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .write_all(&post_head(addr, 2, &format!("{bearer}{expect}")))
+        .expect("send head");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut interim = Vec::new();
+    while !interim.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        stream.read_exact(&mut byte).expect("100 Continue");
+        interim.push(byte[0]);
+    }
+    let interim = String::from_utf8_lossy(&interim);
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n"),
+        "{interim}"
+    );
+    stream.write_all(b"{}").expect("send body");
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).expect("the answer");
+    assert_eq!(&head, b"HTTP/1.1 202");
+}
+
+/// A peer that announced an endless body and keeps sending it: returns how
+/// the sending ended (the error, and when) once the connection is cut.
+fn keep_sending(
+    mut stream: TcpStream,
+    piece: usize,
+    pause: Duration,
+) -> thread::JoinHandle<(std::io::Error, Instant)> {
+    thread::spawn(move || {
+        // A write blocked this long means the daemon stopped reading without
+        // closing: the connection was held, not cut.
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(20)));
+        let bytes = vec![b' '; piece];
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if let Err(e) = stream.write_all(&bytes) {
+                return (e, Instant::now());
+            }
+            thread::sleep(pause);
+        }
+        let held = std::io::Error::other("still sending after 30 s");
+        (held, Instant::now())
+    })
+}
+
+#[test]
+fn a_peer_that_keeps_sending_after_the_refusal_is_cut_off_within_the_bound() {
+    // A request deadline far away: only the linger's own bounds can end it soon.
+    let daemon = Daemon::spawn(
+        &[
+            "--rate",
+            "0",
+            "--max-body",
+            "1000",
+            "--request-timeout",
+            "60",
+        ],
+        &[],
+    );
+    let addr = daemon.addr;
+    // One floods and reads as it goes (the byte bound ends it); one
+    // trickles 1 KiB every 20 ms and reads only a moment later, as a client
+    // busy sending does (the time bound ends it).
+    for (what, piece, pause, read_after) in [
+        ("a flood", 64 * 1024, Duration::ZERO, None),
+        (
+            "a trickle",
+            1024,
+            Duration::from_millis(20),
+            Some(Duration::from_millis(200)),
+        ),
+    ] {
+        let mut stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .write_all(&post_head(addr, 1 << 40, ""))
+            .expect("send head");
+        let sender = keep_sending(stream.try_clone().expect("clone"), piece, pause);
+        thread::sleep(read_after.unwrap_or_default());
+        let answer = read_answer(&mut stream, Duration::from_secs(10));
+        let answered = Instant::now();
+        let refusal = answer
+            .map_err(|e| e.to_string())
+            .and_then(|answer| json_refusal(&answer));
+        assert!(
+            matches!(refusal, Ok((413, _))),
+            "{what}: the refusal was not read: {refusal:?}"
+        );
+        // The daemon answers others while it reads and throws away.
+        assert_eq!(common::daemon::healthz_status(addr), Some(200), "{what}");
+        let (error, ended) = sender.join().expect("sender");
+        assert!(
+            !matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut),
+            "{what}: the daemon stopped reading but kept the connection: {error}"
+        );
+        if read_after.is_some() {
+            // What it sent after the refusal was taken, not answered with a
+            // reset, at least until it had read the refusal (the bound is
+            // 2 s; it read 0.2 s in).
+            assert!(
+                ended > answered,
+                "{what}: cut off before it read the refusal: {error}"
+            );
+        }
+        let cut_after = ended.saturating_duration_since(answered);
+        assert!(
+            cut_after < Duration::from_secs(10),
+            "{what}: still sending {cut_after:?} after the refusal"
+        );
+    }
+    assert_eq!(common::daemon::healthz_status(addr), Some(200));
+}

@@ -69,6 +69,16 @@ pub const MAX_REQUEST_LINE: usize = 8 * 1024;
 /// Largest request head, request line and headers: a larger one is answered 431.
 pub const MAX_HEAD: usize = 32 * 1024;
 
+/// After an early answer that closes a connection (a refusal, or an error
+/// while a body is unread), what the peer still sends is read and thrown
+/// away for at most this long, within the request's deadline: closing on
+/// unread data would reset the connection, and a client still sending its
+/// body would never read the answer.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Most bytes read and thrown away while lingering.
+pub const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
 /// Builds the listening socket. Accepted connections inherit TCP_USER_TIMEOUT
 /// and keep-alive on Linux; their read and write timeouts are set per
 /// connection by the front, from the deadlines in [`front_limits`].
@@ -101,6 +111,8 @@ pub fn front_limits(config: &Config, caps: Caps) -> Limits {
         write_timeout: Some(Duration::from_secs(config.write_timeout)),
         max_request_line: MAX_REQUEST_LINE,
         max_head: MAX_HEAD,
+        linger: Some(LINGER),
+        linger_bytes: LINGER_BYTES,
     }
 }
 

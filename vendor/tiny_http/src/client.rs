@@ -2,7 +2,7 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufReader, BufWriter, ErrorKind, Read, Write};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -98,11 +98,19 @@ impl ClientConnection {
     /// and marks the connection as closing.
     fn refuse(&mut self, status: u16, message: &str, version: HTTPVersion) {
         self.state.close();
-        if let Some(writer) = self.sink.next() {
+        if let Some(mut writer) = self.sink.next() {
+            // (patch) flushed now: a lingering close shuts the write side first
             json_error(status, message)
-                .raw_print(writer, version, &[], false, None)
+                .raw_print(&mut writer, version, &[], false, None)
+                .and_then(|()| writer.flush())
                 .ok();
         }
+    }
+
+    /// (patch) Once the connection's last answer is written: a closing
+    /// connection lingers (see `ConnectionState::linger`).
+    pub(crate) fn linger(&self) {
+        self.state.linger();
     }
 
     /// Reads the next line from self.next_header_source.

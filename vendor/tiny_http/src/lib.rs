@@ -449,13 +449,22 @@ impl Server {
                     let handler = handler.clone();
                     let mut client = Some(client);
                     tasks_pool.spawn(Box::new(move || {
-                        if let Some(client) = client.take() {
+                        if let Some(mut client) = client.take() {
                             if let Some(handler) = &handler {
                                 // (patch) one request at a time on this thread:
                                 // the next is read only once this one is answered
-                                for rq in client {
+                                for rq in client.by_ref() {
                                     handler(rq);
                                 }
+                                // (patch) A closing connection lingers here,
+                                // not where it is marked closing: that happens
+                                // in three places (a refusal, an error answer,
+                                // a body dropped unread after the answer), and
+                                // only here is every answer known to be
+                                // written. Without a handler, answers are
+                                // written on other threads, maybe later, so
+                                // those connections close as released.
+                                client.linger();
                             } else if client.secure() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 let (sender, receiver) = mpsc::channel();

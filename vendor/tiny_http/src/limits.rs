@@ -33,6 +33,14 @@ pub struct Limits {
     pub max_request_line: usize,
     /// Largest request head (request line and headers) in bytes; a larger one is answered `431`.
     pub max_head: usize,
+    /// After an answer that closes the connection early (a refusal, an error
+    /// answer to a request with a body), how long what the peer still sends
+    /// is read and thrown away, within the request's own deadline. Closing
+    /// with unread data resets the connection, and a peer still sending its
+    /// body would lose the answer; `None` closes at once.
+    pub linger: Option<Duration>,
+    /// Most bytes read and thrown away while lingering.
+    pub linger_bytes: usize,
 }
 
 impl Default for Limits {
@@ -44,6 +52,8 @@ impl Default for Limits {
             write_timeout: None,
             max_request_line: usize::MAX,
             max_head: usize::MAX,
+            linger: None,
+            linger_bytes: 0,
         }
     }
 }
@@ -183,6 +193,41 @@ impl ConnectionState {
 
     pub(crate) fn is_handed_over(&self) -> bool {
         self.handed_over.load(Ordering::Acquire)
+    }
+
+    /// Ends a connection that is closing with an answer behind it: shuts
+    /// the write side, so the peer sees the answer end, then reads and
+    /// throws away what it still sends until it stops, the linger time or
+    /// the request's deadline passes, or `linger_bytes` have come. The
+    /// caller closes the socket after this. A connection taken over, or
+    /// not closing, is left alone.
+    pub(crate) fn linger(&self) {
+        if !self.is_closing() || self.taken_over.load(Ordering::Acquire) {
+            return;
+        }
+        let (Some(connection), Some(linger)) = (&self.connection, self.limits.linger) else {
+            return;
+        };
+        let mut until = Instant::now() + linger;
+        if let Some(deadline) = *lock(&self.read_deadline) {
+            until = until.min(deadline);
+        }
+        let _ = connection.shutdown(std::net::Shutdown::Write);
+        const PIECE: usize = 16 * 1024;
+        let mut buf = [0u8; PIECE];
+        let mut left = self.limits.linger_bytes;
+        while left > 0 {
+            let time_left = until.saturating_duration_since(Instant::now());
+            if time_left.is_zero() || connection.set_read_timeout(Some(time_left)).is_err() {
+                return;
+            }
+            match connection.read_shared(&mut buf[..left.min(PIECE)]) {
+                Ok(0) => return,
+                Ok(n) => left -= n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
     }
 
     /// Whether the connection serves no more requests.
