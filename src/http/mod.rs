@@ -76,7 +76,8 @@ pub const MAX_HEAD: usize = 32 * 1024;
 /// body would never read the answer.
 pub const LINGER: Duration = Duration::from_secs(2);
 
-/// Most bytes read and thrown away while lingering.
+/// Most bytes read and thrown away while lingering, beyond `--max-body`: a
+/// body just over the limit is read to its end, so its client gets the 413.
 pub const LINGER_BYTES: usize = 4 * 1024 * 1024;
 
 /// Builds the listening socket. Accepted connections inherit TCP_USER_TIMEOUT
@@ -112,7 +113,9 @@ pub fn front_limits(config: &Config, caps: Caps) -> Limits {
         max_request_line: MAX_REQUEST_LINE,
         max_head: MAX_HEAD,
         linger: Some(LINGER),
-        linger_bytes: LINGER_BYTES,
+        linger_bytes: usize::try_from(config.max_body)
+            .unwrap_or(usize::MAX)
+            .saturating_add(LINGER_BYTES),
     }
 }
 
