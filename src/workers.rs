@@ -588,6 +588,7 @@ impl Drop for Busy<'_> {
 mod tests {
     use super::*;
     use crate::config::Config;
+    use crate::config::Schedule;
     use std::sync::atomic::AtomicBool;
 
     const MS: Duration = Duration::from_millis(1);
@@ -598,10 +599,25 @@ mod tests {
     /// refill the queue behind it.
     #[test]
     fn in_flight_never_exceeds_the_queue_while_the_expiry_thread_judges() {
+        in_flight_stays_within_the_queue(Schedule::Fifo);
+    }
+
+    /// Under edf a newcomer due sooner displaces a queued event: entered and
+    /// judged in one step, never both counted in flight.
+    #[test]
+    fn in_flight_never_exceeds_the_queue_while_edf_displaces_queued_events() {
+        in_flight_stays_within_the_queue(Schedule::Edf);
+    }
+
+    fn in_flight_stays_within_the_queue(schedule: Schedule) {
         const CAPACITY: usize = 8;
         let ledger = Arc::new(Ledger::default());
         let (outcomes, hub) = crossbeam_channel::bounded(1);
-        let knobs = Arc::new(Knobs::new(&Config::default()));
+        let config = Config {
+            schedule,
+            ..Config::default()
+        };
+        let knobs = Arc::new(Knobs::new(&config));
         let (intake, queue) = work_queue(CAPACITY, knobs, Arc::clone(&ledger), outcomes.clone());
         let expiry = spawn_expiry(queue, Arc::clone(&ledger), outcomes).expect("expiry starts");
         let slow_hub = thread::spawn(move || {
@@ -613,8 +629,9 @@ mod tests {
         let producer = {
             let done = Arc::clone(&done);
             thread::spawn(move || {
-                for _ in 0..5_000 {
-                    intake.submit(Event::generated(Instant::now(), MS));
+                // Deadlines of 1 to 4 ms: under edf, later ones are displaced.
+                for n in 0..5_000 {
+                    intake.submit(Event::generated(Instant::now(), (4 - n % 4) * MS));
                 }
                 done.store(true, Ordering::Relaxed);
             })

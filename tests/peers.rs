@@ -6,12 +6,15 @@
 
 mod common;
 
+use std::io::Write;
+use std::net::{Shutdown, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Client, connect, next_message, start};
 use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Bytes, Message};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -104,6 +107,75 @@ fn a_peer_that_floods_frames_is_cut_off_and_other_clients_carry_on() {
     let (code, _) = close_code_then_end(&mut flooder);
     assert_eq!(code, Some(CloseCode::Policy));
     assert!(next_message(&mut bystander, WAIT).is_some());
+}
+
+/// A masked client frame (RFC 6455 §5.2) of `opcode` with `fin`, payload under 126 bytes.
+fn raw_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x5a, 0x17, 0xc3, 0x01];
+    let mut frame = vec![u8::from(fin) << 7 | opcode, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    frame
+}
+
+fn raw_socket(client: &mut Client) -> &mut TcpStream {
+    match client.get_mut() {
+        MaybeTlsStream::Plain(stream) => stream,
+        _ => panic!("a plain TCP test client"),
+    }
+}
+
+#[test]
+fn a_message_fragmented_without_end_is_cut_off_as_a_flood() {
+    let server = start(|c| c.rate = 20);
+    let mut client = connect(server.local_addr(), "/ws");
+    // One byte of text opens a message that never finishes: only empty
+    // continuation frames follow, so no message is ever complete.
+    let mut flood = raw_frame(false, 0x1, b"{");
+    for _ in 0..20_000 {
+        flood.extend(raw_frame(false, 0x0, b""));
+    }
+    let _ = raw_socket(&mut client).write_all(&flood);
+    let (code, ended) = close_code_then_end(&mut client);
+    assert_eq!(code, Some(CloseCode::Policy));
+    assert!(ended);
+}
+
+#[test]
+fn a_peer_dribbling_a_frame_a_few_bytes_at_a_time_is_cut_off() {
+    let server = start(|c| c.rate = 20);
+    let mut client = connect(server.local_addr(), "/ws");
+    let socket = raw_socket(&mut client);
+    socket.set_nodelay(true).expect("nodelay");
+    // Twenty pings, well within what a peer may say, but each byte its own
+    // segment: every one wakes the client's thread.
+    let pings: Vec<u8> = (0..20).flat_map(|_| raw_frame(true, 0x9, b"")).collect();
+    for byte in pings.chunks(1) {
+        if socket.write_all(byte).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let (code, _) = close_code_then_end(&mut client);
+    assert_eq!(code, Some(CloseCode::Policy));
+}
+
+#[test]
+fn a_dashboard_that_half_closes_is_let_go_without_waiting_for_a_write() {
+    // No outcomes, so the only write would be a keep-alive after 15 s, and
+    // it would succeed on a half-closed connection.
+    let server = start(|c| c.rate = 0);
+    let addr = server.local_addr();
+    let mut client = connect(addr, "/ws");
+    let connected = || common::get_json(addr, "/api/stats").1["clients"]["connected"].clone();
+    assert!(common::eventually(WAIT, || connected() == 1));
+    raw_socket(&mut client)
+        .shutdown(Shutdown::Write)
+        .expect("half-close");
+    assert!(
+        common::eventually(WAIT, || connected() == 0),
+        "the client is still counted after its peer left"
+    );
 }
 
 #[test]

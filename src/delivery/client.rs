@@ -349,7 +349,14 @@ impl Client {
     /// Reads and answers the peer, holding the socket (the fast path finds it
     /// taken and leaves the client to this thread meanwhile).
     fn hear(&self) -> io::Result<()> {
-        attached(&mut self.lock_sink())?.hear()
+        let mut guard = self.lock_sink();
+        let heard = attached(&mut guard)?.hear();
+        if heard.is_err() {
+            // Closed before the socket is let go: a close frame may be out,
+            // and the fast path must not write after it.
+            self.close();
+        }
+        heard
     }
 
     fn keepalive(&self) -> io::Result<()> {

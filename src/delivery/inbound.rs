@@ -22,6 +22,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::thread;
+use std::time::Duration;
 
 use rustix::event::epoll;
 
@@ -46,19 +47,20 @@ pub struct Watched {
 }
 
 impl Inbound {
-    /// Starts the `ws-inbound` thread. It runs for the life of the process;
-    /// a panic in it is the delivery stage's death, like the fan-out's (a
-    /// client whose pings go unanswered is dropped by its own library).
+    /// Starts the `ws-inbound` thread. It ends within a second of the last
+    /// reference going (the server and every watched client gone); a panic
+    /// in it is the delivery stage's death, like the fan-out's (a client
+    /// whose pings go unanswered is dropped by its own library).
     pub fn spawn(faults: Arc<Faults>) -> io::Result<Arc<Inbound>> {
         let inbound = Arc::new(Inbound {
             epoll: epoll::create(epoll::CreateFlags::CLOEXEC)?,
             clients: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(0),
         });
-        let watcher = Arc::clone(&inbound);
+        let watcher = Arc::downgrade(&inbound);
         thread::Builder::new()
             .name("ws-inbound".into())
-            .spawn(move || faults.run_essential(Role::Fanout, || watcher.run()))?;
+            .spawn(move || faults.run_essential(Role::Fanout, || run(&watcher)))?;
         Ok(inbound)
     }
 
@@ -79,42 +81,57 @@ impl Inbound {
         })
     }
 
-    fn run(&self) {
-        let mut events = Vec::with_capacity(EVENTS_PER_WAIT);
-        loop {
-            events.clear();
-            match epoll::wait(
-                &self.epoll,
-                rustix::buffer::spare_capacity(&mut events),
-                None,
-            ) {
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(e) => {
-                    // Nothing a peer does makes epoll_wait fail; if the
-                    // kernel does, say so and go on rather than spin.
-                    ::log::error!("waiting for WebSocket peers failed: {e}");
-                    thread::sleep(std::time::Duration::from_millis(100));
-                    continue;
-                }
+    /// Waits (at most [`LOOK_AGAIN`]) for peers that spoke, and wakes their
+    /// clients' threads.
+    fn wake_who_spoke(&self, events: &mut Vec<epoll::Event>) {
+        events.clear();
+        let timeout = rustix::event::Timespec {
+            tv_sec: LOOK_AGAIN.as_secs() as i64,
+            tv_nsec: 0,
+        };
+        let waited = epoll::wait(
+            &self.epoll,
+            rustix::buffer::spare_capacity(events),
+            Some(&timeout),
+        );
+        match waited {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => {
+                // Nothing a peer does makes epoll_wait fail; if the kernel
+                // does, say so and go on rather than spin.
+                ::log::error!("waiting for WebSocket peers failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+                return;
             }
-            // Collected first and woken after the map is unlocked: dropping
-            // the last reference to a client forgets it, which takes the lock.
-            let woken: Vec<Arc<Client>> = {
-                let clients = self.lock();
-                events
-                    .iter()
-                    .filter_map(|event| clients.get(&event.data.u64())?.upgrade())
-                    .collect()
-            };
-            for client in woken {
-                client.peer_spoke();
-            }
+        }
+        // Collected first and woken after the map is unlocked: dropping the
+        // last reference to a client forgets it, which takes the lock.
+        let woken: Vec<Arc<Client>> = {
+            let clients = self.lock();
+            events
+                .iter()
+                .filter_map(|event| clients.get(&event.data.u64())?.upgrade())
+                .collect()
+        };
+        for client in woken {
+            client.peer_spoke();
         }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u64, Weak<Client>>> {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// How often the thread looks whether it is still wanted.
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
+
+/// The thread holds the set only while it waits, so it ends once the set is
+/// no longer wanted.
+fn run(inbound: &Weak<Inbound>) {
+    let mut events = Vec::with_capacity(EVENTS_PER_WAIT);
+    while let Some(inbound) = inbound.upgrade() {
+        inbound.wake_who_spoke(&mut events);
     }
 }
 

@@ -4,7 +4,7 @@
 //! a pong, a close with a close (then the client ends), data is ignored, and
 //! a peer that sends too much is cut off.
 
-use std::io::{self, Write};
+use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::time::Instant;
 
@@ -28,11 +28,50 @@ const MAX_FRAME_HEAD: usize = 14;
 /// much of the daemon's memory.
 const MAX_INBOUND: usize = 4 * 1024;
 
-/// Frames a peer may send at once, and how many more it earns a second. A
-/// client library pings every 20 s or so; past the allowance the peer is
-/// flooding and is cut off with 1008.
+/// What a peer may make its client's thread do at once, and how much more it
+/// earns a second, in units: one per wake-up, one per message, one per KiB
+/// read. A client library's ping every 20 s or so costs 2; past the
+/// allowance the peer is flooding and is cut off with 1008, so neither a
+/// stream of tiny segments nor a message fragmented without end keeps a
+/// thread busy.
 const INBOUND_BURST: f64 = 32.0;
 const INBOUND_PER_SECOND: f64 = 1.0;
+
+/// Most bytes one wake-up reads: a peer that sends faster than they are read
+/// would otherwise keep its thread in one read loop for ever.
+const MAX_READ_PER_WAKE: usize = 8 * 1024;
+
+/// The client's socket, counting what is read from it per wake-up.
+struct PeerSocket {
+    stream: TcpStream,
+    /// Bytes read since the wake-up began; reading stops at [`MAX_READ_PER_WAKE`].
+    read: usize,
+}
+
+impl Read for PeerSocket {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = MAX_READ_PER_WAKE.saturating_sub(self.read);
+        if left == 0 {
+            return Err(io::Error::other(OVER_BUDGET));
+        }
+        let n = buf.len().min(left);
+        let read = self.stream.read(&mut buf[..n])?;
+        self.read += read;
+        Ok(read)
+    }
+}
+
+impl Write for PeerSocket {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.stream.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.stream.flush()
+    }
+}
+
+const OVER_BUDGET: &str = "the peer sent more than 8 KiB at once";
 
 /// Buffers sized for a peer that mostly listens: a small read buffer (pings
 /// and a close), and a write buffer that gathers a batch before it is flushed.
@@ -59,7 +98,7 @@ pub fn accept_key(client_key: &str) -> String {
 
 /// A server-side WebSocket over a socket whose upgrade has been answered.
 pub struct WsSink {
-    socket: WebSocket<TcpStream>,
+    socket: WebSocket<PeerSocket>,
     /// Writes block (the slow path): a would-block is then the send timeout.
     blocking: bool,
     /// Frames the peer may still send now (see [`INBOUND_BURST`]), as of `heard_at`.
@@ -78,7 +117,11 @@ impl WsSink {
     pub fn new(stream: TcpStream, held: Option<ConnectionSlot>, watched: Option<Watched>) -> Self {
         super::bound_send_buffer(&stream);
         WsSink {
-            socket: WebSocket::from_raw_socket(stream, Role::Server, Some(socket_config())),
+            socket: WebSocket::from_raw_socket(
+                PeerSocket { stream, read: 0 },
+                Role::Server,
+                Some(socket_config()),
+            ),
             blocking: true,
             allowance: INBOUND_BURST,
             heard_at: Instant::now(),
@@ -98,7 +141,7 @@ impl WsSink {
                 }
                 Err(e) => return Err(self.refuse(e)),
             };
-            self.spend_allowance()?;
+            self.spend(1.0)?;
             if let Message::Close(_) = message {
                 // The echo is queued: send it (bounded by the write timeout)
                 // and end; dropping the socket then closes the connection,
@@ -111,12 +154,12 @@ impl WsSink {
         }
     }
 
-    /// One frame's worth of the peer's allowance; a peer past it is cut off.
-    fn spend_allowance(&mut self) -> io::Result<()> {
+    /// Takes `units` from the peer's allowance; a peer past it is cut off.
+    fn spend(&mut self, units: f64) -> io::Result<()> {
         let now = Instant::now();
         let earned = now.duration_since(self.heard_at).as_secs_f64() * INBOUND_PER_SECOND;
         self.heard_at = now;
-        self.allowance = (self.allowance + earned).min(INBOUND_BURST) - 1.0;
+        self.allowance = (self.allowance + earned).min(INBOUND_BURST) - units;
         if self.allowance < 0.0 {
             self.close_with(
                 CloseCode::Policy,
@@ -142,6 +185,13 @@ impl WsSink {
             tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed => {
                 io::Error::other("the peer closed the WebSocket")
             }
+            tungstenite::Error::Io(_) if self.socket.get_ref().read >= MAX_READ_PER_WAKE => {
+                self.close_with(
+                    CloseCode::Policy,
+                    "too much at once: a dashboard only listens",
+                );
+                io::Error::other(OVER_BUDGET)
+            }
             other => io_error(other),
         }
     }
@@ -165,6 +215,11 @@ impl WsSink {
     /// order. A time-out part-way leaves a torn frame: the error ends the
     /// client, which is what a timed-out write does anyway.
     fn write_large(&mut self, json: &[u8]) -> io::Result<()> {
+        // Written around tungstenite, so its closing state is checked here:
+        // nothing may follow a close frame.
+        if !self.socket.can_write() {
+            return Err(io::Error::other("the WebSocket is closing"));
+        }
         self.flush()?;
         let mut head = Vec::with_capacity(MAX_FRAME_HEAD);
         let text = FrameHeader {
@@ -173,7 +228,7 @@ impl WsSink {
         };
         text.format(json.len() as u64, &mut head)
             .map_err(io_error)?;
-        let socket = self.socket.get_mut();
+        let socket = &mut self.socket.get_mut().stream;
         socket
             .write_all(&head)
             .and_then(|()| socket.write_all(json))
@@ -233,7 +288,7 @@ impl Sink for WsSink {
     }
 
     fn set_blocking(&mut self, blocking: bool) -> io::Result<()> {
-        self.socket.get_ref().set_nonblocking(!blocking)?;
+        self.socket.get_ref().stream.set_nonblocking(!blocking)?;
         self.blocking = blocking;
         Ok(())
     }
@@ -260,14 +315,16 @@ impl Sink for WsSink {
 
     fn hear(&mut self) -> io::Result<()> {
         let was_blocking = self.blocking;
+        self.socket.get_mut().read = 0;
         self.set_blocking(false)?;
         self.read_frames()?;
-        // A pong still queued goes out now if the socket takes it, or with
-        // the next batch (it is behind what the socket is still sending).
-        match self.socket.flush() {
-            Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {}
-            other => other.map_err(io_error)?,
-        }
+        let read = self.socket.get_ref().read;
+        self.spend(1.0 + read as f64 / 1024.0)?;
+        // A pong still queued behind what the socket is sending goes out now,
+        // on this (the client's own) thread: bounded by the write timeout,
+        // and the fast path finds the sink taken meanwhile.
+        self.set_blocking(true)?;
+        self.flush()?;
         self.set_blocking(was_blocking)
     }
 }
