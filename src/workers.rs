@@ -39,7 +39,7 @@ use crate::faults::{Faults, Role};
 use crate::schedule::{Pushed, WorkQueue};
 use crate::stats::{Door, Gauges, Ledger};
 use crate::time::WallClock;
-use crate::work::pull::Dispatcher;
+use crate::work::pull::{Dispatcher, Offer};
 use crate::work::{Answer, http, task_json};
 
 /// The way into the pipeline, shared by the generator, ingest and tests.
@@ -464,34 +464,39 @@ impl WorkerContext {
     /// Waits for a connected worker with room, sends it `event` and waits for
     /// its answer. An event still waiting for room at its deadline is
     /// `dropped/expired`; admission is asked again once room is found, since
-    /// the wait used some of the time left.
+    /// the wait used some of the time left. A remote whose socket is still
+    /// taking an earlier frame is left at once for other room: no worker
+    /// thread waits on another's write.
     fn hand_over(
         &self,
         dispatcher: &Dispatcher,
         event: &Event,
         predicted: Option<Duration>,
     ) -> Verdict {
-        let Some(credit) = dispatcher.acquire(event.deadline_at()) else {
-            return Verdict::at(Status::Dropped(DropReason::Expired), Instant::now());
-        };
-        let now = Instant::now();
-        if let Some(refused) = refusal(admit(now, event.deadline_at(), predicted)) {
-            credit.give_back(dispatcher);
-            return Verdict::at(refused, now);
-        }
-        let task = match task_json(event, &self.clock, now, Some("task")) {
-            Ok(task) => task,
-            Err(e) => {
+        loop {
+            let Some(credit) = dispatcher.acquire(event.deadline_at()) else {
+                return Verdict::at(Status::Dropped(DropReason::Expired), Instant::now());
+            };
+            let now = Instant::now();
+            if let Some(refused) = refusal(admit(now, event.deadline_at(), predicted)) {
                 credit.give_back(dispatcher);
-                return failed(error_text(&format!("unserialisable event: {e}")), now);
+                return Verdict::at(refused, now);
             }
-        };
-        self.real_work(event, || {
-            let answer = credit.send(dispatcher, &event.id, task);
-            answer
-                .recv_deadline(event.deadline_at())
-                .unwrap_or(Answer::NoAnswer)
-        })
+            let task = match task_json(event, &self.clock, now, Some("task")) {
+                Ok(task) => task,
+                Err(e) => {
+                    credit.give_back(dispatcher);
+                    return failed(error_text(&format!("unserialisable event: {e}")), now);
+                }
+            };
+            match credit.offer(dispatcher, &event.id, task) {
+                Offer::Taken(handover) => {
+                    return self
+                        .real_work(event, || handover.answer(dispatcher, event.deadline_at()));
+                }
+                Offer::Busy => continue,
+            }
+        }
     }
 
     /// Runs `call` (the real work of `event`, which returns by the deadline)

@@ -2,7 +2,9 @@
 //! told, and the verdicts punctual gives on what came back — on time, late at
 //! the deadline while the worker is still busy, failed on an error status, a
 //! refused connection or a worker gone, admission that learns the worker's
-//! real duration, credit, the token, and the conservation count.
+//! real duration, credit, the token, the conservation count, a worker that
+//! stops reading (it holds up no other), and workers that come and go (they
+//! leave no descriptor behind).
 
 mod common;
 
@@ -471,4 +473,194 @@ fn a_silent_worker_is_pinged_then_dropped_and_its_task_fails() {
     assert!(eventually(WAIT, || work_stats(addr)["connected"] == 0));
     drop(silent);
     server.stop();
+}
+
+/// A pull worker whose receive buffer is as small as the kernel allows, so
+/// that a few large tasks fill its socket once it stops reading.
+fn pull_worker_small_buffer(addr: SocketAddr, credit: usize) -> WebSocket<TcpStream> {
+    let socket =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    socket.connect(&addr.into()).expect("connect");
+    let (worker, _) = tungstenite::client(
+        format!("ws://{addr}/api/work?credit={credit}"),
+        TcpStream::from(socket),
+    )
+    .expect("handshake");
+    worker
+}
+
+/// A pull worker on its own thread that answers `done` to every task at
+/// once, until `stop`; returns the ids of the tasks it was handed.
+fn answering_worker(
+    addr: SocketAddr,
+    credit: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> (thread::JoinHandle<()>, Arc<Mutex<Vec<String>>>) {
+    let handed = Arc::new(Mutex::new(Vec::new()));
+    let mut worker = pull_worker(addr, credit, None).expect("connects");
+    let ids = Arc::clone(&handed);
+    let thread = thread::spawn(move || {
+        while !stop.load(Ordering::SeqCst) {
+            let text = match worker.read() {
+                Ok(Message::Text(text)) => text,
+                Ok(_) => continue,
+                Err(e) if common::is_timeout(&e) => continue,
+                Err(_) => return,
+            };
+            let task: Value = serde_json::from_str(&text).expect("a task is JSON");
+            let id = task["id"].as_str().expect("an id").to_owned();
+            ids.lock().expect("lock").push(id.clone());
+            answer(&mut worker, json!({"type": "done", "id": id}));
+        }
+    });
+    (thread, handed)
+}
+
+/// Posts one event through a webhook with a payload of about `bytes` bytes;
+/// returns its id.
+fn post_large(addr: SocketAddr, deadline_ms: u64, bytes: usize) -> String {
+    let body = json!({ "blob": "x".repeat(bytes) }).to_string();
+    let response = http(
+        addr,
+        "POST",
+        &format!("/api/webhook/bulk?deadlineMs={deadline_ms}"),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(response.status, 202, "{response:?}");
+    response.json()["ids"][0]
+        .as_str()
+        .expect("an id")
+        .to_owned()
+}
+
+/// Every retained outcome, page after page (large ones fill a page quickly).
+fn all_outcomes(addr: SocketAddr) -> Vec<Value> {
+    let mut outcomes: Vec<Value> = Vec::new();
+    loop {
+        let since = outcomes
+            .last()
+            .map_or(0, |o| o["seq"].as_u64().expect("seq"));
+        let (_, page) = get_json(addr, &format!("/api/events?since={since}"));
+        let page = page.as_array().cloned().unwrap_or_default();
+        if page.is_empty() {
+            return outcomes;
+        }
+        outcomes.extend(page);
+    }
+}
+
+#[test]
+fn a_worker_that_stops_reading_loses_its_tasks_and_holds_up_no_other() {
+    // Every task written whole into the stalled worker's socket waits for its
+    // answer until the deadline, holding a worker thread as any task in
+    // flight does; 16 threads leave room for those few, so an event that
+    // waits here waited on a write to the stalled worker.
+    let server = start(|c| {
+        work_pull(c);
+        c.workers = 16;
+    });
+    let addr = server.local_addr();
+    // Connected first and with the most credit: it is offered tasks at once.
+    let stalled = pull_worker_small_buffer(addr, 64);
+    assert!(eventually(WAIT, || work_stats(addr)["connected"] == 1));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (healthy, handed) = answering_worker(addr, 4, Arc::clone(&stop));
+    assert!(eventually(WAIT, || work_stats(addr)["connected"] == 2));
+
+    // Tasks of nearly a megabyte, half of them offered to the stalled worker:
+    // more than its socket holds (a loopback send buffer grows to 4 MB by
+    // default), so it is behind before the small events come.
+    let mut ids: Vec<String> = (0..12)
+        .map(|_| post_large(addr, 3_000, 896 * 1024))
+        .collect();
+    let mut small = Vec::new();
+    for _ in 0..20 {
+        thread::sleep(Duration::from_millis(100));
+        small.push(post(addr, 2_000));
+    }
+    ids.extend(small.iter().cloned());
+
+    let judged = eventually(Duration::from_secs(30), || {
+        let totals = get_json(addr, "/api/stats").1["totals"].clone();
+        totals["ingested"].as_u64() == Some(ids.len() as u64) && totals["inFlight"] == 0
+    });
+    assert!(judged, "not every event judged within 30 s");
+    let outcomes = all_outcomes(addr);
+    let handed = handed.lock().expect("lock").clone();
+    for id in &ids {
+        let outcome = outcomes
+            .iter()
+            .find(|o| o["id"] == id.as_str())
+            .unwrap_or_else(|| panic!("no outcome for {id}"));
+        let brief = json!({"status": outcome["status"], "error": outcome["error"],
+            "dropReason": outcome["dropReason"], "latencyMs": outcome["latencyMs"]});
+        if handed.contains(id) {
+            assert_eq!(
+                outcome["status"], "on-time",
+                "healthy worker's task: {brief}"
+            );
+        } else {
+            let status = outcome["status"].as_str();
+            let error = outcome["error"].as_str();
+            assert!(
+                status == Some("late")
+                    || (status == Some("failed")
+                        && matches!(error, Some("worker too slow" | "worker gone"))),
+                "stalled worker's task: {brief}"
+            );
+        }
+    }
+    for id in &small {
+        assert!(
+            handed.contains(id),
+            "a small event posted after the stall did not reach the healthy worker"
+        );
+    }
+    // Dropped for not reading; the healthy worker stays.
+    assert!(eventually(WAIT, || work_stats(addr)["connected"] == 1));
+    assert_balances(&totals(&server));
+    stop.store(true, Ordering::SeqCst);
+    let _ = healthy.join();
+    drop(stalled);
+    server.stop();
+}
+
+fn descriptors_of(daemon: &common::daemon::Daemon) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", daemon.child.id()))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn two_thousand_workers_that_come_and_go_leave_no_descriptor_behind() {
+    let daemon = common::daemon::Daemon::spawn(&["--rate", "0", "--work", "pull"], &[]);
+    let addr = daemon.addr;
+    // Whatever the first worker opens once for good is in the baseline.
+    drop(pull_worker(addr, 16, None).expect("connects"));
+    assert!(eventually(WAIT, || work_stats(addr)["connected"] == 0));
+    let baseline = descriptors_of(&daemon);
+    assert_eq!(common::daemon::healthz_status(addr), Some(200));
+
+    for cycle in 0..2_000 {
+        let worker = pull_worker(addr, 16, None).unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+        drop(worker);
+    }
+    // The last workers' readers may still be ending: give them a few seconds
+    // to get back to the baseline, and allow a little slack (the front's own
+    // probe and the requests of this test hold a descriptor while they last).
+    assert!(eventually(WAIT, || work_stats(addr)["connected"] == 0));
+    let mut now = descriptors_of(&daemon);
+    eventually(Duration::from_secs(5), || {
+        now = descriptors_of(&daemon);
+        now <= baseline + 1
+    });
+    assert!(
+        now <= baseline + 8,
+        "{baseline} descriptors before 2,000 workers came and went, {now} after"
+    );
+    assert_eq!(work_stats(addr)["credit"], 0);
+    assert_eq!(common::daemon::healthz_status(addr), Some(200));
+    eprintln!("descriptors: {baseline} before 2,000 workers came and went, {now} after");
 }

@@ -8,8 +8,8 @@
 //!
 //! Channels: in pull mode each task has a one-slot answer channel, written by
 //! the remote worker's reader thread and read by the worker thread that sent
-//! the task; the dispatcher's credit channel says which remote worker may
-//! take a task. The verdict itself is still given by the worker thread
+//! the task; the dispatcher's credit pool says which remote worker may take
+//! a task. The verdict itself is still given by the worker thread
 //! (`workers`): this module only reports what came back, and when.
 //!
 //! Must not know: admission, the ledger, or how outcomes are delivered.
