@@ -83,6 +83,20 @@ const KEPT_OUTBOX_BYTES: usize = 64 * 1024;
 /// Remotes dropped for not reading their socket, said at most once a minute.
 static TOO_SLOW_WARNINGS: RateLimit = RateLimit::new(Duration::from_secs(60));
 
+/// Workers coming and going are said at info at most once per 10 s each (the
+/// rest at debug): a worker that reconnects in a loop must not fill the journal.
+static CONNECTED_LOGS: RateLimit = RateLimit::new(Duration::from_secs(10));
+static DISCONNECTED_LOGS: RateLimit = RateLimit::new(Duration::from_secs(10));
+
+fn log_at_most_every_10_s(limit: &RateLimit, message: &str) {
+    let message = crate::logging::one_line(message);
+    if limit.allow() {
+        log::info!("{message}");
+    } else {
+        log::debug!("{message}");
+    }
+}
+
 /// The pull-mode hub: who is connected and who may take a task.
 pub struct Dispatcher {
     /// Which remote has room: one lock for every remote's free credit, so a
@@ -326,7 +340,8 @@ impl Dispatcher {
             return Err(e);
         }
         self.wake_all();
-        log::info!("{} connected with credit {credit}", remote.name);
+        let said = format!("{} connected with credit {credit}", remote.name);
+        log_at_most_every_10_s(&CONNECTED_LOGS, &said);
         Ok(())
     }
 
@@ -345,10 +360,11 @@ impl Dispatcher {
         let failed = remote.close();
         self.in_flight.fetch_sub(failed, Ordering::Relaxed);
         self.leave(&remote);
-        log::info!(
+        let said = format!(
             "{} disconnected ({why}); {failed} tasks in flight failed",
             remote.name
         );
+        log_at_most_every_10_s(&DISCONNECTED_LOGS, &said);
     }
 
     /// Reads the remote's messages until the connection ends; returns why it did.
