@@ -24,8 +24,9 @@ const MAX_FRAME_HEAD: usize = 14;
 
 /// Largest frame or message a dashboard may send. It has nothing to say
 /// but pings (at most 125 bytes by RFC 6455) and a close; a larger one is
-/// refused with 1009 and ends the client, so a peer controls at most this
-/// much of the daemon's memory.
+/// refused with 1009 and ends the client, so a peer controls at most about
+/// twice this of the daemon's memory (a frame being read, a message being
+/// put together).
 const MAX_INBOUND: usize = 4 * 1024;
 
 /// What a peer may make its client's thread do at once, and how much more it
@@ -101,7 +102,7 @@ pub struct WsSink {
     socket: WebSocket<PeerSocket>,
     /// Writes block (the slow path): a would-block is then the send timeout.
     blocking: bool,
-    /// Frames the peer may still send now (see [`INBOUND_BURST`]), as of `heard_at`.
+    /// Units the peer may still spend now (see [`INBOUND_BURST`]), as of `heard_at`.
     allowance: f64,
     heard_at: Instant,
     /// The inbound thread watches the socket while the sink lives.
@@ -163,7 +164,7 @@ impl WsSink {
         if self.allowance < 0.0 {
             self.close_with(
                 CloseCode::Policy,
-                "too many frames: a dashboard only listens",
+                "too much, too often: a dashboard only listens",
             );
             return Err(io::Error::other("the peer flooded the WebSocket"));
         }
