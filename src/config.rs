@@ -187,13 +187,13 @@ pub struct Config {
     #[serde(skip)]
     pub token: Option<String>,
 
-    /// Another site whose pages may use the streams and the API, as scheme://host[:port]
+    /// Another site whose pages may use the streams and the API, as scheme://host or scheme://host:port
     /// (or * for any); repeatable, comma-separated in the environment.
     #[arg(long = "allowed-origin", env = "PUNCTUAL_ALLOWED_ORIGIN", value_name = "ORIGIN",
           value_delimiter = ',', value_parser = AllowedOrigin::parse)]
     pub allowed_origins: Vec<AllowedOrigin>,
 
-    /// Another name (host[:port]) under which mutating requests may reach the daemon,
+    /// Another name (host or host:port) under which mutating requests may reach the daemon,
     /// e.g. a reverse proxy's; repeatable, comma-separated in the environment.
     #[arg(long = "allowed-host", env = "PUNCTUAL_ALLOWED_HOST", value_name = "HOST",
           value_delimiter = ',', value_parser = AllowedHost::parse)]

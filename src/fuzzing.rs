@@ -6,7 +6,7 @@
 //! status, an accepted value outside its documented range, a 5xx answer other
 //! than 503, or a daemon that stops answering. Not part of the public API.
 //!
-//! Channels: [`raw_request`] talks to one in-process [`Server`] over loopback;
+//! Channels: `raw_request` talks to one in-process `Server` over loopback;
 //! the other functions are pure.
 
 use std::io::{Read, Write};
@@ -156,7 +156,7 @@ pub fn status_of(answer: &[u8]) -> Option<u16> {
 
 /// Sends `data` as-is on a fresh loopback connection, closes the sending side
 /// (so a half-sent body ends instead of waiting) and reads until the status
-/// line is in, the daemon closes, or [`ANSWER_WAIT`] passes. Returns what was
+/// line is in, the daemon closes, or `ANSWER_WAIT` passes. Returns what was
 /// read: only the status matters, and a stream (/events, /ws) never ends.
 pub fn send_raw(addr: SocketAddr, data: &[u8]) -> Vec<u8> {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, ANSWER_WAIT) else {
