@@ -206,7 +206,10 @@ pub fn raw_request(data: &[u8]) {
             String::from_utf8_lossy(&answer[..answer.len().min(300)])
         );
     }
-    if SENT.fetch_add(1, Ordering::Relaxed) % HEALTH_EVERY == 0 {
+    if SENT
+        .fetch_add(1, Ordering::Relaxed)
+        .is_multiple_of(HEALTH_EVERY)
+    {
         assert!(healthy(addr), "/healthz stopped answering");
     }
 }

@@ -122,10 +122,10 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(server) = self.0.take() {
-            if let Err(e) = stop_within(server, WAIT) {
-                eprintln!("{e}");
-            }
+        if let Some(server) = self.0.take()
+            && let Err(e) = stop_within(server, WAIT)
+        {
+            eprintln!("{e}");
         }
     }
 }

@@ -60,10 +60,10 @@ fn conforms(doc: &Value, schema: &Value, value: &Value, at: &str) -> Result<(), 
             n => Err(format!("{at}: matches {n} of the oneOf choices: {value}")),
         };
     }
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-        if !allowed.contains(value) {
-            return Err(format!("{at}: {value} is not one of {allowed:?}"));
-        }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        return Err(format!("{at}: {value} is not one of {allowed:?}"));
     }
     // OpenAPI 3.0 spells "or null" as `nullable: true` beside the type.
     let nullable = schema.get("nullable") == Some(&Value::Bool(true));

@@ -157,10 +157,10 @@ fn the_event_stream_has_its_head_a_retry_hint_and_stats_on_request() {
     let mut stats = Vec::new();
     let until = Instant::now() + WAIT;
     while stats.len() < 2 && Instant::now() < until {
-        if let Some(message) = stream.next_message(Duration::from_secs(1)) {
-            if message.event.as_deref() == Some("stats") {
-                stats.push(message.json());
-            }
+        if let Some(message) = stream.next_message(Duration::from_secs(1))
+            && message.event.as_deref() == Some("stats")
+        {
+            stats.push(message.json());
         }
     }
     assert_eq!(stats.len(), 2, "stats come once a second with ?stats=1");

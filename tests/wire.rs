@@ -45,11 +45,12 @@ fn next_sse_event(stream: &mut EventStream, timeout: Duration) -> (String, Value
     loop {
         let left = until.saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "no SSE outcome within {timeout:?}");
-        if let Some(message) = stream.next_message(left) {
-            if message.event.is_none() && message.retry.is_none() {
-                let json = message.json();
-                return (message.data, json);
-            }
+        if let Some(message) = stream.next_message(left)
+            && message.event.is_none()
+            && message.retry.is_none()
+        {
+            let json = message.json();
+            return (message.data, json);
         }
     }
 }

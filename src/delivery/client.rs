@@ -300,11 +300,11 @@ impl Client {
     pub fn serve(&self, log: &Log, faults: &Faults) -> String {
         loop {
             let (mode, ending, idle) = self.wait_for_work();
-            if self.take_peer_spoke() {
-                if let Err(e) = self.hear() {
-                    self.close();
-                    return format!("peer: {e}");
-                }
+            if self.take_peer_spoke()
+                && let Err(e) = self.hear()
+            {
+                self.close();
+                return format!("peer: {e}");
             }
             let written = match mode {
                 Mode::Closed => return "write failed".into(),

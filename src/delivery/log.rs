@@ -370,7 +370,11 @@ mod tests {
         Broadcast {
             kind: Kind::Event,
             seq,
-            status: if seq % 2 == 0 { "late" } else { "on-time" },
+            status: if seq.is_multiple_of(2) {
+                "late"
+            } else {
+                "on-time"
+            },
             json: Bytes::from(format!(r#"{{"seq":{seq}}}"#)),
         }
     }

@@ -70,10 +70,10 @@ pub fn events(client: &mut Client, n: usize, timeout: Duration) -> Vec<Value> {
             "only {} of {n} events within {timeout:?}",
             got.len()
         );
-        if let Some(message) = next_message(client, left) {
-            if message["type"] == "event" {
-                got.push(message);
-            }
+        if let Some(message) = next_message(client, left)
+            && message["type"] == "event"
+        {
+            got.push(message);
         }
     }
     got
@@ -85,10 +85,10 @@ pub fn next_stats(client: &mut Client, timeout: Duration) -> Value {
     loop {
         let left = until.saturating_duration_since(Instant::now());
         assert!(!left.is_zero(), "no stats message within {timeout:?}");
-        if let Some(message) = next_message(client, left) {
-            if message["type"] == "stats" {
-                return message;
-            }
+        if let Some(message) = next_message(client, left)
+            && message["type"] == "stats"
+        {
+            return message;
         }
     }
 }
@@ -360,16 +360,17 @@ impl EventStream {
                 "only {} of {n} SSE events within {timeout:?}",
                 got.len()
             );
-            if let Some(message) = self.next_message(left) {
-                if message.event.is_none() && message.retry.is_none() {
-                    let json = message.json();
-                    assert_eq!(
-                        message.id.as_deref().and_then(sse_id_seq),
-                        json["seq"].as_u64(),
-                        "an SSE outcome's id must be EPOCH:SEQ: {message:?}"
-                    );
-                    got.push(json);
-                }
+            if let Some(message) = self.next_message(left)
+                && message.event.is_none()
+                && message.retry.is_none()
+            {
+                let json = message.json();
+                assert_eq!(
+                    message.id.as_deref().and_then(sse_id_seq),
+                    json["seq"].as_u64(),
+                    "an SSE outcome's id must be EPOCH:SEQ: {message:?}"
+                );
+                got.push(json);
             }
         }
         got
