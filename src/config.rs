@@ -13,8 +13,8 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::Serialize;
 
-use crate::limits::Caps;
-use crate::origin::{AllowedHost, AllowedOrigin};
+use crate::ops::limits::Caps;
+use crate::http::origin::{AllowedHost, AllowedOrigin};
 
 /// Whether workers refuse work that cannot finish before its deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
@@ -209,7 +209,7 @@ pub struct Config {
     #[doc(hidden)]
     #[arg(long, value_enum, hide = true)]
     #[serde(skip)]
-    pub test_panic: Option<crate::faults::Role>,
+    pub test_panic: Option<crate::ops::faults::Role>,
 }
 
 /// A worker URL must be plain `http://` with a host: the daemon carries no

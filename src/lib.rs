@@ -15,11 +15,11 @@
 //! - **Plain threads.** Synchronous code on named OS threads; no async runtime.
 //! - **No unsafe code** (forbidden for every target in `Cargo.toml`).
 //!
-//! The flow, one module per stage: [`generator`] → [`workers`] (work queue,
-//! admission, verdicts; the real work in [`work`]) → [`hub`] (sequence, serialise once, [`stats`]) →
-//! [`delivery`] (one shared log, a cursor and a thread per client), with
-//! [`http`] in front and [`config`], [`time`] and [`epoch`] beside. [`server`] wires them;
-//! [`faults`] decides what a panicking thread costs.
+//! The flow, one folder per part of it: `pipeline` (generator → work queue →
+//! workers → hub: where verdicts are made; the real work in `work`) →
+//! `delivery` (one shared log, a cursor and a thread per client), with `http`
+//! in front and `ops` (service, health, limits, logging, faults, metrics)
+//! beside; `server` wires them. ARCHITECTURE.md is the map.
 //!
 //! ```no_run
 //! let server = punctual::Server::start(punctual::Config::for_tests())?;
@@ -29,34 +29,39 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod config;
-pub mod delivery;
-pub mod epoch;
-pub mod event;
-pub mod faults;
-pub mod generator;
-pub mod health;
-pub mod http;
-pub mod hub;
-pub mod ingest;
-pub mod limits;
-pub mod logging;
-pub mod metrics;
-pub mod origin;
-pub mod schedule;
-pub mod server;
-pub mod service;
-pub mod stats;
-pub mod time;
-pub mod work;
-pub mod workers;
-
-mod query;
+// Grouped by the flow (ARCHITECTURE.md, "Code map"): where verdicts are made,
+// where serialised outcomes reach sockets, real work, the front, and what
+// keeps the process honest. Private: the items below are the public API.
+mod config;
+mod delivery;
+mod epoch;
+mod http;
+mod ops;
+mod pipeline;
+mod server;
+mod time;
+mod work;
 
 /// Entry points for the fuzz targets; not a stable interface.
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use config::{Admission, Config};
-pub use event::{DropReason, Event, Source, Status};
-pub use server::{Server, Stopper};
+/// Sizes and limits the tests recompute the systemd unit's arithmetic from;
+/// not a stable interface.
+#[doc(hidden)]
+pub mod sizing {
+    pub use crate::http::{MAX_PAGE_BYTES, MAX_PAGES_IN_FLIGHT};
+    pub use crate::ops::limits::{
+        DEFAULT_MAX_CLIENTS, DEFAULT_MAX_CONNECTIONS, THREADS_PER_CONNECTION, allowed_connections,
+        caps_for,
+    };
+    pub use crate::pipeline::hub::{BROADCAST_CHANNEL_CAPACITY, OUTCOME_CHANNEL_CAPACITY};
+}
+
+pub use config::{Admission, Config, Schedule, WorkMode};
+pub use http::origin::{AllowedHost, AllowedOrigin};
+pub use ops::faults::{EXIT_STAGE_DIED, Role};
+pub use ops::service::run_daemon;
+pub use pipeline::event::{DropReason, Event, Source, Status};
+pub use pipeline::stats::Snapshot;
+pub use server::{Monitor, Server, Stopper};

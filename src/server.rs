@@ -17,20 +17,20 @@ use crossbeam_channel::Sender;
 use crate::config::{Config, Knobs, WorkMode};
 use crate::delivery::{ClientSlots, Inbound, Log};
 use crate::epoch::Epoch;
-use crate::event::Event;
-use crate::faults::Faults;
-use crate::health::Heartbeats;
-use crate::hub::{self, Hub, LatestStats};
-use crate::limits::Caps;
-use crate::schedule::WorkQueue;
-use crate::stats::{
+use crate::pipeline::event::Event;
+use crate::ops::faults::Faults;
+use crate::ops::health::Heartbeats;
+use crate::pipeline::hub::{self, Hub, LatestStats};
+use crate::ops::limits::Caps;
+use crate::pipeline::schedule::WorkQueue;
+use crate::pipeline::stats::{
     ClientState, Gauges, GeneratorState, Ledger, QueueState, Readings, Snapshot, ThreadState,
     WorkState, WorkerState,
 };
 use crate::time::WallClock;
 use crate::work::pull::Dispatcher;
-use crate::workers::{self, Entry, Intake, Work, WorkEstimator, WorkerContext};
-use crate::{delivery, generator, http, limits};
+use crate::pipeline::workers::{self, Entry, Intake, Work, WorkEstimator, WorkerContext};
+use crate::{delivery, pipeline::generator, http, ops::limits};
 
 /// How long shutdown waits for events in flight to get their verdicts. Their
 /// deadlines bound the drain, but a deadline may be an hour away: past this
@@ -86,7 +86,7 @@ impl Monitor {
         self.health.ready()
     }
 
-    /// Liveness as the systemd watchdog sees it (see [`Heartbeats::alive`]).
+    /// Liveness as the systemd watchdog sees it (see `Heartbeats::alive`).
     pub fn alive(&self) -> Result<(), String> {
         self.health.alive()
     }

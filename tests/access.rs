@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{Response, events, get_json, http, http_as, open_event_stream, start};
-use punctual::origin::AllowedOrigin;
+use punctual::AllowedOrigin;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
 
@@ -210,7 +210,7 @@ fn an_allowed_host_may_change_settings() {
     let server = start(|c| {
         c.rate = 0;
         c.allowed_hosts =
-            vec![punctual::origin::AllowedHost::parse("monitor.example").expect("host")];
+            vec![punctual::AllowedHost::parse("monitor.example").expect("host")];
     });
     let addr = server.local_addr();
     let through_proxy = put_config(

@@ -150,7 +150,7 @@ fn exercise(addr: SocketAddr, path: &str, method: &str) -> (u16, Option<String>,
         }
         ("get", "/api/work") => {
             // Served by a daemon in pull mode only: a worker connects to one.
-            let pulling = common::start(|c| c.work = punctual::config::WorkMode::Pull);
+            let pulling = common::start(|c| c.work = punctual::WorkMode::Pull);
             let url = format!("ws://{}/api/work?credit=2", pulling.local_addr());
             let (_worker, response) = tungstenite::connect(url).expect("a worker connects");
             let status = response.status().as_u16();

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{assert_balances, eventually, get_json, http, outcome_of, post_events, start, totals};
-use punctual::config::Schedule;
+use punctual::Schedule;
 use punctual::{Config, Server};
 use serde_json::{Value, json};
 

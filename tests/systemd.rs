@@ -521,11 +521,11 @@ fn unit_number(unit: &str, key: &str) -> u64 {
 fn unit_limits_leave_room_for_the_default_caps() {
     let unit = shipped("punctual.service");
     let nofile = unit_number(&unit, "LimitNOFILE");
-    let (caps, warnings) = punctual::limits::caps_for(nofile, None, None).expect("serves");
+    let (caps, warnings) = punctual::sizing::caps_for(nofile, None, None).expect("serves");
     assert!(warnings.is_empty(), "{warnings:?}");
     assert_eq!(
         caps.connections as u64,
-        punctual::limits::DEFAULT_MAX_CONNECTIONS,
+        punctual::sizing::DEFAULT_MAX_CONNECTIONS,
         "LimitNOFILE={nofile} lowers the default connection cap"
     );
 
@@ -533,8 +533,8 @@ fn unit_limits_leave_room_for_the_default_caps() {
     // 1024 workers, and the fixed threads — for every connection the
     // descriptor limit allows, so raising --max-connections needs no edit here.
     let tasks = unit_number(&unit, "TasksMax");
-    let connections = punctual::limits::allowed_connections(nofile);
-    let needed = connections * punctual::limits::THREADS_PER_CONNECTION + 1024 + 64;
+    let connections = punctual::sizing::allowed_connections(nofile);
+    let needed = connections * punctual::sizing::THREADS_PER_CONNECTION + 1024 + 64;
     assert!(
         tasks >= needed,
         "TasksMax={tasks} is below the {needed} threads LimitNOFILE={nofile} allows"
@@ -757,10 +757,10 @@ fn unit_memory_limits_follow_the_documented_sizing_of_the_bounded_queues() {
     const BASE_MIB: f64 = 32.0;
     let c = punctual::Config::default();
     let channels =
-        punctual::hub::OUTCOME_CHANNEL_CAPACITY + punctual::hub::BROADCAST_CHANNEL_CAPACITY;
+        punctual::sizing::OUTCOME_CHANNEL_CAPACITY + punctual::sizing::BROADCAST_CHANNEL_CAPACITY;
     let queued = (c.queue + c.workers) as f64 * c.max_body as f64;
-    let pages = (punctual::http::MAX_PAGES_IN_FLIGHT * punctual::http::MAX_PAGE_BYTES) as f64;
-    let clients = punctual::limits::DEFAULT_MAX_CLIENTS as f64;
+    let pages = (punctual::sizing::MAX_PAGES_IN_FLIGHT * punctual::sizing::MAX_PAGE_BYTES) as f64;
+    let clients = punctual::sizing::DEFAULT_MAX_CLIENTS as f64;
     let needed = (c.history_bytes as f64
         + queued
         + channels as f64 * MESSAGE

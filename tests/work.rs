@@ -19,7 +19,7 @@ use common::{
     start, totals,
 };
 use punctual::Config;
-use punctual::config::WorkMode;
+use punctual::WorkMode;
 use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::stream::MaybeTlsStream;

@@ -19,15 +19,15 @@
 //! message retained.
 
 use std::io::{self, ErrorKind};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::log::{Log, Read, Start, gap_message};
 use super::{Interest, KEEPALIVE_IDLE};
-use crate::faults::{Faults, Role};
-use crate::hub::{Broadcast, Kind};
-use crate::stats::Gauges;
+use crate::ops::faults::{Faults, Role};
+use crate::pipeline::hub::{Broadcast, Kind};
+use crate::pipeline::stats::Gauges;
 
 /// Messages the slow path copies out of the log per lock, and the most bytes
 /// of them: a slow client pins little of what the log has forgotten.
@@ -98,7 +98,6 @@ pub struct Client {
     wake: Condvar,
     /// The socket, attached once the handshake is answered.
     sink: Mutex<Option<Box<dyn Sink>>>,
-    dropped: AtomicU64,
     gauges: Arc<Gauges>,
 }
 
@@ -130,7 +129,6 @@ impl Client {
             }),
             wake: Condvar::new(),
             sink: Mutex::new(None),
-            dropped: AtomicU64::new(0),
             gauges,
         }
     }
@@ -289,11 +287,6 @@ impl Client {
         std::mem::take(&mut self.lock().peer_spoke)
     }
 
-    /// Messages and outcomes this client missed (fell off the log's tail).
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
-    }
-
     /// The client's own thread: waits while the fast path serves it, catches
     /// up whenever it is slow, keeps an idle connection alive, and returns
     /// why it ended.
@@ -405,7 +398,6 @@ impl Client {
                 Read::Behind { oldest, oldest_seq } => {
                     let mut cursor = self.lock();
                     let missed = oldest - cursor.next;
-                    self.dropped.fetch_add(missed, Ordering::Relaxed);
                     self.gauges
                         .client_dropped
                         .fetch_add(missed, Ordering::Relaxed);

@@ -27,7 +27,7 @@ use std::time::Duration;
 use rustix::event::epoll;
 
 use super::client::Client;
-use crate::faults::{Faults, Role};
+use crate::ops::faults::{Faults, Role};
 
 /// Events taken from the kernel per wait.
 const EVENTS_PER_WAIT: usize = 256;

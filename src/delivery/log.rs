@@ -17,7 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 use bytes::Bytes;
 
 use crate::epoch::{Epoch, Position};
-use crate::hub::{Broadcast, Kind};
+use crate::pipeline::hub::{Broadcast, Kind};
 
 /// Messages the log holds beyond `--history`: room for the stats messages
 /// between outcomes and for live clients a little behind, when the history
@@ -175,13 +175,9 @@ impl Log {
     }
 
     /// The position the next message will take.
-    pub fn head(&self) -> u64 {
+    #[cfg(test)]
+    fn head(&self) -> u64 {
         self.lock().head()
-    }
-
-    /// The last `seq` handed out in this run (0 before the first outcome).
-    pub fn newest(&self) -> u64 {
-        self.lock().newest
     }
 
     /// Copies up to `max` messages from position `from` on into `into`,

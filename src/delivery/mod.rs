@@ -27,8 +27,8 @@ pub mod ws;
 
 pub use client::{Client, Sink};
 pub use fanout::{Subscriptions, spawn};
-pub use inbound::{Inbound, Watched};
-pub use log::{LOG_SLACK, Log, Replay, Reset, Resume, Start, gap_message};
+pub use inbound::Inbound;
+pub use log::{Log, Resume};
 
 use std::io;
 use std::sync::Arc;
@@ -36,9 +36,9 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::Duration;
 
-use crate::faults::{Faults, Role};
-use crate::hub::{Broadcast, Kind};
-use crate::stats::Gauges;
+use crate::ops::faults::{Faults, Role};
+use crate::pipeline::hub::{Broadcast, Kind};
+use crate::pipeline::stats::Gauges;
 
 /// An idle client gets a keep-alive (WebSocket Ping, SSE comment) after this long.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);

@@ -15,7 +15,7 @@ use tiny_http::ConnectionSlot;
 
 use super::{MAX_BUFFERED, Sink, is_large};
 use crate::epoch::Epoch;
-use crate::hub::{Broadcast, Kind};
+use crate::pipeline::hub::{Broadcast, Kind};
 
 /// How long a browser's `EventSource` waits before reconnecting, in ms.
 const RETRY_MS: u64 = 2000;

@@ -15,12 +15,16 @@
 //! SSE clients to the fan-out; reads the latest stats snapshot and the log.
 //!
 //! Submodules: `routes` (which handler answers what), `reply` (answers and
-//! request parsing), `assets` (static files).
+//! request parsing), `assets` (static files), `ingest` (validation of posted
+//! events), `query` (query strings), `origin` (the `Origin` and `Host` rules).
 //!
 //! Must not know: how verdicts are reached.
 
 mod assets;
+pub(crate) mod ingest;
+pub(crate) mod origin;
 mod page;
+pub(crate) mod query;
 mod refusals;
 mod reply;
 mod routes;
@@ -43,13 +47,13 @@ use tiny_http::{Limits, Request, ServerOptions};
 
 use crate::config::{Config, Knobs};
 use crate::delivery::{ClientSlots, Inbound, Log, Subscriptions};
-use crate::health::{Heartbeats, Stage};
-use crate::hub::LatestStats;
-use crate::limits::Caps;
-use crate::logging::RateLimit;
-use crate::stats::Gauges;
+use crate::ops::health::{Heartbeats, Stage};
+use crate::pipeline::hub::LatestStats;
+use crate::ops::limits::Caps;
+use crate::ops::logging::RateLimit;
+use crate::pipeline::stats::Gauges;
 use crate::time::WallClock;
-use crate::workers::Intake;
+use crate::pipeline::workers::Intake;
 
 /// Pause between self-probes of `/healthz`.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);

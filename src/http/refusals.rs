@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::logging::RateLimit;
+use crate::ops::logging::RateLimit;
 
 /// Distinct refusals remembered, so each is logged once.
 pub const MAX_REMEMBERED: usize = 64;

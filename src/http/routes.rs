@@ -19,10 +19,10 @@ use super::reply::{
 use crate::config::KnobsUpdate;
 use crate::delivery::{self, Client, Sink, Slot, Transport, sse, ws};
 use crate::epoch::{Epoch, Position};
-use crate::logging::RateLimit;
-use crate::origin::{Admitted, Rules};
-use crate::workers::Entry;
-use crate::{ingest, metrics, query, work};
+use crate::ops::logging::RateLimit;
+use crate::http::origin::{Admitted, Rules};
+use crate::pipeline::workers::Entry;
+use crate::{http::ingest, ops::metrics, http::query, work};
 
 /// A socket the inbound thread could not watch (the kernel's epoll limit):
 /// said at most once a minute.
@@ -457,12 +457,12 @@ fn webhook(app: &App, request: &mut Request, producer: &str) -> Reply {
 fn webhook_producer(name: &str) -> Result<(), String> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '~' | '-');
     if name.is_empty()
-        || name.len() > crate::event::MAX_PRODUCER_CHARS
+        || name.len() > crate::pipeline::event::MAX_PRODUCER_CHARS
         || !name.chars().all(allowed)
     {
         return Err(format!(
             "producer in {WEBHOOK_PREFIX}<producer>: 1 to {} letters, digits, '.', '_', '~' or '-', got {name:?}",
-            crate::event::MAX_PRODUCER_CHARS
+            crate::pipeline::event::MAX_PRODUCER_CHARS
         ));
     }
     Ok(())
@@ -492,7 +492,7 @@ fn ingest(app: &App, request: &mut Request) -> Reply {
 }
 
 /// Submits validated events and answers what became of them.
-fn enter(app: &App, events: Vec<crate::event::Event>) -> Reply {
+fn enter(app: &App, events: Vec<crate::pipeline::event::Event>) -> Reply {
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     let dropped = events
         .into_iter()

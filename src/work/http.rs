@@ -15,7 +15,7 @@ use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 use super::{Answer, task_json};
-use crate::event::{Event, error_text, whole_millis};
+use crate::pipeline::event::{Event, error_text, whole_millis};
 use crate::time::WallClock;
 
 /// Most bytes of an answer's body read (and thrown away) so that its
@@ -55,7 +55,7 @@ impl Caller {
 
     /// POSTs `event` and returns what came back: [`Answer::Done`] for a 2xx,
     /// [`Answer::Failed`] for another status or a connection error, and
-    /// [`Answer::NoAnswer`] once the deadline passed without an answer —
+    /// [`Answer::TimedOut`] once the deadline passed without an answer —
     /// the call is abandoned at the deadline, not waited for.
     pub fn call(&mut self, event: &Event) -> Answer {
         let now = Instant::now();
@@ -64,7 +64,7 @@ impl Caller {
             .checked_duration_since(now)
             .filter(|d| !d.is_zero())
         else {
-            return Answer::NoAnswer;
+            return Answer::TimedOut;
         };
         let body = match task_json(event, &self.clock, now, None) {
             Ok(body) => body,
@@ -141,14 +141,14 @@ fn drain(reader: impl Read) {
 /// A failed call as an answer: the timeout means the deadline came first.
 fn failure(error: ureq::Error) -> Answer {
     match error {
-        ureq::Error::Timeout(_) => Answer::NoAnswer,
+        ureq::Error::Timeout(_) => Answer::TimedOut,
         ureq::Error::Io(e)
             if matches!(
                 e.kind(),
                 io::ErrorKind::TimedOut | io::ErrorKind::WouldBlock
             ) =>
         {
-            Answer::NoAnswer
+            Answer::TimedOut
         }
         ureq::Error::Io(e) => Answer::Failed(e.kind().to_string().into()),
         other => Answer::Failed(error_text(&other.to_string())),

@@ -19,7 +19,7 @@ pub mod pull;
 
 use std::time::Instant;
 
-use crate::event::{Event, to_microsecond, whole_millis};
+use crate::pipeline::event::{Event, to_microsecond, whole_millis};
 use crate::time::WallClock;
 
 /// What came back from a real worker.
@@ -31,7 +31,7 @@ pub enum Answer {
     /// which (`HTTP 503`, `connection refused`, `worker gone`, the worker's words).
     Failed(Box<str>),
     /// No answer by the deadline: the call was abandoned then.
-    NoAnswer,
+    TimedOut,
 }
 
 /// How a task looks on the wire for `deadline_at`, seen at `now`: the event

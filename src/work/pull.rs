@@ -62,9 +62,9 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use super::Answer;
-use crate::event::error_text;
-use crate::health::Heartbeats;
-use crate::logging::RateLimit;
+use crate::pipeline::event::error_text;
+use crate::ops::health::Heartbeats;
+use crate::ops::logging::RateLimit;
 
 /// Most tasks one worker may ask to hold at once.
 pub const MAX_CREDIT: usize = 1024;
@@ -89,7 +89,7 @@ static CONNECTED_LOGS: RateLimit = RateLimit::new(Duration::from_secs(10));
 static DISCONNECTED_LOGS: RateLimit = RateLimit::new(Duration::from_secs(10));
 
 fn log_at_most_every_10_s(limit: &RateLimit, message: &str) {
-    let message = crate::logging::one_line(message);
+    let message = crate::ops::logging::one_line(message);
     if limit.allow() {
         log::info!("{message}");
     } else {
@@ -589,7 +589,7 @@ impl Handover {
         drop((remote, answer_in));
         answer_out
             .recv_deadline(deadline_at)
-            .unwrap_or(Answer::NoAnswer)
+            .unwrap_or(Answer::TimedOut)
     }
 }
 

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::config::Knobs;
-use crate::event::Event;
-use crate::faults::{Faults, Role};
-use crate::health::{Heartbeats, Stage};
-use crate::stats::Gauges;
-use crate::workers::Intake;
+use crate::pipeline::event::Event;
+use crate::ops::faults::{Faults, Role};
+use crate::ops::health::{Heartbeats, Stage};
+use crate::pipeline::stats::Gauges;
+use crate::pipeline::workers::Intake;
 
 /// Most of a schedule emitted in one wake, as a span of time: a generator that
 /// fell behind catches up by at most this much and counts the rest as lag.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::event::{Event, MAX_ENVELOPE_BYTES, MAX_PRODUCER_CHARS, Source};
+use crate::pipeline::event::{Event, MAX_ENVELOPE_BYTES, MAX_PRODUCER_CHARS, Source};
 use crate::time::WallClock;
 
 /// Most items in one request.
@@ -364,7 +364,7 @@ fn to_event(
             return Err(format!("id: must be 1 to {MAX_ID_CHARS} characters"));
         }
         Some(id) => id,
-        None => crate::event::fresh_id(),
+        None => crate::pipeline::event::fresh_id(),
     };
     let deadline = match posted.deadline_ms {
         Some(ms) => whole_milliseconds("deadlineMs", ms)?,

@@ -34,7 +34,7 @@ pub struct Event {
     /// Opaque producer data, carried through to the outcome.
     pub payload: Option<Box<serde_json::value::RawValue>>,
     /// The producer that sent it, when it named one (at most
-    /// [`MAX_PRODUCER_CHARS`] characters); otherwise its source's name.
+    /// `MAX_PRODUCER_CHARS` characters); otherwise its source's name.
     pub producer: Option<Box<str>>,
 }
 
@@ -178,7 +178,7 @@ pub struct Outcome {
 pub const MAX_ERROR_CHARS: usize = 200;
 
 /// Most bytes an outcome's message takes besides its payload, with room:
-/// the fixed fields, an id of [`MAX_ID_CHARS`](crate::ingest::MAX_ID_CHARS)
+/// the fixed fields, an id of [`MAX_ID_CHARS`](crate::http::ingest::MAX_ID_CHARS)
 /// and a producer of [`MAX_PRODUCER_CHARS`] characters that each need a
 /// six-byte escape, and an error of [`MAX_ERROR_CHARS`] such characters come
 /// to under 2.6 KiB (a test builds that outcome). The one size budget: a
@@ -472,7 +472,7 @@ mod tests {
         let clock = WallClock::anchored(t0, 1_763_800_000_123.456_6);
         let escaped = |n: usize| "\u{1}".repeat(n);
         let mut event = Event::generated(t0, Duration::from_millis(3_600_000));
-        event.id = escaped(crate::ingest::MAX_ID_CHARS);
+        event.id = escaped(crate::http::ingest::MAX_ID_CHARS);
         event.producer = Some(escaped(MAX_PRODUCER_CHARS).into());
         event.source = Source::Ingest;
         event.payload = Some(serde_json::value::RawValue::from_string("0".into()).expect("JSON"));

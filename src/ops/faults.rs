@@ -26,7 +26,7 @@ use std::thread;
 use clap::ValueEnum;
 use serde::Serialize;
 
-use crate::health::Heartbeats;
+use crate::ops::health::Heartbeats;
 
 /// Exit status of the binary when an essential stage died (`EX_SOFTWARE`).
 pub const EXIT_STAGE_DIED: i32 = 70;

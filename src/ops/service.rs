@@ -13,7 +13,39 @@ use sd_notify::NotifyState;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::server::{Monitor, Stopper};
+use crate::config::Config;
+use crate::ops::{faults, logging};
+use crate::server::{Monitor, Server, Stopper};
+
+/// The `punctual` binary: parse flags, start the daemon, serve until a
+/// signal stops it. Returns the exit status: 0 after a graceful stop, 2 for
+/// a setting or limit the operator must change, 1 for anything else.
+pub fn run_daemon() -> i32 {
+    logging::init();
+    // A dead generator, hub or fan-out cannot be stood in for: exit non-zero
+    // so the service manager starts a fresh daemon.
+    faults::exit_when_an_essential_stage_dies();
+    let config = Config::from_env_and_args();
+    let server = match Server::start(config) {
+        Ok(server) => server,
+        Err(e) => {
+            log::error!("{e}");
+            let usage = e.kind() == io::ErrorKind::InvalidInput;
+            return if usage { 2 } else { 1 };
+        }
+    };
+    if let Err(e) = handle_signals(server.stopper()) {
+        log::error!("cannot install signal handlers: {e}");
+        return 1;
+    }
+    notify_ready();
+    if let Err(e) = spawn_notifier(server.monitor()) {
+        log::warn!("cannot start the systemd notifier: {e}");
+    }
+    server.wait();
+    log::info!("punctual stopped");
+    0
+}
 
 /// How often `STATUS=` is refreshed.
 const STATUS_EVERY: Duration = Duration::from_secs(5);

@@ -11,7 +11,7 @@
 
 use crate::delivery::{Interest, Resume};
 use crate::epoch::{Epoch, Position};
-use crate::http::query_param;
+use super::reply::query_param;
 
 /// The outcome statuses a filter may name.
 const STATUSES: [&str; 4] = ["on-time", "late", "failed", "dropped"];

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::event::{DropReason, Outcome, Source, Status};
-use crate::faults::PanicCounts;
+use crate::pipeline::event::{DropReason, Outcome, Source, Status};
+use crate::ops::faults::PanicCounts;
 
 /// Cumulative counts of events by entry and by verdict.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -310,7 +310,7 @@ pub struct Snapshot {
     pub epoch: String,
     /// Seconds since start.
     pub uptime_s: f64,
-    /// Cumulative counts; they balance (see [`Totals::balances`]).
+    /// Cumulative counts; they balance (see `Totals::balances`).
     pub totals: Totals,
     /// Per-second rates over the last window.
     pub rates: Rates,
@@ -328,7 +328,7 @@ pub struct Snapshot {
     pub work: WorkState,
     /// Offered utilisation of the worker pool over the last few seconds.
     pub schedulability: Schedulability,
-    /// Outcomes by producer (at most [`MAX_PRODUCERS`] rows, the rest as `other`).
+    /// Outcomes by producer (at most `MAX_PRODUCERS` rows, the rest as `other`).
     pub producers: Vec<ProducerStats>,
     /// Threads that panicked.
     pub threads: ThreadState,
@@ -899,7 +899,7 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Event;
+    use crate::pipeline::event::Event;
 
     #[test]
     fn entry_and_verdicts_balance_at_every_step() {

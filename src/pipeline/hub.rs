@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::event::Outcome;
-use crate::faults::{Faults, Role};
-use crate::health::{Heartbeats, Stage};
-use crate::stats::{Readings, Snapshot, Window};
+use crate::pipeline::event::Outcome;
+use crate::ops::faults::{Faults, Role};
+use crate::ops::health::{Heartbeats, Stage};
+use crate::pipeline::stats::{Readings, Snapshot, Window};
 use crate::time::WallClock;
 
 /// Capacity of the outcome channel into the hub. The hub only serialises and

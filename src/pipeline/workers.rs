@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::config::Knobs;
-use crate::event::{DropReason, Event, Outcome, Status, error_text};
-use crate::faults::{Faults, Role};
-use crate::schedule::{Pushed, WorkQueue};
-use crate::stats::{Door, Gauges, Ledger};
+use crate::pipeline::event::{DropReason, Event, Outcome, Status, error_text};
+use crate::ops::faults::{Faults, Role};
+use crate::pipeline::schedule::{Pushed, WorkQueue};
+use crate::pipeline::stats::{Door, Gauges, Ledger};
 use crate::time::WallClock;
 use crate::work::pull::{Dispatcher, Offer};
 use crate::work::{Answer, http, task_json};
@@ -107,16 +107,6 @@ impl Intake {
         );
         // The hub outlives every producer; a send error only happens in shutdown.
         let _ = self.outcomes.send(outcome);
-    }
-
-    /// Events waiting in the work queue now.
-    pub fn depth(&self) -> usize {
-        self.open.0.len()
-    }
-
-    /// Most events the work queue holds.
-    pub fn capacity(&self) -> usize {
-        self.open.0.capacity()
     }
 }
 
@@ -516,8 +506,8 @@ impl WorkerContext {
         match answer {
             Answer::Failed(error) if decided <= deadline_at => failed(error, decided),
             Answer::Failed(_) => Verdict::at(Status::Late, decided),
-            Answer::Done | Answer::NoAnswer => {
-                if answer == Answer::NoAnswer && decided <= deadline_at {
+            Answer::Done | Answer::TimedOut => {
+                if answer == Answer::TimedOut && decided <= deadline_at {
                     // A timeout that fired early must not give `late` before the deadline.
                     sleep_until(decided, deadline_at + Duration::from_nanos(1));
                     decided = Instant::now();

@@ -25,7 +25,7 @@ use std::time::Instant;
 use crossbeam_utils::Backoff;
 
 use crate::config::Schedule;
-use crate::event::Event;
+use crate::pipeline::event::Event;
 
 /// The bounded work queue shared by producers, workers and the expiry thread.
 #[derive(Debug)]
@@ -220,11 +220,6 @@ impl WorkQueue {
     /// Events waiting now.
     pub fn len(&self) -> usize {
         self.lock().by_arrival.len()
-    }
-
-    /// Whether no event is waiting.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Most events it holds.
