@@ -13,8 +13,8 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::Serialize;
 
-use crate::ops::limits::Caps;
 use crate::http::origin::{AllowedHost, AllowedOrigin};
+use crate::ops::limits::Caps;
 
 /// Whether workers refuse work that cannot finish before its deadline.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]

@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use crate::config::KnobsUpdate;
 use crate::delivery::Resume;
-use crate::http::ingest::{self, Format, MAX_BATCH, MAX_FUTURE_MS, MAX_ID_CHARS, MAX_PAYLOAD_BYTES};
+use crate::http::ingest::{
+    self, Format, MAX_BATCH, MAX_FUTURE_MS, MAX_ID_CHARS, MAX_PAYLOAD_BYTES,
+};
 use crate::time::WallClock;
 use crate::{Config, Server, http, http::query};
 
@@ -48,7 +50,9 @@ pub fn ingest_body(data: &[u8]) {
                 events.len()
             );
             for event in &events {
-                assert!(event.producer().chars().count() <= crate::pipeline::event::MAX_PRODUCER_CHARS);
+                assert!(
+                    event.producer().chars().count() <= crate::pipeline::event::MAX_PRODUCER_CHARS
+                );
                 let chars = event.id.chars().count();
                 assert!((1..=MAX_ID_CHARS).contains(&chars), "id of {chars} chars");
                 assert!(!event.deadline.is_zero() && event.deadline <= Duration::from_secs(3600));

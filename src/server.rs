@@ -15,22 +15,22 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::config::{Config, Knobs, WorkMode};
-use crate::delivery::{ClientSlots, Inbound, Log};
+use crate::delivery::{ClientCounts, ClientSlots, Inbound, Log};
 use crate::epoch::Epoch;
-use crate::pipeline::event::Event;
 use crate::ops::faults::Faults;
 use crate::ops::health::Heartbeats;
-use crate::pipeline::hub::{self, Hub, LatestStats};
 use crate::ops::limits::Caps;
+use crate::pipeline::event::Event;
+use crate::pipeline::hub::{self, Hub, LatestStats};
 use crate::pipeline::schedule::WorkQueue;
 use crate::pipeline::stats::{
     ClientState, Gauges, GeneratorState, Ledger, QueueState, Readings, Snapshot, ThreadState,
     WorkState, WorkerState,
 };
+use crate::pipeline::workers::{self, Entry, Intake, Work, WorkEstimator, WorkerContext};
 use crate::time::WallClock;
 use crate::work::pull::Dispatcher;
-use crate::pipeline::workers::{self, Entry, Intake, Work, WorkEstimator, WorkerContext};
-use crate::{delivery, pipeline::generator, http, ops::limits};
+use crate::{delivery, http, ops::limits, pipeline::generator};
 
 /// How long shutdown waits for events in flight to get their verdicts. Their
 /// deadlines bound the drain, but a deadline may be an hour away: past this
@@ -47,7 +47,7 @@ pub struct Server {
     intake: Option<Intake>,
     latest: Arc<LatestStats>,
     health: Arc<Heartbeats>,
-    gauges: Arc<Gauges>,
+    client_counts: Arc<ClientCounts>,
     ledger: Arc<Ledger>,
     stopper: Stopper,
     /// Threads that end when the stop channel closes: generator, HTTP front.
@@ -115,6 +115,7 @@ impl Server {
         let knobs = Arc::new(Knobs::new(&config));
         let ledger = Arc::new(Ledger::default());
         let gauges = Arc::new(Gauges::default());
+        let client_counts = Arc::new(ClientCounts::default());
         let health = Arc::new(Heartbeats::new());
         let faults = Arc::new(Faults::new(Arc::clone(&health), config.test_panic));
         let latest = Arc::new(LatestStats::default());
@@ -150,6 +151,7 @@ impl Server {
             config: config.clone(),
             ledger: Arc::clone(&ledger),
             gauges: Arc::clone(&gauges),
+            client_counts: Arc::clone(&client_counts),
             faults: Arc::clone(&faults),
             knobs: Arc::clone(&knobs),
             queue: Arc::clone(&queue),
@@ -191,7 +193,12 @@ impl Server {
         let app = Arc::new(http::App {
             subscriptions,
             inbound: Inbound::spawn(Arc::clone(&faults))?,
-            slots: ClientSlots::new(Arc::clone(&gauges), caps.clients, Arc::clone(&faults)),
+            slots: ClientSlots::new(
+                Arc::clone(&client_counts),
+                caps.clients,
+                Arc::clone(&faults),
+            ),
+            client_counts: Arc::clone(&client_counts),
             caps,
             latest: Arc::clone(&latest),
             static_dir: config.static_dir.clone(),
@@ -245,7 +252,7 @@ impl Server {
                 health: Arc::clone(&health),
             },
             health,
-            gauges,
+            client_counts,
             ledger,
             producers,
             pipeline,
@@ -324,7 +331,7 @@ impl Server {
         // The fan-out has closed every client queue; give writers a moment to
         // send their goodbye before the process may exit.
         let until = Instant::now() + WRITER_GOODBYE;
-        while self.gauges.clients.load(Ordering::Acquire) > 0 && Instant::now() < until {
+        while self.client_counts.connected.load(Ordering::Acquire) > 0 && Instant::now() < until {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -364,6 +371,7 @@ struct SystemReader {
     config: Config,
     ledger: Arc<Ledger>,
     gauges: Arc<Gauges>,
+    client_counts: Arc<ClientCounts>,
     faults: Arc<Faults>,
     knobs: Arc<Knobs>,
     queue: Arc<WorkQueue>,
@@ -398,7 +406,7 @@ impl SystemReader {
     fn read(&self) -> Readings {
         let gauge = |g: &std::sync::atomic::AtomicUsize| g.load(Ordering::Relaxed);
         let counter = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        let g = &self.gauges;
+        let (g, c) = (&self.gauges, &self.client_counts);
         Readings {
             totals: self.ledger.totals(),
             queue: QueueState {
@@ -411,13 +419,13 @@ impl SystemReader {
                 work_ms_total: counter(&g.work_micros) as f64 / 1000.0,
             },
             clients: ClientState {
-                connected: gauge(&g.clients),
-                websocket: gauge(&g.websocket_clients),
-                sse: gauge(&g.sse_clients),
+                connected: gauge(&c.connected),
+                websocket: gauge(&c.websocket),
+                sse: gauge(&c.sse),
                 max: self.caps.clients,
-                dropped_messages: counter(&g.client_dropped),
-                slow: gauge(&g.slow_clients),
-                slow_turns: counter(&g.slow_turns),
+                dropped_messages: counter(&c.dropped_messages),
+                slow: gauge(&c.slow),
+                slow_turns: counter(&c.slow_turns),
                 // Filled in by the hub, which holds the channel.
                 backlog: 0,
                 connections: gauge(&g.connections),

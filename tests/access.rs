@@ -209,8 +209,7 @@ fn the_dashboard_changes_settings_as_its_own_origin() {
 fn an_allowed_host_may_change_settings() {
     let server = start(|c| {
         c.rate = 0;
-        c.allowed_hosts =
-            vec![punctual::AllowedHost::parse("monitor.example").expect("host")];
+        c.allowed_hosts = vec![punctual::AllowedHost::parse("monitor.example").expect("host")];
     });
     let addr = server.local_addr();
     let through_proxy = put_config(

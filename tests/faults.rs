@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::{connect, eventually, get_json, http, start};
 use punctual::Server;
-use punctual::{EXIT_STAGE_DIED, Role};
 use punctual::Snapshot;
+use punctual::{EXIT_STAGE_DIED, Role};
 use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(20);

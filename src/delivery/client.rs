@@ -24,10 +24,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::log::{Log, Read, Start, gap_message};
-use super::{Interest, KEEPALIVE_IDLE};
+use super::message::{Broadcast, Kind};
+use super::{ClientCounts, Interest, KEEPALIVE_IDLE};
 use crate::ops::faults::{Faults, Role};
-use crate::pipeline::hub::{Broadcast, Kind};
-use crate::pipeline::stats::Gauges;
 
 /// Messages the slow path copies out of the log per lock, and the most bytes
 /// of them: a slow client pins little of what the log has forgotten.
@@ -98,7 +97,7 @@ pub struct Client {
     wake: Condvar,
     /// The socket, attached once the handshake is answered.
     sink: Mutex<Option<Box<dyn Sink>>>,
-    gauges: Arc<Gauges>,
+    counts: Arc<ClientCounts>,
 }
 
 /// What the fan-out does with a client after a batch.
@@ -114,7 +113,7 @@ impl Client {
     /// A client that wants what `interest` says. It subscribes before its
     /// handshake is answered (so it misses nothing made after it connected)
     /// and gets its socket after.
-    pub fn new(interest: Interest, gauges: Arc<Gauges>) -> Self {
+    pub fn new(interest: Interest, counts: Arc<ClientCounts>) -> Self {
         Client {
             interest,
             cursor: Mutex::new(Cursor {
@@ -129,7 +128,7 @@ impl Client {
             }),
             wake: Condvar::new(),
             sink: Mutex::new(None),
-            gauges,
+            counts,
         }
     }
 
@@ -241,11 +240,11 @@ impl Client {
     /// Changes who writes, keeping the count of clients served by their own
     /// thread (`clients.slow`) true.
     fn set_mode(&self, cursor: &mut Cursor, mode: Mode) {
-        let slow = &self.gauges.slow_clients;
+        let slow = &self.counts.slow;
         match (cursor.mode == Mode::Slow, mode == Mode::Slow) {
             (false, true) => {
                 slow.fetch_add(1, Ordering::Relaxed);
-                self.gauges.slow_turns.fetch_add(1, Ordering::Relaxed);
+                self.counts.slow_turns.fetch_add(1, Ordering::Relaxed);
             }
             (true, false) => {
                 slow.fetch_sub(1, Ordering::Relaxed);
@@ -398,8 +397,8 @@ impl Client {
                 Read::Behind { oldest, oldest_seq } => {
                     let mut cursor = self.lock();
                     let missed = oldest - cursor.next;
-                    self.gauges
-                        .client_dropped
+                    self.counts
+                        .dropped_messages
                         .fetch_add(missed, Ordering::Relaxed);
                     let from_seq = cursor.last_seq + 1;
                     cursor.last_seq = cursor.last_seq.max(oldest_seq.saturating_sub(1));

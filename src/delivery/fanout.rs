@@ -15,8 +15,8 @@ use crossbeam_channel::{Receiver, Sender, select_biased};
 
 use super::client::{Client, Keep};
 use super::log::Log;
+use super::message::Broadcast;
 use crate::ops::faults::{Faults, Role};
-use crate::pipeline::hub::Broadcast;
 
 /// Most broadcasts handed out in one pass of the fan-out (bounds the time a
 /// new subscriber waits to be added).

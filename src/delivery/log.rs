@@ -16,8 +16,8 @@ use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
 
+use super::message::{Broadcast, Kind};
 use crate::epoch::{Epoch, Position};
-use crate::pipeline::hub::{Broadcast, Kind};
 
 /// Messages the log holds beyond `--history`: room for the stats messages
 /// between outcomes and for live clients a little behind, when the history

@@ -22,6 +22,7 @@ mod client;
 mod fanout;
 mod inbound;
 mod log;
+mod message;
 pub mod sse;
 pub mod ws;
 
@@ -29,16 +30,15 @@ pub use client::{Client, Sink};
 pub use fanout::{Subscriptions, spawn};
 pub use inbound::Inbound;
 pub use log::{Log, Resume};
+pub use message::{Broadcast, Kind};
 
 use std::io;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::Duration;
 
 use crate::ops::faults::{Faults, Role};
-use crate::pipeline::hub::{Broadcast, Kind};
-use crate::pipeline::stats::Gauges;
 
 /// An idle client gets a keep-alive (WebSocket Ping, SSE comment) after this long.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
@@ -153,6 +153,24 @@ fn yield_to_the_pipeline() {
     }
 }
 
+/// Delivery's own counts, read by the hub for each snapshot (`clients` in
+/// the stats). Atomics: the fan-out and client threads never wait on them.
+#[derive(Debug, Default)]
+pub struct ClientCounts {
+    /// Dashboard clients connected now.
+    pub connected: AtomicUsize,
+    /// Of which over WebSocket.
+    pub websocket: AtomicUsize,
+    /// Of which over Server-Sent Events.
+    pub sse: AtomicUsize,
+    /// Messages some client missed because it fell off the log's tail.
+    pub dropped_messages: AtomicU64,
+    /// Clients now served by their own thread (behind, replaying, or blocked).
+    pub slow: AtomicUsize,
+    /// Times a client was left to its own thread (it joined, fell behind, or blocked).
+    pub slow_turns: AtomicU64,
+}
+
 /// How a client is connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transport {
@@ -166,25 +184,25 @@ pub enum Transport {
 /// upgraded and given back when its writer ends.
 #[derive(Clone)]
 pub struct ClientSlots {
-    gauges: Arc<Gauges>,
+    counts: Arc<ClientCounts>,
     max: usize,
     faults: Arc<Faults>,
 }
 
 /// A taken client slot; dropping it frees the slot.
 pub struct Slot {
-    gauges: Arc<Gauges>,
+    counts: Arc<ClientCounts>,
     transport: Transport,
     /// Where the writer holding this slot counts a panic.
     faults: Arc<Faults>,
 }
 
 impl ClientSlots {
-    /// At most `max` clients at once, counted in `gauges.clients`; their
+    /// At most `max` clients at once, counted in `counts.connected`; their
     /// writers' panics are counted in `faults`.
-    pub fn new(gauges: Arc<Gauges>, max: usize, faults: Arc<Faults>) -> Self {
+    pub fn new(counts: Arc<ClientCounts>, max: usize, faults: Arc<Faults>) -> Self {
         ClientSlots {
-            gauges,
+            counts,
             max,
             faults,
         }
@@ -197,31 +215,31 @@ impl ClientSlots {
 
     /// Takes a slot, or `None` when every slot is taken.
     pub fn try_take(&self, transport: Transport) -> Option<Slot> {
-        self.gauges
-            .clients
+        self.counts
+            .connected
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max).then_some(n + 1)
             })
             .ok()?;
-        per_transport(&self.gauges, transport).fetch_add(1, Ordering::Relaxed);
+        per_transport(&self.counts, transport).fetch_add(1, Ordering::Relaxed);
         Some(Slot {
-            gauges: Arc::clone(&self.gauges),
+            counts: Arc::clone(&self.counts),
             transport,
             faults: Arc::clone(&self.faults),
         })
     }
 }
 
-fn per_transport(gauges: &Gauges, transport: Transport) -> &std::sync::atomic::AtomicUsize {
+fn per_transport(counts: &ClientCounts, transport: Transport) -> &AtomicUsize {
     match transport {
-        Transport::WebSocket => &gauges.websocket_clients,
-        Transport::Sse => &gauges.sse_clients,
+        Transport::WebSocket => &counts.websocket,
+        Transport::Sse => &counts.sse,
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        per_transport(&self.gauges, self.transport).fetch_sub(1, Ordering::Relaxed);
-        self.gauges.clients.fetch_sub(1, Ordering::AcqRel);
+        per_transport(&self.counts, self.transport).fetch_sub(1, Ordering::Relaxed);
+        self.counts.connected.fetch_sub(1, Ordering::AcqRel);
     }
 }

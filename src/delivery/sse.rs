@@ -13,9 +13,9 @@ use std::net::TcpStream;
 
 use tiny_http::ConnectionSlot;
 
+use super::message::{Broadcast, Kind};
 use super::{MAX_BUFFERED, Sink, is_large};
 use crate::epoch::Epoch;
-use crate::pipeline::hub::{Broadcast, Kind};
 
 /// How long a browser's `EventSource` waits before reconnecting, in ms.
 const RETRY_MS: u64 = 2000;

@@ -15,8 +15,8 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, Utf8Bytes, WebSocket};
 
 use super::inbound::Watched;
+use super::message::Broadcast;
 use super::{MAX_BUFFERED, Sink, is_large};
-use crate::pipeline::hub::Broadcast;
 
 /// Most bytes of a WebSocket frame's head (RFC 6455 §5.2: 2, plus 8 for a
 /// 64-bit length, plus 4 for a mask a server never sends).

@@ -46,14 +46,14 @@ use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use tiny_http::{Limits, Request, ServerOptions};
 
 use crate::config::{Config, Knobs};
-use crate::delivery::{ClientSlots, Inbound, Log, Subscriptions};
+use crate::delivery::{ClientCounts, ClientSlots, Inbound, Log, Subscriptions};
 use crate::ops::health::{Heartbeats, Stage};
-use crate::pipeline::hub::LatestStats;
 use crate::ops::limits::Caps;
 use crate::ops::logging::RateLimit;
+use crate::pipeline::hub::LatestStats;
 use crate::pipeline::stats::Gauges;
-use crate::time::WallClock;
 use crate::pipeline::workers::Intake;
+use crate::time::WallClock;
 
 /// Pause between self-probes of `/healthz`.
 const PROBE_INTERVAL: Duration = Duration::from_secs(1);
@@ -155,6 +155,8 @@ pub struct App {
     pub health: Arc<Heartbeats>,
     /// Where the front reports its open connections and failed accepts.
     pub gauges: Arc<Gauges>,
+    /// Delivery's client counts, which every new client joins.
+    pub client_counts: Arc<ClientCounts>,
     /// The pull-mode dispatcher that `/api/work` connects workers to (`--work pull` only).
     pub work: Option<Arc<crate::work::pull::Dispatcher>>,
     /// Pages of `GET /api/events` being written.

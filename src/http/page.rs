@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, Bytes};
 
-use crate::pipeline::hub::Broadcast;
+use crate::delivery::Broadcast;
 
 /// Most outcomes one page holds, whatever `limit` asks: a client continues
 /// with `since=` the last `seq` it got.
@@ -105,7 +105,7 @@ impl Read for Page {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::hub::Kind;
+    use crate::delivery::Kind;
 
     fn outcome(json: &'static str) -> Broadcast {
         Broadcast {

@@ -9,9 +9,9 @@
 //!
 //! Must not know: sockets, the fan-out's insides.
 
+use super::reply::query_param;
 use crate::delivery::{Interest, Resume};
 use crate::epoch::{Epoch, Position};
-use super::reply::query_param;
 
 /// The outcome statuses a filter may name.
 const STATUSES: [&str; 4] = ["on-time", "late", "failed", "dropped"];

@@ -19,10 +19,10 @@ use super::reply::{
 use crate::config::KnobsUpdate;
 use crate::delivery::{self, Client, Sink, Slot, Transport, sse, ws};
 use crate::epoch::{Epoch, Position};
-use crate::ops::logging::RateLimit;
 use crate::http::origin::{Admitted, Rules};
+use crate::ops::logging::RateLimit;
 use crate::pipeline::workers::Entry;
-use crate::{http::ingest, ops::metrics, http::query, work};
+use crate::{http::ingest, http::query, ops::metrics, work};
 
 /// A socket the inbound thread could not watch (the kernel's epoll limit):
 /// said at most once a minute.
@@ -358,7 +358,7 @@ fn join(
         );
         return Err(error(503, &message));
     };
-    let client = Arc::new(Client::new(interest, Arc::clone(&app.gauges)));
+    let client = Arc::new(Client::new(interest, Arc::clone(&app.client_counts)));
     if !app.subscriptions.subscribe(Arc::clone(&client)) {
         return Err(error(503, "shutting down"));
     }

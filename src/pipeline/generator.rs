@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::config::Knobs;
-use crate::pipeline::event::Event;
 use crate::ops::faults::{Faults, Role};
 use crate::ops::health::{Heartbeats, Stage};
+use crate::pipeline::event::Event;
 use crate::pipeline::stats::Gauges;
 use crate::pipeline::workers::Intake;
 

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::pipeline::event::Outcome;
+use crate::delivery::{Broadcast, Kind};
 use crate::ops::faults::{Faults, Role};
 use crate::ops::health::{Heartbeats, Stage};
+use crate::pipeline::event::Outcome;
 use crate::pipeline::stats::{Readings, Snapshot, Window};
 use crate::time::WallClock;
 
@@ -36,39 +37,6 @@ pub const BROADCAST_CHANNEL_CAPACITY: usize = 16 * 1024;
 
 /// How often a stats snapshot is taken.
 pub const STATS_INTERVAL: Duration = Duration::from_secs(1);
-
-/// What a broadcast message carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    /// One outcome (`{"type":"event",…}`).
-    Event,
-    /// A stats snapshot (`{"type":"stats",…}`), for clients that asked for stats.
-    Stats,
-    /// Outcomes a resuming client asked for that are no longer retained
-    /// (`{"type":"gap","from":…,"to":…}`); made by the fan-out, per client.
-    Gap,
-    /// The first message of every stream: the run's epoch and the newest `seq`
-    /// (`{"type":"hello","epoch":…,"seq":…}`); made by the fan-out, per client.
-    Hello,
-    /// The client's position is from another run; what follows is this run
-    /// from its start (`{"type":"reset","epoch":…,"previousEpoch":…}`);
-    /// made by the fan-out, per client.
-    Reset,
-}
-
-/// One message for the dashboards, serialised once and shared by every client.
-#[derive(Clone, Debug)]
-pub struct Broadcast {
-    /// What the message carries.
-    pub kind: Kind,
-    /// The outcome's sequence number; for stats, the last outcome's.
-    pub seq: u64,
-    /// The outcome's status name (`on-time`, `late`, `dropped`), for filters;
-    /// empty for other kinds.
-    pub status: &'static str,
-    /// The JSON text.
-    pub json: Bytes,
-}
 
 /// The latest stats snapshot, shared with the HTTP front.
 #[derive(Default)]

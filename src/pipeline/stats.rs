@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::pipeline::event::{DropReason, Outcome, Source, Status};
 use crate::ops::faults::PanicCounts;
+use crate::pipeline::event::{DropReason, Outcome, Source, Status};
 
 /// Cumulative counts of events by entry and by verdict.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -181,18 +181,6 @@ pub struct Gauges {
     pub work_micros: AtomicU64,
     /// Generator ticks skipped because it fell behind.
     pub lag_ticks: AtomicU64,
-    /// Dashboard clients connected now.
-    pub clients: AtomicUsize,
-    /// Of which over WebSocket.
-    pub websocket_clients: AtomicUsize,
-    /// Of which over Server-Sent Events.
-    pub sse_clients: AtomicUsize,
-    /// Messages some client missed because it fell off the log's tail.
-    pub client_dropped: AtomicU64,
-    /// Clients now served by their own thread (behind, replaying, or blocked).
-    pub slow_clients: AtomicUsize,
-    /// Times a client was left to its own thread (it joined, fell behind, or blocked).
-    pub slow_turns: AtomicU64,
     /// Open HTTP connections, clients included (read from the front once a second).
     pub connections: AtomicUsize,
     /// Failed `accept` calls, e.g. with descriptors exhausted.

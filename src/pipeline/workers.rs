@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::config::Knobs;
-use crate::pipeline::event::{DropReason, Event, Outcome, Status, error_text};
 use crate::ops::faults::{Faults, Role};
+use crate::pipeline::event::{DropReason, Event, Outcome, Status, error_text};
 use crate::pipeline::schedule::{Pushed, WorkQueue};
 use crate::pipeline::stats::{Door, Gauges, Ledger};
 use crate::time::WallClock;

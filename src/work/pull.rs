@@ -62,9 +62,9 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
 use super::Answer;
-use crate::pipeline::event::error_text;
 use crate::ops::health::Heartbeats;
 use crate::ops::logging::RateLimit;
+use crate::pipeline::event::error_text;
 
 /// Most tasks one worker may ask to hold at once.
 pub const MAX_CREDIT: usize = 1024;

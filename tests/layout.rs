@@ -1,0 +1,174 @@
+//! The code map's "must not know" column, checked: every `use crate::…` in
+//! `src/` must stay within what its part of the flow may know
+//! (ARCHITECTURE.md, "Code map"). A new import across a line fails here, so
+//! the map stays a fact; widening a rule is a decision made in this table,
+//! with its reason.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// What each part of `src/` may import from the crate, besides itself.
+/// A path is allowed when it starts with one of these.
+const MAY_USE: &[(&str, &[&str], &str)] = &[
+    (
+        "pipeline",
+        &[
+            "config",
+            "time",
+            "ops",
+            "work",
+            "delivery::Broadcast",
+            "delivery::Kind",
+        ],
+        "the pipeline makes verdicts and hands delivery serialised messages; it never knows clients or the front",
+    ),
+    (
+        "delivery",
+        &["epoch", "ops::faults"],
+        "delivery moves serialised messages to sockets: no deadlines, verdicts, work or routes",
+    ),
+    (
+        "work",
+        &["pipeline::event", "time", "ops::health", "ops::logging"],
+        "real work knows the event it carries out, not admission, the ledger or verdicts",
+    ),
+    (
+        "ops",
+        &["config", "server", "pipeline::stats", "time"],
+        "ops renders and guards what the stages report, without knowing what they do",
+    ),
+    (
+        "config",
+        &["http::origin", "ops::limits", "ops::faults"],
+        "flags are parsed into the types that use them, nothing more",
+    ),
+    ("time", &[], "the one conversion of time, a leaf"),
+    ("epoch", &[], "a run's id and a position in it, a leaf"),
+    (
+        "http",
+        &[
+            "config", "delivery", "epoch", "ops", "pipeline", "time", "work",
+        ],
+        "the front may use every part but the wiring",
+    ),
+];
+
+/// Files outside the rules: the wiring, the crate root and the fuzz entry
+/// points see everything by design; the load tool speaks only the wire.
+const UNRULED: &[&str] = &["lib.rs", "server.rs", "fuzzing.rs", "main.rs", "bin"];
+
+fn sources(dir: &Path, into: &mut Vec<PathBuf>) {
+    for entry in fs::read_dir(dir).expect("src/ is readable") {
+        let path = entry.expect("a directory entry").path();
+        if path.is_dir() {
+            sources(&path, into);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            into.push(path);
+        }
+    }
+}
+
+/// The part of the flow a file belongs to: its folder, or its own name.
+fn part_of(relative: &Path) -> String {
+    let first = relative.components().next().expect("a path under src/");
+    let name = first.as_os_str().to_string_lossy();
+    name.trim_end_matches(".rs").to_owned()
+}
+
+/// Every crate path a file's `use crate::…` statements name, expanded from
+/// groups: `use crate::{a::b, c::{d, e}};` gives `a::b`, `c::d`, `c::e`.
+fn crate_uses(text: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("use crate::") {
+        let after = &rest[at + "use crate::".len()..];
+        let end = after.find(';').unwrap_or(after.len());
+        expand("", &after[..end], &mut paths);
+        rest = &after[end..];
+    }
+    paths
+}
+
+fn expand(prefix: &str, tree: &str, into: &mut Vec<String>) {
+    let tree = tree.trim();
+    match tree.find('{') {
+        Some(open) => {
+            let head = format!("{prefix}{}", &tree[..open]);
+            let inner = &tree[open + 1..tree.rfind('}').unwrap_or(tree.len())];
+            for item in split_top_level(inner) {
+                expand(&head, item, into);
+            }
+        }
+        None if !tree.is_empty() => {
+            let path = format!("{prefix}{tree}");
+            let path = path.split(" as ").next().unwrap_or(&path).trim();
+            into.push(path.trim_end_matches("::self").to_owned());
+        }
+        None => {}
+    }
+}
+
+/// Splits `a, b::{c, d}, e` at the commas outside braces.
+fn split_top_level(list: &str) -> Vec<&str> {
+    let (mut items, mut depth, mut start) = (Vec::new(), 0, 0);
+    for (i, c) in list.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&list[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&list[start..]);
+    items
+}
+
+#[test]
+fn group_expansion_reads_nested_use_statements() {
+    let uses = crate_uses("use crate::{a::b, c::{d, e as f}, g};\nuse crate::h::self;");
+    assert_eq!(uses, ["a::b", "c::d", "c::e", "g", "h"]);
+}
+
+#[test]
+fn no_module_imports_across_the_lines_of_the_code_map() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut crossings = Vec::new();
+    let mut checked = 0;
+    for file in &files {
+        let relative = file.strip_prefix(&src).expect("under src/");
+        let part = part_of(relative);
+        if UNRULED.contains(&relative.to_string_lossy().as_ref())
+            || UNRULED.contains(&part.as_str())
+        {
+            continue;
+        }
+        let Some((_, allowed, why)) = MAY_USE.iter().find(|(name, _, _)| *name == part) else {
+            crossings.push(format!(
+                "{}: the part `{part}` has no row in MAY_USE",
+                relative.display()
+            ));
+            continue;
+        };
+        checked += 1;
+        let text = fs::read_to_string(file).expect("a source file is readable");
+        for path in crate_uses(&text) {
+            let own = path == part || path.starts_with(&format!("{part}::"));
+            let may = allowed
+                .iter()
+                .any(|a| path == *a || path.starts_with(&format!("{a}::")));
+            if !own && !may {
+                crossings.push(format!(
+                    "{} uses crate::{path}, but `{part}` may use only {allowed:?} ({why})",
+                    relative.display()
+                ));
+            }
+        }
+    }
+    assert!(checked > 30, "only {checked} files were checked");
+    assert!(crossings.is_empty(), "{}", crossings.join("\n"));
+}
