@@ -644,10 +644,10 @@ impl Dispatcher {
         }
         let _ = remote.dropped_for.set(why.to_owned());
         // Taken back first, so the reader does not answer it `worker gone` too.
-        if let Some((id, answer)) = outbox.task.take() {
-            if remote.withdraw(&id, &answer, &self.in_flight) {
-                let _ = answer.send(Answer::Failed("worker too slow".into()));
-            }
+        if let Some((id, answer)) = outbox.task.take()
+            && remote.withdraw(&id, &answer, &self.in_flight)
+        {
+            let _ = answer.send(Answer::Failed("worker too slow".into()));
         }
         self.retire(remote);
         remote.shut_down();
