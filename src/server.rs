@@ -144,7 +144,7 @@ impl Server {
         let work = match config.work {
             WorkMode::Simulate => Work::Simulate,
             WorkMode::Http => Work::Http(config.work_url.as_deref().unwrap_or_default().into()),
-            WorkMode::Pull => Work::Pull(Arc::new(Dispatcher::new(Arc::clone(&health)))),
+            WorkMode::Pull => Work::Pull(Dispatcher::new(Arc::clone(&health))?),
         };
         let reader = SystemReader {
             work: work.clone(),

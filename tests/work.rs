@@ -554,12 +554,15 @@ fn all_outcomes(addr: SocketAddr) -> Vec<Value> {
 #[test]
 fn a_worker_that_stops_reading_loses_its_tasks_and_holds_up_no_other() {
     // Every task written whole into the stalled worker's socket waits for its
-    // answer until the deadline, holding a worker thread as any task in
-    // flight does; 16 threads leave room for those few, so an event that
-    // waits here waited on a write to the stalled worker.
+    // answer, holding a worker thread as any task in flight does; 16 threads
+    // leave room for those few, so an event that waits here waited on a
+    // write to the stalled worker. A write timeout of 1 s, far below the
+    // 15 s + 15 s it takes to find a worker silent, so that only a stall can
+    // drop it in time.
     let server = start(|c| {
         work_pull(c);
         c.workers = 16;
+        c.write_timeout = 1;
     });
     let addr = server.local_addr();
     // Connected first and with the most credit: it is offered tasks at once.
@@ -569,11 +572,14 @@ fn a_worker_that_stops_reading_loses_its_tasks_and_holds_up_no_other() {
     let (healthy, handed) = answering_worker(addr, 4, Arc::clone(&stop));
     assert!(eventually(WAIT, || work_stats(addr)["connected"] == 2));
 
-    // Tasks of nearly a megabyte, half of them offered to the stalled worker:
-    // more than its socket holds (a loopback send buffer grows to 4 MB by
-    // default), so it is behind before the small events come.
-    let mut ids: Vec<String> = (0..12)
-        .map(|_| post_large(addr, 3_000, 896 * 1024))
+    // Tasks of nearly a megabyte, about half of them offered to the stalled
+    // worker in turn: 7 MB, more than its socket holds (a loopback send
+    // buffer grows to 4 MB by default), so one is under way when it stalls,
+    // and it is behind before the small events come. Due in 10 s: the
+    // stalled worker is dropped long before.
+    let posted = Instant::now();
+    let mut ids: Vec<String> = (0..16)
+        .map(|_| post_large(addr, 10_000, 896 * 1024))
         .collect();
     let mut small = Vec::new();
     for _ in 0..20 {
@@ -581,6 +587,14 @@ fn a_worker_that_stops_reading_loses_its_tasks_and_holds_up_no_other() {
         small.push(post(addr, 2_000));
     }
     ids.extend(small.iter().cloned());
+    // Dropped for a socket that took nothing for --write-timeout: before a
+    // silence of 15 s could even have been noticed.
+    assert!(eventually(WAIT, || work_stats(addr)["connected"] == 1));
+    let dropped_after = posted.elapsed();
+    assert!(
+        dropped_after < Duration::from_secs(10),
+        "the stalled worker went after {dropped_after:?}: taken for silent, not too slow"
+    );
 
     let judged = eventually(Duration::from_secs(30), || {
         let totals = get_json(addr, "/api/stats").1["totals"].clone();
@@ -589,6 +603,7 @@ fn a_worker_that_stops_reading_loses_its_tasks_and_holds_up_no_other() {
     assert!(judged, "not every event judged within 30 s");
     let outcomes = all_outcomes(addr);
     let handed = handed.lock().expect("lock").clone();
+    let mut stalled_errors = Vec::new();
     for id in &ids {
         let outcome = outcomes
             .iter()
@@ -602,24 +617,40 @@ fn a_worker_that_stops_reading_loses_its_tasks_and_holds_up_no_other() {
                 "healthy worker's task: {brief}"
             );
         } else {
-            let status = outcome["status"].as_str();
-            let error = outcome["error"].as_str();
-            assert!(
-                status == Some("late")
-                    || (status == Some("failed")
-                        && matches!(error, Some("worker too slow" | "worker gone"))),
+            assert_eq!(
+                outcome["status"], "failed",
                 "stalled worker's task: {brief}"
             );
+            stalled_errors.push(outcome["error"].as_str().unwrap_or_default().to_owned());
         }
     }
+    // The task under way when it stalled is the one too slow; the rest, in
+    // its socket whole, went with it.
+    stalled_errors.sort();
+    let too_slow = stalled_errors
+        .iter()
+        .filter(|e| *e == "worker too slow")
+        .count();
+    let gone = stalled_errors
+        .iter()
+        .filter(|e| *e == "worker gone")
+        .count();
+    assert_eq!(
+        (too_slow, gone + too_slow),
+        (1, stalled_errors.len()),
+        "stalled worker's tasks: {stalled_errors:?}"
+    );
     for id in &small {
         assert!(
             handed.contains(id),
             "a small event posted after the stall did not reach the healthy worker"
         );
     }
-    // Dropped for not reading; the healthy worker stays.
-    assert!(eventually(WAIT, || work_stats(addr)["connected"] == 1));
+    assert_eq!(
+        work_stats(addr)["connected"],
+        1,
+        "the healthy worker went too"
+    );
     assert_balances(&totals(&server));
     stop.store(true, Ordering::SeqCst);
     let _ = healthy.join();

@@ -455,8 +455,10 @@ impl WorkerContext {
     /// its answer. An event still waiting for room at its deadline is
     /// `dropped/expired`; admission is asked again once room is found, since
     /// the wait used some of the time left. A remote whose socket is still
-    /// taking an earlier frame is left at once for other room: no worker
-    /// thread waits on another's write.
+    /// taking an earlier frame, or that stopped taking tasks (it closed or
+    /// went) since its credit was taken, is left at once for other room,
+    /// within the deadline: no worker thread waits on a write, and no event
+    /// fails for a worker that never had it.
     fn hand_over(
         &self,
         dispatcher: &Dispatcher,
@@ -481,10 +483,9 @@ impl WorkerContext {
             };
             match credit.offer(dispatcher, &event.id, task) {
                 Offer::Taken(handover) => {
-                    return self
-                        .real_work(event, || handover.answer(dispatcher, event.deadline_at()));
+                    return self.real_work(event, || handover.answer(event.deadline_at()));
                 }
-                Offer::Busy => continue,
+                Offer::Elsewhere => continue,
             }
         }
     }

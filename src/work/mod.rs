@@ -7,7 +7,8 @@
 //! [`pull::Dispatcher`] (workers connected over WebSocket, with credit).
 //!
 //! Channels: in pull mode each task has a one-slot answer channel, written by
-//! the remote worker's reader thread and read by the worker thread that sent
+//! the remote worker's reader thread (or by `pull-flush`, which drops a
+//! remote too slow to take its task) and read by the worker thread that sent
 //! the task; the dispatcher's credit pool says which remote worker may take
 //! a task. The verdict itself is still given by the worker thread
 //! (`workers`): this module only reports what came back, and when.

@@ -2,57 +2,68 @@
 //! WebSocket and are handed admitted events as tasks, as many at once as the
 //! credit they asked for (`?credit=N`).
 //!
-//! Owns: the [`Dispatcher`] (the credit pool and the gauges of connected
-//! workers) and one [`Remote`] per connected worker: its socket, the frame
-//! its socket has not taken all of yet, its tasks awaiting an answer, and its
-//! reader thread (`pull-N`).
+//! Owns: the [`Dispatcher`] (the credit pool, the gauges of connected
+//! workers, and the `pull-flush` thread that finishes frames under way) and
+//! one [`Remote`] per connected worker: its socket, the frame its socket has
+//! not taken all of yet, its tasks awaiting an answer, and its reader thread
+//! (`pull-N`).
 //!
-//! Credit: each connected remote has a seat in the dispatcher's pool that
-//! counts the tasks it may take now. A worker thread takes one before it
+//! Credit: each remote that takes tasks has a seat in the dispatcher's pool
+//! that counts the tasks it may take now. A worker thread takes one before it
 //! sends a task, waiting on the pool's condition variable until some remote
 //! has room; the reader gives one back for every task answered. A remote
-//! leaves the pool when it goes, so nothing of a gone remote waits there to be
-//! taken: its descriptor and connection slot are freed as soon as its reader
-//! ends (a worker thread holds it only while it writes to it).
+//! leaves the pool as soon as it takes no more tasks (it sent Close or was
+//! sent one, its socket failed, it was dropped) and at the latest when it
+//! goes, so nothing of a gone remote waits there to be taken: its descriptor
+//! and connection slot are freed when its reader ends, or, if a frame was
+//! still under way, when the `pull-flush` thread lets go of it (at once when
+//! the socket is shut, at most a second later otherwise).
 //!
 //! Channels: answer (one slot per task): the remote's reader thread writes
-//! the answer; the worker thread that sent the task waits on it until the
-//! deadline.
+//! the answer (or `pull-flush` writes `worker too slow`); the worker thread
+//! that sent the task waits on it until the deadline.
 //!
-//! Writing: every write on a remote's socket is non-blocking, under the
-//! remote's outbox lock, so that lock is only ever held while the kernel
+//! Writing: every write of a task on a remote's socket is non-blocking, under
+//! the remote's outbox lock, so that lock is only ever held while the kernel
 //! copies what fits. A frame the socket cannot take whole waits in the outbox
 //! and goes before any other; meanwhile the remote is *behind* and the pool
-//! offers it no task, so no other worker thread waits on it. The worker thread
-//! whose task frame is under way waits for the socket (outside the lock) until
-//! the task's deadline, or `--write-timeout` without progress; if it is still
-//! unwritten then, the task fails (`worker too slow`) and the remote is
-//! dropped.
+//! offers it no task. The rest is written by the `pull-flush` thread as the
+//! socket takes it, whatever became of the task: a frame is never left torn,
+//! since the worker could not read anything after it. No worker thread waits
+//! on a socket: the one whose task is under way waits only for its answer,
+//! until the deadline, as for any task. A remote whose socket takes nothing of
+//! a frame under way for `--write-timeout` is dropped (its task under way
+//! fails `worker too slow` if its deadline has not passed, the rest `worker
+//! gone`); one that keeps reading, however slowly, is not.
+//!
+//! The reader's own frames (pongs, pings, close) are written whole after any
+//! frame under way; the reader waits for that, at most `--write-timeout`
+//! without progress, and a worker that lets that pass is dropped as too slow.
 //!
 //! Why so: a blocking write under the lock, even one bounded by the time
-//! left, makes every thread with a task for that remote wait as long (before,
-//! up to `--write-timeout` per write ahead of it, and its pings too); a
+//! left, makes every thread with a task for that remote wait as long; a
 //! try-lock would fail the tasks of a healthy remote that is merely taking a
 //! large frame; a writer thread per remote would cost every connection a
-//! thread. Measured (debug build, loopback): the lock is held 20 to 80 µs per
-//! ordinary task and at most 7 ms for a 512 KiB one, and no thread waited
-//! more than 2 µs for it with a worker that had stopped reading
-//! (`tests/work.rs`).
+//! thread, and a worker thread that finished its frame past the deadline would
+//! be held by a slow reader for as long as it keeps reading. One thread over
+//! an epoll set of the remotes that are behind costs nothing while none is.
 //!
 //! A remote that disconnects fails its tasks in flight at once (`worker gone`).
 //! A task abandoned at its deadline still holds its credit until the remote
 //! answers it: the remote is still busy with it.
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::event::{PollFd, PollFlags, Timespec, epoll};
 use rustix::io::Errno;
 use rustix::net::SendFlags;
 use tiny_http::ConnectionSlot;
@@ -80,6 +91,18 @@ const MAX_ANSWER_BYTES: usize = 64 * 1024;
 /// larger one (a webhook's megabyte) is given back once written.
 const KEPT_OUTBOX_BYTES: usize = 64 * 1024;
 
+/// The longest the `pull-flush` thread sleeps: it then looks whether it is
+/// still wanted, and at every frame under way (one handed to it while it
+/// slept is judged against `--write-timeout` no later than this).
+const LOOK_AGAIN: Duration = Duration::from_secs(1);
+
+/// Readiness events `pull-flush` takes from the kernel per wait (it looks at
+/// every remote behind on each wake-up anyway).
+const EVENTS_PER_WAIT: usize = 64;
+
+/// How much of a worker's own text goes into a log line or a close reason.
+const PEER_TEXT_CHARS: usize = 200;
+
 /// Remotes dropped for not reading their socket, said at most once a minute.
 static TOO_SLOW_WARNINGS: RateLimit = RateLimit::new(Duration::from_secs(60));
 
@@ -100,7 +123,7 @@ fn log_at_most_every_10_s(limit: &RateLimit, message: &str) {
 /// The pull-mode hub: who is connected and who may take a task.
 pub struct Dispatcher {
     /// Which remote has room: one lock for every remote's free credit, so a
-    /// remote's seat can be taken out the moment it goes.
+    /// remote's seat can be taken out the moment it stops taking tasks.
     pool: Mutex<Pool>,
     /// Signalled when credit comes free: a remote connects, answers, or
     /// catches up with its socket.
@@ -112,9 +135,15 @@ pub struct Dispatcher {
     connected: Mutex<usize>,
     credit: AtomicUsize,
     in_flight: AtomicUsize,
+    /// The `pull-flush` thread's epoll set: the socket of every remote with
+    /// a task frame under way, each armed for one wake-up when it has room.
+    outgoing: OwnedFd,
+    /// Those remotes, by number: held here until their frame is out or
+    /// they are dropped.
+    behind: Mutex<HashMap<u64, Arc<Remote>>>,
 }
 
-/// The connected remotes and the credit each has free.
+/// The seated remotes and the credit each has free.
 #[derive(Default)]
 struct Pool {
     seats: Vec<Seat>,
@@ -137,26 +166,28 @@ pub struct Credit {
 pub enum Offer {
     /// The remote has the task, or its frame is under way.
     Taken(Handover),
-    /// The remote's socket is still taking an earlier frame: nothing was
-    /// written, and the credit is back in the pool, which offers this remote
-    /// nothing until it catches up. Take other credit.
-    Busy,
+    /// Nothing was written and nothing is owed: the remote's socket is still
+    /// taking an earlier frame (the credit is back in the pool, which offers
+    /// this remote nothing until it catches up), or the remote takes no more
+    /// tasks (it is closing, or went since the credit was taken). Take other
+    /// credit.
+    Elsewhere,
 }
 
-/// A task handed to a remote: its frame, perhaps not all written yet, and
-/// where its answer will come.
+/// A task handed to a remote: where its answer will come.
 pub struct Handover {
-    remote: Arc<Remote>,
-    id: Box<str>,
-    /// The number of the task's frame when the socket has not taken all of it.
-    under_way: Option<u64>,
-    answer_in: Sender<Answer>,
     answer_out: Receiver<Answer>,
 }
 
 /// A connected worker.
 pub struct Remote {
     name: String,
+    /// Its key in the dispatcher's `behind` map and epoll set.
+    number: u64,
+    /// Whether it takes tasks: false once it sent Close or was sent one, its
+    /// socket failed or it was dropped, and once it has gone. Changed under
+    /// the pending lock, which a task is registered under (with the outbox
+    /// lock held), so no task frame starts after it is false.
     open: AtomicBool,
     /// A frame is under way in the outbox: the pool offers this remote no
     /// task until the socket has taken it.
@@ -171,12 +202,14 @@ pub struct Remote {
     /// Tasks sent and not answered, by event id, oldest first: ids chosen by
     /// producers may repeat, and a worker answers them in any order.
     pending: Mutex<HashMap<Box<str>, VecDeque<Sender<Answer>>>>,
+    /// Why it was dropped by another thread than its reader, for the
+    /// reader's "disconnected" line.
+    dropped_for: OnceLock<String>,
     _held: Option<ConnectionSlot>,
 }
 
 /// The frame the socket could not take whole, and the numbering of frames.
 /// Frames are whole on the wire: nothing else is written until this one is.
-#[derive(Default)]
 struct Outbox {
     /// The frame under way; what the socket has not taken of it starts at `rest_at`.
     rest: Vec<u8>,
@@ -185,9 +218,27 @@ struct Outbox {
     rest_of: u64,
     /// The number of the last frame started.
     started: u64,
+    /// When the socket last took some of the frame under way, whichever
+    /// thread wrote it (or when the frame was started): a stall is measured
+    /// from here, so no writer takes another's progress for none.
+    progress_at: Instant,
+    /// The task whose frame is under way (none for the reader's frames): it
+    /// fails `worker too slow` if its remote is dropped for not taking it.
+    task: Option<(Box<str>, Sender<Answer>)>,
 }
 
 impl Outbox {
+    fn new() -> Self {
+        Outbox {
+            rest: Vec::new(),
+            rest_at: 0,
+            rest_of: 0,
+            started: 0,
+            progress_at: Instant::now(),
+            task: None,
+        }
+    }
+
     fn left(&self) -> usize {
         self.rest.len() - self.rest_at
     }
@@ -198,19 +249,38 @@ impl Outbox {
     }
 }
 
-/// Why a frame under way was not finished.
-enum Unfinished {
-    /// The socket took none of it for this long: until the deadline, or for
-    /// `--write-timeout`.
-    TooSlow(Duration),
-    Io(io::Error),
+/// A write whose socket took nothing for `--write-timeout`: the worker is not
+/// reading. Its own error, so that the reader does not take it for silence.
+#[derive(Debug)]
+struct Stalled(Duration);
+
+impl fmt::Display for Stalled {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "worker too slow: its socket took nothing for {} ms",
+            self.0.as_millis()
+        )
+    }
+}
+
+impl std::error::Error for Stalled {}
+
+/// The stall behind a failed read or write, if that is what it was.
+fn stalled(e: &tungstenite::Error) -> Option<&Stalled> {
+    match e {
+        tungstenite::Error::Io(e) => e.get_ref()?.downcast_ref::<Stalled>(),
+        _ => None,
+    }
 }
 
 impl Dispatcher {
-    /// A dispatcher with no worker connected; `health` hears when there is none.
-    pub fn new(health: Arc<Heartbeats>) -> Self {
+    /// A dispatcher with no worker connected (`health` hears when there is
+    /// none), and its `pull-flush` thread, which ends within a second of the
+    /// dispatcher.
+    pub fn new(health: Arc<Heartbeats>) -> io::Result<Arc<Self>> {
         health.set_no_workers(true);
-        Dispatcher {
+        let dispatcher = Arc::new(Dispatcher {
             pool: Mutex::new(Pool::default()),
             room: Condvar::new(),
             health,
@@ -218,7 +288,14 @@ impl Dispatcher {
             connected: Mutex::new(0),
             credit: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
-        }
+            outgoing: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+            behind: Mutex::new(HashMap::new()),
+        });
+        let flusher = Arc::downgrade(&dispatcher);
+        thread::Builder::new()
+            .name("pull-flush".into())
+            .spawn(move || finish_frames(&flusher))?;
+        Ok(dispatcher)
     }
 
     /// Workers connected now.
@@ -234,6 +311,10 @@ impl Dispatcher {
         self.pool.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn lock_behind(&self) -> MutexGuard<'_, HashMap<u64, Arc<Remote>>> {
+        self.behind.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Counts a worker in (`+1`) or out (`-1`) and tells `health` whether any is left.
     fn count_connected(&self, in_or_out: isize) {
         let mut connected = self.lock_connected();
@@ -241,7 +322,7 @@ impl Dispatcher {
         self.health.set_no_workers(*connected == 0);
     }
 
-    /// The connected workers' credit, together.
+    /// The seated workers' credit, together.
     pub fn credit(&self) -> usize {
         self.credit.load(Ordering::Relaxed)
     }
@@ -273,7 +354,7 @@ impl Dispatcher {
         }
     }
 
-    /// Gives one task's room back to `remote`, if it is still connected.
+    /// Gives one task's room back to `remote`, if it is still seated.
     fn release(&self, remote: &Arc<Remote>) {
         let mut pool = self.lock_pool();
         if let Some(seat) = pool.seat_of(remote) {
@@ -300,40 +381,14 @@ impl Dispatcher {
         write_timeout: Duration,
     ) -> io::Result<()> {
         stream.set_read_timeout(Some(QUIET_LIMIT))?;
-        stream.set_nodelay(true)?;
-        let number = self.next_remote.fetch_add(1, Ordering::Relaxed);
-        let remote = Arc::new(Remote {
-            name: format!("pull-{number}"),
-            open: AtomicBool::new(true),
-            behind: AtomicBool::new(false),
-            credit,
-            stream,
-            outbox: Mutex::new(Outbox::default()),
-            write_timeout,
-            pending: Mutex::new(HashMap::new()),
-            _held: held,
-        });
-        let socket = WebSocket::from_raw_socket(
-            Duplex {
-                remote: Arc::clone(&remote),
-                dispatcher: Arc::clone(self),
-            },
-            Role::Server,
-            Some(socket_config()),
-        );
-        // Counted and seated before its reader starts, which takes it out
-        // when it ends: seated after, a remote gone at once would stay.
-        self.count_connected(1);
-        self.credit.fetch_add(credit, Ordering::Relaxed);
-        self.lock_pool().seats.push(Seat {
-            remote: Arc::clone(&remote),
-            free: credit,
-        });
+        let (remote, socket) = self.seat(stream, held, credit, write_timeout)?;
         let dispatcher = Arc::clone(self);
         let reader = Arc::clone(&remote);
         let started = thread::Builder::new()
             .name(remote.name.clone())
-            .spawn(move || dispatcher.serve(reader, socket));
+            .spawn(move || {
+                dispatcher.serve(reader, socket);
+            });
         if let Err(e) = started {
             remote.close();
             self.leave(&remote);
@@ -345,18 +400,77 @@ impl Dispatcher {
         Ok(())
     }
 
+    /// Makes a remote of `stream`, counted and seated: before its reader
+    /// starts, which takes it out when it ends (seated after, a remote gone
+    /// at once would stay).
+    fn seat(
+        self: &Arc<Self>,
+        stream: TcpStream,
+        held: Option<ConnectionSlot>,
+        credit: usize,
+        write_timeout: Duration,
+    ) -> io::Result<(Arc<Remote>, WebSocket<Duplex>)> {
+        stream.set_nodelay(true)?;
+        let number = self.next_remote.fetch_add(1, Ordering::Relaxed);
+        let remote = Arc::new(Remote {
+            name: format!("pull-{number}"),
+            number,
+            open: AtomicBool::new(true),
+            behind: AtomicBool::new(false),
+            credit,
+            stream,
+            outbox: Mutex::new(Outbox::new()),
+            write_timeout,
+            pending: Mutex::new(HashMap::new()),
+            dropped_for: OnceLock::new(),
+            _held: held,
+        });
+        let socket = WebSocket::from_raw_socket(
+            Duplex {
+                remote: Arc::clone(&remote),
+                dispatcher: Arc::clone(self),
+                heard: false,
+            },
+            Role::Server,
+            Some(socket_config()),
+        );
+        self.count_connected(1);
+        self.credit.fetch_add(credit, Ordering::Relaxed);
+        self.lock_pool().seats.push(Seat {
+            remote: Arc::clone(&remote),
+            free: credit,
+        });
+        Ok((remote, socket))
+    }
+
+    /// Takes `remote` out of the pool and its credit out of the gauge, once.
+    fn unseat(&self, remote: &Arc<Remote>) {
+        let mut pool = self.lock_pool();
+        let before = pool.seats.len();
+        pool.seats.retain(|seat| !Arc::ptr_eq(&seat.remote, remote));
+        if pool.seats.len() < before {
+            self.credit.fetch_sub(remote.credit, Ordering::Relaxed);
+        }
+    }
+
+    /// Offers `remote` no more tasks: it is closing, failed or dropped. No
+    /// task frame starts on it after this returns.
+    fn retire(&self, remote: &Arc<Remote>) {
+        remote.stop_taking();
+        self.unseat(remote);
+    }
+
     /// Takes a remote that has gone out of the pool and the gauges.
     fn leave(&self, remote: &Arc<Remote>) {
-        self.lock_pool()
-            .seats
-            .retain(|seat| !Arc::ptr_eq(&seat.remote, remote));
-        self.credit.fetch_sub(remote.credit, Ordering::Relaxed);
+        self.unseat(remote);
         self.count_connected(-1);
     }
 
-    /// The reader thread of one remote: answers in, until it goes.
-    fn serve(&self, remote: Arc<Remote>, mut socket: WebSocket<Duplex>) {
-        let why = self.read_answers(&remote, &mut socket);
+    /// The reader thread of one remote: answers in, until it goes; returns
+    /// why it went.
+    fn serve(&self, remote: Arc<Remote>, mut socket: WebSocket<Duplex>) -> String {
+        let read_why = self.read_answers(&remote, &mut socket);
+        let why = remote.dropped_for.get().cloned().unwrap_or(read_why);
         let failed = remote.close();
         self.in_flight.fetch_sub(failed, Ordering::Relaxed);
         self.leave(&remote);
@@ -365,38 +479,61 @@ impl Dispatcher {
             remote.name
         );
         log_at_most_every_10_s(&DISCONNECTED_LOGS, &said);
+        why
     }
 
     /// Reads the remote's messages until the connection ends; returns why it did.
     fn read_answers(&self, remote: &Arc<Remote>, socket: &mut WebSocket<Duplex>) -> String {
+        let quiet = remote
+            .stream
+            .read_timeout()
+            .ok()
+            .flatten()
+            .unwrap_or(QUIET_LIMIT);
         let mut quiet_once = false;
         loop {
-            let message = match socket.read() {
+            let read = socket.read();
+            // Silence is time in which nothing at all came, not even part
+            // of a message.
+            if std::mem::take(&mut socket.get_mut().heard) {
+                quiet_once = false;
+            }
+            let message = match read {
                 Ok(message) => message,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
+                Err(e) => {
+                    if let Some(stall) = stalled(&e) {
+                        return self.too_slow(remote, &stall.to_string());
+                    }
+                    match e {
+                        // The socket's read timeout, and only that: a write
+                        // that timed out is a stall, above.
+                        tungstenite::Error::Io(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        tungstenite::Error::ConnectionClosed
+                        | tungstenite::Error::AlreadyClosed => return "closed".into(),
+                        e => return e.to_string(),
+                    }
                     if quiet_once {
-                        return format!("silent for {} s", 2 * QUIET_LIMIT.as_secs());
+                        return format!("silent for {} s", 2 * quiet.as_secs());
                     }
                     quiet_once = true;
-                    if socket.send(Message::Ping(Default::default())).is_err() {
-                        return "ping failed".into();
+                    match socket.send(Message::Ping(Default::default())) {
+                        Ok(()) => continue,
+                        Err(e) => match stalled(&e) {
+                            Some(stall) => return self.too_slow(remote, &stall.to_string()),
+                            None => return "ping failed".into(),
+                        },
                     }
-                    continue;
                 }
-                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    return "closed".into();
-                }
-                Err(e) => return e.to_string(),
             };
-            quiet_once = false;
             let text = match message {
                 Message::Text(text) => text,
-                Message::Close(_) => continue,
+                Message::Close(_) => {
+                    // Out of the pool before the reply is written (on the
+                    // next read): nothing may follow a Close frame, and the
+                    // worker will answer nothing more.
+                    self.retire(remote);
+                    continue;
+                }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
                 Message::Binary(_) => {
                     return refuse(socket, "answers are JSON text messages");
@@ -408,18 +545,146 @@ impl Dispatcher {
                         self.in_flight.fetch_sub(1, Ordering::Relaxed);
                         self.release(remote);
                     } else {
-                        log::debug!("{}: answer for unknown task {id:?}", remote.name);
+                        log::debug!(
+                            "{}: answer for unknown task \"{}\"",
+                            remote.name,
+                            peer_text(&id)
+                        );
                     }
                 }
                 Err(e) => return refuse(socket, &e),
             }
         }
     }
+
+    /// Hands `remote`'s frame under way (its outbox lock held) to the
+    /// `pull-flush` thread.
+    fn watch(&self, remote: &Arc<Remote>) -> io::Result<()> {
+        let mut behind = self.lock_behind();
+        let data = epoll::EventData::new_u64(remote.number);
+        let flags = epoll::EventFlags::OUT | epoll::EventFlags::ONESHOT;
+        match epoll::add(&self.outgoing, &remote.stream, data, flags) {
+            Err(Errno::EXIST) => epoll::modify(&self.outgoing, &remote.stream, data, flags)?,
+            added => added?,
+        }
+        behind.insert(remote.number, Arc::clone(remote));
+        Ok(())
+    }
+
+    /// Lets go of `remote` (its outbox lock held): its frame is out, or it
+    /// is dropped.
+    fn unwatch(&self, remote: &Remote) {
+        self.lock_behind().remove(&remote.number);
+        let _ = epoll::delete(&self.outgoing, &remote.stream);
+    }
+
+    /// Waits until some socket of a remote behind has room, or `wait`.
+    fn wait_for_room(&self, events: &mut Vec<epoll::Event>, wait: Duration) {
+        events.clear();
+        let Ok(timeout) = Timespec::try_from(wait) else {
+            return;
+        };
+        let waited = epoll::wait(
+            &self.outgoing,
+            rustix::buffer::spare_capacity(events),
+            Some(&timeout),
+        );
+        match waited {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => {
+                // Nothing a worker does makes epoll_wait fail; if the kernel
+                // does, say so and go on rather than spin.
+                log::error!("waiting for pull workers' sockets failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// Writes what each remote behind takes now, lets go of those that
+    /// caught up, and drops those whose socket took nothing for
+    /// `--write-timeout`; returns how long until the next look is due.
+    fn catch_up(&self) -> Duration {
+        let behind: Vec<Arc<Remote>> = self.lock_behind().values().cloned().collect();
+        let mut next = LOOK_AGAIN;
+        for remote in behind {
+            let mut outbox = remote.lock_outbox();
+            match remote.flush(&mut outbox, self) {
+                Ok(true) => self.unwatch(&remote),
+                Ok(false) => {
+                    let stalled = outbox.progress_at.elapsed();
+                    if stalled >= remote.write_timeout {
+                        let why = Stalled(stalled).to_string();
+                        self.drop_too_slow(&remote, &mut outbox, &why);
+                        continue;
+                    }
+                    next = next.min(remote.write_timeout.saturating_sub(stalled));
+                    let data = epoll::EventData::new_u64(remote.number);
+                    let flags = epoll::EventFlags::OUT | epoll::EventFlags::ONESHOT;
+                    // Not armed, it is still looked at every LOOK_AGAIN.
+                    let _ = epoll::modify(&self.outgoing, &remote.stream, data, flags);
+                }
+                Err(e) => {
+                    log::debug!("{}: task not written: {e}", remote.name);
+                    self.retire(&remote);
+                    remote.shut_down();
+                    self.unwatch(&remote);
+                }
+            }
+        }
+        next
+    }
+
+    /// Drops `remote` (its outbox lock held), whose socket took nothing for
+    /// `--write-timeout`: its task under way fails `worker too slow` (if its
+    /// deadline has not passed, its worker thread still listens), and its
+    /// reader, seeing the socket shut, fails the rest `worker gone`.
+    fn drop_too_slow(&self, remote: &Arc<Remote>, outbox: &mut Outbox, why: &str) {
+        if TOO_SLOW_WARNINGS.allow() {
+            log::warn!("{}: {why}: disconnected", remote.name);
+        }
+        let _ = remote.dropped_for.set(why.to_owned());
+        // Taken back first, so the reader does not answer it `worker gone` too.
+        if let Some((id, answer)) = outbox.task.take()
+            && remote.withdraw(&id, &answer, &self.in_flight)
+        {
+            let _ = answer.send(Answer::Failed("worker too slow".into()));
+        }
+        self.retire(remote);
+        remote.shut_down();
+        self.unwatch(remote);
+    }
+
+    /// The reader's end for a remote whose socket did not take its own
+    /// frame (a pong, a ping, a close) for `--write-timeout`; returns why.
+    fn too_slow(&self, remote: &Arc<Remote>, why: &str) -> String {
+        let mut outbox = remote.lock_outbox();
+        self.drop_too_slow(remote, &mut outbox, why);
+        why.to_owned()
+    }
+}
+
+/// The `pull-flush` thread: finishes the frames under way as their sockets
+/// take them. It holds the dispatcher only while it waits, so it ends once
+/// the dispatcher is no longer wanted. A panic in one look is logged and the
+/// thread goes on: dead, it would leave every remote behind stuck until its
+/// reader dropped it (the locks it may poison are taken poison-tolerant).
+fn finish_frames(dispatcher: &Weak<Dispatcher>) {
+    let mut events = Vec::with_capacity(EVENTS_PER_WAIT);
+    let mut wait = LOOK_AGAIN;
+    while let Some(dispatcher) = dispatcher.upgrade() {
+        dispatcher.wait_for_room(&mut events, wait);
+        let looked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatcher.catch_up()));
+        wait = looked.unwrap_or_else(|_| {
+            log::error!("pull-flush: a look at the remotes behind panicked; going on");
+            LOOK_AGAIN
+        });
+    }
 }
 
 impl Pool {
     /// One task's room on the next remote, in turn, that has some and is
-    /// neither gone nor behind.
+    /// neither closing nor behind.
     fn take(&mut self) -> Option<Arc<Remote>> {
         let n = self.seats.len();
         let k = (0..n)
@@ -440,6 +705,11 @@ impl Pool {
 
 /// Closes a connection whose worker broke the protocol, telling it why.
 fn refuse(socket: &mut WebSocket<Duplex>, why: &str) -> String {
+    // Out of the pool before the Close frame: no task may follow it.
+    let Duplex {
+        remote, dispatcher, ..
+    } = socket.get_ref();
+    dispatcher.retire(remote);
     let close = CloseFrame {
         code: CloseCode::Policy,
         reason: close_reason(why).into(),
@@ -458,6 +728,20 @@ fn close_reason(why: &str) -> &str {
     &why[..end]
 }
 
+/// A worker's own text as it may go into a log line: at most
+/// [`PEER_TEXT_CHARS`] characters, with control, bidirectional and other
+/// invisible characters escaped, so that a worker can neither flood the
+/// journal nor make a line read as something else.
+fn peer_text(text: &str) -> String {
+    let mut cut = text.chars();
+    let kept: String = cut.by_ref().take(PEER_TEXT_CHARS).collect();
+    let mut shown = kept.escape_debug().to_string();
+    if cut.next().is_some() {
+        shown.push('…');
+    }
+    shown
+}
+
 #[derive(serde::Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 enum Reply<'a> {
@@ -473,9 +757,11 @@ enum Reply<'a> {
     },
 }
 
-/// A worker's message as `(task id, answer)`, or what is wrong with it.
+/// A worker's message as `(task id, answer)`, or what is wrong with it (its
+/// words in it cut short and escaped: they reach the log).
 fn parse_answer(text: &str) -> Result<(String, Answer), String> {
     let reply: Reply = serde_json::from_str(text).map_err(|e| {
+        let e = peer_text(&e.to_string());
         format!(r#"unreadable answer ({e}): send {{"type":"done","id":…}} or {{"type":"failed","id":…,"error":…}}"#)
     })?;
     Ok(match reply {
@@ -489,20 +775,11 @@ fn parse_answer(text: &str) -> Result<(String, Answer), String> {
 
 impl Credit {
     /// Offers `task` (the text of a task message for `id`) to this credit's
-    /// worker, writing what its socket takes now without waiting. A worker
-    /// that cannot be written to is disconnected, and the answer is `worker gone`.
+    /// worker, writing what its socket takes now without waiting; what it
+    /// does not take, `pull-flush` writes. A worker whose socket fails is
+    /// disconnected and the task goes [`Offer::Elsewhere`].
     pub fn offer(self, dispatcher: &Dispatcher, id: &str, task: String) -> Offer {
         let remote = self.remote;
-        let (answer_in, answer_out) = crossbeam_channel::bounded(1);
-        let taken = |under_way| {
-            Offer::Taken(Handover {
-                remote: Arc::clone(&remote),
-                id: id.into(),
-                under_way,
-                answer_in: answer_in.clone(),
-                answer_out: answer_out.clone(),
-            })
-        };
         let frame = task_frame(task);
         let mut outbox = remote.lock_outbox();
         // An earlier frame may have finished since the pool offered this
@@ -512,30 +789,40 @@ impl Credit {
             Ok(false) => {
                 drop(outbox);
                 dispatcher.release(&remote);
-                return Offer::Busy;
+                return Offer::Elsewhere;
             }
             Err(e) => {
                 drop(outbox);
                 log::debug!("{}: socket failed: {e}", remote.name);
+                dispatcher.retire(&remote);
                 remote.shut_down();
-                let _ = answer_in.send(gone());
-                return taken(None);
+                return Offer::Elsewhere;
             }
         }
+        let (answer_in, answer_out) = crossbeam_channel::bounded(1);
         // Registered before the first byte goes, so that no answer can come
-        // before its task is known.
+        // before its task is known; refused once the remote takes no more.
         if !remote.expect(id, answer_in.clone(), &dispatcher.in_flight) {
-            let _ = answer_in.send(gone());
-            return taken(None);
+            return Offer::Elsewhere;
         }
-        match remote.start(&mut outbox, &frame) {
-            Ok(under_way) => taken(under_way),
+        let written = remote.start(&mut outbox, &frame).and_then(|under_way| {
+            if under_way.is_some() {
+                outbox.task = Some((id.into(), answer_in.clone()));
+                dispatcher.watch(&remote)?;
+            }
+            Ok(())
+        });
+        match written {
+            Ok(()) => Offer::Taken(Handover { answer_out }),
             Err(e) => {
                 drop(outbox);
                 log::debug!("{}: task not written: {e}", remote.name);
-                // The reader thread sees the connection end and fails every task.
+                dispatcher.retire(&remote);
+                // The reader thread sees the connection end and fails every
+                // task but this one, which another worker may still take.
                 remote.shut_down();
-                taken(None)
+                remote.withdraw(id, &answer_in, &dispatcher.in_flight);
+                Offer::Elsewhere
             }
         }
     }
@@ -547,47 +834,14 @@ impl Credit {
 }
 
 impl Handover {
-    /// Waits for the socket to take the rest of the task's frame, if need be,
-    /// then for the answer; both until `deadline_at`. A frame the socket does
-    /// not take by then, or for `--write-timeout`, fails the task with `worker
-    /// too slow` and drops the remote: it has not read a socketful of tasks
-    /// for that long, so those are late too, and its credit is better spent
-    /// on a worker that reads (the rest of its tasks fail `worker gone`). Past
-    /// the deadline that failure is `late`, as any answer after it is.
-    pub fn answer(self, dispatcher: &Dispatcher, deadline_at: Instant) -> Answer {
-        let Handover {
-            remote,
-            id,
-            under_way,
-            answer_in,
-            answer_out,
-        } = self;
-        if let Some(frame) = under_way {
-            match remote.finish(frame, deadline_at, dispatcher) {
-                Ok(()) => {}
-                Err(Unfinished::TooSlow(stalled)) => {
-                    if TOO_SLOW_WARNINGS.allow() {
-                        log::warn!(
-                            "{}: its socket took nothing for {} ms with a task to write: disconnected (worker too slow)",
-                            remote.name,
-                            stalled.as_millis()
-                        );
-                    }
-                    // Taken back first, so the reader does not answer it `worker gone` too.
-                    if remote.withdraw(&id, &answer_in, &dispatcher.in_flight) {
-                        let _ = answer_in.send(Answer::Failed("worker too slow".into()));
-                    }
-                    remote.shut_down();
-                }
-                Err(Unfinished::Io(e)) => {
-                    log::debug!("{}: task not written: {e}", remote.name);
-                    remote.shut_down();
-                }
-            }
-        }
-        // Not held while waiting: a remote that goes is freed at once.
-        drop((remote, answer_in));
-        answer_out
+    /// Waits for the task's answer until `deadline_at`; [`Answer::TimedOut`]
+    /// if none came by then, whether the worker is still working on the task
+    /// or its socket is still taking the task's frame (the rest of the frame
+    /// still goes, and a late answer returns the credit). A remote dropped
+    /// for taking nothing of the frame for `--write-timeout` before the
+    /// deadline answers `worker too slow`.
+    pub fn answer(self, deadline_at: Instant) -> Answer {
+        self.answer_out
             .recv_deadline(deadline_at)
             .unwrap_or(Answer::TimedOut)
     }
@@ -620,9 +874,17 @@ impl Remote {
         self.outbox.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Refuses every task from now on, under the lock tasks are registered
+    /// under: a task registered before has its frame started before this
+    /// returns or fails, since its writer holds the outbox lock throughout.
+    fn stop_taking(&self) {
+        let _pending = self.lock_pending();
+        self.open.store(false, Ordering::Relaxed);
+    }
+
     /// Registers a task about to be sent and counts it in `in_flight`, under
     /// the lock [`Remote::close`] takes, so no task is counted after the remote
-    /// has failed its tasks; `false` when the remote has gone.
+    /// has failed its tasks; `false` when the remote takes no more tasks.
     fn expect(&self, id: &str, answer: Sender<Answer>, in_flight: &AtomicUsize) -> bool {
         let mut pending = self.lock_pending();
         if !self.is_open() {
@@ -674,13 +936,18 @@ impl Remote {
         if outbox.left() == 0 {
             return Ok(true);
         }
-        outbox.rest_at += send_now(&self.stream, &outbox.rest[outbox.rest_at..])?;
+        let sent = send_now(&self.stream, &outbox.rest[outbox.rest_at..])?;
+        if sent > 0 {
+            outbox.rest_at += sent;
+            outbox.progress_at = Instant::now();
+        }
         if outbox.left() > 0 {
             return Ok(false);
         }
         outbox.rest.clear();
         outbox.rest.shrink_to(KEPT_OUTBOX_BYTES);
         outbox.rest_at = 0;
+        outbox.task = None;
         self.behind.store(false, Ordering::Relaxed);
         dispatcher.wake_all();
         Ok(true)
@@ -697,59 +964,21 @@ impl Remote {
         }
         outbox.rest.extend_from_slice(&frame[sent..]);
         outbox.rest_of = outbox.started;
+        outbox.progress_at = Instant::now();
         self.behind.store(true, Ordering::Relaxed);
         Ok(Some(outbox.started))
     }
 
-    /// Waits, outside the outbox lock, for the socket to take the rest of
-    /// frame number `frame`: until `deadline_at`, or `--write-timeout` in
-    /// which the socket takes nothing of it.
-    fn finish(
-        &self,
-        frame: u64,
-        deadline_at: Instant,
-        dispatcher: &Dispatcher,
-    ) -> Result<(), Unfinished> {
-        let mut progress_at = Instant::now();
-        loop {
-            let give_up_at = deadline_at.min(progress_at + self.write_timeout);
-            let now = Instant::now();
-            if now >= give_up_at {
-                return Err(Unfinished::TooSlow(now - progress_at));
-            }
-            wait_writable(&self.stream, give_up_at);
-            let mut outbox = self.lock_outbox();
-            if !outbox.holds(frame) {
-                // The reader, writing a control frame, wrote the rest.
-                return Ok(());
-            }
-            let left = outbox.left();
-            if self
-                .flush(&mut outbox, dispatcher)
-                .map_err(Unfinished::Io)?
-            {
-                return Ok(());
-            }
-            if outbox.left() < left {
-                progress_at = Instant::now();
-            }
-        }
-    }
-
     /// Writes `frame` (the reader's pong, ping or close) whole, after the
-    /// frame under way if there is one; the reader waits for its own socket
-    /// at most `--write-timeout` without progress.
+    /// frame under way if there is one. The reader waits for its own socket
+    /// as long as it takes something, whoever writes it; a socket that takes
+    /// nothing for `--write-timeout` is a [`Stalled`] error.
     fn write_control(&self, frame: &[u8], dispatcher: &Dispatcher) -> io::Result<()> {
-        let mut progress_at = Instant::now();
         let mut mine = None;
         loop {
-            {
+            let progress_at = {
                 let mut outbox = self.lock_outbox();
-                let left = outbox.left();
                 let clear = self.flush(&mut outbox, dispatcher)?;
-                if outbox.left() < left {
-                    progress_at = Instant::now();
-                }
                 match mine {
                     Some(number) if !outbox.holds(number) => return Ok(()),
                     Some(_) => {}
@@ -759,10 +988,13 @@ impl Remote {
                     },
                     None => {}
                 }
-            }
+                outbox.progress_at
+            };
             let give_up_at = progress_at + self.write_timeout;
-            if Instant::now() >= give_up_at {
-                return Err(io::ErrorKind::TimedOut.into());
+            let now = Instant::now();
+
+            if now >= give_up_at {
+                return Err(io::Error::other(Stalled(now - progress_at)));
             }
             wait_writable(&self.stream, give_up_at);
         }
@@ -836,11 +1068,15 @@ fn socket_config() -> WebSocketConfig {
 struct Duplex {
     remote: Arc<Remote>,
     dispatcher: Arc<Dispatcher>,
+    /// Something came since the reader last looked: the worker is not silent.
+    heard: bool,
 }
 
 impl Read for Duplex {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        (&self.remote.stream).read(buf)
+        let n = (&self.remote.stream).read(buf)?;
+        self.heard |= n > 0;
+        Ok(n)
     }
 }
 
@@ -861,13 +1097,13 @@ impl Write for Duplex {
 mod tests {
     use super::*;
     use std::net::TcpListener;
+    use tungstenite::protocol::frame::coding::Control;
 
     const MS: Duration = Duration::from_millis(1);
 
-    /// A dispatcher with one remote of `credit` connected over loopback; the
-    /// remote's socket takes only a few KiB before it is full while the peer
-    /// (returned) does not read.
-    fn connected(credit: usize, write_timeout: Duration) -> (Arc<Dispatcher>, TcpStream) {
+    /// A loopback connection whose daemon end (first) takes only a few KiB
+    /// before it is full while the worker's end (second) does not read.
+    fn pair() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = listener.local_addr().expect("address");
         let peer = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
@@ -878,50 +1114,107 @@ mod tests {
         socket2::SockRef::from(&ours)
             .set_send_buffer_size(4096)
             .expect("SO_SNDBUF");
-        let dispatcher = Arc::new(Dispatcher::new(Arc::new(Heartbeats::new())));
+        (ours, peer.into())
+    }
+
+    fn dispatcher() -> Arc<Dispatcher> {
+        Dispatcher::new(Arc::new(Heartbeats::new())).expect("dispatcher")
+    }
+
+    /// A dispatcher with one remote of `credit` connected over a [`pair`],
+    /// and the worker's end.
+    fn connected(credit: usize, write_timeout: Duration) -> (Arc<Dispatcher>, TcpStream) {
+        let (ours, peer) = pair();
+        let dispatcher = dispatcher();
         dispatcher
             .connect(ours, None, credit, write_timeout)
             .expect("connects");
-        (dispatcher, peer.into())
+        (dispatcher, peer)
+    }
+
+    /// A remote seated as [`connected`] does, but whose reader (returned:
+    /// it gives why the remote went) silence takes `quiet` to notice.
+    fn seated(
+        credit: usize,
+        write_timeout: Duration,
+        quiet: Duration,
+    ) -> (
+        Arc<Dispatcher>,
+        Arc<Remote>,
+        thread::JoinHandle<String>,
+        TcpStream,
+    ) {
+        let (ours, peer) = pair();
+        ours.set_read_timeout(Some(quiet)).expect("read timeout");
+        let dispatcher = dispatcher();
+        let (remote, socket) = dispatcher
+            .seat(ours, None, credit, write_timeout)
+            .expect("seated");
+        let reader = {
+            let (dispatcher, remote) = (Arc::clone(&dispatcher), Arc::clone(&remote));
+            thread::spawn(move || dispatcher.serve(remote, socket))
+        };
+        (dispatcher, remote, reader, peer)
     }
 
     fn taken(offer: Offer) -> Handover {
         match offer {
             Offer::Taken(handover) => handover,
-            Offer::Busy => panic!("the remote was busy"),
+            Offer::Elsewhere => panic!("the remote did not take the task"),
         }
+    }
+
+    fn the_remote(dispatcher: &Dispatcher) -> Arc<Remote> {
+        Arc::clone(&dispatcher.lock_pool().seats[0].remote)
+    }
+
+    fn is_behind(remote: &Remote) -> bool {
+        remote.behind.load(Ordering::Relaxed)
+    }
+
+    /// Whether `done` comes true within `within`, looking every 10 ms.
+    fn eventually(within: Duration, mut done: impl FnMut() -> bool) -> bool {
+        let until = Instant::now() + within;
+        while !done() {
+            if Instant::now() >= until {
+                return false;
+            }
+            thread::sleep(10 * MS);
+        }
+        true
     }
 
     #[test]
     fn a_remote_that_does_not_read_is_passed_over_and_loses_its_task_as_too_slow() {
         let (dispatcher, _peer) = connected(2, 300 * MS);
+        let remote = the_remote(&dispatcher);
         let soon = || Instant::now() + 100 * MS;
         let first = dispatcher.acquire(soon()).expect("room");
         let second = dispatcher.acquire(soon()).expect("room");
         let big = "x".repeat(1 << 20);
+        let started = Instant::now();
         let handover = taken(first.offer(&dispatcher, "big", big));
-        assert!(handover.under_way.is_some(), "a megabyte fitted the socket");
+        assert!(is_behind(&remote), "a megabyte fitted the socket");
         assert!(
             dispatcher.acquire(soon()).is_none(),
             "a remote behind its socket was offered a task"
         );
         assert!(
-            matches!(second.offer(&dispatcher, "small", "{}".into()), Offer::Busy),
+            matches!(
+                second.offer(&dispatcher, "small", "{}".into()),
+                Offer::Elsewhere
+            ),
             "a second task waited behind the first"
         );
 
-        let asked = Instant::now();
-        let answer = handover.answer(&dispatcher, Instant::now() + 10_000 * MS);
+        let answer = handover.answer(Instant::now() + 10_000 * MS);
         assert_eq!(answer, Answer::Failed("worker too slow".into()));
-        let waited = asked.elapsed();
+        let waited = started.elapsed();
         assert!(
             waited >= 300 * MS && waited < 5_000 * MS,
             "gave up after {waited:?}"
         );
-        let until = Instant::now() + 5_000 * MS;
-        while dispatcher.connected() > 0 && Instant::now() < until {
-            thread::sleep(10 * MS);
-        }
+        assert!(eventually(5_000 * MS, || dispatcher.connected() == 0));
         assert_eq!(
             (
                 dispatcher.connected(),
@@ -931,18 +1224,46 @@ mod tests {
             (0, 0, 0)
         );
         assert!(dispatcher.lock_pool().seats.is_empty());
+        assert!(
+            eventually(5_000 * MS, || dispatcher.lock_behind().is_empty()),
+            "pull-flush still holds the remote"
+        );
+    }
+
+    #[test]
+    fn a_task_under_way_at_its_deadline_is_late_and_only_a_write_timeout_without_progress_drops_the_worker()
+     {
+        let (dispatcher, _peer) = connected(2, 1_500 * MS);
+        let remote = the_remote(&dispatcher);
+        let credit = dispatcher.acquire(Instant::now() + 100 * MS).expect("room");
+        let started = Instant::now();
+        let handover = taken(credit.offer(&dispatcher, "big", "x".repeat(1 << 20)));
+        assert!(is_behind(&remote), "a megabyte fitted the socket");
+        // Late at its deadline, not failed; the worker is not dropped for it.
+        assert_eq!(handover.answer(Instant::now() + 200 * MS), Answer::TimedOut);
+        thread::sleep(300 * MS);
+        assert_eq!(dispatcher.connected(), 1, "dropped at the task's deadline");
+        // Dropped once its socket has taken nothing for --write-timeout.
+        assert!(eventually(5_000 * MS, || dispatcher.connected() == 0));
+        let waited = started.elapsed();
+        assert!(
+            waited >= 1_500 * MS && waited < 4_000 * MS,
+            "dropped after {waited:?}"
+        );
+        assert_eq!((dispatcher.credit(), dispatcher.in_flight()), (0, 0));
     }
 
     #[test]
     fn a_remote_that_catches_up_gets_its_task_whole_and_is_offered_tasks_again() {
         let (dispatcher, peer) = connected(1, 5_000 * MS);
+        let remote = the_remote(&dispatcher);
         let credit = dispatcher.acquire(Instant::now() + 100 * MS).expect("room");
         let task = format!(
             r#"{{"type":"task","id":"big","pad":"{}"}}"#,
             "x".repeat(1 << 20)
         );
         let handover = taken(credit.offer(&dispatcher, "big", task));
-        assert!(handover.under_way.is_some(), "a megabyte fitted the socket");
+        assert!(is_behind(&remote), "a megabyte fitted the socket");
 
         // The worker reads at last, and answers.
         let worker = thread::spawn(move || {
@@ -957,7 +1278,7 @@ mod tests {
                 .expect("answer");
             socket
         });
-        let answer = handover.answer(&dispatcher, Instant::now() + 10_000 * MS);
+        let answer = handover.answer(Instant::now() + 10_000 * MS);
         assert_eq!(answer, Answer::Done);
         assert!(
             dispatcher.acquire(Instant::now() + 2_000 * MS).is_some(),
@@ -965,5 +1286,291 @@ mod tests {
         );
         assert_eq!(dispatcher.connected(), 1);
         drop(worker.join().expect("worker"));
+    }
+
+    /// The worker's end of a socket, reading at most `chunk` bytes after a
+    /// `pause` each time: a worker that keeps reading, more slowly than a
+    /// large task arrives.
+    struct Throttled {
+        stream: TcpStream,
+        chunk: usize,
+        pause: Duration,
+    }
+
+    impl Read for Throttled {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            thread::sleep(self.pause);
+            let n = buf.len().min(self.chunk);
+            self.stream.read(&mut buf[..n])
+        }
+    }
+
+    impl Write for Throttled {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.stream.write(buf)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            self.stream.flush()
+        }
+    }
+
+    /// A worker reading 4 KiB every 5 ms (800 KB/s).
+    fn steady(stream: TcpStream) -> WebSocket<Throttled> {
+        let throttled = Throttled {
+            stream,
+            chunk: 4096,
+            pause: 5 * MS,
+        };
+        WebSocket::from_raw_socket(throttled, Role::Client, None)
+    }
+
+    /// The text of a task message for `id` padded with `pad` bytes.
+    fn task_text(id: &str, pad: usize) -> String {
+        format!(
+            r#"{{"type":"task","id":"{id}","pad":"{}"}}"#,
+            "x".repeat(pad)
+        )
+    }
+
+    /// Reads task messages until `n` have come, answering none; returns their ids
+    /// and the length of each message.
+    fn read_tasks(socket: &mut WebSocket<Throttled>, n: usize) -> Vec<(String, usize)> {
+        (0..n)
+            .map(|_| {
+                let message = socket.read().expect("a task");
+                let text = message.to_text().expect("text");
+                let task: serde_json::Value = serde_json::from_str(text).expect("a whole task");
+                (task["id"].as_str().expect("an id").to_owned(), text.len())
+            })
+            .collect()
+    }
+
+    fn answer_done(socket: &mut WebSocket<Throttled>, id: &str) {
+        socket
+            .send(Message::text(format!(r#"{{"type":"done","id":"{id}"}}"#)))
+            .expect("answer");
+    }
+
+    #[test]
+    fn a_worker_reading_steadily_keeps_its_tasks_when_one_is_still_being_written_at_its_deadline() {
+        let (dispatcher, peer) = connected(4, 5_000 * MS);
+        let soon = Instant::now() + 100 * MS;
+        let small_credit = dispatcher.acquire(soon).expect("room");
+        let small = taken(small_credit.offer(&dispatcher, "small", task_text("small", 0)));
+        let big_credit = dispatcher.acquire(soon).expect("room");
+        let big = taken(big_credit.offer(&dispatcher, "big", task_text("big", 256 << 10)));
+
+        let worker = thread::spawn(move || {
+            let mut socket = steady(peer);
+            let first = read_tasks(&mut socket, 2);
+            for (id, _) in &first {
+                answer_done(&mut socket, id);
+            }
+            let (third, _) = read_tasks(&mut socket, 1).remove(0);
+            answer_done(&mut socket, &third);
+            (first, socket)
+        });
+
+        // The big task's frame is still on its way at its deadline: the task
+        // is late (no answer by then), and the worker, which is reading, stays.
+        let deadline_at = Instant::now() + 100 * MS;
+        assert_eq!(big.answer(deadline_at), Answer::TimedOut);
+        assert!(
+            Instant::now() < deadline_at + 500 * MS,
+            "waited past the deadline"
+        );
+        assert_eq!(dispatcher.connected(), 1);
+        // The other task is not failed with it, and is answered.
+        assert_eq!(small.answer(Instant::now() + 10_000 * MS), Answer::Done);
+        // The late answer gives the credit back: the worker takes more.
+        let credit = dispatcher
+            .acquire(Instant::now() + 10_000 * MS)
+            .expect("room again");
+        let third = taken(credit.offer(&dispatcher, "third", task_text("third", 0)));
+        assert_eq!(third.answer(Instant::now() + 10_000 * MS), Answer::Done);
+        let (first, _socket) = worker.join().expect("worker");
+        assert_eq!(first[0].0, "small");
+        // The big task came whole, after the small one.
+        assert_eq!(first[1].0, "big");
+        assert_eq!(first[1].1, task_text("big", 256 << 10).len());
+        assert_eq!((dispatcher.connected(), dispatcher.in_flight()), (1, 0));
+    }
+
+    /// The bytes of one frame as a worker sends it (masked, as clients must).
+    fn client_frame(opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let header = tungstenite::protocol::frame::FrameHeader {
+            opcode,
+            mask: Some([1, 2, 3, 4]),
+            ..Default::default()
+        };
+        let frame = Frame::from_payload(header, payload.to_vec().into());
+        let mut bytes = Vec::new();
+        frame.format(&mut bytes).expect("formats");
+        bytes
+    }
+
+    #[test]
+    fn a_worker_that_takes_no_pong_is_dropped_as_too_slow_not_taken_for_silent() {
+        // Silence would take 10 s to notice: only the stalled pong can end it.
+        let (_dispatcher, remote, reader, peer) = seated(1, 1_000 * MS, 10_000 * MS);
+        peer.set_write_timeout(Some(3_000 * MS)).expect("timeout");
+        let started = Instant::now();
+        // Pings without reading a pong, until the connection is cut.
+        let pinger = thread::spawn(move || {
+            let mut socket = WebSocket::from_raw_socket(peer, Role::Client, None);
+            for _ in 0..5_000 {
+                if socket.send(Message::Ping(vec![0; 125].into())).is_err() {
+                    break;
+                }
+            }
+            // Kept open: closed with pongs unread, it would be reset.
+            socket
+        });
+        let why = reader.join().expect("reader");
+        // Not a write timeout taken for silence, then a ping that waits as
+        // long again ("ping failed"), or a silence of 10 s.
+        assert!(why.starts_with("worker too slow"), "{why}");
+        assert!(started.elapsed() < 9_000 * MS);
+        drop(remote);
+        drop(pinger.join().expect("pinger"));
+    }
+
+    #[test]
+    fn part_of_a_message_is_not_silence() {
+        let quiet = 300 * MS;
+        let (_dispatcher, _remote, reader, mut peer) = seated(1, 5_000 * MS, quiet);
+        let answer = client_frame(
+            OpCode::Data(Data::Text),
+            br#"{"type":"done","id":"nobody"}"#,
+        );
+        // Silent for one period (pinged), then a few bytes in each of the
+        // next two: never silent for two periods together.
+        thread::sleep(quiet + 150 * MS);
+        peer.write_all(&answer[..3]).expect("write");
+        thread::sleep(quiet + 150 * MS);
+        peer.write_all(&answer[3..]).expect("write");
+        thread::sleep(100 * MS);
+        peer.write_all(&client_frame(OpCode::Control(Control::Close), &[]))
+            .expect("close");
+        assert_eq!(reader.join().expect("reader"), "closed");
+    }
+
+    #[test]
+    fn a_closing_worker_is_offered_no_task_before_its_close_is_answered() {
+        let closings = [
+            ("its Close", OpCode::Control(Control::Close)),
+            ("a binary message (refused)", OpCode::Data(Data::Binary)),
+        ];
+        for (what, opcode) in closings {
+            let (dispatcher, mut peer) = connected(2, 5_000 * MS);
+            let remote = the_remote(&dispatcher);
+            let early = dispatcher.acquire(Instant::now() + 100 * MS).expect("room");
+            // Our Close cannot be written while this is held.
+            let outbox = remote.lock_outbox();
+            peer.write_all(&client_frame(opcode, &[])).expect("write");
+            assert!(
+                eventually(2_000 * MS, || dispatcher.lock_pool().seats.is_empty()),
+                "after {what}: still offered tasks"
+            );
+            assert_eq!(dispatcher.credit(), 0, "after {what}");
+            drop(outbox);
+            assert!(
+                matches!(
+                    early.offer(&dispatcher, "late", task_text("late", 0)),
+                    Offer::Elsewhere
+                ),
+                "after {what}: a task went to a closing worker"
+            );
+            // The worker hears our Close, and no task before or after it.
+            peer.set_read_timeout(Some(2_000 * MS)).expect("timeout");
+            let mut socket = WebSocket::from_raw_socket(peer, Role::Client, None);
+            match socket.read() {
+                Ok(Message::Close(_)) => {}
+                other => panic!("after {what}: {other:?} instead of our Close"),
+            }
+            if let Ok(Message::Text(text)) = socket.read() {
+                panic!("after {what}: a task after our Close: {text}");
+            }
+            assert!(eventually(2_000 * MS, || dispatcher.connected() == 0));
+            assert_eq!(dispatcher.in_flight(), 0);
+        }
+    }
+
+    #[test]
+    fn progress_another_thread_makes_on_the_frame_ahead_is_progress_for_a_pong() {
+        let (dispatcher, peer) = connected(1, 300 * MS);
+        let remote = the_remote(&dispatcher);
+        let credit = dispatcher.acquire(Instant::now() + 100 * MS).expect("room");
+        let big = task_text("big", 128 << 10);
+        let length = big.len();
+        let handover = taken(credit.offer(&dispatcher, "big", big));
+        assert!(is_behind(&remote), "128 KiB fitted the socket");
+        // The worker pings, then reads what its socket holds every 50 ms:
+        // the pong waits behind the task, which takes over a second.
+        let worker = thread::spawn(move || {
+            let throttled = Throttled {
+                stream: peer,
+                chunk: usize::MAX,
+                pause: 50 * MS,
+            };
+            let mut socket = WebSocket::from_raw_socket(throttled, Role::Client, None);
+            socket
+                .send(Message::Ping(b"there?".to_vec().into()))
+                .expect("ping");
+            let task = socket.read().expect("the task");
+            let pong = socket.read().expect("the pong");
+            (task.len(), pong, socket)
+        });
+        // Another writer takes every room the socket makes, so the reader's
+        // own writes take nothing of the frame ahead of its pong.
+        let until = Instant::now() + 10_000 * MS;
+        loop {
+            let mut outbox = remote.lock_outbox();
+            if outbox.left() == 0 || Instant::now() > until {
+                break;
+            }
+            wait_writable(&remote.stream, Instant::now() + 50 * MS);
+            if remote.flush(&mut outbox, &dispatcher).is_err() {
+                break;
+            }
+        }
+        let (task, pong, _socket) = worker.join().expect("worker");
+        assert_eq!(task, length);
+        assert_eq!(pong, Message::Pong(b"there?".to_vec().into()));
+        assert_eq!(
+            dispatcher.connected(),
+            1,
+            "dropped while the socket took the task"
+        );
+        drop(handover);
+    }
+
+    #[test]
+    fn a_workers_words_reach_the_log_cut_short_and_escaped() {
+        let long = format!("\u{202e}{}", "v".repeat(60_000));
+        for text in [
+            format!(r#"{{"type":"{long}","id":"x"}}"#),
+            format!(r#"{{"type":"done","id":"x","{long}":1}}"#),
+        ] {
+            let why = parse_answer(&text).expect_err("unreadable");
+            assert!(why.chars().count() < 500, "{} chars", why.chars().count());
+            assert!(!why.contains('\u{202e}'), "{why}");
+            assert!(why.contains(r"\u{202e}"), "{why}");
+        }
+        assert_eq!(peer_text("a\u{2066}b\n"), r"a\u{2066}b\n");
+    }
+
+    #[test]
+    fn a_task_for_a_worker_gone_since_its_credit_was_taken_goes_elsewhere() {
+        let (dispatcher, peer) = connected(2, 5_000 * MS);
+        let credit = dispatcher.acquire(Instant::now() + 100 * MS).expect("room");
+        drop(peer);
+        assert!(eventually(5_000 * MS, || dispatcher.connected() == 0));
+        assert!(matches!(
+            credit.offer(&dispatcher, "t", task_text("t", 0)),
+            Offer::Elsewhere
+        ));
+        assert_eq!((dispatcher.in_flight(), dispatcher.credit()), (0, 0));
     }
 }
