@@ -23,9 +23,9 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::log::{Log, Read, Start, gap_message};
 use super::message::{Broadcast, Kind};
-use super::{ClientCounts, Interest, KEEPALIVE_IDLE};
+use super::shared_log::{Log, Read, Start, gap_message};
+use super::{CLIENT_PING_IDLE, ClientCounts, Interest};
 use crate::ops::faults::{Faults, Role};
 
 /// Messages the slow path copies out of the log per lock, and the most bytes
@@ -325,7 +325,7 @@ impl Client {
     fn wait_for_work(&self) -> (Mode, bool, bool) {
         let cursor = self.lock();
         let idle_for = cursor.last_write.elapsed();
-        let wait = KEEPALIVE_IDLE
+        let wait = CLIENT_PING_IDLE
             .saturating_sub(idle_for)
             .max(Duration::from_millis(1));
         let (cursor, timeout) = self
@@ -334,7 +334,7 @@ impl Client {
                 matches!(c.mode, Mode::Fast | Mode::Joining) && !c.ending && !c.peer_spoke
             })
             .unwrap_or_else(|e| e.into_inner());
-        let idle = timeout.timed_out() && cursor.last_write.elapsed() >= KEEPALIVE_IDLE;
+        let idle = timeout.timed_out() && cursor.last_write.elapsed() >= CLIENT_PING_IDLE;
         (cursor.mode, cursor.ending, idle)
     }
 

@@ -14,8 +14,8 @@ use std::thread::{self, JoinHandle};
 use crossbeam_channel::{Receiver, Sender, select_biased};
 
 use super::client::{Client, Keep};
-use super::log::Log;
 use super::message::Broadcast;
+use super::shared_log::Log;
 use crate::ops::faults::{Faults, Role};
 
 /// Most broadcasts handed out in one pass of the fan-out (bounds the time a

@@ -21,16 +21,16 @@
 mod client;
 mod fanout;
 mod inbound;
-mod log;
 mod message;
+mod shared_log;
 pub mod sse;
 pub mod ws;
 
 pub use client::{Client, Sink};
 pub use fanout::{Subscriptions, spawn};
 pub use inbound::Inbound;
-pub use log::{Log, Resume};
 pub use message::{Broadcast, Kind};
+pub use shared_log::{Log, Resume};
 
 use std::io;
 use std::sync::Arc;
@@ -41,7 +41,7 @@ use std::time::Duration;
 use crate::ops::faults::{Faults, Role};
 
 /// An idle client gets a keep-alive (WebSocket Ping, SSE comment) after this long.
-pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(15);
+pub const CLIENT_PING_IDLE: Duration = Duration::from_secs(15);
 
 /// Stack of a client thread: it only moves buffers around, and thousands of
 /// them must fit.

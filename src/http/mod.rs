@@ -61,8 +61,9 @@ const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 /// A probe gets this long to be answered.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Idle time before TCP keep-alive probes start on a connection.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
+/// Idle time before the kernel's TCP keep-alive probes start on a
+/// connection (not the dashboards' WebSocket pings: `delivery::CLIENT_PING_IDLE`).
+const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 
 /// Listen backlog: connections the kernel holds for us before `accept`.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -98,7 +99,7 @@ pub fn bind(config: &Config) -> io::Result<TcpListener> {
     socket.set_tcp_user_timeout(Some(Duration::from_secs(config.tcp_user_timeout)))?;
     socket.set_tcp_keepalive(
         &TcpKeepalive::new()
-            .with_time(KEEPALIVE_IDLE)
+            .with_time(TCP_KEEPALIVE_IDLE)
             .with_interval(Duration::from_secs(10))
             .with_retries(3),
     )?;

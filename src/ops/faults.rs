@@ -8,7 +8,7 @@
 //!
 //! The rule is *never a silently dead stage*:
 //! - a worker's panic costs the event it was judging, which gets the verdict
-//!   `dropped/failed`; the worker carries on with the next event;
+//!   `dropped/panicked`; the worker carries on with the next event;
 //! - a writer's panic costs that one client, which is disconnected;
 //! - the generator, the hub and the fan-out have no stand-in (the hub owns
 //!   `seq`, the fan-out the subscriber list): their panic marks the daemon not
@@ -85,7 +85,7 @@ impl Role {
 /// Panics caught since start, by role: `threads.panics` in the stats.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PanicCounts {
-    /// In workers (each cost one event, judged `dropped/failed`).
+    /// In workers (each cost one event, judged `dropped/panicked`).
     pub worker: u64,
     /// In client writers (each cost one client).
     pub writer: u64,

@@ -114,7 +114,9 @@ impl Source {
 pub enum DropReason {
     /// The work queue was full when it arrived.
     QueueFull,
-    /// Its deadline had already passed when a worker took it.
+    /// Its deadline passed before any work started: in the queue (the
+    /// expiry thread drops it at that instant), or just as a worker took it,
+    /// or while it waited for a pull worker with room.
     Expired,
     /// The time left was shorter than the predicted work.
     Infeasible,
