@@ -2,7 +2,7 @@
 # Runs each cargo-fuzz target under fuzz/ for a bounded time, when a nightly
 # toolchain is installed. New corpus entries go to fuzz/corpus/<target>/ (not
 # kept); what a target once crashed on belongs in fuzz/regressions/<target>/,
-# which seeds every run and is replayed on stable by tests/fuzz_regressions.rs.
+# which seeds every run and is replayed on stable by tests/it/fuzz_regressions.rs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -2,7 +2,7 @@
 # Checks the daemon against docs/openapi.yaml with schemathesis: no server
 # errors, and every status, content type, header and JSON body as documented.
 # The two streams (/ws, /events) are left out: an accepted stream never ends,
-# so every generated request to them would only time out; tests/openapi.rs
+# so every generated request to them would only time out; tests/it/openapi.rs
 # covers them.
 set -euo pipefail
 cd "$(dirname "$0")/.."

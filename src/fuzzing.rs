@@ -1,5 +1,5 @@
 //! Entry points for the fuzz targets under `fuzz/` and for the test that
-//! replays what they once found (`tests/fuzz_regressions.rs`).
+//! replays what they once found (`tests/it/fuzz_regressions.rs`).
 //!
 //! Each function takes arbitrary bytes, feeds them to the same code a request
 //! reaches, and panics only when a promise is broken: a refusal with the wrong

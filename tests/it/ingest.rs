@@ -2,7 +2,7 @@
 //! outcomes they get on both transports, every refusal, the token, and the
 //! conservation count with the generator and ingest running together.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

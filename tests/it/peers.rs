@@ -4,7 +4,7 @@
 //! a client made with Python's `websockets`, keepalive pings at its defaults,
 //! stays connected and closes cleanly.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::{Shutdown, TcpStream};

@@ -1,7 +1,7 @@
 //! Settings as an operator gives them to the binary — flags and `PUNCTUAL_*`
 //! variables, as an env file writes them — run as a child process.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;

@@ -7,7 +7,7 @@
 //! random methods and paths, NUL bytes, header lines up to ~100 kB). The seed
 //! is printed; `PUNCTUAL_GARBAGE_SEED=N` replays a run.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

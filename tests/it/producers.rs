@@ -2,7 +2,7 @@
 //! JSON at `POST /api/webhook/<producer>`, named producers, and the
 //! per-producer view in stats and metrics with its bound of 32 names.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! requests, a flood past the connection cap and running out of descriptors.
 //! Each runs against a real `punctual` child process over loopback.
 
-mod common;
+use crate::common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};

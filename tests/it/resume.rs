@@ -2,7 +2,7 @@
 //! or `Last-Event-ID`, gaps beyond the history ring, `replay`, status filters,
 //! the SSE transport's own contract, and resuming across a restart (epochs).
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::thread;

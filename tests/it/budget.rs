@@ -3,7 +3,7 @@
 //! refused, and history full of the largest outcomes keeps the daemon within
 //! the memory its unit grants it.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -232,7 +232,7 @@ fn rss_mib(pid: u32) -> f64 {
 
 /// `MemoryHigh=` of the shipped unit, MiB.
 fn unit_memory_high() -> f64 {
-    let unit = include_str!("../systemd/punctual.service");
+    let unit = include_str!("../../systemd/punctual.service");
     unit.lines()
         .find_map(|l| l.strip_prefix("MemoryHigh="))
         .and_then(|v| v.strip_suffix('M'))

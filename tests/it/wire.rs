@@ -2,7 +2,7 @@
 //! posted, query strings are read percent-decoded, and `deadlineMs` is the
 //! same JSON number type whichever source an event came from.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! punctual as an operator runs it: a child process stopped by signals, its
 //! log format under journald, and the health and metrics endpoints.
 
-mod common;
+use crate::common;
 
 use std::io::Read;
 use std::thread;

@@ -3,7 +3,7 @@
 //! it missed, and many clients replaying at once each get the whole retained
 //! range in order while live clients lose nothing.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::thread;

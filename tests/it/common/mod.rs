@@ -1,6 +1,5 @@
 //! Helpers shared by the integration tests: start the real server in-process
 //! on a free port and talk to it as a client would.
-#![allow(dead_code)]
 
 pub mod daemon;
 

@@ -2,7 +2,7 @@
 //! `latencyMs ≤ deadlineMs` and a `late` one `latencyMs ≥ deadlineMs`, even
 //! when the CPU is so contended that workers wake up late.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

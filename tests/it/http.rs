@@ -1,7 +1,7 @@
 //! The HTTP front as a client sees it: routes, errors, live settings, client
 //! limits, and slow clients.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

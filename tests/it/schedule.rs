@@ -4,7 +4,7 @@
 //! when a worker reaches it; a switch at runtime loses nothing; the totals
 //! balance in both modes.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! ones, and each answer the test can provoke has a documented status and,
 //! for JSON, the fields its schema requires.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

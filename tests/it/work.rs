@@ -6,7 +6,7 @@
 //! stops reading (it holds up no other), and workers that come and go (they
 //! leave no descriptor behind).
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};

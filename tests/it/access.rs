@@ -2,7 +2,7 @@
 //! the `Origin` rules of the streams and the `Host` and `Origin` rules of the
 //! mutating endpoints.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! that panics ends the `punctual` process with a non-zero status (so systemd
 //! restarts it), while an embedded `Server` only stops reporting itself live.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

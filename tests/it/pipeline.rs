@@ -1,7 +1,7 @@
 //! The deadline-aware pipeline seen from a WebSocket client: verdicts,
 //! admission control, overload, and the conservation count.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 
