@@ -20,14 +20,18 @@ use crate::epoch::Epoch;
 use crate::ops::faults::Faults;
 use crate::ops::health::Heartbeats;
 use crate::ops::limits::Caps;
+use crate::pipeline::admission::WorkEstimator;
 use crate::pipeline::event::Event;
+use crate::pipeline::gauges::Gauges;
 use crate::pipeline::hub::{self, Hub, LatestStats};
+use crate::pipeline::intake::{self, Entry, Intake};
+use crate::pipeline::ledger::Ledger;
 use crate::pipeline::schedule::WorkQueue;
 use crate::pipeline::stats::{
-    ClientState, Gauges, GeneratorState, Ledger, QueueState, Readings, Snapshot, ThreadState,
-    WorkState, WorkerState,
+    ClientState, GeneratorState, QueueState, Readings, Snapshot, ThreadState, WorkState,
+    WorkerState,
 };
-use crate::pipeline::workers::{self, Entry, Intake, Work, WorkEstimator, WorkerContext};
+use crate::pipeline::workers::{self, Work, WorkerContext};
 use crate::time::WallClock;
 use crate::work::pull::Dispatcher;
 use crate::{delivery, http, ops::limits, pipeline::generator};
@@ -124,7 +128,7 @@ impl Server {
         let (outcome_tx, outcome_rx) = crossbeam_channel::bounded(hub::OUTCOME_CHANNEL_CAPACITY);
         let (broadcast_tx, broadcast_rx) =
             crossbeam_channel::bounded(hub::BROADCAST_CHANNEL_CAPACITY);
-        let (intake, queue) = workers::work_queue(
+        let (intake, queue) = intake::work_queue(
             config.queue as usize,
             Arc::clone(&knobs),
             Arc::clone(&ledger),
@@ -184,7 +188,7 @@ impl Server {
             clock,
         };
         let expiry =
-            workers::spawn_expiry(Arc::clone(&queue), Arc::clone(&ledger), outcome_tx.clone())?;
+            intake::spawn_expiry(Arc::clone(&queue), Arc::clone(&ledger), outcome_tx.clone())?;
         let mut pipeline = workers::spawn_workers(config.workers as usize, queue, outcome_tx, ctx)?;
         pipeline.push(expiry);
         pipeline.push(hub_thread);

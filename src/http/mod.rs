@@ -50,9 +50,9 @@ use crate::delivery::{ClientCounts, ClientSlots, Inbound, Log, Subscriptions};
 use crate::ops::health::{Heartbeats, Stage};
 use crate::ops::limits::Caps;
 use crate::ops::logging::RateLimit;
+use crate::pipeline::gauges::Gauges;
 use crate::pipeline::hub::LatestStats;
-use crate::pipeline::stats::Gauges;
-use crate::pipeline::workers::Intake;
+use crate::pipeline::intake::Intake;
 use crate::time::WallClock;
 
 /// Pause between self-probes of `/healthz`.

@@ -21,7 +21,7 @@ use crate::delivery::{self, Client, Sink, Slot, Transport, sse, ws};
 use crate::epoch::{Epoch, Position};
 use crate::http::origin::{Admitted, Rules};
 use crate::ops::logging::RateLimit;
-use crate::pipeline::workers::Entry;
+use crate::pipeline::intake::Entry;
 use crate::{http::ingest, http::query, ops::metrics, work};
 
 /// A socket the inbound thread could not watch (the kernel's epoll limit):

@@ -14,7 +14,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::pipeline::stats::{Dropped, Snapshot};
+use crate::pipeline::ledger::Dropped;
+use crate::pipeline::stats::Snapshot;
 
 /// Content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -19,8 +19,8 @@ use crate::config::Knobs;
 use crate::ops::faults::{Faults, Role};
 use crate::ops::health::{Heartbeats, Stage};
 use crate::pipeline::event::Event;
-use crate::pipeline::stats::Gauges;
-use crate::pipeline::workers::Intake;
+use crate::pipeline::gauges::Gauges;
+use crate::pipeline::intake::Intake;
 
 /// Most of a schedule emitted in one wake, as a span of time: a generator that
 /// fell behind catches up by at most this much and counts the rest as lag.

@@ -1,248 +1,22 @@
-//! Counting: the conservation ledger, the live gauges, and the once-a-second
-//! snapshot built from them.
+//! The once-a-second snapshot: its wire schema ([`Snapshot`] and its parts,
+//! served at `/api/stats` and sent to clients that ask for stats), the
+//! hub's [`Window`] (latency histograms, rates, producers and utilisation of
+//! the last second, owned by the hub thread) that builds it from the
+//! ledger's totals and the gauges, and its log lines.
 //!
-//! Owns: [`Ledger`] (every event's entry and verdict, under one lock so a
-//! snapshot always balances), [`Gauges`] (lock-free counters of busy workers,
-//! clients, generator lag), and [`Window`] (latency histogram and rates of the
-//! last second, owned by the hub thread). Reads and writes no channel; the hub
-//! calls [`Window::snapshot`] and publishes the result.
+//! Reads and writes no channel; the hub calls [`Window::snapshot`] and
+//! publishes the result. The counting itself is in `ledger` and `gauges`.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::ops::faults::PanicCounts;
-use crate::pipeline::event::{DropReason, Outcome, Source, Status};
-
-/// Cumulative counts of events by entry and by verdict.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Totals {
-    /// Events made by the generator.
-    pub generated: u64,
-    /// Events posted by producers.
-    pub ingested: u64,
-    /// Verdicts `on-time`.
-    pub on_time: u64,
-    /// Verdicts `late`.
-    pub late: u64,
-    /// Verdicts `failed`: the worker answered with an error.
-    pub failed: u64,
-    /// Verdicts `dropped`, by reason.
-    pub dropped: Dropped,
-    /// Events entered and not yet judged: in the work queue or being worked on.
-    pub in_flight: u64,
-}
-
-/// Drop counts by reason.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Dropped {
-    /// The work queue was full.
-    pub queue_full: u64,
-    /// The deadline had passed before work could start.
-    pub expired: u64,
-    /// The predicted work did not fit in the time left.
-    pub infeasible: u64,
-    /// The worker judging it panicked (see `faults`).
-    pub panicked: u64,
-}
-
-impl Dropped {
-    /// All drops together.
-    pub fn total(&self) -> u64 {
-        self.queue_full + self.expired + self.infeasible + self.panicked
-    }
-}
-
-impl Totals {
-    /// Events that entered the pipeline.
-    pub fn entered(&self) -> u64 {
-        self.generated + self.ingested
-    }
-
-    /// Events that have a verdict.
-    pub fn judged(&self) -> u64 {
-        self.on_time + self.late + self.failed + self.dropped.total()
-    }
-
-    /// Events worked on to an answer: on time, late or failed.
-    pub fn worked(&self) -> u64 {
-        self.on_time + self.late + self.failed
-    }
-
-    /// The conservation invariant: every event that entered is judged or in flight.
-    pub fn balances(&self) -> bool {
-        self.entered() == self.judged() + self.in_flight
-    }
-
-    fn count_entry(&mut self, source: Source) {
-        match source {
-            Source::Generator => self.generated += 1,
-            Source::Ingest => self.ingested += 1,
-        }
-    }
-
-    pub(crate) fn count_verdict(&mut self, status: Status) {
-        match status {
-            Status::OnTime => self.on_time += 1,
-            Status::Late => self.late += 1,
-            Status::Failed => self.failed += 1,
-            Status::Dropped(DropReason::QueueFull) => self.dropped.queue_full += 1,
-            Status::Dropped(DropReason::Expired) => self.dropped.expired += 1,
-            Status::Dropped(DropReason::Infeasible) => self.dropped.infeasible += 1,
-            Status::Dropped(DropReason::Panicked) => self.dropped.panicked += 1,
-        }
-    }
-}
-
-/// What the work queue did with an entering event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Door {
-    /// Queued: now in flight.
-    Queued,
-    /// The queue was full: the newcomer is dropped `queue-full`.
-    Refused,
-    /// Queued, and a queued event due later dropped `queue-full` to make room (`edf`).
-    QueuedInPlaceOfAnother,
-}
-
-/// The conservation ledger. Entry and verdict of each event are recorded under
-/// one lock, so any copy taken with [`Ledger::totals`] balances exactly.
-#[derive(Debug, Default)]
-pub struct Ledger {
-    totals: Mutex<Totals>,
-}
-
-impl Ledger {
-    /// Records the entry of an event whose hand-off to the work queue is
-    /// attempted by `enqueue` while the ledger is locked, and returns what
-    /// `enqueue` said. A refused newcomer, or the queued event it displaced,
-    /// is counted as `dropped/queue-full` in the same critical section, so
-    /// `inFlight` never counts an event that left the queue unjudged.
-    ///
-    /// `enqueue` must not block: the ledger lock is held across it so that a
-    /// worker cannot judge an event before its entry is counted.
-    pub fn enter(&self, source: Source, enqueue: impl FnOnce() -> Door) -> Door {
-        let mut totals = self.lock();
-        totals.count_entry(source);
-        let door = enqueue();
-        match door {
-            Door::Queued => totals.in_flight += 1,
-            Door::Refused | Door::QueuedInPlaceOfAnother => {
-                totals.count_verdict(Status::Dropped(DropReason::QueueFull));
-            }
-        }
-        door
-    }
-
-    /// Records `status` for each event `take` returns, taking them while the
-    /// ledger is locked (`take` must not block): a snapshot sees them either
-    /// queued and in flight, or judged.
-    pub fn judge_each<T>(&self, status: Status, take: impl FnOnce() -> Vec<T>) -> Vec<T> {
-        let mut totals = self.lock();
-        let taken = take();
-        for _ in &taken {
-            totals.in_flight = totals.in_flight.saturating_sub(1);
-            totals.count_verdict(status);
-        }
-        taken
-    }
-
-    /// Records the verdict on an event that was in flight.
-    pub fn judge(&self, status: Status) {
-        let mut totals = self.lock();
-        totals.in_flight = totals.in_flight.saturating_sub(1);
-        totals.count_verdict(status);
-    }
-
-    /// A consistent copy of the counts.
-    pub fn totals(&self) -> Totals {
-        *self.lock()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Totals> {
-        // Counting never panics while holding the lock, but a poisoned lock
-        // must not stop the counting either.
-        self.totals.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// Live gauges updated lock-free by the stages that own them.
-#[derive(Debug, Default)]
-pub struct Gauges {
-    /// Workers currently running work.
-    pub busy_workers: AtomicUsize,
-    /// Total time workers spent running work, in microseconds.
-    pub work_micros: AtomicU64,
-    /// Generator ticks skipped because it fell behind.
-    pub lag_ticks: AtomicU64,
-    /// Open HTTP connections, clients included (read from the front once a second).
-    pub connections: AtomicUsize,
-    /// Failed `accept` calls, e.g. with descriptors exhausted.
-    pub accept_errors: AtomicU64,
-    /// How late the generator woke for its ticks, in the current window.
-    pub tick_jitter: RecentDurations,
-}
-
-/// Durations recorded by one stage and taken as a p99 by the snapshot, which
-/// starts the next window. Recorded at most once per generator wake, so the
-/// lock is taken a few thousand times a second at most, never per event.
-#[derive(Debug)]
-pub struct RecentDurations {
-    micros: Mutex<Histogram<u64>>,
-}
-
-impl Default for RecentDurations {
-    fn default() -> Self {
-        RecentDurations {
-            micros: Mutex::new(micros_histogram()),
-        }
-    }
-}
-
-impl RecentDurations {
-    /// Adds one duration to the current window.
-    pub fn record(&self, took: Duration) {
-        record_micros(&mut self.lock(), took);
-    }
-
-    /// The 99th percentile of the window in ms (0 when empty); empties it.
-    pub fn take_p99_ms(&self) -> f64 {
-        let mut micros = self.lock();
-        let p99 = p99_ms(&micros);
-        micros.reset();
-        p99
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Histogram<u64>> {
-        self.micros.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-fn micros_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, MAX_TRACKED_LATENCY_US, 3)
-        .expect("constant histogram bounds are valid")
-}
-
-/// Records `took` in whole microseconds, at least 1 (the histogram's floor) and
-/// clamped at its ceiling.
-fn record_micros(histogram: &mut Histogram<u64>, took: Duration) {
-    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-    histogram.saturating_record(micros.clamp(1, MAX_TRACKED_LATENCY_US));
-}
-
-fn p99_ms(histogram: &Histogram<u64>) -> f64 {
-    if histogram.is_empty() {
-        0.0
-    } else {
-        histogram.value_at_quantile(0.99) as f64 / 1000.0
-    }
-}
+use crate::pipeline::event::{Outcome, Status};
+use crate::pipeline::gauges::{micros_histogram, p99_ms, record_micros};
+use crate::pipeline::ledger::{Dropped, Totals};
 
 /// Latency percentiles of the outcomes judged in the last window, in ms.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -690,9 +464,6 @@ struct Load {
 /// Windows the utilisation is taken over (about as many seconds).
 const LOAD_WINDOWS: usize = 5;
 
-/// Highest latency the histogram records exactly; beyond it values are clamped.
-const MAX_TRACKED_LATENCY_US: u64 = 3_600_000_000;
-
 impl Window {
     /// An empty window starting at `now`; the cumulative histogram's buckets
     /// are placed around `deadline`.
@@ -887,38 +658,7 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::event::Event;
-
-    #[test]
-    fn entry_and_verdicts_balance_at_every_step() {
-        let ledger = Ledger::default();
-        ledger.enter(Source::Generator, || Door::Queued);
-        assert!(ledger.totals().balances());
-        assert_eq!(ledger.totals().in_flight, 1);
-        ledger.enter(Source::Ingest, || Door::Refused);
-        let t = ledger.totals();
-        assert!(t.balances());
-        assert_eq!((t.ingested, t.dropped.queue_full, t.in_flight), (1, 1, 1));
-        ledger.judge(Status::Late);
-        let t = ledger.totals();
-        assert!(t.balances());
-        assert_eq!((t.late, t.in_flight), (1, 0));
-        ledger.enter(Source::Ingest, || Door::Queued);
-        ledger.judge(Status::Failed);
-        let t = ledger.totals();
-        assert!(t.balances());
-        assert_eq!((t.failed, t.in_flight), (1, 0));
-        // edf: the newcomer takes a queued event's place; one in flight still.
-        ledger.enter(Source::Ingest, || Door::Queued);
-        ledger.enter(Source::Ingest, || Door::QueuedInPlaceOfAnother);
-        let t = ledger.totals();
-        assert!(t.balances());
-        assert_eq!((t.dropped.queue_full, t.in_flight), (2, 1));
-        let taken = ledger.judge_each(Status::Dropped(DropReason::Expired), || vec![(); 1]);
-        let t = ledger.totals();
-        assert!(t.balances());
-        assert_eq!((taken.len(), t.dropped.expired, t.in_flight), (1, 1, 0));
-    }
+    use crate::pipeline::event::{DropReason, Event};
 
     #[test]
     fn the_cumulative_histogram_counts_at_or_below_each_bound() {
@@ -1030,18 +770,6 @@ mod tests {
         };
         let r = rates(&before, &now, Duration::from_secs(2));
         assert_eq!((r.generated, r.on_time), (20.0, 15.0));
-    }
-
-    #[test]
-    fn recent_durations_give_the_p99_of_their_window_and_start_afresh() {
-        let recent = RecentDurations::default();
-        assert_eq!(recent.take_p99_ms(), 0.0, "an empty window");
-        for n in 1..=100u64 {
-            recent.record(Duration::from_micros(n * 100));
-        }
-        let p99 = recent.take_p99_ms();
-        assert!((9.8..=9.91).contains(&p99), "{p99}");
-        assert_eq!(recent.take_p99_ms(), 0.0, "taken windows are emptied");
     }
 
     #[test]

@@ -1,19 +1,14 @@
-//! The work queue and the worker pool: where each event gets its verdict.
+//! The worker threads: where each admitted event gets its verdict.
 //!
-//! Owns: the bounded work queue (`--queue`), the [`Intake`] every producer
-//! uses to enter events, the admission decision ([`admit`]), the work-time
-//! estimator ([`WorkEstimator`]), and the worker threads, which give every
-//! verdict on admitted work in each `--work` mode ([`Work`]): simulated here,
-//! real through `work::http` (the thread makes the call) or `work::pull`
-//! (the thread hands a task to a connected worker and waits on its answer
-//! channel until the deadline).
+//! Owns: the worker threads, which take events from the work queue in the
+//! live schedule's order, ask admission ([`admit`]) whether each can still
+//! finish, and give every verdict on admitted work in each `--work` mode
+//! ([`Work`]): simulated here, real through `work::http` (the thread makes
+//! the call) or `work::pull` (the thread hands a task to a remote worker and
+//! waits on its answer until the deadline).
 //!
-//! Channels: producers push events into the work queue (`schedule::WorkQueue`)
-//! without waiting (a full queue is a `dropped/queue-full` verdict on the
-//! spot); workers take them in the live schedule's order; the `expiry` thread
-//! takes out those whose deadline passes while they wait. Every verdict,
-//! including queue-full and expiry drops, is written to the hub's outcome channel.
-//! The ledger records each entry and each verdict, so nothing leaves uncounted.
+//! Channels: takes from the work queue (`schedule::WorkQueue`); writes every
+//! verdict to the hub's outcome channel, after recording it in the ledger.
 //!
 //! A panic while judging an event is caught around that event: the event gets
 //! the verdict `dropped/panicked` (so it leaves the ledger's in-flight count and
@@ -24,7 +19,6 @@
 //!
 //! Must not know: how outcomes are serialised or who watches them.
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -35,109 +29,14 @@ use crossbeam_channel::Sender;
 
 use crate::config::Knobs;
 use crate::ops::faults::{Faults, Role};
+use crate::pipeline::admission::{Admit, WorkEstimator, admit};
 use crate::pipeline::event::{DropReason, Event, Outcome, Status, error_text};
-use crate::pipeline::schedule::{Pushed, WorkQueue};
-use crate::pipeline::stats::{Door, Gauges, Ledger};
+use crate::pipeline::gauges::Gauges;
+use crate::pipeline::ledger::Ledger;
+use crate::pipeline::schedule::WorkQueue;
 use crate::time::WallClock;
 use crate::work::pull::{Dispatcher, Offer};
 use crate::work::{Answer, http, task_json};
-
-/// The way into the pipeline, shared by the generator, ingest and tests.
-/// When the last clone is dropped, the work queue closes: workers judge what
-/// is left and end.
-#[derive(Clone)]
-pub struct Intake {
-    open: Arc<OpenQueue>,
-    knobs: Arc<Knobs>,
-    ledger: Arc<Ledger>,
-    outcomes: Sender<Outcome>,
-}
-
-/// The producers' hold on the work queue; closes it when the last goes.
-struct OpenQueue(Arc<WorkQueue>);
-
-impl Drop for OpenQueue {
-    fn drop(&mut self) {
-        self.0.close();
-    }
-}
-
-/// What became of a submitted event at the door.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Entry {
-    /// It is in the work queue and will get a verdict.
-    Queued,
-    /// The queue was full: it is counted and reported as `dropped/queue-full`.
-    QueueFull,
-}
-
-impl Intake {
-    /// Hands `event` to the work queue without waiting. A full queue drops it
-    /// at once — or, under `edf`, the queued event due latest when that is
-    /// due later than this one; either way every event is counted and will
-    /// be reported downstream.
-    pub fn submit(&self, event: Event) -> Entry {
-        let schedule = self.knobs.schedule();
-        let mut pushed = None;
-        let source = event.source;
-        let door = self.ledger.enter(source, || {
-            let outcome = self.open.0.push(event, schedule);
-            let door = match &outcome {
-                Pushed::Queued => Door::Queued,
-                Pushed::Refused(_) => Door::Refused,
-                Pushed::Evicted(_) => Door::QueuedInPlaceOfAnother,
-            };
-            pushed = Some(outcome);
-            door
-        });
-        if let Some(Pushed::Refused(event) | Pushed::Evicted(event)) = pushed {
-            self.report_full(event);
-        }
-        match door {
-            Door::Refused => Entry::QueueFull,
-            Door::Queued | Door::QueuedInPlaceOfAnother => Entry::Queued,
-        }
-    }
-
-    fn report_full(&self, event: Event) {
-        let outcome = Outcome::new(
-            event,
-            Status::Dropped(DropReason::QueueFull),
-            Instant::now(),
-        );
-        // The hub outlives every producer; a send error only happens in shutdown.
-        let _ = self.outcomes.send(outcome);
-    }
-}
-
-/// What a worker does with an event it has just taken from the queue.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Admit {
-    /// The deadline has passed: drop it, do no work.
-    Expired,
-    /// The predicted work does not fit in the time left: drop it, do no work.
-    Infeasible,
-    /// Start the work; the deadline is `time_left` away.
-    Start {
-        /// Time from now until the absolute deadline.
-        time_left: Duration,
-    },
-}
-
-/// The admission decision at `now` for an event due at `deadline_at`.
-/// `predicted` is the expected work time, or `None` when admission control is off.
-pub fn admit(now: Instant, deadline_at: Instant, predicted: Option<Duration>) -> Admit {
-    let Some(time_left) = deadline_at
-        .checked_duration_since(now)
-        .filter(|d| !d.is_zero())
-    else {
-        return Admit::Expired;
-    };
-    match predicted {
-        Some(work) if work > time_left => Admit::Infeasible,
-        _ => Admit::Start { time_left },
-    }
-}
 
 /// The verdict on admitted work whose race ended at `decided`: `on-time` when
 /// that is no later than `deadline_at`, `late` otherwise. Status and latency
@@ -148,141 +47,6 @@ pub fn verdict_at(decided: Instant, deadline_at: Instant) -> Status {
     } else {
         Status::Late
     }
-}
-
-/// Predicts how long configured work takes: the 90th percentile of the last
-/// [`WorkEstimator::WINDOW`] measured durations no older than
-/// [`WorkEstimator::MAX_AGE`].
-///
-/// - With fewer than [`WorkEstimator::MIN_SAMPLES`] fresh measurements, it
-///   answers the 90th percentile of the configured distribution,
-///   `work + 0.9 × jitter`.
-/// - Measurements age out. Only admitted work is measured, so a pessimistic
-///   estimate (say, learnt while the machine was starved) would otherwise
-///   refuse all work and never hear otherwise; once its measurements are
-///   stale it falls back to the seed and learns again.
-/// - A run abandoned at its deadline is recorded as the time it did run, a lower
-///   bound of its true length; the estimate can only err towards admitting.
-/// - When the configured work or jitter changes, the history is discarded.
-/// - It never looks at the duration an event is about to get: the decision
-///   must rely on what the worker could know before starting.
-#[derive(Debug)]
-pub struct WorkEstimator {
-    configured: (Duration, Duration),
-    samples: VecDeque<(Instant, Duration)>,
-    cached_p90: Option<Duration>,
-    since_refresh: usize,
-}
-
-impl WorkEstimator {
-    /// Measured durations the percentile is taken over.
-    pub const WINDOW: usize = 256;
-    /// Fresh measurements needed before they replace the configured seed.
-    pub const MIN_SAMPLES: usize = 20;
-    /// Measurements older than this no longer count.
-    pub const MAX_AGE: Duration = Duration::from_secs(5);
-    /// The percentile is recomputed after this many new samples (selecting from 256
-    /// values on every event would be waste).
-    const REFRESH_EVERY: usize = 16;
-
-    /// An estimator seeded from configured `work` and `jitter`.
-    pub fn new(work: Duration, jitter: Duration) -> Self {
-        WorkEstimator {
-            configured: (work, jitter),
-            samples: VecDeque::with_capacity(Self::WINDOW),
-            cached_p90: None,
-            since_refresh: 0,
-        }
-    }
-
-    /// The predicted work time at `now` for the configuration `(work, jitter)`.
-    pub fn predict(&mut self, now: Instant, work: Duration, jitter: Duration) -> Duration {
-        if self.configured != (work, jitter) {
-            *self = WorkEstimator::new(work, jitter);
-        }
-        while self
-            .samples
-            .front()
-            .is_some_and(|(at, _)| now.saturating_duration_since(*at) > Self::MAX_AGE)
-        {
-            self.samples.pop_front();
-            self.cached_p90 = None;
-        }
-        if self.samples.len() < Self::MIN_SAMPLES {
-            return seed(work, jitter);
-        }
-        *self
-            .cached_p90
-            .get_or_insert_with(|| percentile_90(&self.samples))
-    }
-
-    /// Records a work duration measured at `now`.
-    pub fn observe(&mut self, now: Instant, took: Duration) {
-        if self.samples.len() == Self::WINDOW {
-            self.samples.pop_front();
-        }
-        self.samples.push_back((now, took));
-        self.since_refresh += 1;
-        if self.since_refresh >= Self::REFRESH_EVERY || self.samples.len() <= Self::MIN_SAMPLES {
-            self.cached_p90 = None;
-            self.since_refresh = 0;
-        }
-    }
-}
-
-fn seed(work: Duration, jitter: Duration) -> Duration {
-    work + jitter.mul_f64(0.9)
-}
-
-/// The 90th percentile (nearest rank) by selection: only the rank is needed,
-/// and a full sort of the window on every refresh was the costliest step of an
-/// event at high rates.
-fn percentile_90(samples: &VecDeque<(Instant, Duration)>) -> Duration {
-    let mut took: Vec<Duration> = samples.iter().map(|(_, took)| *took).collect();
-    let rank = (took.len() * 9).div_ceil(10).max(1) - 1;
-    *took.select_nth_unstable(rank).1
-}
-
-/// Builds the bounded work queue and the intake that feeds it. Returns the
-/// intake and the queue the workers and the expiry thread read.
-pub fn work_queue(
-    capacity: usize,
-    knobs: Arc<Knobs>,
-    ledger: Arc<Ledger>,
-    outcomes: Sender<Outcome>,
-) -> (Intake, Arc<WorkQueue>) {
-    let queue = Arc::new(WorkQueue::new(capacity));
-    let intake = Intake {
-        open: Arc::new(OpenQueue(Arc::clone(&queue))),
-        knobs,
-        ledger,
-        outcomes,
-    };
-    (intake, queue)
-}
-
-/// Starts the `expiry` thread: an event whose deadline passes while it waits
-/// in the queue is dropped as `expired` at that instant, costing no worker
-/// time and no queue place. It ends with the queue.
-pub fn spawn_expiry(
-    queue: Arc<WorkQueue>,
-    ledger: Arc<Ledger>,
-    outcomes: Sender<Outcome>,
-) -> io::Result<JoinHandle<()>> {
-    thread::Builder::new().name("expiry".into()).spawn(move || {
-        let status = Status::Dropped(DropReason::Expired);
-        while queue.wait_until_expired() {
-            let decided = Instant::now();
-            // Taken out and judged under the ledger's lock: no snapshot sees
-            // them out of the queue yet still in flight.
-            let expired = ledger.judge_each(status, || queue.take_expired(decided));
-            for event in expired {
-                if outcomes.send(Outcome::new(event, status, decided)).is_err() {
-                    return;
-                }
-            }
-        }
-    })
 }
 
 /// Where the work of an admitted event runs (`--work`).
@@ -583,101 +347,8 @@ impl Drop for Busy<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
-    use crate::config::Schedule;
-    use std::sync::atomic::AtomicBool;
 
     const MS: Duration = Duration::from_millis(1);
-
-    /// With no worker, an event leaves the queue only by expiry or a full
-    /// queue, so `inFlight` must never exceed the queue's capacity — also
-    /// while the expiry thread hands a batch to a slow hub and producers
-    /// refill the queue behind it.
-    #[test]
-    fn in_flight_never_exceeds_the_queue_while_the_expiry_thread_judges() {
-        in_flight_stays_within_the_queue(Schedule::Fifo);
-    }
-
-    /// Under edf a newcomer due sooner displaces a queued event: entered and
-    /// judged in one step, never both counted in flight.
-    #[test]
-    fn in_flight_never_exceeds_the_queue_while_edf_displaces_queued_events() {
-        in_flight_stays_within_the_queue(Schedule::Edf);
-    }
-
-    fn in_flight_stays_within_the_queue(schedule: Schedule) {
-        const CAPACITY: usize = 8;
-        let ledger = Arc::new(Ledger::default());
-        let (outcomes, hub) = crossbeam_channel::bounded(1);
-        let config = Config {
-            schedule,
-            ..Config::default()
-        };
-        let knobs = Arc::new(Knobs::new(&config));
-        let (intake, queue) = work_queue(CAPACITY, knobs, Arc::clone(&ledger), outcomes.clone());
-        let expiry = spawn_expiry(queue, Arc::clone(&ledger), outcomes).expect("expiry starts");
-        let slow_hub = thread::spawn(move || {
-            for _ in hub.iter() {
-                thread::sleep(Duration::from_micros(200));
-            }
-        });
-        let done = Arc::new(AtomicBool::new(false));
-        let producer = {
-            let done = Arc::clone(&done);
-            thread::spawn(move || {
-                // Deadlines of 1 to 4 ms: under edf, later ones are displaced.
-                for n in 0..5_000 {
-                    intake.submit(Event::generated(Instant::now(), (4 - n % 4) * MS));
-                }
-                done.store(true, Ordering::Relaxed);
-            })
-        };
-        let mut most = 0;
-        while !done.load(Ordering::Relaxed) {
-            most = most.max(ledger.totals().in_flight);
-        }
-        producer.join().expect("the producer ends");
-        expiry
-            .join()
-            .expect("the expiry thread ends with the queue");
-        slow_hub.join().expect("the hub ends");
-        assert!(most <= CAPACITY as u64, "inFlight reached {most}");
-        assert_eq!(ledger.totals().in_flight, 0);
-        assert!(ledger.totals().balances());
-    }
-
-    #[test]
-    fn an_event_past_its_deadline_is_expired() {
-        let now = Instant::now();
-        assert_eq!(admit(now, now - 5 * MS, Some(10 * MS)), Admit::Expired);
-        assert_eq!(admit(now, now, None), Admit::Expired);
-    }
-
-    #[test]
-    fn work_longer_than_the_time_left_is_infeasible() {
-        let now = Instant::now();
-        assert_eq!(admit(now, now + 40 * MS, Some(50 * MS)), Admit::Infeasible);
-    }
-
-    #[test]
-    fn work_that_fits_starts_with_the_time_left() {
-        let now = Instant::now();
-        assert_eq!(
-            admit(now, now + 100 * MS, Some(50 * MS)),
-            Admit::Start {
-                time_left: 100 * MS
-            }
-        );
-    }
-
-    #[test]
-    fn without_admission_control_any_unexpired_event_starts() {
-        let now = Instant::now();
-        assert_eq!(
-            admit(now, now + 10 * MS, None),
-            Admit::Start { time_left: 10 * MS }
-        );
-    }
 
     #[test]
     fn the_verdict_is_on_time_up_to_and_at_the_deadline_and_late_after_it() {
@@ -686,47 +357,5 @@ mod tests {
         assert_eq!(verdict_at(deadline_at - ns, deadline_at), Status::OnTime);
         assert_eq!(verdict_at(deadline_at, deadline_at), Status::OnTime);
         assert_eq!(verdict_at(deadline_at + ns, deadline_at), Status::Late);
-    }
-
-    #[test]
-    fn the_estimator_starts_from_the_configured_90th_percentile() {
-        let mut est = WorkEstimator::new(50 * MS, 100 * MS);
-        assert_eq!(est.predict(Instant::now(), 50 * MS, 100 * MS), 140 * MS);
-    }
-
-    #[test]
-    fn the_estimator_follows_measured_work() {
-        let now = Instant::now();
-        let mut est = WorkEstimator::new(50 * MS, Duration::ZERO);
-        for n in 1..=100u32 {
-            est.observe(now, n * MS);
-        }
-        // p90 of 1..=100 ms is 90 ms.
-        assert_eq!(est.predict(now, 50 * MS, Duration::ZERO), 90 * MS);
-    }
-
-    #[test]
-    fn the_estimator_forgets_its_history_when_the_configuration_changes() {
-        let now = Instant::now();
-        let mut est = WorkEstimator::new(50 * MS, Duration::ZERO);
-        for _ in 0..100 {
-            est.observe(now, 80 * MS);
-        }
-        assert_eq!(est.predict(now, 50 * MS, Duration::ZERO), 80 * MS);
-        assert_eq!(est.predict(now, 10 * MS, Duration::ZERO), 10 * MS);
-    }
-
-    #[test]
-    fn a_pessimistic_estimate_goes_stale_so_admission_cannot_lock_up() {
-        let then = Instant::now();
-        let mut est = WorkEstimator::new(50 * MS, Duration::ZERO);
-        // Learnt while the machine was starved: work seemed to take 120 ms.
-        for _ in 0..100 {
-            est.observe(then, 120 * MS);
-        }
-        assert_eq!(est.predict(then, 50 * MS, Duration::ZERO), 120 * MS);
-        // No work was admitted since, so nothing new was measured.
-        let later = then + WorkEstimator::MAX_AGE + MS;
-        assert_eq!(est.predict(later, 50 * MS, Duration::ZERO), 50 * MS);
     }
 }
