@@ -12,16 +12,16 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::{Config, Knobs, WorkMode};
-use crate::delivery::{ClientCounts, ClientSlots, Inbound, Log};
+use crate::delivery::{Broadcast, ClientCounts, ClientSlots, Inbound, Log, Subscriptions};
 use crate::epoch::Epoch;
 use crate::ops::faults::Faults;
 use crate::ops::health::Heartbeats;
 use crate::ops::limits::Caps;
 use crate::pipeline::admission::WorkEstimator;
-use crate::pipeline::event::Event;
+use crate::pipeline::event::{Event, Outcome};
 use crate::pipeline::gauges::Gauges;
 use crate::pipeline::hub::{self, Hub, LatestStats};
 use crate::pipeline::intake::{self, Entry, Intake};
@@ -114,15 +114,7 @@ impl Server {
         // which the binary exits with as a usage error (status 2).
         let caps = limits::caps(config.max_connections, config.max_clients)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-
-        let clock = WallClock::new();
-        let knobs = Arc::new(Knobs::new(&config));
-        let ledger = Arc::new(Ledger::default());
-        let gauges = Arc::new(Gauges::default());
-        let client_counts = Arc::new(ClientCounts::default());
-        let health = Arc::new(Heartbeats::new());
-        let faults = Arc::new(Faults::new(Arc::clone(&health), config.test_panic));
-        let latest = Arc::new(LatestStats::default());
+        let shared = Shared::new(&config);
         let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
 
         let (outcome_tx, outcome_rx) = crossbeam_channel::bounded(hub::OUTCOME_CHANNEL_CAPACITY);
@@ -130,8 +122,8 @@ impl Server {
             crossbeam_channel::bounded(hub::BROADCAST_CHANNEL_CAPACITY);
         let (intake, queue) = intake::work_queue(
             config.queue as usize,
-            Arc::clone(&knobs),
-            Arc::clone(&ledger),
+            Arc::clone(&shared.knobs),
+            Arc::clone(&shared.ledger),
             outcome_tx.clone(),
         );
 
@@ -144,120 +136,48 @@ impl Server {
             epoch.clone(),
         ));
         let (subscriptions, fanout_thread) =
-            delivery::spawn(broadcast_rx, Arc::clone(&log), Arc::clone(&faults))?;
+            delivery::spawn(broadcast_rx, Arc::clone(&log), Arc::clone(&shared.faults))?;
         let work = match config.work {
             WorkMode::Simulate => Work::Simulate,
             WorkMode::Http => Work::Http(config.work_url.as_deref().unwrap_or_default().into()),
-            WorkMode::Pull => Work::Pull(Dispatcher::new(Arc::clone(&health))?),
+            WorkMode::Pull => Work::Pull(Dispatcher::new(Arc::clone(&shared.health))?),
         };
-        let reader = SystemReader {
-            work: work.clone(),
-            config: config.clone(),
-            ledger: Arc::clone(&ledger),
-            gauges: Arc::clone(&gauges),
-            client_counts: Arc::clone(&client_counts),
-            faults: Arc::clone(&faults),
-            knobs: Arc::clone(&knobs),
-            queue: Arc::clone(&queue),
-            caps,
-            epoch: epoch.clone(),
-        };
-        let hub_thread = Hub {
-            outcomes: outcome_rx,
-            broadcast: broadcast_tx,
-            clock,
-            readings: Box::new(move || reader.read()),
-            latest: Arc::clone(&latest),
-            log_interval: Duration::from_secs(config.log_interval),
-            deadline: knobs.deadline(),
-            health: Arc::clone(&health),
-            faults: Arc::clone(&faults),
-        }
-        .spawn()?;
-
-        let ctx = WorkerContext {
-            knobs: Arc::clone(&knobs),
-            ledger: Arc::clone(&ledger),
-            gauges: Arc::clone(&gauges),
-            estimator: Arc::new(Mutex::new(WorkEstimator::new(
-                knobs.work(),
-                knobs.work_jitter(),
-            ))),
-            faults: Arc::clone(&faults),
-            work: work.clone(),
-            clock,
-        };
-        let expiry =
-            intake::spawn_expiry(Arc::clone(&queue), Arc::clone(&ledger), outcome_tx.clone())?;
-        let mut pipeline = workers::spawn_workers(config.workers as usize, queue, outcome_tx, ctx)?;
-        pipeline.push(expiry);
+        let reader = SystemReader::new(&config, &shared, &work, &queue, caps, &epoch);
+        let hub_thread = shared
+            .hub(&config, outcome_rx, broadcast_tx, reader)
+            .spawn()?;
+        let mut pipeline = shared.spawn_workers(&config, &work, queue, outcome_tx)?;
         pipeline.push(hub_thread);
         pipeline.push(fanout_thread);
 
-        let app = Arc::new(http::App {
-            subscriptions,
-            inbound: Inbound::spawn(Arc::clone(&faults))?,
-            slots: ClientSlots::new(
-                Arc::clone(&client_counts),
-                caps.clients,
-                Arc::clone(&faults),
-            ),
-            client_counts: Arc::clone(&client_counts),
-            caps,
-            latest: Arc::clone(&latest),
-            static_dir: config.static_dir.clone(),
-            next_client: Default::default(),
-            knobs: Arc::clone(&knobs),
-            // The bound address, so the Host rules know the real port when 0 was asked for.
-            config: Config {
-                listen: addr,
-                ..config.clone()
-            },
-            intake: intake.clone(),
-            clock,
-            log,
-            history_capacity: config.history as usize,
-            health: Arc::clone(&health),
-            gauges: Arc::clone(&gauges),
-            work: match &work {
-                Work::Pull(dispatcher) => Some(Arc::clone(dispatcher)),
-                _ => None,
-            },
-            pages: Default::default(),
-            refusals: Default::default(),
-        });
+        // The bound address, so the Host rules know the real port when 0 was asked for.
+        let bound = Config {
+            listen: addr,
+            ..config.clone()
+        };
+        let app = shared.front(bound, caps, subscriptions, &intake, log, &work)?;
         let mut producers = http::spawn(listener, app, stopped.clone())?;
         producers.push(generator::spawn(
             intake.clone(),
-            Arc::clone(&knobs),
-            Arc::clone(&gauges),
-            Arc::clone(&health),
+            Arc::clone(&shared.knobs),
+            Arc::clone(&shared.gauges),
+            Arc::clone(&shared.health),
             stopped,
-            faults,
+            Arc::clone(&shared.faults),
         )?);
-
-        if config.token.is_none() && !config.listen.ip().is_loopback() {
-            log::warn!(
-                "listening on {addr} without --token: anyone who can reach it can post events and change settings"
-            );
-        }
-        log::info!(
-            "punctual {} serving http://{addr}/ (epoch {epoch}) — {}",
-            env!("CARGO_PKG_VERSION"),
-            config.effective(&knobs, caps)
-        );
+        announce(&config, addr, &epoch, &shared.knobs, caps);
         Ok(Server {
             addr,
-            clock,
+            clock: shared.clock,
             intake: Some(intake),
-            latest,
+            latest: shared.latest,
             stopper: Stopper {
                 stop: Arc::new(Mutex::new(Some(stop))),
-                health: Arc::clone(&health),
+                health: Arc::clone(&shared.health),
             },
-            health,
-            client_counts,
-            ledger,
+            health: shared.health,
+            client_counts: shared.client_counts,
+            ledger: shared.ledger,
             producers,
             pipeline,
         })
@@ -369,6 +289,139 @@ fn join_all(threads: &mut Vec<JoinHandle<()>>) {
     }
 }
 
+/// What the stages share, made once at start.
+struct Shared {
+    clock: WallClock,
+    knobs: Arc<Knobs>,
+    ledger: Arc<Ledger>,
+    gauges: Arc<Gauges>,
+    client_counts: Arc<ClientCounts>,
+    health: Arc<Heartbeats>,
+    faults: Arc<Faults>,
+    latest: Arc<LatestStats>,
+}
+
+impl Shared {
+    fn new(config: &Config) -> Self {
+        let health = Arc::new(Heartbeats::new());
+        Shared {
+            clock: WallClock::new(),
+            knobs: Arc::new(Knobs::new(config)),
+            ledger: Arc::new(Ledger::default()),
+            gauges: Arc::new(Gauges::default()),
+            client_counts: Arc::new(ClientCounts::default()),
+            faults: Arc::new(Faults::new(Arc::clone(&health), config.test_panic)),
+            health,
+            latest: Arc::new(LatestStats::default()),
+        }
+    }
+
+    /// The hub, reading the outcome channel and writing the broadcast channel.
+    fn hub(
+        &self,
+        config: &Config,
+        outcomes: Receiver<Outcome>,
+        broadcast: Sender<Broadcast>,
+        reader: SystemReader,
+    ) -> Hub {
+        Hub {
+            outcomes,
+            broadcast,
+            clock: self.clock,
+            readings: Box::new(move || reader.read()),
+            latest: Arc::clone(&self.latest),
+            log_interval: Duration::from_secs(config.log_interval),
+            deadline: self.knobs.deadline(),
+            health: Arc::clone(&self.health),
+            faults: Arc::clone(&self.faults),
+        }
+    }
+
+    /// The worker threads and the expiry thread, all writing `outcomes`.
+    fn spawn_workers(
+        &self,
+        config: &Config,
+        work: &Work,
+        queue: Arc<WorkQueue>,
+        outcomes: Sender<Outcome>,
+    ) -> io::Result<Vec<JoinHandle<()>>> {
+        let ctx = WorkerContext {
+            knobs: Arc::clone(&self.knobs),
+            ledger: Arc::clone(&self.ledger),
+            gauges: Arc::clone(&self.gauges),
+            estimator: Arc::new(Mutex::new(WorkEstimator::new(
+                self.knobs.work(),
+                self.knobs.work_jitter(),
+            ))),
+            faults: Arc::clone(&self.faults),
+            work: work.clone(),
+            clock: self.clock,
+        };
+        let expiry = intake::spawn_expiry(
+            Arc::clone(&queue),
+            Arc::clone(&self.ledger),
+            outcomes.clone(),
+        )?;
+        let mut threads = workers::spawn_workers(config.workers as usize, queue, outcomes, ctx)?;
+        threads.push(expiry);
+        Ok(threads)
+    }
+
+    /// What the HTTP front's handlers share.
+    fn front(
+        &self,
+        config: Config,
+        caps: Caps,
+        subscriptions: Subscriptions,
+        intake: &Intake,
+        log: Arc<Log>,
+        work: &Work,
+    ) -> io::Result<Arc<http::App>> {
+        Ok(Arc::new(http::App {
+            subscriptions,
+            inbound: Inbound::spawn(Arc::clone(&self.faults))?,
+            slots: ClientSlots::new(
+                Arc::clone(&self.client_counts),
+                caps.clients,
+                Arc::clone(&self.faults),
+            ),
+            client_counts: Arc::clone(&self.client_counts),
+            caps,
+            latest: Arc::clone(&self.latest),
+            static_dir: config.static_dir.clone(),
+            next_client: Default::default(),
+            knobs: Arc::clone(&self.knobs),
+            intake: intake.clone(),
+            clock: self.clock,
+            log,
+            history_capacity: config.history as usize,
+            config,
+            health: Arc::clone(&self.health),
+            gauges: Arc::clone(&self.gauges),
+            work: match work {
+                Work::Pull(dispatcher) => Some(Arc::clone(dispatcher)),
+                _ => None,
+            },
+            pages: Default::default(),
+            refusals: Default::default(),
+        }))
+    }
+}
+
+/// The start line, and a warning when an open listener has no token.
+fn announce(config: &Config, addr: SocketAddr, epoch: &Epoch, knobs: &Knobs, caps: Caps) {
+    if config.token.is_none() && !config.listen.ip().is_loopback() {
+        log::warn!(
+            "listening on {addr} without --token: anyone who can reach it can post events and change settings"
+        );
+    }
+    log::info!(
+        "punctual {} serving http://{addr}/ (epoch {epoch}) — {}",
+        env!("CARGO_PKG_VERSION"),
+        config.effective(knobs, caps)
+    );
+}
+
 /// Reads the rest of the system for the hub's snapshot.
 struct SystemReader {
     work: Work,
@@ -384,6 +437,28 @@ struct SystemReader {
 }
 
 impl SystemReader {
+    fn new(
+        config: &Config,
+        shared: &Shared,
+        work: &Work,
+        queue: &Arc<WorkQueue>,
+        caps: Caps,
+        epoch: &Epoch,
+    ) -> Self {
+        SystemReader {
+            work: work.clone(),
+            config: config.clone(),
+            ledger: Arc::clone(&shared.ledger),
+            gauges: Arc::clone(&shared.gauges),
+            client_counts: Arc::clone(&shared.client_counts),
+            faults: Arc::clone(&shared.faults),
+            knobs: Arc::clone(&shared.knobs),
+            queue: Arc::clone(queue),
+            caps,
+            epoch: epoch.clone(),
+        }
+    }
+
     fn work_state(&self) -> WorkState {
         let busy = self.gauges.busy_workers.load(Ordering::Relaxed);
         let (target, connected, credit, in_flight) = match &self.work {

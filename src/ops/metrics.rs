@@ -41,202 +41,224 @@ type Result = std::result::Result<(), std::fmt::Error>;
 impl Collector for SnapshotMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result {
         let s = &self.0;
-        let t = &s.totals;
-        labelled_counters(
-            &mut encoder,
-            "punctual_events",
-            "Events that entered the pipeline, by source.",
-            &[
-                ([("source", "generator")], t.generated),
-                ([("source", "ingest")], t.ingested),
-            ],
-        )?;
-        labelled_counters(
-            &mut encoder,
-            "punctual_outcomes",
-            "Verdicts given, by status and drop reason.",
-            &by_status(t.on_time, t.late, t.failed, &t.dropped)
-                .map(|(status, reason, n)| ([("status", status), ("reason", reason)], n)),
-        )?;
-        let by_producer: Vec<([(&str, &str); 3], u64)> = s
-            .producers
-            .iter()
-            .flat_map(|p| {
-                by_status(p.on_time, p.late, p.failed, &p.dropped).map(|(status, reason, n)| {
-                    (
-                        [
-                            ("producer", p.name.as_str()),
-                            ("status", status),
-                            ("reason", reason),
-                        ],
-                        n,
-                    )
-                })
-            })
-            .collect();
-        labelled_counters(
-            &mut encoder,
-            "punctual_producer_outcomes",
-            "Verdicts given, by producer (at most 32, the rest as other), status and drop reason.",
-            &by_producer,
-        )?;
-        let mut p99 = encoder.encode_descriptor(
-            "punctual_producer_latency_p99_seconds",
-            "99th percentile latency of each producer's events worked on, last window.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for p in &s.producers {
-            ConstGauge::new(p.latency_p99_ms / 1000.0)
-                .encode(p99.encode_family(&[("producer", p.name.as_str())])?)?;
-        }
-        gauge(
-            &mut encoder,
-            "punctual_in_flight",
-            "Events entered and not yet judged.",
-            t.in_flight,
-        )?;
-        latency_histogram(&mut encoder, s)?;
-        gauge(
-            &mut encoder,
-            "punctual_queue_depth",
-            "Events waiting in the work queue.",
-            s.queue.depth as u64,
-        )?;
-        gauge(
-            &mut encoder,
-            "punctual_queue_capacity",
-            "Capacity of the work queue.",
-            s.queue.capacity as u64,
-        )?;
-        gauge(
-            &mut encoder,
-            "punctual_workers_busy",
-            "Workers running work now.",
-            s.workers.busy as u64,
-        )?;
-        gauge(
-            &mut encoder,
-            "punctual_workers_total",
-            "Workers in the pool.",
-            s.workers.total as u64,
-        )?;
-        gauge(
-            &mut encoder,
-            "punctual_work_workers_connected",
-            "Workers connected to /api/work (--work pull).",
-            s.work.connected as u64,
-        )?;
-        gauge(
-            &mut encoder,
-            "punctual_work_in_flight",
-            "Tasks handed to a real worker and not answered yet.",
-            s.work.in_flight as u64,
-        )?;
-        ratio_gauge(
-            &mut encoder,
-            "punctual_utilisation",
-            "Offered utilisation of the workers, arrival rate x mean work / workers, last seconds (>= 1: overloaded by design).",
-            s.schedulability.utilisation,
-        )?;
-        ratio_gauge(
-            &mut encoder,
-            "punctual_utilisation_headroom",
-            "1 - utilisation: the share of the workers left for more load (negative when overloaded).",
-            s.schedulability.headroom,
-        )?;
-        let mut clients = encoder.encode_descriptor(
-            "punctual_clients",
-            "Connected dashboard clients, by transport.",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (transport, count) in [("websocket", s.clients.websocket), ("sse", s.clients.sse)] {
-            ConstGauge::new(count as u64)
-                .encode(clients.encode_family(&[("transport", transport)])?)?;
-        }
-        counter(
-            &mut encoder,
-            "punctual_client_dropped_messages",
-            "Messages a client missed because it fell off the log's tail.",
-            s.clients.dropped_messages,
-        )?;
-        gauge(
-            &mut encoder,
-            "punctual_clients_slow",
-            "Clients served by their own thread: behind, replaying, or blocked.",
-            s.clients.slow as u64,
-        )?;
-        counter(
-            &mut encoder,
-            "punctual_client_slow_turns",
-            "Times a client was left to its own thread (joined, fell behind, or blocked).",
-            s.clients.slow_turns,
-        )?;
-        gauge(
-            &mut encoder,
-            "punctual_fanout_backlog",
-            "Messages waiting for the fan-out to hand them to clients.",
-            s.clients.backlog as u64,
-        )?;
-        gauge(
-            &mut encoder,
-            "punctual_connections",
-            "Open HTTP connections, clients included.",
-            s.clients.connections as u64,
-        )?;
-        gauge(
-            &mut encoder,
-            "punctual_connections_max",
-            "Most open connections at once (--max-connections).",
-            s.clients.max_connections as u64,
-        )?;
-        counter(
-            &mut encoder,
-            "punctual_accept_errors",
-            "Connections that could not be accepted (descriptors exhausted, say).",
-            s.clients.accept_errors,
-        )?;
-        let panics: Vec<_> = s
-            .threads
-            .panics
-            .by_role()
-            .into_iter()
-            .map(|(role, count)| ([("role", role.name())], count))
-            .collect();
-        labelled_counters(
-            &mut encoder,
-            "punctual_thread_panics",
-            "Panics caught in the daemon's threads, by role.",
-            &panics,
-        )?;
-        counter(
-            &mut encoder,
-            "punctual_generator_lag_ticks",
-            "Generator ticks skipped because it fell behind.",
-            s.generator.lag_ticks,
-        )?;
-        seconds_gauge(
-            &mut encoder,
-            "punctual_generator_tick_jitter_p99_seconds",
-            "99th percentile of how late the generator woke for a tick, last window.",
-            s.generator.tick_jitter_ms_p99,
-        )?;
-        seconds_gauge(
-            &mut encoder,
-            "punctual_late_after_deadline_p99_seconds",
-            "99th percentile of how long after its deadline a late verdict was given, last window.",
-            s.latency_ms.late_after_deadline_p99,
-        )?;
-        let mut build = encoder.encode_descriptor(
-            "punctual_build_info",
-            "Always 1; the version is in the label.",
-            None,
-            MetricType::Gauge,
-        )?;
-        ConstGauge::new(1u64)
-            .encode(build.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)
+        encode_outcomes(&mut encoder, s)?;
+        encode_pipeline(&mut encoder, s)?;
+        encode_clients(&mut encoder, s)?;
+        encode_process(&mut encoder, s)
     }
+}
+
+/// Events in, verdicts out (overall and by producer), in flight, latency.
+fn encode_outcomes(encoder: &mut DescriptorEncoder, s: &Snapshot) -> Result {
+    let t = &s.totals;
+    labelled_counters(
+        encoder,
+        "punctual_events",
+        "Events that entered the pipeline, by source.",
+        &[
+            ([("source", "generator")], t.generated),
+            ([("source", "ingest")], t.ingested),
+        ],
+    )?;
+    labelled_counters(
+        encoder,
+        "punctual_outcomes",
+        "Verdicts given, by status and drop reason.",
+        &by_status(t.on_time, t.late, t.failed, &t.dropped)
+            .map(|(status, reason, n)| ([("status", status), ("reason", reason)], n)),
+    )?;
+    let by_producer: Vec<([(&str, &str); 3], u64)> = s
+        .producers
+        .iter()
+        .flat_map(|p| {
+            by_status(p.on_time, p.late, p.failed, &p.dropped).map(|(status, reason, n)| {
+                (
+                    [
+                        ("producer", p.name.as_str()),
+                        ("status", status),
+                        ("reason", reason),
+                    ],
+                    n,
+                )
+            })
+        })
+        .collect();
+    labelled_counters(
+        encoder,
+        "punctual_producer_outcomes",
+        "Verdicts given, by producer (at most 32, the rest as other), status and drop reason.",
+        &by_producer,
+    )?;
+    let mut p99 = encoder.encode_descriptor(
+        "punctual_producer_latency_p99_seconds",
+        "99th percentile latency of each producer's events worked on, last window.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for p in &s.producers {
+        ConstGauge::new(p.latency_p99_ms / 1000.0)
+            .encode(p99.encode_family(&[("producer", p.name.as_str())])?)?;
+    }
+    gauge(
+        encoder,
+        "punctual_in_flight",
+        "Events entered and not yet judged.",
+        t.in_flight,
+    )?;
+    latency_histogram(encoder, s)?;
+    Ok(())
+}
+
+/// The work queue, the worker threads, real work and the utilisation.
+fn encode_pipeline(encoder: &mut DescriptorEncoder, s: &Snapshot) -> Result {
+    gauge(
+        encoder,
+        "punctual_queue_depth",
+        "Events waiting in the work queue.",
+        s.queue.depth as u64,
+    )?;
+    gauge(
+        encoder,
+        "punctual_queue_capacity",
+        "Capacity of the work queue.",
+        s.queue.capacity as u64,
+    )?;
+    gauge(
+        encoder,
+        "punctual_workers_busy",
+        "Workers running work now.",
+        s.workers.busy as u64,
+    )?;
+    gauge(
+        encoder,
+        "punctual_workers_total",
+        "Workers in the pool.",
+        s.workers.total as u64,
+    )?;
+    gauge(
+        encoder,
+        "punctual_work_workers_connected",
+        "Workers connected to /api/work (--work pull).",
+        s.work.connected as u64,
+    )?;
+    gauge(
+        encoder,
+        "punctual_work_in_flight",
+        "Tasks handed to a real worker and not answered yet.",
+        s.work.in_flight as u64,
+    )?;
+    ratio_gauge(
+        encoder,
+        "punctual_utilisation",
+        "Offered utilisation of the workers, arrival rate x mean work / workers, last seconds (>= 1: overloaded by design).",
+        s.schedulability.utilisation,
+    )?;
+    ratio_gauge(
+        encoder,
+        "punctual_utilisation_headroom",
+        "1 - utilisation: the share of the workers left for more load (negative when overloaded).",
+        s.schedulability.headroom,
+    )?;
+    Ok(())
+}
+
+/// Dashboards and connections.
+fn encode_clients(encoder: &mut DescriptorEncoder, s: &Snapshot) -> Result {
+    let mut clients = encoder.encode_descriptor(
+        "punctual_clients",
+        "Connected dashboard clients, by transport.",
+        None,
+        MetricType::Gauge,
+    )?;
+    for (transport, count) in [("websocket", s.clients.websocket), ("sse", s.clients.sse)] {
+        ConstGauge::new(count as u64)
+            .encode(clients.encode_family(&[("transport", transport)])?)?;
+    }
+    counter(
+        encoder,
+        "punctual_client_dropped_messages",
+        "Messages a client missed because it fell off the log's tail.",
+        s.clients.dropped_messages,
+    )?;
+    gauge(
+        encoder,
+        "punctual_clients_slow",
+        "Clients served by their own thread: behind, replaying, or blocked.",
+        s.clients.slow as u64,
+    )?;
+    counter(
+        encoder,
+        "punctual_client_slow_turns",
+        "Times a client was left to its own thread (joined, fell behind, or blocked).",
+        s.clients.slow_turns,
+    )?;
+    gauge(
+        encoder,
+        "punctual_fanout_backlog",
+        "Messages waiting for the fan-out to hand them to clients.",
+        s.clients.backlog as u64,
+    )?;
+    gauge(
+        encoder,
+        "punctual_connections",
+        "Open HTTP connections, clients included.",
+        s.clients.connections as u64,
+    )?;
+    gauge(
+        encoder,
+        "punctual_connections_max",
+        "Most open connections at once (--max-connections).",
+        s.clients.max_connections as u64,
+    )?;
+    counter(
+        encoder,
+        "punctual_accept_errors",
+        "Connections that could not be accepted (descriptors exhausted, say).",
+        s.clients.accept_errors,
+    )?;
+    Ok(())
+}
+
+/// The daemon's own threads and clock, and its build.
+fn encode_process(encoder: &mut DescriptorEncoder, s: &Snapshot) -> Result {
+    let panics: Vec<_> = s
+        .threads
+        .panics
+        .by_role()
+        .into_iter()
+        .map(|(role, count)| ([("role", role.name())], count))
+        .collect();
+    labelled_counters(
+        encoder,
+        "punctual_thread_panics",
+        "Panics caught in the daemon's threads, by role.",
+        &panics,
+    )?;
+    counter(
+        encoder,
+        "punctual_generator_lag_ticks",
+        "Generator ticks skipped because it fell behind.",
+        s.generator.lag_ticks,
+    )?;
+    seconds_gauge(
+        encoder,
+        "punctual_generator_tick_jitter_p99_seconds",
+        "99th percentile of how late the generator woke for a tick, last window.",
+        s.generator.tick_jitter_ms_p99,
+    )?;
+    seconds_gauge(
+        encoder,
+        "punctual_late_after_deadline_p99_seconds",
+        "99th percentile of how long after its deadline a late verdict was given, last window.",
+        s.latency_ms.late_after_deadline_p99,
+    )?;
+    let mut build = encoder.encode_descriptor(
+        "punctual_build_info",
+        "Always 1; the version is in the label.",
+        None,
+        MetricType::Gauge,
+    )?;
+    ConstGauge::new(1u64).encode(build.encode_family(&[("version", env!("CARGO_PKG_VERSION"))])?)
 }
 
 fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result {
