@@ -1,7 +1,7 @@
 //! The dashboard in a real browser: the system Chromium, driven over the
 //! DevTools protocol, against the real server started in-process.
 //!
-//! Skips (and passes) when no Chromium is installed, unless
+//! Skips (and passes) when no Chromium is installed, unless `CI` is set or
 //! `PUNCTUAL_REQUIRE_BROWSER=1`. A different browser binary can be named with
 //! `PUNCTUAL_CHROMIUM`. Leaves screenshots in `target/dashboard.png` (1280×800)
 //! and `target/dashboard-phone.png` (390 px wide).
@@ -414,8 +414,10 @@ fn canvas_pixels(id: &str, colors: &[[u8; 3]]) -> String {
 #[test]
 fn dashboard_shows_live_outcomes_takes_settings_and_reconnects() -> TestResult {
     let Some(chromium) = chromium().filter(|p| p.is_file()) else {
-        if std::env::var("PUNCTUAL_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            return Err("no chromium found, and PUNCTUAL_REQUIRE_BROWSER=1".into());
+        if std::env::var("PUNCTUAL_REQUIRE_BROWSER").as_deref() == Ok("1")
+            || std::env::var_os("CI").is_some()
+        {
+            return Err("no chromium found, and CI or PUNCTUAL_REQUIRE_BROWSER=1 is set".into());
         }
         println!("skipped: no chromium");
         return Ok(());
