@@ -34,8 +34,14 @@ const MAY_USE: &[(&str, &[&str], &str)] = &[
     ),
     (
         "ops",
-        &["config", "server", "pipeline::stats", "time"],
-        "ops renders and guards what the stages report, without knowing what they do",
+        &[
+            "config",
+            "server",
+            "pipeline::stats",
+            "pipeline::ledger::Dropped",
+            "time",
+        ],
+        "ops renders and guards what the stages report (the snapshot and its drop counts), without knowing what they do",
     ),
     (
         "config",
