@@ -1,0 +1,129 @@
+//! The command line: `Options` (clap) and the checks clap cannot make.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::ingest::{Mix, parse_mix, parse_work_range};
+
+/// Most pull workers the tool connects.
+const MAX_PULL_WORKERS: u32 = 1024;
+/// Most tasks a pull worker may hold at once (the daemon's `MAX_CREDIT`).
+const MAX_PULL_CREDIT: u32 = 1024;
+
+/// Load tool for punctual: WebSocket and SSE clients, optional ingest, one fixed measured window.
+#[derive(Parser, Debug)]
+#[command(name = "punctual-load", version)]
+pub struct Options {
+    /// Address of a running daemon.
+    #[arg(long, conflicts_with = "spawn", required_unless_present = "spawn")]
+    pub addr: Option<SocketAddr>,
+    /// Start the daemon as a child process on a free port; flags after `--` go to it.
+    #[arg(long)]
+    pub spawn: bool,
+    /// Daemon binary for --spawn (default: `punctual` next to this binary).
+    #[arg(long, requires = "spawn")]
+    pub server: Option<PathBuf>,
+    /// Process id of the daemon at --addr, for its CPU, RSS and threads.
+    #[arg(long, conflicts_with = "spawn")]
+    pub pid: Option<u32>,
+    /// WebSocket clients (`GET /ws`).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub ws: u32,
+    /// Server-Sent Events clients (`GET /events`).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub sse: u32,
+    /// Events per second to post to `POST /api/events` (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub ingest_rate: f64,
+    /// Events per posted batch (a JSON array).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch: u32,
+    /// Classes of posted events as PRODUCER:DEADLINE_MS:WEIGHT,… (e.g.
+    /// `tight:20:1,loose:500:1`): each event is of one class, drawn by weight,
+    /// and names it as its producer (default: empty events, the daemon's defaults).
+    #[arg(long, value_parser = parse_mix, requires = "ingest_rate")]
+    pub ingest_mix: Option<Mix>,
+    /// Each posted event's own work, uniform in MIN-MAX ms (e.g. `5-15`).
+    #[arg(long, value_parser = parse_work_range, requires = "ingest_rate")]
+    pub ingest_work: Option<(f64, f64)>,
+    /// Seconds between the last connection and the window.
+    #[arg(long, default_value_t = 3.0)]
+    pub warmup: f64,
+    /// Length of the measured window, seconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// Longest wait after the window for events decided inside it, seconds.
+    #[arg(long, default_value_t = 10.0)]
+    pub grace: f64,
+    /// Serve a trivial HTTP worker (an empty 200 to every POST) and run the
+    /// spawned daemon with `--work http --work-url` pointing at it.
+    #[arg(long, requires = "spawn", conflicts_with = "pull_workers")]
+    pub http_worker: bool,
+    /// WebSocket workers to connect to `GET /api/work`, each answering `done`
+    /// to every task at once; a spawned daemon gets `--work pull` unless `--work` is given.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=i64::from(MAX_PULL_WORKERS)))]
+    pub pull_workers: u32,
+    /// Tasks each pull worker takes at once (`?credit=C`).
+    #[arg(long, default_value_t = 1, requires = "pull_workers", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_PULL_CREDIT)))]
+    pub pull_credit: u32,
+    /// WebSocket clients that replay this run from its first outcome
+    /// (`/ws?epoch=E&since=0`), connecting as the window starts; not measured
+    /// themselves: they load the daemon while the live clients are timed.
+    #[arg(long, default_value_t = 0)]
+    pub replay: u32,
+    /// Seconds a replaying client waits between reads (0: reads as fast as
+    /// it can; longer than the run: never reads).
+    #[arg(long, default_value_t = 0.0)]
+    pub replay_pause: f64,
+    /// Print one JSON object instead of the summary.
+    #[arg(long)]
+    pub json: bool,
+    /// Flags for the spawned daemon.
+    #[arg(last = true, requires = "spawn")]
+    pub daemon_args: Vec<String>,
+}
+
+impl Options {
+    pub fn check(&self) -> Result<(), String> {
+        if self.ws + self.sse == 0 && self.ingest_rate == 0.0 {
+            return Err("nothing to do: give --ws, --sse or --ingest-rate".into());
+        }
+        if !(0.0..=1_000_000.0).contains(&self.ingest_rate) {
+            return Err("--ingest-rate must be between 0 and 1000000 events/s".into());
+        }
+        if !(0.5..=3600.0).contains(&self.seconds) {
+            return Err("--seconds must be between 0.5 and 3600".into());
+        }
+        if !(0.0..=3600.0).contains(&self.replay_pause) {
+            return Err("--replay-pause must be between 0 and 3600 seconds".into());
+        }
+        if !(0.0..=600.0).contains(&self.warmup) || !(0.0..=600.0).contains(&self.grace) {
+            return Err("--warmup and --grace must be between 0 and 600".into());
+        }
+        if self.http_worker && (self.daemon_flag("--work") || self.daemon_flag("--work-url")) {
+            return Err(
+                "--http-worker sets the daemon's --work and --work-url: drop them after `--`"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn clients(&self) -> usize {
+        (self.ws + self.sse + self.replay) as usize
+    }
+
+    /// Connections the tool opens to the daemon, besides its own few.
+    pub fn connections(&self) -> usize {
+        self.clients() + self.pull_workers as usize
+    }
+
+    /// Whether `flag` is among the flags after `--`.
+    pub fn daemon_flag(&self, flag: &str) -> bool {
+        self.daemon_args
+            .iter()
+            .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    }
+}

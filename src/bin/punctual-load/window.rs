@@ -1,0 +1,231 @@
+//! One run against a serving daemon: the workers and clients connect, the
+//! producer starts, the warm-up passes, the window is measured, the grace
+//! is waited out, everything is closed, and the readings become the report.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::clients::{self, Shared, Tally, close_all, connect_all, connect_sse, connect_ws};
+use crate::daemon::{daemon_report, http_agent, server_stats, verdict_rates, work_report};
+use crate::ingest::Producer;
+use crate::options::Options;
+use crate::procfs::{self, ServerReadings, cpu_ticks, machine_busy, machine_ticks};
+use crate::pull::{PullWorkers, close_pull_workers, connect_pull_workers};
+use crate::replay::{Replays, close_replays, start_replays};
+use crate::report::{
+    Clients, Connections, Host, ReplayReport, Report, Server, Target, Window, round1, round3,
+    tally_report,
+};
+
+/// Where the run happens: the daemon, and the machine before it started.
+pub struct Setting<'a> {
+    pub addr: SocketAddr,
+    pub pid: Option<u32>,
+    pub cpus: usize,
+    /// % of one core busy in the second before the daemon started.
+    pub busy_before: f64,
+    pub load_before: String,
+    /// Calls the tool's HTTP worker answered, if it serves.
+    pub http_calls: Option<&'a AtomicU64>,
+}
+
+/// Connects, measures and tallies: the report.
+pub fn measure(options: &Options, setting: &Setting) -> Result<Report, String> {
+    let agent = http_agent();
+    let ticks_per_s = procfs::clock_ticks_per_second();
+    let shared = Arc::new(Shared::new(options.seconds));
+    let opened = open(options, setting.addr, &shared);
+    let mut producer = Producer::start(options, setting.addr)?;
+
+    // The window is fixed before it starts; events decided inside it count.
+    shared.set_window(options.warmup, options.seconds);
+    thread::sleep(Duration::from_secs_f64(options.warmup));
+
+    let (readings, replays) = watch_window(options, setting, &agent, ticks_per_s)?;
+    let ingest_seconds = producer.stop();
+    let closed = settle(
+        options,
+        opened.clients,
+        replays,
+        &shared,
+        &agent,
+        setting.addr,
+    )?;
+    let pull = close_pull_workers(opened.pull);
+
+    let stats_start = &readings.stats_start;
+    let tallies: Vec<&Tally> = closed.tallies.iter().collect();
+    Ok(Report {
+        target: Target {
+            addr: setting.addr.to_string(),
+            spawned: options.spawn,
+            pid: setting.pid,
+            daemon_args: None,
+        },
+        host: Host {
+            cpus: setting.cpus,
+            busy_before_pct: round1(setting.busy_before),
+            load_average_before: setting.load_before.clone(),
+            busy_during_pct: round1(readings.machine_cpu),
+        },
+        clients: Clients {
+            ws: closed.ws,
+            sse: closed.sse,
+            connect_seconds: round3(opened.seconds),
+            caught_up: closed.caught_up,
+            grace_seconds: round3(closed.grace),
+        },
+        window: Window {
+            warmup_seconds: options.warmup,
+            seconds: round3(readings.wall),
+        },
+        server: Server::new(&readings.server, setting.pid),
+        load_cpu_pct: readings.own_cpu.map(round1),
+        daemon_stats: daemon_report(stats_start, &closed.stats_end),
+        verdicts_per_second: verdict_rates(
+            stats_start,
+            &readings.stats_window,
+            readings.stats_seconds,
+        ),
+        work: work_report(stats_start, &closed.stats_end, setting.http_calls, pull),
+        tallied: tally_report(&tallies, options.seconds)?,
+        ingest: producer.report(options, ingest_seconds),
+        replay: closed.replay,
+    })
+}
+
+/// The measured clients of both transports.
+struct Measured {
+    ws: clients::Connected,
+    sse: clients::Connected,
+}
+
+/// What is connected before the window.
+struct Opened {
+    pull: PullWorkers,
+    clients: Measured,
+    /// How long the clients took to connect.
+    seconds: f64,
+}
+
+fn open(options: &Options, addr: SocketAddr, shared: &Arc<Shared>) -> Opened {
+    // The workers first: the pipeline is running by the time the clients join.
+    let pull = connect_pull_workers(options.pull_workers, options.pull_credit, addr);
+    let connecting = Instant::now();
+    let ws = connect_all(options.ws, "ws", connect_ws, addr, shared);
+    let sse = connect_all(options.sse, "sse", connect_sse, addr, shared);
+    Opened {
+        pull,
+        clients: Measured { ws, sse },
+        seconds: connecting.elapsed().as_secs_f64(),
+    }
+}
+
+/// What was read over the window.
+struct Readings {
+    /// The daemon's stats as the window started, and as it ended
+    /// (`stats_seconds` later).
+    stats_start: Value,
+    stats_window: Value,
+    stats_seconds: f64,
+    /// The window's length by this tool's clock.
+    wall: f64,
+    /// This tool's CPU, % of one core.
+    own_cpu: Option<f64>,
+    /// The machine's CPU, % of one core.
+    machine_cpu: f64,
+    server: ServerReadings,
+}
+
+/// Measures the window, the replaying clients reading meanwhile.
+fn watch_window(
+    options: &Options,
+    setting: &Setting,
+    agent: &ureq::Agent,
+    ticks_per_s: f64,
+) -> Result<(Readings, Replays), String> {
+    let addr = setting.addr;
+    let stats_start = server_stats(agent, addr)?;
+    let stats_started = Instant::now();
+    let own_before = cpu_ticks("self");
+    let machine_before = machine_ticks();
+    let window = Instant::now();
+    let epoch = stats_start["epoch"].as_str().unwrap_or_default().to_owned();
+    let replays = start_replays(options.replay, options.replay_pause, addr, &epoch);
+    let server = procfs::watch_server(
+        setting.pid,
+        Duration::from_secs_f64(options.seconds),
+        ticks_per_s,
+        || server_stats(agent, addr).ok(),
+    );
+    let wall = window.elapsed().as_secs_f64();
+    let stats_window = server_stats(agent, addr)?;
+    let stats_seconds = stats_started.elapsed().as_secs_f64();
+    let own_cpu = own_before
+        .zip(cpu_ticks("self"))
+        .map(|(from, to)| to.saturating_sub(from) as f64 / ticks_per_s / wall * 100.0);
+    let machine_cpu = machine_busy(machine_before, machine_ticks(), setting.cpus);
+    let readings = Readings {
+        stats_start,
+        stats_window,
+        stats_seconds,
+        wall,
+        own_cpu,
+        machine_cpu,
+        server,
+    };
+    Ok((readings, replays))
+}
+
+/// The clients after the grace, closed.
+struct Closed {
+    ws: Connections,
+    sse: Connections,
+    /// Every measured client's tally, WebSocket ones first.
+    tallies: Vec<Tally>,
+    replay: Option<ReplayReport>,
+    caught_up: usize,
+    grace: f64,
+    /// The daemon's stats after the grace.
+    stats_end: Value,
+}
+
+/// Waits (at most `--grace`) for the clients to get what was decided in the
+/// window, reads the daemon's stats, then closes the replays and clients.
+fn settle(
+    options: &Options,
+    clients: Measured,
+    replays: Replays,
+    shared: &Shared,
+    agent: &ureq::Agent,
+    addr: SocketAddr,
+) -> Result<Closed, String> {
+    // Events decided near the end of the window may still be on their way.
+    let live = clients.ws.readers.len() + clients.sse.readers.len();
+    let grace = Instant::now();
+    let limit = Duration::from_secs_f64(options.grace);
+    while shared.settled() < live && grace.elapsed() < limit {
+        thread::sleep(Duration::from_millis(20));
+    }
+    let grace = grace.elapsed().as_secs_f64();
+    let caught_up = shared.caught_up();
+    let stats_end = server_stats(agent, addr)?;
+    let (ws_failures, sse_failures) = (clients.ws.failures.clone(), clients.sse.failures.clone());
+    let replay = close_replays(replays);
+    let ws_tallies = close_all(clients.ws, shared);
+    let sse_tallies = close_all(clients.sse, shared);
+    Ok(Closed {
+        ws: Connections::of_clients(options.ws, &ws_tallies, &ws_failures),
+        sse: Connections::of_clients(options.sse, &sse_tallies, &sse_failures),
+        tallies: ws_tallies.into_iter().chain(sse_tallies).collect(),
+        replay,
+        caught_up,
+        grace,
+        stats_end,
+    })
+}
