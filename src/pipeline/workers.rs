@@ -347,6 +347,11 @@ impl Drop for Busy<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
+    use crate::ops::health::Heartbeats;
+    use std::net::{Shutdown, TcpListener, TcpStream};
+    use tungstenite::protocol::Role;
+    use tungstenite::{Message, WebSocket};
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -357,5 +362,58 @@ mod tests {
         assert_eq!(verdict_at(deadline_at - ns, deadline_at), Status::OnTime);
         assert_eq!(verdict_at(deadline_at, deadline_at), Status::OnTime);
         assert_eq!(verdict_at(deadline_at + ns, deadline_at), Status::Late);
+    }
+
+    /// Both ends of a loopback connection: the daemon's, the worker's.
+    fn connection(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let addr = listener.local_addr().expect("address");
+        let peer = TcpStream::connect(addr).expect("connect");
+        let (ours, _) = listener.accept().expect("accept");
+        (ours, peer)
+    }
+
+    #[test]
+    fn a_task_the_remote_whose_credit_was_taken_cannot_take_is_on_time_on_another() {
+        let health = Arc::new(Heartbeats::new());
+        let dispatcher = Dispatcher::new(Arc::clone(&health)).expect("dispatcher");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        // The first remote, offered first, fails the write of any task: its
+        // socket no longer sends. The second answers.
+        let (first, _first_peer) = connection(&listener);
+        first
+            .try_clone()
+            .and_then(|first| first.shutdown(Shutdown::Write))
+            .expect("shut");
+        dispatcher
+            .connect(first, None, 1, Duration::from_secs(5))
+            .expect("connects");
+        let (second, second_peer) = connection(&listener);
+        dispatcher
+            .connect(second, None, 1, Duration::from_secs(5))
+            .expect("connects");
+        let worker = thread::spawn(move || {
+            let mut socket = WebSocket::from_raw_socket(second_peer, Role::Client, None);
+            let message = socket.read().expect("a task");
+            let task: serde_json::Value =
+                serde_json::from_str(message.to_text().expect("text")).expect("JSON");
+            let done = serde_json::json!({"type": "done", "id": task["id"]});
+            socket
+                .send(Message::text(done.to_string()))
+                .expect("answer");
+            socket
+        });
+        let ctx = WorkerContext {
+            knobs: Arc::new(Knobs::new(&Config::default())),
+            ledger: Arc::new(Ledger::default()),
+            gauges: Arc::new(Gauges::default()),
+            estimator: Arc::new(Mutex::new(WorkEstimator::new(MS, MS))),
+            faults: Arc::new(Faults::new(health, None)),
+            work: Work::Pull(Arc::clone(&dispatcher)),
+            clock: WallClock::new(),
+        };
+        let event = Event::generated(Instant::now(), 5_000 * MS);
+        let verdict = ctx.hand_over(&dispatcher, &event, None);
+        assert_eq!((verdict.status, verdict.error), (Status::OnTime, None));
+        drop(worker.join().expect("worker"));
     }
 }

@@ -15,9 +15,9 @@
 //! leaves the pool as soon as it takes no more tasks (it sent Close or was
 //! sent one, its socket failed, it was dropped) and at the latest when it
 //! goes, so nothing of a gone remote waits there to be taken: its descriptor
-//! and connection slot are freed when its reader ends, or, if a frame was
-//! still under way, when the `pull-flush` thread lets go of it (at once when
-//! the socket is shut, at most a second later otherwise).
+//! and connection slot are freed when its reader ends, which takes it out of
+//! `pull-flush`'s set too if a frame was still under way (so they are freed
+//! even if that thread is gone).
 //!
 //! Channels: answer (one slot per task): the remote's reader thread writes
 //! the answer (or `pull-flush` writes `worker too slow`); the worker thread
@@ -36,9 +36,12 @@
 //! fails `worker too slow` if its deadline has not passed, the rest `worker
 //! gone`); one that keeps reading, however slowly, is not.
 //!
-//! The reader's own frames (pongs, pings, close) are written whole after any
-//! frame under way; the reader waits for that, at most `--write-timeout`
-//! without progress, and a worker that lets that pass is dropped as too slow.
+//! The reader's own frames (pongs, pings, close) never make it wait: written
+//! at once when nothing is under way, otherwise kept in the outbox (one pong,
+//! the latest, as RFC 6455 allows; one ping; one close) and written by
+//! whoever finishes the frame ahead, usually `pull-flush`. A reader that
+//! waited behind a large task frame would read no answer meanwhile, and an
+//! answer sent in time would be judged `late`.
 //!
 //! Why so: a blocking write under the lock, even one bounded by the time
 //! left, makes every thread with a task for that remote wait as long; a
@@ -63,12 +66,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use rustix::event::{PollFd, PollFlags, Timespec, epoll};
+use rustix::event::{Timespec, epoll};
 use rustix::io::Errno;
 use rustix::net::SendFlags;
 use tiny_http::ConnectionSlot;
-use tungstenite::protocol::frame::Frame;
-use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
+use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tungstenite::protocol::frame::{Frame, FrameHeader};
 use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
@@ -96,8 +99,8 @@ const KEPT_OUTBOX_BYTES: usize = 64 * 1024;
 /// slept is judged against `--write-timeout` no later than this).
 const LOOK_AGAIN: Duration = Duration::from_secs(1);
 
-/// Readiness events `pull-flush` takes from the kernel per wait (it looks at
-/// every remote behind on each wake-up anyway).
+/// Readiness events `pull-flush` takes from the kernel per wait; more wait
+/// for the next (the sockets are level-triggered, so none is lost).
 const EVENTS_PER_WAIT: usize = 64;
 
 /// How much of a worker's own text goes into a log line or a close reason.
@@ -208,16 +211,13 @@ pub struct Remote {
     _held: Option<ConnectionSlot>,
 }
 
-/// The frame the socket could not take whole, and the numbering of frames.
-/// Frames are whole on the wire: nothing else is written until this one is.
+/// The frames the socket could not take whole, and the reader's frames
+/// waiting for them. Frames are whole on the wire: nothing else is written
+/// until these are.
 struct Outbox {
-    /// The frame under way; what the socket has not taken of it starts at `rest_at`.
+    /// The frames under way; what the socket has not taken starts at `rest_at`.
     rest: Vec<u8>,
     rest_at: usize,
-    /// The number of the frame under way.
-    rest_of: u64,
-    /// The number of the last frame started.
-    started: u64,
     /// When the socket last took some of the frame under way, whichever
     /// thread wrote it (or when the frame was started): a stall is measured
     /// from here, so no writer takes another's progress for none.
@@ -225,6 +225,13 @@ struct Outbox {
     /// The task whose frame is under way (none for the reader's frames): it
     /// fails `worker too slow` if its remote is dropped for not taking it.
     task: Option<(Box<str>, Sender<Answer>)>,
+    /// The reader's frames waiting for those under way, written in this
+    /// order after them. Only the latest pong is kept (a newer ping's pong
+    /// replaces it, as RFC 6455 allows), so the slot stays small whatever
+    /// a worker sends; nothing is kept once a close is.
+    pong: Option<Vec<u8>>,
+    ping: Option<Vec<u8>>,
+    close: Option<Vec<u8>>,
 }
 
 impl Outbox {
@@ -232,10 +239,11 @@ impl Outbox {
         Outbox {
             rest: Vec::new(),
             rest_at: 0,
-            rest_of: 0,
-            started: 0,
             progress_at: Instant::now(),
             task: None,
+            pong: None,
+            ping: None,
+            close: None,
         }
     }
 
@@ -243,14 +251,58 @@ impl Outbox {
         self.rest.len() - self.rest_at
     }
 
-    /// Whether frame number `frame` is still under way.
-    fn holds(&self, frame: u64) -> bool {
-        self.left() > 0 && self.rest_of == frame
+    /// Keeps the reader's frames in `bytes` (whole control frames, as
+    /// tungstenite writes them) for after the frames under way.
+    fn keep_controls(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let mut cursor = io::Cursor::new(bytes);
+        while let Some(at) = usize::try_from(cursor.position())
+            .ok()
+            .filter(|&at| at < bytes.len())
+        {
+            let parsed = FrameHeader::parse(&mut cursor).map_err(io::Error::other)?;
+            let end = parsed.as_ref().and_then(|&(_, length)| {
+                let end = cursor.position().checked_add(length)?;
+                usize::try_from(end).ok().filter(|&end| end <= bytes.len())
+            });
+            let (Some((header, _)), Some(end)) = (parsed, end) else {
+                return Err(not_control());
+            };
+            cursor.set_position(end as u64);
+            let frame = bytes[at..end].to_vec();
+            match header.opcode {
+                // Nothing may follow a close.
+                _ if self.close.is_some() => {}
+                OpCode::Control(Control::Pong) => self.pong = Some(frame),
+                OpCode::Control(Control::Ping) => self.ping = Some(frame),
+                OpCode::Control(Control::Close) => self.close = Some(frame),
+                _ => return Err(not_control()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The reader's frames kept, in the order they go, taken out.
+    fn take_controls(&mut self) -> Option<Vec<u8>> {
+        let frames: Vec<u8> = [self.pong.take(), self.ping.take(), self.close.take()]
+            .into_iter()
+            .flatten()
+            .flatten()
+            .collect();
+        (!frames.is_empty()).then_some(frames)
     }
 }
 
-/// A write whose socket took nothing for `--write-timeout`: the worker is not
-/// reading. Its own error, so that the reader does not take it for silence.
+/// The reader writes only control frames (it sends no message); anything
+/// else means a frame could be cut in two, so the reader ends instead.
+fn not_control() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "the reader writes only whole control frames",
+    )
+}
+
+/// A socket that took nothing of the frames under way for `--write-timeout`:
+/// the worker is not reading.
 #[derive(Debug)]
 struct Stalled(Duration);
 
@@ -264,23 +316,24 @@ impl fmt::Display for Stalled {
     }
 }
 
-impl std::error::Error for Stalled {}
-
-/// The stall behind a failed read or write, if that is what it was.
-fn stalled(e: &tungstenite::Error) -> Option<&Stalled> {
-    match e {
-        tungstenite::Error::Io(e) => e.get_ref()?.downcast_ref::<Stalled>(),
-        _ => None,
-    }
-}
-
 impl Dispatcher {
     /// A dispatcher with no worker connected (`health` hears when there is
     /// none), and its `pull-flush` thread, which ends within a second of the
-    /// dispatcher.
+    /// dispatcher. Should that thread die, `health` hears that too.
     pub fn new(health: Arc<Heartbeats>) -> io::Result<Arc<Self>> {
+        let dispatcher = Self::without_flusher(health)?;
+        let flusher = Arc::downgrade(&dispatcher);
+        let health = Arc::clone(&dispatcher.health);
+        thread::Builder::new()
+            .name("pull-flush".into())
+            .spawn(move || keep_watch(&health, || finish_frames(&flusher)))?;
+        Ok(dispatcher)
+    }
+
+    /// The dispatcher alone, no thread finishing its frames.
+    fn without_flusher(health: Arc<Heartbeats>) -> io::Result<Arc<Self>> {
         health.set_no_workers(true);
-        let dispatcher = Arc::new(Dispatcher {
+        Ok(Arc::new(Dispatcher {
             pool: Mutex::new(Pool::default()),
             room: Condvar::new(),
             health,
@@ -290,12 +343,7 @@ impl Dispatcher {
             in_flight: AtomicUsize::new(0),
             outgoing: epoll::create(epoll::CreateFlags::CLOEXEC)?,
             behind: Mutex::new(HashMap::new()),
-        });
-        let flusher = Arc::downgrade(&dispatcher);
-        thread::Builder::new()
-            .name("pull-flush".into())
-            .spawn(move || finish_frames(&flusher))?;
-        Ok(dispatcher)
+        }))
     }
 
     /// Workers connected now.
@@ -471,6 +519,15 @@ impl Dispatcher {
     fn serve(&self, remote: Arc<Remote>, mut socket: WebSocket<Duplex>) -> String {
         let read_why = self.read_answers(&remote, &mut socket);
         let why = remote.dropped_for.get().cloned().unwrap_or(read_why);
+        {
+            // Let go here of what is under way (a reply to the worker's close
+            // included: the connection ends now), under the outbox lock so
+            // that no writer hands it to `pull-flush` again: a remote's end
+            // frees its descriptor whether or not `pull-flush` is alive.
+            let mut outbox = remote.lock_outbox();
+            self.unwatch(&remote);
+            outbox.task = None;
+        }
         let failed = remote.close();
         self.in_flight.fetch_sub(failed, Ordering::Relaxed);
         self.leave(&remote);
@@ -501,12 +558,9 @@ impl Dispatcher {
             let message = match read {
                 Ok(message) => message,
                 Err(e) => {
-                    if let Some(stall) = stalled(&e) {
-                        return self.too_slow(remote, &stall.to_string());
-                    }
                     match e {
-                        // The socket's read timeout, and only that: a write
-                        // that timed out is a stall, above.
+                        // The socket's read timeout: the reader's writes
+                        // never wait, so never time out.
                         tungstenite::Error::Io(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                         tungstenite::Error::ConnectionClosed
                         | tungstenite::Error::AlreadyClosed => return "closed".into(),
@@ -518,10 +572,7 @@ impl Dispatcher {
                     quiet_once = true;
                     match socket.send(Message::Ping(Default::default())) {
                         Ok(()) => continue,
-                        Err(e) => match stalled(&e) {
-                            Some(stall) => return self.too_slow(remote, &stall.to_string()),
-                            None => return "ping failed".into(),
-                        },
+                        Err(_) => return "ping failed".into(),
                     }
                 }
             };
@@ -578,7 +629,8 @@ impl Dispatcher {
         let _ = epoll::delete(&self.outgoing, &remote.stream);
     }
 
-    /// Waits until some socket of a remote behind has room, or `wait`.
+    /// Waits until some socket of a remote behind has room, or `wait`;
+    /// `events` then holds the keys of those with room.
     fn wait_for_room(&self, events: &mut Vec<epoll::Event>, wait: Duration) {
         events.clear();
         let Ok(timeout) = Timespec::try_from(wait) else {
@@ -600,38 +652,68 @@ impl Dispatcher {
         }
     }
 
-    /// Writes what each remote behind takes now, lets go of those that
-    /// caught up, and drops those whose socket took nothing for
-    /// `--write-timeout`; returns how long until the next look is due.
-    fn catch_up(&self) -> Duration {
-        let behind: Vec<Arc<Remote>> = self.lock_behind().values().cloned().collect();
-        let mut next = LOOK_AGAIN;
-        for remote in behind {
-            let mut outbox = remote.lock_outbox();
-            match remote.flush(&mut outbox, self) {
-                Ok(true) => self.unwatch(&remote),
-                Ok(false) => {
-                    let stalled = outbox.progress_at.elapsed();
-                    if stalled >= remote.write_timeout {
-                        let why = Stalled(stalled).to_string();
-                        self.drop_too_slow(&remote, &mut outbox, &why);
-                        continue;
-                    }
-                    next = next.min(remote.write_timeout.saturating_sub(stalled));
-                    let data = epoll::EventData::new_u64(remote.number);
-                    let flags = epoll::EventFlags::OUT | epoll::EventFlags::ONESHOT;
-                    // Not armed, it is still looked at every LOOK_AGAIN.
-                    let _ = epoll::modify(&self.outgoing, &remote.stream, data, flags);
-                }
-                Err(e) => {
-                    log::debug!("{}: task not written: {e}", remote.name);
-                    self.retire(&remote);
-                    remote.shut_down();
-                    self.unwatch(&remote);
-                }
+    /// Writes what the remotes whose sockets have room (`events`) take now,
+    /// and, once `look_at_all_at` has come, at every remote behind, dropping
+    /// those whose socket took nothing for `--write-timeout`. Only then are
+    /// they all looked at: a wake-up costs the sockets that woke it, not
+    /// every remote behind. Moves `look_at_all_at` to when the next stall
+    /// may be due.
+    fn catch_up(&self, events: &[epoll::Event], look_at_all_at: &mut Instant) {
+        let now = Instant::now();
+        let all = now >= *look_at_all_at;
+        let remotes: Vec<Arc<Remote>> = {
+            let behind = self.lock_behind();
+            if all {
+                behind.values().cloned().collect()
+            } else {
+                // A key no longer there is a remote let go since its event.
+                events
+                    .iter()
+                    .filter_map(|event| behind.get(&event.data.u64()).cloned())
+                    .collect()
+            }
+        };
+        if all {
+            *look_at_all_at = now + LOOK_AGAIN;
+        }
+        for remote in remotes {
+            if let Some(stall_at) = self.look_at(&remote) {
+                // A remote handed over since the last look at all may stall
+                // before it.
+                *look_at_all_at = (*look_at_all_at).min(stall_at);
             }
         }
-        next
+    }
+
+    /// Writes what `remote`'s socket takes now; lets go of it if it caught
+    /// up, drops it if its socket took nothing for `--write-timeout`, and
+    /// otherwise arms it again and returns when it would stall.
+    fn look_at(&self, remote: &Arc<Remote>) -> Option<Instant> {
+        let mut outbox = remote.lock_outbox();
+        match remote.flush(&mut outbox, self) {
+            Ok(true) => self.unwatch(remote),
+            Ok(false) => {
+                let stalled = outbox.progress_at.elapsed();
+                if stalled >= remote.write_timeout {
+                    let why = Stalled(stalled).to_string();
+                    self.drop_too_slow(remote, &mut outbox, &why);
+                    return None;
+                }
+                let data = epoll::EventData::new_u64(remote.number);
+                let flags = epoll::EventFlags::OUT | epoll::EventFlags::ONESHOT;
+                // Not armed (or let go by its reader meanwhile), it is still
+                // looked at when its stall is due.
+                let _ = epoll::modify(&self.outgoing, &remote.stream, data, flags);
+                return Some(outbox.progress_at + remote.write_timeout);
+            }
+            Err(e) => {
+                log::debug!("{}: task not written: {e}", remote.name);
+                self.retire(remote);
+                remote.shut_down();
+                self.unwatch(remote);
+            }
+        }
+        None
     }
 
     /// Drops `remote` (its outbox lock held), whose socket took nothing for
@@ -653,13 +735,17 @@ impl Dispatcher {
         remote.shut_down();
         self.unwatch(remote);
     }
+}
 
-    /// The reader's end for a remote whose socket did not take its own
-    /// frame (a pong, a ping, a close) for `--write-timeout`; returns why.
-    fn too_slow(&self, remote: &Arc<Remote>, why: &str) -> String {
-        let mut outbox = remote.lock_outbox();
-        self.drop_too_slow(remote, &mut outbox, why);
-        why.to_owned()
+/// Runs the `pull-flush` thread's `body`. Should it die of a panic (one
+/// outside the looks it survives), frames under way would no longer be
+/// finished and remotes behind would take no more tasks: the daemon is then
+/// marked not live (`/healthz` says why, and the watchdog is withheld, so
+/// systemd restarts it), as for any stage nothing stands in for.
+fn keep_watch(health: &Heartbeats, body: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)).is_err() {
+        log::error!("pull-flush died: frames under way to pull workers are no longer finished");
+        health.fail("pull-flush thread panicked".into());
     }
 }
 
@@ -670,15 +756,17 @@ impl Dispatcher {
 /// reader dropped it (the locks it may poison are taken poison-tolerant).
 fn finish_frames(dispatcher: &Weak<Dispatcher>) {
     let mut events = Vec::with_capacity(EVENTS_PER_WAIT);
-    let mut wait = LOOK_AGAIN;
+    let mut look_at_all_at = Instant::now() + LOOK_AGAIN;
     while let Some(dispatcher) = dispatcher.upgrade() {
+        let wait = look_at_all_at.saturating_duration_since(Instant::now());
         dispatcher.wait_for_room(&mut events, wait);
-        let looked =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| dispatcher.catch_up()));
-        wait = looked.unwrap_or_else(|_| {
+        let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            dispatcher.catch_up(&events, &mut look_at_all_at);
+        }));
+        if looked.is_err() {
             log::error!("pull-flush: a look at the remotes behind panicked; going on");
-            LOOK_AGAIN
-        });
+            look_at_all_at = Instant::now() + LOOK_AGAIN;
+        }
     }
 }
 
@@ -806,7 +894,7 @@ impl Credit {
             return Offer::Elsewhere;
         }
         let written = remote.start(&mut outbox, &frame).and_then(|under_way| {
-            if under_way.is_some() {
+            if under_way {
                 outbox.task = Some((id.into(), answer_in.clone()));
                 dispatcher.watch(&remote)?;
             }
@@ -930,74 +1018,49 @@ impl Remote {
         true
     }
 
-    /// Writes what the socket takes now of the frame under way; whether none
-    /// of it is left. The remote that catches up is offered tasks again.
+    /// Writes what the socket takes now of the frames under way, then the
+    /// reader's frames kept for after them; whether none is left. The remote
+    /// that catches up is offered tasks again.
     fn flush(&self, outbox: &mut Outbox, dispatcher: &Dispatcher) -> io::Result<bool> {
-        if outbox.left() == 0 {
-            return Ok(true);
-        }
-        let sent = send_now(&self.stream, &outbox.rest[outbox.rest_at..])?;
-        if sent > 0 {
-            outbox.rest_at += sent;
+        loop {
+            if outbox.left() > 0 {
+                let sent = send_now(&self.stream, &outbox.rest[outbox.rest_at..])?;
+                if sent > 0 {
+                    outbox.rest_at += sent;
+                    outbox.progress_at = Instant::now();
+                }
+                if outbox.left() > 0 {
+                    self.behind.store(true, Ordering::Relaxed);
+                    return Ok(false);
+                }
+                outbox.rest.clear();
+                outbox.rest.shrink_to(KEPT_OUTBOX_BYTES);
+                outbox.rest_at = 0;
+                outbox.task = None;
+            }
+            let Some(controls) = outbox.take_controls() else {
+                break;
+            };
+            outbox.rest = controls;
             outbox.progress_at = Instant::now();
         }
-        if outbox.left() > 0 {
-            return Ok(false);
+        if self.behind.swap(false, Ordering::Relaxed) {
+            dispatcher.wake_all();
         }
-        outbox.rest.clear();
-        outbox.rest.shrink_to(KEPT_OUTBOX_BYTES);
-        outbox.rest_at = 0;
-        outbox.task = None;
-        self.behind.store(false, Ordering::Relaxed);
-        dispatcher.wake_all();
         Ok(true)
     }
 
     /// Writes `frame` (none under way) as far as the socket takes it now;
-    /// returns its number when some of it is left for later, the remote then
-    /// behind.
-    fn start(&self, outbox: &mut Outbox, frame: &[u8]) -> io::Result<Option<u64>> {
-        outbox.started += 1;
+    /// whether some of it is left for later, the remote then behind.
+    fn start(&self, outbox: &mut Outbox, frame: &[u8]) -> io::Result<bool> {
         let sent = send_now(&self.stream, frame)?;
         if sent == frame.len() {
-            return Ok(None);
+            return Ok(false);
         }
         outbox.rest.extend_from_slice(&frame[sent..]);
-        outbox.rest_of = outbox.started;
         outbox.progress_at = Instant::now();
         self.behind.store(true, Ordering::Relaxed);
-        Ok(Some(outbox.started))
-    }
-
-    /// Writes `frame` (the reader's pong, ping or close) whole, after the
-    /// frame under way if there is one. The reader waits for its own socket
-    /// as long as it takes something, whoever writes it; a socket that takes
-    /// nothing for `--write-timeout` is a [`Stalled`] error.
-    fn write_control(&self, frame: &[u8], dispatcher: &Dispatcher) -> io::Result<()> {
-        let mut mine = None;
-        loop {
-            let progress_at = {
-                let mut outbox = self.lock_outbox();
-                let clear = self.flush(&mut outbox, dispatcher)?;
-                match mine {
-                    Some(number) if !outbox.holds(number) => return Ok(()),
-                    Some(_) => {}
-                    None if clear => match self.start(&mut outbox, frame)? {
-                        None => return Ok(()),
-                        Some(number) => mine = Some(number),
-                    },
-                    None => {}
-                }
-                outbox.progress_at
-            };
-            let give_up_at = progress_at + self.write_timeout;
-            let now = Instant::now();
-
-            if now >= give_up_at {
-                return Err(io::Error::other(Stalled(now - progress_at)));
-            }
-            wait_writable(&self.stream, give_up_at);
-        }
+        Ok(true)
     }
 
     fn shut_down(&self) {
@@ -1041,16 +1104,6 @@ fn send_now(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
     Ok(sent)
 }
 
-/// Sleeps until the socket may take more, or `until` (or a signal).
-fn wait_writable(stream: &TcpStream, until: Instant) {
-    let left = until.saturating_duration_since(Instant::now());
-    let Ok(timeout) = Timespec::try_from(left) else {
-        return;
-    };
-    let mut fds = [PollFd::new(stream, PollFlags::OUT)];
-    let _ = rustix::event::poll(&mut fds, Some(&timeout));
-}
-
 fn gone() -> Answer {
     Answer::Failed("worker gone".into())
 }
@@ -1064,7 +1117,8 @@ fn socket_config() -> WebSocketConfig {
 }
 
 /// The reader's view of the socket: reads it directly, writes (pongs, pings,
-/// the close handshake) whole through the outbox, after any frame under way.
+/// the close handshake) whole through the outbox, after any frame under way,
+/// without waiting for them to go.
 struct Duplex {
     remote: Arc<Remote>,
     dispatcher: Arc<Dispatcher>,
@@ -1081,10 +1135,20 @@ impl Read for Duplex {
 }
 
 impl Write for Duplex {
-    /// Writes all of `buf` or fails: a frame is never left half-written for
-    /// a task frame to be interleaved with.
+    /// Takes all of `buf` (whole control frames) or fails, and never
+    /// waits: what the socket does not take now goes after the frames under
+    /// way, written by whoever finishes them (`pull-flush`, which also drops
+    /// a worker that stops taking them). A frame is never left half-written
+    /// for a task frame to be interleaved with.
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.remote.write_control(buf, &self.dispatcher)?;
+        let remote = &self.remote;
+        let mut outbox = remote.lock_outbox();
+        outbox.keep_controls(buf)?;
+        // With frames under way, the remote is already in `pull-flush`'s set.
+        let watched = outbox.left() > 0;
+        if !remote.flush(&mut outbox, &self.dispatcher)? && !watched {
+            self.dispatcher.watch(remote)?;
+        }
         Ok(buf.len())
     }
 
@@ -1097,7 +1161,6 @@ impl Write for Duplex {
 mod tests {
     use super::*;
     use std::net::TcpListener;
-    use tungstenite::protocol::frame::coding::Control;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -1394,7 +1457,9 @@ mod tests {
         // The big task came whole, after the small one.
         assert_eq!(first[1].0, "big");
         assert_eq!(first[1].1, task_text("big", 256 << 10).len());
-        assert_eq!((dispatcher.connected(), dispatcher.in_flight()), (1, 0));
+        // The reader counts an answer out of flight just after handing it over.
+        assert!(eventually(2_000 * MS, || dispatcher.in_flight() == 0));
+        assert_eq!(dispatcher.connected(), 1);
     }
 
     /// The bytes of one frame as a worker sends it (masked, as clients must).
@@ -1416,10 +1481,14 @@ mod tests {
         let (_dispatcher, remote, reader, peer) = seated(1, 1_000 * MS, 10_000 * MS);
         peer.set_write_timeout(Some(3_000 * MS)).expect("timeout");
         let started = Instant::now();
-        // Pings without reading a pong, until the connection is cut.
+        // Pings without reading a pong, until the connection is cut (or
+        // long after it should have been). Only the latest pong waits while
+        // one is under way, so the socket fills only as fast as the kernel
+        // lets pongs in: a fixed number of pings may all be answered into
+        // its buffers.
         let pinger = thread::spawn(move || {
             let mut socket = WebSocket::from_raw_socket(peer, Role::Client, None);
-            for _ in 0..5_000 {
+            while started.elapsed() < 8_000 * MS {
                 if socket.send(Message::Ping(vec![0; 125].into())).is_err() {
                     break;
                 }
@@ -1498,52 +1567,140 @@ mod tests {
     }
 
     #[test]
-    fn progress_another_thread_makes_on_the_frame_ahead_is_progress_for_a_pong() {
-        let (dispatcher, peer) = connected(1, 300 * MS);
+    fn answers_are_read_while_a_big_frame_is_under_way_and_a_ping_waits_for_its_pong() {
+        let (dispatcher, peer) = connected(2, 5_000 * MS);
         let remote = the_remote(&dispatcher);
-        let credit = dispatcher.acquire(Instant::now() + 100 * MS).expect("room");
-        let big = task_text("big", 128 << 10);
-        let length = big.len();
-        let handover = taken(credit.offer(&dispatcher, "big", big));
-        assert!(is_behind(&remote), "128 KiB fitted the socket");
-        // The worker pings, then reads what its socket holds every 50 ms:
-        // the pong waits behind the task, which takes over a second.
-        let worker = thread::spawn(move || {
-            let throttled = Throttled {
-                stream: peer,
-                chunk: usize::MAX,
-                pause: 50 * MS,
-            };
-            let mut socket = WebSocket::from_raw_socket(throttled, Role::Client, None);
-            socket
-                .send(Message::Ping(b"there?".to_vec().into()))
-                .expect("ping");
-            let task = socket.read().expect("the task");
-            let pong = socket.read().expect("the pong");
-            (task.len(), pong, socket)
-        });
-        // Another writer takes every room the socket makes, so the reader's
-        // own writes take nothing of the frame ahead of its pong.
-        let until = Instant::now() + 10_000 * MS;
-        loop {
-            let mut outbox = remote.lock_outbox();
-            if outbox.left() == 0 || Instant::now() > until {
-                break;
-            }
-            wait_writable(&remote.stream, Instant::now() + 50 * MS);
-            if remote.flush(&mut outbox, &dispatcher).is_err() {
-                break;
-            }
-        }
-        let (task, pong, _socket) = worker.join().expect("worker");
-        assert_eq!(task, length);
+        let soon = Instant::now() + 100 * MS;
+        let small_credit = dispatcher.acquire(soon).expect("room");
+        let small = taken(small_credit.offer(&dispatcher, "small", task_text("small", 0)));
+        let big_credit = dispatcher.acquire(soon).expect("room");
+        let big = taken(big_credit.offer(&dispatcher, "big", task_text("big", 1 << 20)));
+        assert!(is_behind(&remote), "a megabyte fitted the socket");
+
+        // Reading nothing yet, the worker pings, then answers the small task.
+        let mut writer = peer.try_clone().expect("clone");
+        writer
+            .write_all(&client_frame(OpCode::Control(Control::Ping), b"there?"))
+            .expect("ping");
+        let sent = Instant::now();
+        writer
+            .write_all(&client_frame(
+                OpCode::Data(Data::Text),
+                br#"{"type":"done","id":"small"}"#,
+            ))
+            .expect("answer");
+        // The answer is read at once: the pong does not hold up the reader.
+        assert_eq!(small.answer(Instant::now() + 2_000 * MS), Answer::Done);
+        assert!(sent.elapsed() < 500 * MS, "read after {:?}", sent.elapsed());
+        assert!(is_behind(&remote), "the big frame went meanwhile");
+
+        // The worker reads at last: its tasks, the big one whole, then the pong.
+        let mut socket = WebSocket::from_raw_socket(peer, Role::Client, None);
+        let ids: Vec<String> = (0..2)
+            .map(|_| {
+                let message = socket.read().expect("a task");
+                let task: serde_json::Value =
+                    serde_json::from_str(message.to_text().expect("text")).expect("JSON");
+                task["id"].as_str().expect("id").to_owned()
+            })
+            .collect();
+        assert_eq!(ids, ["small", "big"]);
+        let pong = socket.read().expect("the pong");
         assert_eq!(pong, Message::Pong(b"there?".to_vec().into()));
-        assert_eq!(
-            dispatcher.connected(),
-            1,
-            "dropped while the socket took the task"
+        socket
+            .send(Message::text(r#"{"type":"done","id":"big"}"#))
+            .expect("answer");
+        assert_eq!(big.answer(Instant::now() + 2_000 * MS), Answer::Done);
+        assert_eq!((dispatcher.connected(), dispatcher.in_flight()), (1, 0));
+    }
+
+    /// The socket's readiness event for `remote`, as `pull-flush` gets it.
+    fn room_on(remote: &Remote) -> epoll::Event {
+        epoll::Event {
+            flags: epoll::EventFlags::OUT,
+            data: epoll::EventData::new_u64(remote.number),
+        }
+    }
+
+    /// Reads what the worker's end holds now.
+    fn drain(peer: &mut TcpStream) {
+        peer.set_nonblocking(true).expect("non-blocking");
+        let mut buf = [0; 64 << 10];
+        while matches!(peer.read(&mut buf), Ok(n) if n > 0) {}
+    }
+
+    #[test]
+    fn pull_flush_writes_only_to_the_sockets_that_woke_it_until_a_stall_is_due() {
+        let dispatcher =
+            Dispatcher::without_flusher(Arc::new(Heartbeats::new())).expect("dispatcher");
+        let mut behind = Vec::new();
+        for n in 0..2 {
+            let (ours, peer) = pair();
+            let (remote, socket) = dispatcher.seat(ours, None, 1, 60_000 * MS).expect("seated");
+            let credit = dispatcher.acquire(Instant::now() + 100 * MS).expect("room");
+            let id = format!("t{n}");
+            let handover = taken(credit.offer(&dispatcher, &id, task_text(&id, 256 << 10)));
+            assert!(is_behind(&remote), "256 KiB fitted the socket");
+            behind.push((remote, peer, socket, handover));
+        }
+        for (_, peer, _, _) in &mut behind {
+            drain(peer);
+        }
+        let left = |k: usize| behind[k].0.lock_outbox().left();
+        let before = (left(0), left(1));
+        // Both sockets have room, but only the first woke the thread.
+        let mut look_at_all_at = Instant::now() + 60_000 * MS;
+        dispatcher.catch_up(&[room_on(&behind[0].0)], &mut look_at_all_at);
+        assert!(
+            left(0) < before.0,
+            "the socket that woke it was not written"
         );
-        drop(handover);
+        assert_eq!(
+            left(1),
+            before.1,
+            "a socket that did not wake it was written"
+        );
+        // Once a stall may be due, every remote behind is looked at.
+        let mut look_at_all_at = Instant::now();
+        dispatcher.catch_up(&[], &mut look_at_all_at);
+        assert!(left(1) < before.1, "the look at all passed one over");
+        assert!(
+            look_at_all_at > Instant::now(),
+            "the next look at all is not later"
+        );
+    }
+
+    #[test]
+    fn a_remote_whose_reader_ends_is_let_go_with_its_frame_under_way_even_without_pull_flush() {
+        let dispatcher =
+            Dispatcher::without_flusher(Arc::new(Heartbeats::new())).expect("dispatcher");
+        let (ours, peer) = pair();
+        let (remote, socket) = dispatcher.seat(ours, None, 1, 60_000 * MS).expect("seated");
+        let reader = {
+            let (dispatcher, remote) = (Arc::clone(&dispatcher), Arc::clone(&remote));
+            thread::spawn(move || dispatcher.serve(remote, socket))
+        };
+        let credit = dispatcher.acquire(Instant::now() + 100 * MS).expect("room");
+        let handover = taken(credit.offer(&dispatcher, "big", task_text("big", 1 << 20)));
+        assert!(is_behind(&remote), "a megabyte fitted the socket");
+        assert_eq!(dispatcher.lock_behind().len(), 1);
+        drop(peer);
+        reader.join().expect("reader");
+        assert!(
+            dispatcher.lock_behind().is_empty(),
+            "its end left it behind"
+        );
+        assert_eq!(handover.answer(Instant::now() + 100 * MS), gone());
+        // Nothing else holds it, so its descriptor is closed with it.
+        assert_eq!(Arc::strong_count(&remote), 1);
+    }
+
+    #[test]
+    fn a_pull_flush_that_dies_makes_the_daemon_not_live() {
+        let health = Heartbeats::new();
+        keep_watch(&health, || panic!("pull-flush dies (a test)"));
+        let why = health.live().expect_err("still live");
+        assert!(why.contains("pull-flush"), "{why}");
     }
 
     #[test]

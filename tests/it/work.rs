@@ -695,3 +695,60 @@ fn two_thousand_workers_that_come_and_go_leave_no_descriptor_behind() {
     assert_eq!(common::daemon::healthz_status(addr), Some(200));
     eprintln!("descriptors: {baseline} before 2,000 workers came and went, {now} after");
 }
+
+#[test]
+fn a_worker_gone_with_a_task_frame_under_way_leaves_no_descriptor_behind() {
+    // A write timeout far longer than the test: only the worker's going can
+    // free its descriptor in time, not a stall.
+    let daemon = common::daemon::Daemon::spawn(
+        &[
+            "--rate",
+            "0",
+            "--work",
+            "pull",
+            "--workers",
+            "16",
+            "--write-timeout",
+            "60",
+        ],
+        &[],
+    );
+    let addr = daemon.addr;
+    // Whatever the first worker opens once for good is in the baseline.
+    drop(pull_worker(addr, 16, None).expect("connects"));
+    assert!(eventually(WAIT, || work_stats(addr)["connected"] == 0));
+    let baseline = descriptors_of(&daemon);
+
+    // Tasks of nearly a megabyte to a worker that reads none: more than its
+    // socket holds (a loopback send buffer grows to 4 MB), so that one is
+    // under way, left to `pull-flush`, when the worker goes. Fewer in flight
+    // than posted, with credit and worker threads to spare, shows it: the
+    // pool offers a remote behind nothing.
+    let worker = pull_worker_small_buffer(addr, 8);
+    assert!(eventually(WAIT, || work_stats(addr)["connected"] == 1));
+    for _ in 0..8 {
+        post_large(addr, 60_000, 896 * 1024);
+    }
+    let mut in_flight = None;
+    while {
+        thread::sleep(Duration::from_millis(500));
+        let then = std::mem::replace(&mut in_flight, work_stats(addr)["inFlight"].as_u64());
+        then != in_flight
+    } {}
+    assert!(
+        in_flight.is_some_and(|n| (1..8).contains(&n)),
+        "{in_flight:?} tasks in flight: none under way"
+    );
+    drop(worker);
+
+    assert!(eventually(WAIT, || work_stats(addr)["connected"] == 0));
+    let mut now = descriptors_of(&daemon);
+    eventually(Duration::from_secs(5), || {
+        now = descriptors_of(&daemon);
+        now <= baseline
+    });
+    assert!(
+        now <= baseline + 1,
+        "{baseline} descriptors before the worker came, {now} after it went"
+    );
+}
