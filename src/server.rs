@@ -33,7 +33,7 @@ use crate::pipeline::stats::{
 };
 use crate::pipeline::workers::{self, Work, WorkerContext};
 use crate::time::WallClock;
-use crate::work::pull::Dispatcher;
+use crate::work::pull::RemoteWorkers;
 use crate::{delivery, http, ops::limits, pipeline::generator};
 
 /// How long shutdown waits for events in flight to get their verdicts. Their
@@ -140,7 +140,7 @@ impl Server {
         let work = match config.work {
             WorkMode::Simulate => Work::Simulate,
             WorkMode::Http => Work::Http(config.work_url.as_deref().unwrap_or_default().into()),
-            WorkMode::Pull => Work::Pull(Dispatcher::new(Arc::clone(&shared.health))?),
+            WorkMode::Pull => Work::Pull(RemoteWorkers::new(Arc::clone(&shared.health))?),
         };
         let reader = SystemReader::new(&config, &shared, &work, &queue, caps, &epoch);
         let hub_thread = shared
@@ -399,7 +399,7 @@ impl Shared {
             health: Arc::clone(&self.health),
             gauges: Arc::clone(&self.gauges),
             work: match work {
-                Work::Pull(dispatcher) => Some(Arc::clone(dispatcher)),
+                Work::Pull(remote_workers) => Some(Arc::clone(remote_workers)),
                 _ => None,
             },
             pages: Default::default(),

@@ -158,8 +158,8 @@ pub struct App {
     pub gauges: Arc<Gauges>,
     /// Delivery's client counts, which every new client joins.
     pub client_counts: Arc<ClientCounts>,
-    /// The pull-mode dispatcher that `/api/work` connects workers to (`--work pull` only).
-    pub work: Option<Arc<crate::work::pull::Dispatcher>>,
+    /// The pull-mode remote_workers that `/api/work` connects workers to (`--work pull` only).
+    pub work: Option<Arc<crate::work::pull::RemoteWorkers>>,
     /// Pages of `GET /api/events` being written.
     pub pages: page::PageSlots,
     /// Refused `Host` and `Origin` values already logged.

@@ -279,7 +279,7 @@ fn upgrade_websocket(app: &App, request: Request) {
 /// what happens to events, so the rules of the mutating endpoints apply:
 /// the daemon's own `Host`, an admitted `Origin`, and the token.
 fn connect_worker(app: &App, request: Request) {
-    let Some(dispatcher) = app.work.clone() else {
+    let Some(remote_workers) = app.work.clone() else {
         let message = format!(
             "/api/work serves --work pull; this daemon runs --work {}",
             app.config.work.name()
@@ -300,7 +300,7 @@ fn connect_worker(app: &App, request: Request) {
     let write_timeout = std::time::Duration::from_secs(app.config.write_timeout);
     let connected = request
         .upgrade_into_socket("websocket", handshake)
-        .and_then(|(socket, held)| dispatcher.connect(socket, held, credit, write_timeout));
+        .and_then(|(socket, held)| remote_workers.connect(socket, held, credit, write_timeout));
     if let Err(e) = connected {
         log::debug!("worker connection closed before it opened: {e}");
     }

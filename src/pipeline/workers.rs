@@ -35,7 +35,7 @@ use crate::pipeline::gauges::Gauges;
 use crate::pipeline::ledger::Ledger;
 use crate::pipeline::schedule::WorkQueue;
 use crate::time::WallClock;
-use crate::work::pull::{Dispatcher, Offer};
+use crate::work::pull::{Offer, RemoteWorkers};
 use crate::work::{Answer, http, task_json};
 
 /// The verdict on admitted work whose race ended at `decided`: `on-time` when
@@ -57,7 +57,7 @@ pub enum Work {
     /// A POST to this URL, by the worker thread itself.
     Http(Arc<str>),
     /// A task for a worker connected to `/api/work`.
-    Pull(Arc<Dispatcher>),
+    Pull(Arc<RemoteWorkers>),
 }
 
 /// What every worker shares.
@@ -111,7 +111,7 @@ pub fn spawn_workers(
 enum Hands {
     Simulate,
     Http(http::Caller),
-    Pull(Arc<Dispatcher>),
+    Pull(Arc<RemoteWorkers>),
 }
 
 /// A verdict with the instant it follows from and, for `failed`, why.
@@ -136,7 +136,7 @@ impl WorkerContext {
         match &self.work {
             Work::Simulate => Hands::Simulate,
             Work::Http(url) => Hands::Http(http::Caller::new(Arc::clone(url), self.clock)),
-            Work::Pull(dispatcher) => Hands::Pull(Arc::clone(dispatcher)),
+            Work::Pull(remote_workers) => Hands::Pull(Arc::clone(remote_workers)),
         }
     }
 
@@ -168,7 +168,7 @@ impl WorkerContext {
         match hands {
             Hands::Simulate => self.simulate(event),
             Hands::Http(caller) => self.real_work(event, || caller.call(event)),
-            Hands::Pull(dispatcher) => self.hand_over(dispatcher, event, predicted),
+            Hands::Pull(remote_workers) => self.hand_over(remote_workers, event, predicted),
         }
     }
 
@@ -225,27 +225,27 @@ impl WorkerContext {
     /// fails for a worker that never had it.
     fn hand_over(
         &self,
-        dispatcher: &Dispatcher,
+        remote_workers: &RemoteWorkers,
         event: &Event,
         predicted: Option<Duration>,
     ) -> Verdict {
         loop {
-            let Some(credit) = dispatcher.acquire(event.deadline_at()) else {
+            let Some(credit) = remote_workers.acquire(event.deadline_at()) else {
                 return Verdict::at(Status::Dropped(DropReason::Expired), Instant::now());
             };
             let now = Instant::now();
             if let Some(refused) = refusal(admit(now, event.deadline_at(), predicted)) {
-                credit.give_back(dispatcher);
+                credit.give_back(remote_workers);
                 return Verdict::at(refused, now);
             }
             let task = match task_json(event, &self.clock, now, Some("task")) {
                 Ok(task) => task,
                 Err(e) => {
-                    credit.give_back(dispatcher);
+                    credit.give_back(remote_workers);
                     return failed(error_text(&format!("unserialisable event: {e}")), now);
                 }
             };
-            match credit.offer(dispatcher, &event.id, task) {
+            match credit.offer(remote_workers, &event.id, task) {
                 Offer::Taken(handover) => {
                     return self.real_work(event, || handover.answer(event.deadline_at()));
                 }
@@ -375,7 +375,7 @@ mod tests {
     #[test]
     fn a_task_the_remote_whose_credit_was_taken_cannot_take_is_on_time_on_another() {
         let health = Arc::new(Heartbeats::new());
-        let dispatcher = Dispatcher::new(Arc::clone(&health)).expect("dispatcher");
+        let remote_workers = RemoteWorkers::new(Arc::clone(&health)).expect("remote_workers");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         // The first remote, offered first, fails the write of any task: its
         // socket no longer sends. The second answers.
@@ -384,11 +384,11 @@ mod tests {
             .try_clone()
             .and_then(|first| first.shutdown(Shutdown::Write))
             .expect("shut");
-        dispatcher
+        remote_workers
             .connect(first, None, 1, Duration::from_secs(5))
             .expect("connects");
         let (second, second_peer) = connection(&listener);
-        dispatcher
+        remote_workers
             .connect(second, None, 1, Duration::from_secs(5))
             .expect("connects");
         let worker = thread::spawn(move || {
@@ -408,11 +408,11 @@ mod tests {
             gauges: Arc::new(Gauges::default()),
             estimator: Arc::new(Mutex::new(WorkEstimator::new(MS, MS))),
             faults: Arc::new(Faults::new(health, None)),
-            work: Work::Pull(Arc::clone(&dispatcher)),
+            work: Work::Pull(Arc::clone(&remote_workers)),
             clock: WallClock::new(),
         };
         let event = Event::generated(Instant::now(), 5_000 * MS);
-        let verdict = ctx.hand_over(&dispatcher, &event, None);
+        let verdict = ctx.hand_over(&remote_workers, &event, None);
         assert_eq!((verdict.status, verdict.error), (Status::OnTime, None));
         drop(worker.join().expect("worker"));
     }

@@ -4,12 +4,12 @@
 //! Owns: the task message every real worker receives ([`task_json`]), the
 //! answer a worker thread waits for ([`Answer`]), and the two ways of getting
 //! it — [`http::Caller`] (one kept-alive HTTP client per worker thread) and
-//! [`pull::Dispatcher`] (workers connected over WebSocket, with credit).
+//! [`pull::RemoteWorkers`] (workers connected over WebSocket, with credit).
 //!
 //! Channels: in pull mode each task has a one-slot answer channel, written by
 //! the remote worker's reader thread (or by `pull-flush`, which drops a
 //! remote too slow to take its task) and read by the worker thread that sent
-//! the task; the dispatcher's credit pool says which remote worker may take
+//! the task; the remote_workers's credit pool says which remote worker may take
 //! a task. The verdict itself is still given by the worker thread
 //! (`workers`): this module only reports what came back, and when.
 //!

@@ -2,13 +2,13 @@
 //! WebSocket and are handed admitted events as tasks, as many at once as the
 //! credit they asked for (`?credit=N`).
 //!
-//! Owns: the [`Dispatcher`] (the credit pool, the gauges of connected
+//! Owns: the [`RemoteWorkers`] (the credit pool, the gauges of connected
 //! workers, and the `pull-flush` thread that finishes frames under way) and
 //! one [`Remote`] per connected worker: its socket, the frame its socket has
 //! not taken all of yet, its tasks awaiting an answer, and its reader thread
 //! (`pull-N`).
 //!
-//! Credit: each remote that takes tasks has a seat in the dispatcher's pool
+//! Credit: each remote that takes tasks has a seat in the remote_workers's pool
 //! that counts the tasks it may take now. A worker thread takes one before it
 //! sends a task, waiting on the pool's condition variable until some remote
 //! has room; the reader gives one back for every task answered. A remote
@@ -124,7 +124,7 @@ fn log_at_most_every_10_s(limit: &RateLimit, message: &str) {
 }
 
 /// The pull-mode hub: who is connected and who may take a task.
-pub struct Dispatcher {
+pub struct RemoteWorkers {
     /// Which remote has room: one lock for every remote's free credit, so a
     /// remote's seat can be taken out the moment it stops taking tasks.
     pool: Mutex<Pool>,
@@ -185,7 +185,7 @@ pub struct Handover {
 /// A connected worker.
 pub struct Remote {
     name: String,
-    /// Its key in the dispatcher's `behind` map and epoll set.
+    /// Its key in the remote_workers's `behind` map and epoll set.
     number: u64,
     /// Whether it takes tasks: false once it sent Close or was sent one, its
     /// socket failed or it was dropped, and once it has gone. Changed under
@@ -316,24 +316,24 @@ impl fmt::Display for Stalled {
     }
 }
 
-impl Dispatcher {
-    /// A dispatcher with no worker connected (`health` hears when there is
+impl RemoteWorkers {
+    /// A remote_workers with no worker connected (`health` hears when there is
     /// none), and its `pull-flush` thread, which ends within a second of the
-    /// dispatcher. Should that thread die, `health` hears that too.
+    /// remote_workers. Should that thread die, `health` hears that too.
     pub fn new(health: Arc<Heartbeats>) -> io::Result<Arc<Self>> {
-        let dispatcher = Self::without_flusher(health)?;
-        let flusher = Arc::downgrade(&dispatcher);
-        let health = Arc::clone(&dispatcher.health);
+        let remote_workers = Self::without_flusher(health)?;
+        let flusher = Arc::downgrade(&remote_workers);
+        let health = Arc::clone(&remote_workers.health);
         thread::Builder::new()
             .name("pull-flush".into())
             .spawn(move || keep_watch(&health, || finish_frames(&flusher)))?;
-        Ok(dispatcher)
+        Ok(remote_workers)
     }
 
-    /// The dispatcher alone, no thread finishing its frames.
+    /// The remote_workers alone, no thread finishing its frames.
     fn without_flusher(health: Arc<Heartbeats>) -> io::Result<Arc<Self>> {
         health.set_no_workers(true);
-        Ok(Arc::new(Dispatcher {
+        Ok(Arc::new(RemoteWorkers {
             pool: Mutex::new(Pool::default()),
             room: Condvar::new(),
             health,
@@ -430,12 +430,12 @@ impl Dispatcher {
     ) -> io::Result<()> {
         stream.set_read_timeout(Some(QUIET_LIMIT))?;
         let (remote, socket) = self.seat(stream, held, credit, write_timeout)?;
-        let dispatcher = Arc::clone(self);
+        let remote_workers = Arc::clone(self);
         let reader = Arc::clone(&remote);
         let started = thread::Builder::new()
             .name(remote.name.clone())
             .spawn(move || {
-                dispatcher.serve(reader, socket);
+                remote_workers.serve(reader, socket);
             });
         if let Err(e) = started {
             remote.close();
@@ -476,7 +476,7 @@ impl Dispatcher {
         let socket = WebSocket::from_raw_socket(
             Duplex {
                 remote: Arc::clone(&remote),
-                dispatcher: Arc::clone(self),
+                remote_workers: Arc::clone(self),
                 heard: false,
             },
             Role::Server,
@@ -750,18 +750,18 @@ fn keep_watch(health: &Heartbeats, body: impl FnOnce()) {
 }
 
 /// The `pull-flush` thread: finishes the frames under way as their sockets
-/// take them. It holds the dispatcher only while it waits, so it ends once
-/// the dispatcher is no longer wanted. A panic in one look is logged and the
+/// take them. It holds the remote_workers only while it waits, so it ends once
+/// the remote_workers is no longer wanted. A panic in one look is logged and the
 /// thread goes on: dead, it would leave every remote behind stuck until its
 /// reader dropped it (the locks it may poison are taken poison-tolerant).
-fn finish_frames(dispatcher: &Weak<Dispatcher>) {
+fn finish_frames(remote_workers: &Weak<RemoteWorkers>) {
     let mut events = Vec::with_capacity(EVENTS_PER_WAIT);
     let mut look_at_all_at = Instant::now() + LOOK_AGAIN;
-    while let Some(dispatcher) = dispatcher.upgrade() {
+    while let Some(remote_workers) = remote_workers.upgrade() {
         let wait = look_at_all_at.saturating_duration_since(Instant::now());
-        dispatcher.wait_for_room(&mut events, wait);
+        remote_workers.wait_for_room(&mut events, wait);
         let looked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            dispatcher.catch_up(&events, &mut look_at_all_at);
+            remote_workers.catch_up(&events, &mut look_at_all_at);
         }));
         if looked.is_err() {
             log::error!("pull-flush: a look at the remotes behind panicked; going on");
@@ -795,9 +795,11 @@ impl Pool {
 fn refuse(socket: &mut WebSocket<Duplex>, why: &str) -> String {
     // Out of the pool before the Close frame: no task may follow it.
     let Duplex {
-        remote, dispatcher, ..
+        remote,
+        remote_workers,
+        ..
     } = socket.get_ref();
-    dispatcher.retire(remote);
+    remote_workers.retire(remote);
     let close = CloseFrame {
         code: CloseCode::Policy,
         reason: close_reason(why).into(),
@@ -866,23 +868,23 @@ impl Credit {
     /// worker, writing what its socket takes now without waiting; what it
     /// does not take, `pull-flush` writes. A worker whose socket fails is
     /// disconnected and the task goes [`Offer::Elsewhere`].
-    pub fn offer(self, dispatcher: &Dispatcher, id: &str, task: String) -> Offer {
+    pub fn offer(self, remote_workers: &RemoteWorkers, id: &str, task: String) -> Offer {
         let remote = self.remote;
         let frame = task_frame(task);
         let mut outbox = remote.lock_outbox();
         // An earlier frame may have finished since the pool offered this
         // remote: write what is left of it first.
-        match remote.flush(&mut outbox, dispatcher) {
+        match remote.flush(&mut outbox, remote_workers) {
             Ok(true) => {}
             Ok(false) => {
                 drop(outbox);
-                dispatcher.release(&remote);
+                remote_workers.release(&remote);
                 return Offer::Elsewhere;
             }
             Err(e) => {
                 drop(outbox);
                 log::debug!("{}: socket failed: {e}", remote.name);
-                dispatcher.retire(&remote);
+                remote_workers.retire(&remote);
                 remote.shut_down();
                 return Offer::Elsewhere;
             }
@@ -890,13 +892,13 @@ impl Credit {
         let (answer_in, answer_out) = crossbeam_channel::bounded(1);
         // Registered before the first byte goes, so that no answer can come
         // before its task is known; refused once the remote takes no more.
-        if !remote.expect(id, answer_in.clone(), &dispatcher.in_flight) {
+        if !remote.expect(id, answer_in.clone(), &remote_workers.in_flight) {
             return Offer::Elsewhere;
         }
         let written = remote.start(&mut outbox, &frame).and_then(|under_way| {
             if under_way {
                 outbox.task = Some((id.into(), answer_in.clone()));
-                dispatcher.watch(&remote)?;
+                remote_workers.watch(&remote)?;
             }
             Ok(())
         });
@@ -905,19 +907,19 @@ impl Credit {
             Err(e) => {
                 drop(outbox);
                 log::debug!("{}: task not written: {e}", remote.name);
-                dispatcher.retire(&remote);
+                remote_workers.retire(&remote);
                 // The reader thread sees the connection end and fails every
                 // task but this one, which another worker may still take.
                 remote.shut_down();
-                remote.withdraw(id, &answer_in, &dispatcher.in_flight);
+                remote.withdraw(id, &answer_in, &remote_workers.in_flight);
                 Offer::Elsewhere
             }
         }
     }
 
     /// Returns unused leave to the pool.
-    pub fn give_back(self, dispatcher: &Dispatcher) {
-        dispatcher.release(&self.remote);
+    pub fn give_back(self, remote_workers: &RemoteWorkers) {
+        remote_workers.release(&self.remote);
     }
 }
 
@@ -1021,7 +1023,7 @@ impl Remote {
     /// Writes what the socket takes now of the frames under way, then the
     /// reader's frames kept for after them; whether none is left. The remote
     /// that catches up is offered tasks again.
-    fn flush(&self, outbox: &mut Outbox, dispatcher: &Dispatcher) -> io::Result<bool> {
+    fn flush(&self, outbox: &mut Outbox, remote_workers: &RemoteWorkers) -> io::Result<bool> {
         loop {
             if outbox.left() > 0 {
                 let sent = send_now(&self.stream, &outbox.rest[outbox.rest_at..])?;
@@ -1045,7 +1047,7 @@ impl Remote {
             outbox.progress_at = Instant::now();
         }
         if self.behind.swap(false, Ordering::Relaxed) {
-            dispatcher.wake_all();
+            remote_workers.wake_all();
         }
         Ok(true)
     }
@@ -1121,7 +1123,7 @@ fn socket_config() -> WebSocketConfig {
 /// without waiting for them to go.
 struct Duplex {
     remote: Arc<Remote>,
-    dispatcher: Arc<Dispatcher>,
+    remote_workers: Arc<RemoteWorkers>,
     /// Something came since the reader last looked: the worker is not silent.
     heard: bool,
 }
@@ -1146,8 +1148,8 @@ impl Write for Duplex {
         outbox.keep_controls(buf)?;
         // With frames under way, the remote is already in `pull-flush`'s set.
         let watched = outbox.left() > 0;
-        if !remote.flush(&mut outbox, &self.dispatcher)? && !watched {
-            self.dispatcher.watch(remote)?;
+        if !remote.flush(&mut outbox, &self.remote_workers)? && !watched {
+            self.remote_workers.watch(remote)?;
         }
         Ok(buf.len())
     }
@@ -1180,19 +1182,19 @@ mod tests {
         (ours, peer.into())
     }
 
-    fn dispatcher() -> Arc<Dispatcher> {
-        Dispatcher::new(Arc::new(Heartbeats::new())).expect("dispatcher")
+    fn remote_workers() -> Arc<RemoteWorkers> {
+        RemoteWorkers::new(Arc::new(Heartbeats::new())).expect("remote_workers")
     }
 
-    /// A dispatcher with one remote of `credit` connected over a [`pair`],
+    /// A remote_workers with one remote of `credit` connected over a [`pair`],
     /// and the worker's end.
-    fn connected(credit: usize, write_timeout: Duration) -> (Arc<Dispatcher>, TcpStream) {
+    fn connected(credit: usize, write_timeout: Duration) -> (Arc<RemoteWorkers>, TcpStream) {
         let (ours, peer) = pair();
-        let dispatcher = dispatcher();
-        dispatcher
+        let remote_workers = remote_workers();
+        remote_workers
             .connect(ours, None, credit, write_timeout)
             .expect("connects");
-        (dispatcher, peer)
+        (remote_workers, peer)
     }
 
     /// A remote seated as [`connected`] does, but whose reader (returned:
@@ -1202,22 +1204,22 @@ mod tests {
         write_timeout: Duration,
         quiet: Duration,
     ) -> (
-        Arc<Dispatcher>,
+        Arc<RemoteWorkers>,
         Arc<Remote>,
         thread::JoinHandle<String>,
         TcpStream,
     ) {
         let (ours, peer) = pair();
         ours.set_read_timeout(Some(quiet)).expect("read timeout");
-        let dispatcher = dispatcher();
-        let (remote, socket) = dispatcher
+        let remote_workers = remote_workers();
+        let (remote, socket) = remote_workers
             .seat(ours, None, credit, write_timeout)
             .expect("seated");
         let reader = {
-            let (dispatcher, remote) = (Arc::clone(&dispatcher), Arc::clone(&remote));
-            thread::spawn(move || dispatcher.serve(remote, socket))
+            let (remote_workers, remote) = (Arc::clone(&remote_workers), Arc::clone(&remote));
+            thread::spawn(move || remote_workers.serve(remote, socket))
         };
-        (dispatcher, remote, reader, peer)
+        (remote_workers, remote, reader, peer)
     }
 
     fn taken(offer: Offer) -> Handover {
@@ -1227,8 +1229,8 @@ mod tests {
         }
     }
 
-    fn the_remote(dispatcher: &Dispatcher) -> Arc<Remote> {
-        Arc::clone(&dispatcher.lock_pool().seats[0].remote)
+    fn the_remote(remote_workers: &RemoteWorkers) -> Arc<Remote> {
+        Arc::clone(&remote_workers.lock_pool().seats[0].remote)
     }
 
     fn is_behind(remote: &Remote) -> bool {
@@ -1249,22 +1251,22 @@ mod tests {
 
     #[test]
     fn a_remote_that_does_not_read_is_passed_over_and_loses_its_task_as_too_slow() {
-        let (dispatcher, _peer) = connected(2, 300 * MS);
-        let remote = the_remote(&dispatcher);
+        let (remote_workers, _peer) = connected(2, 300 * MS);
+        let remote = the_remote(&remote_workers);
         let soon = || Instant::now() + 100 * MS;
-        let first = dispatcher.acquire(soon()).expect("room");
-        let second = dispatcher.acquire(soon()).expect("room");
+        let first = remote_workers.acquire(soon()).expect("room");
+        let second = remote_workers.acquire(soon()).expect("room");
         let big = "x".repeat(1 << 20);
         let started = Instant::now();
-        let handover = taken(first.offer(&dispatcher, "big", big));
+        let handover = taken(first.offer(&remote_workers, "big", big));
         assert!(is_behind(&remote), "a megabyte fitted the socket");
         assert!(
-            dispatcher.acquire(soon()).is_none(),
+            remote_workers.acquire(soon()).is_none(),
             "a remote behind its socket was offered a task"
         );
         assert!(
             matches!(
-                second.offer(&dispatcher, "small", "{}".into()),
+                second.offer(&remote_workers, "small", "{}".into()),
                 Offer::Elsewhere
             ),
             "a second task waited behind the first"
@@ -1277,18 +1279,18 @@ mod tests {
             waited >= 300 * MS && waited < 5_000 * MS,
             "gave up after {waited:?}"
         );
-        assert!(eventually(5_000 * MS, || dispatcher.connected() == 0));
+        assert!(eventually(5_000 * MS, || remote_workers.connected() == 0));
         assert_eq!(
             (
-                dispatcher.connected(),
-                dispatcher.credit(),
-                dispatcher.in_flight()
+                remote_workers.connected(),
+                remote_workers.credit(),
+                remote_workers.in_flight()
             ),
             (0, 0, 0)
         );
-        assert!(dispatcher.lock_pool().seats.is_empty());
+        assert!(remote_workers.lock_pool().seats.is_empty());
         assert!(
-            eventually(5_000 * MS, || dispatcher.lock_behind().is_empty()),
+            eventually(5_000 * MS, || remote_workers.lock_behind().is_empty()),
             "pull-flush still holds the remote"
         );
     }
@@ -1296,36 +1298,47 @@ mod tests {
     #[test]
     fn a_task_under_way_at_its_deadline_is_late_and_only_a_write_timeout_without_progress_drops_the_worker()
      {
-        let (dispatcher, _peer) = connected(2, 1_500 * MS);
-        let remote = the_remote(&dispatcher);
-        let credit = dispatcher.acquire(Instant::now() + 100 * MS).expect("room");
+        let (remote_workers, _peer) = connected(2, 1_500 * MS);
+        let remote = the_remote(&remote_workers);
+        let credit = remote_workers
+            .acquire(Instant::now() + 100 * MS)
+            .expect("room");
         let started = Instant::now();
-        let handover = taken(credit.offer(&dispatcher, "big", "x".repeat(1 << 20)));
+        let handover = taken(credit.offer(&remote_workers, "big", "x".repeat(1 << 20)));
         assert!(is_behind(&remote), "a megabyte fitted the socket");
         // Late at its deadline, not failed; the worker is not dropped for it.
         assert_eq!(handover.answer(Instant::now() + 200 * MS), Answer::TimedOut);
         thread::sleep(300 * MS);
-        assert_eq!(dispatcher.connected(), 1, "dropped at the task's deadline");
+        assert_eq!(
+            remote_workers.connected(),
+            1,
+            "dropped at the task's deadline"
+        );
         // Dropped once its socket has taken nothing for --write-timeout.
-        assert!(eventually(5_000 * MS, || dispatcher.connected() == 0));
+        assert!(eventually(5_000 * MS, || remote_workers.connected() == 0));
         let waited = started.elapsed();
         assert!(
             waited >= 1_500 * MS && waited < 4_000 * MS,
             "dropped after {waited:?}"
         );
-        assert_eq!((dispatcher.credit(), dispatcher.in_flight()), (0, 0));
+        assert_eq!(
+            (remote_workers.credit(), remote_workers.in_flight()),
+            (0, 0)
+        );
     }
 
     #[test]
     fn a_remote_that_catches_up_gets_its_task_whole_and_is_offered_tasks_again() {
-        let (dispatcher, peer) = connected(1, 5_000 * MS);
-        let remote = the_remote(&dispatcher);
-        let credit = dispatcher.acquire(Instant::now() + 100 * MS).expect("room");
+        let (remote_workers, peer) = connected(1, 5_000 * MS);
+        let remote = the_remote(&remote_workers);
+        let credit = remote_workers
+            .acquire(Instant::now() + 100 * MS)
+            .expect("room");
         let task = format!(
             r#"{{"type":"task","id":"big","pad":"{}"}}"#,
             "x".repeat(1 << 20)
         );
-        let handover = taken(credit.offer(&dispatcher, "big", task));
+        let handover = taken(credit.offer(&remote_workers, "big", task));
         assert!(is_behind(&remote), "a megabyte fitted the socket");
 
         // The worker reads at last, and answers.
@@ -1344,10 +1357,12 @@ mod tests {
         let answer = handover.answer(Instant::now() + 10_000 * MS);
         assert_eq!(answer, Answer::Done);
         assert!(
-            dispatcher.acquire(Instant::now() + 2_000 * MS).is_some(),
+            remote_workers
+                .acquire(Instant::now() + 2_000 * MS)
+                .is_some(),
             "a remote that caught up was not offered a task again"
         );
-        assert_eq!(dispatcher.connected(), 1);
+        assert_eq!(remote_workers.connected(), 1);
         drop(worker.join().expect("worker"));
     }
 
@@ -1417,12 +1432,12 @@ mod tests {
 
     #[test]
     fn a_worker_reading_steadily_keeps_its_tasks_when_one_is_still_being_written_at_its_deadline() {
-        let (dispatcher, peer) = connected(4, 5_000 * MS);
+        let (remote_workers, peer) = connected(4, 5_000 * MS);
         let soon = Instant::now() + 100 * MS;
-        let small_credit = dispatcher.acquire(soon).expect("room");
-        let small = taken(small_credit.offer(&dispatcher, "small", task_text("small", 0)));
-        let big_credit = dispatcher.acquire(soon).expect("room");
-        let big = taken(big_credit.offer(&dispatcher, "big", task_text("big", 256 << 10)));
+        let small_credit = remote_workers.acquire(soon).expect("room");
+        let small = taken(small_credit.offer(&remote_workers, "small", task_text("small", 0)));
+        let big_credit = remote_workers.acquire(soon).expect("room");
+        let big = taken(big_credit.offer(&remote_workers, "big", task_text("big", 256 << 10)));
 
         let worker = thread::spawn(move || {
             let mut socket = steady(peer);
@@ -1443,14 +1458,14 @@ mod tests {
             Instant::now() < deadline_at + 500 * MS,
             "waited past the deadline"
         );
-        assert_eq!(dispatcher.connected(), 1);
+        assert_eq!(remote_workers.connected(), 1);
         // The other task is not failed with it, and is answered.
         assert_eq!(small.answer(Instant::now() + 10_000 * MS), Answer::Done);
         // The late answer gives the credit back: the worker takes more.
-        let credit = dispatcher
+        let credit = remote_workers
             .acquire(Instant::now() + 10_000 * MS)
             .expect("room again");
-        let third = taken(credit.offer(&dispatcher, "third", task_text("third", 0)));
+        let third = taken(credit.offer(&remote_workers, "third", task_text("third", 0)));
         assert_eq!(third.answer(Instant::now() + 10_000 * MS), Answer::Done);
         let (first, _socket) = worker.join().expect("worker");
         assert_eq!(first[0].0, "small");
@@ -1458,8 +1473,8 @@ mod tests {
         assert_eq!(first[1].0, "big");
         assert_eq!(first[1].1, task_text("big", 256 << 10).len());
         // The reader counts an answer out of flight just after handing it over.
-        assert!(eventually(2_000 * MS, || dispatcher.in_flight() == 0));
-        assert_eq!(dispatcher.connected(), 1);
+        assert!(eventually(2_000 * MS, || remote_workers.in_flight() == 0));
+        assert_eq!(remote_workers.connected(), 1);
     }
 
     /// The bytes of one frame as a worker sends it (masked, as clients must).
@@ -1532,21 +1547,23 @@ mod tests {
             ("a binary message (refused)", OpCode::Data(Data::Binary)),
         ];
         for (what, opcode) in closings {
-            let (dispatcher, mut peer) = connected(2, 5_000 * MS);
-            let remote = the_remote(&dispatcher);
-            let early = dispatcher.acquire(Instant::now() + 100 * MS).expect("room");
+            let (remote_workers, mut peer) = connected(2, 5_000 * MS);
+            let remote = the_remote(&remote_workers);
+            let early = remote_workers
+                .acquire(Instant::now() + 100 * MS)
+                .expect("room");
             // Our Close cannot be written while this is held.
             let outbox = remote.lock_outbox();
             peer.write_all(&client_frame(opcode, &[])).expect("write");
             assert!(
-                eventually(2_000 * MS, || dispatcher.lock_pool().seats.is_empty()),
+                eventually(2_000 * MS, || remote_workers.lock_pool().seats.is_empty()),
                 "after {what}: still offered tasks"
             );
-            assert_eq!(dispatcher.credit(), 0, "after {what}");
+            assert_eq!(remote_workers.credit(), 0, "after {what}");
             drop(outbox);
             assert!(
                 matches!(
-                    early.offer(&dispatcher, "late", task_text("late", 0)),
+                    early.offer(&remote_workers, "late", task_text("late", 0)),
                     Offer::Elsewhere
                 ),
                 "after {what}: a task went to a closing worker"
@@ -1561,20 +1578,20 @@ mod tests {
             if let Ok(Message::Text(text)) = socket.read() {
                 panic!("after {what}: a task after our Close: {text}");
             }
-            assert!(eventually(2_000 * MS, || dispatcher.connected() == 0));
-            assert_eq!(dispatcher.in_flight(), 0);
+            assert!(eventually(2_000 * MS, || remote_workers.connected() == 0));
+            assert_eq!(remote_workers.in_flight(), 0);
         }
     }
 
     #[test]
     fn answers_are_read_while_a_big_frame_is_under_way_and_a_ping_waits_for_its_pong() {
-        let (dispatcher, peer) = connected(2, 5_000 * MS);
-        let remote = the_remote(&dispatcher);
+        let (remote_workers, peer) = connected(2, 5_000 * MS);
+        let remote = the_remote(&remote_workers);
         let soon = Instant::now() + 100 * MS;
-        let small_credit = dispatcher.acquire(soon).expect("room");
-        let small = taken(small_credit.offer(&dispatcher, "small", task_text("small", 0)));
-        let big_credit = dispatcher.acquire(soon).expect("room");
-        let big = taken(big_credit.offer(&dispatcher, "big", task_text("big", 1 << 20)));
+        let small_credit = remote_workers.acquire(soon).expect("room");
+        let small = taken(small_credit.offer(&remote_workers, "small", task_text("small", 0)));
+        let big_credit = remote_workers.acquire(soon).expect("room");
+        let big = taken(big_credit.offer(&remote_workers, "big", task_text("big", 1 << 20)));
         assert!(is_behind(&remote), "a megabyte fitted the socket");
 
         // Reading nothing yet, the worker pings, then answers the small task.
@@ -1611,7 +1628,10 @@ mod tests {
             .send(Message::text(r#"{"type":"done","id":"big"}"#))
             .expect("answer");
         assert_eq!(big.answer(Instant::now() + 2_000 * MS), Answer::Done);
-        assert_eq!((dispatcher.connected(), dispatcher.in_flight()), (1, 0));
+        assert_eq!(
+            (remote_workers.connected(), remote_workers.in_flight()),
+            (1, 0)
+        );
     }
 
     /// The socket's readiness event for `remote`, as `pull-flush` gets it.
@@ -1631,15 +1651,19 @@ mod tests {
 
     #[test]
     fn pull_flush_writes_only_to_the_sockets_that_woke_it_until_a_stall_is_due() {
-        let dispatcher =
-            Dispatcher::without_flusher(Arc::new(Heartbeats::new())).expect("dispatcher");
+        let remote_workers =
+            RemoteWorkers::without_flusher(Arc::new(Heartbeats::new())).expect("remote_workers");
         let mut behind = Vec::new();
         for n in 0..2 {
             let (ours, peer) = pair();
-            let (remote, socket) = dispatcher.seat(ours, None, 1, 60_000 * MS).expect("seated");
-            let credit = dispatcher.acquire(Instant::now() + 100 * MS).expect("room");
+            let (remote, socket) = remote_workers
+                .seat(ours, None, 1, 60_000 * MS)
+                .expect("seated");
+            let credit = remote_workers
+                .acquire(Instant::now() + 100 * MS)
+                .expect("room");
             let id = format!("t{n}");
-            let handover = taken(credit.offer(&dispatcher, &id, task_text(&id, 256 << 10)));
+            let handover = taken(credit.offer(&remote_workers, &id, task_text(&id, 256 << 10)));
             assert!(is_behind(&remote), "256 KiB fitted the socket");
             behind.push((remote, peer, socket, handover));
         }
@@ -1650,7 +1674,7 @@ mod tests {
         let before = (left(0), left(1));
         // Both sockets have room, but only the first woke the thread.
         let mut look_at_all_at = Instant::now() + 60_000 * MS;
-        dispatcher.catch_up(&[room_on(&behind[0].0)], &mut look_at_all_at);
+        remote_workers.catch_up(&[room_on(&behind[0].0)], &mut look_at_all_at);
         assert!(
             left(0) < before.0,
             "the socket that woke it was not written"
@@ -1662,7 +1686,7 @@ mod tests {
         );
         // Once a stall may be due, every remote behind is looked at.
         let mut look_at_all_at = Instant::now();
-        dispatcher.catch_up(&[], &mut look_at_all_at);
+        remote_workers.catch_up(&[], &mut look_at_all_at);
         assert!(left(1) < before.1, "the look at all passed one over");
         assert!(
             look_at_all_at > Instant::now(),
@@ -1672,22 +1696,26 @@ mod tests {
 
     #[test]
     fn a_remote_whose_reader_ends_is_let_go_with_its_frame_under_way_even_without_pull_flush() {
-        let dispatcher =
-            Dispatcher::without_flusher(Arc::new(Heartbeats::new())).expect("dispatcher");
+        let remote_workers =
+            RemoteWorkers::without_flusher(Arc::new(Heartbeats::new())).expect("remote_workers");
         let (ours, peer) = pair();
-        let (remote, socket) = dispatcher.seat(ours, None, 1, 60_000 * MS).expect("seated");
+        let (remote, socket) = remote_workers
+            .seat(ours, None, 1, 60_000 * MS)
+            .expect("seated");
         let reader = {
-            let (dispatcher, remote) = (Arc::clone(&dispatcher), Arc::clone(&remote));
-            thread::spawn(move || dispatcher.serve(remote, socket))
+            let (remote_workers, remote) = (Arc::clone(&remote_workers), Arc::clone(&remote));
+            thread::spawn(move || remote_workers.serve(remote, socket))
         };
-        let credit = dispatcher.acquire(Instant::now() + 100 * MS).expect("room");
-        let handover = taken(credit.offer(&dispatcher, "big", task_text("big", 1 << 20)));
+        let credit = remote_workers
+            .acquire(Instant::now() + 100 * MS)
+            .expect("room");
+        let handover = taken(credit.offer(&remote_workers, "big", task_text("big", 1 << 20)));
         assert!(is_behind(&remote), "a megabyte fitted the socket");
-        assert_eq!(dispatcher.lock_behind().len(), 1);
+        assert_eq!(remote_workers.lock_behind().len(), 1);
         drop(peer);
         reader.join().expect("reader");
         assert!(
-            dispatcher.lock_behind().is_empty(),
+            remote_workers.lock_behind().is_empty(),
             "its end left it behind"
         );
         assert_eq!(handover.answer(Instant::now() + 100 * MS), gone());
@@ -1720,14 +1748,19 @@ mod tests {
 
     #[test]
     fn a_task_for_a_worker_gone_since_its_credit_was_taken_goes_elsewhere() {
-        let (dispatcher, peer) = connected(2, 5_000 * MS);
-        let credit = dispatcher.acquire(Instant::now() + 100 * MS).expect("room");
+        let (remote_workers, peer) = connected(2, 5_000 * MS);
+        let credit = remote_workers
+            .acquire(Instant::now() + 100 * MS)
+            .expect("room");
         drop(peer);
-        assert!(eventually(5_000 * MS, || dispatcher.connected() == 0));
+        assert!(eventually(5_000 * MS, || remote_workers.connected() == 0));
         assert!(matches!(
-            credit.offer(&dispatcher, "t", task_text("t", 0)),
+            credit.offer(&remote_workers, "t", task_text("t", 0)),
             Offer::Elsewhere
         ));
-        assert_eq!((dispatcher.in_flight(), dispatcher.credit()), (0, 0));
+        assert_eq!(
+            (remote_workers.in_flight(), remote_workers.credit()),
+            (0, 0)
+        );
     }
 }
