@@ -158,7 +158,7 @@ pub struct App {
     pub gauges: Arc<Gauges>,
     /// Delivery's client counts, which every new client joins.
     pub client_counts: Arc<ClientCounts>,
-    /// The pull-mode remote_workers that `/api/work` connects workers to (`--work pull` only).
+    /// The pull-mode `RemoteWorkers` that `/api/work` connects workers to (`--work pull` only).
     pub work: Option<Arc<crate::work::pull::RemoteWorkers>>,
     /// Pages of `GET /api/events` being written.
     pub pages: page::PageSlots,

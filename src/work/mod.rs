@@ -9,7 +9,7 @@
 //! Channels: in pull mode each task has a one-slot answer channel, written by
 //! the remote worker's reader thread (or by `pull-flush`, which drops a
 //! remote too slow to take its task) and read by the worker thread that sent
-//! the task; the remote_workers's credit pool says which remote worker may take
+//! the task; the `RemoteWorkers`' credit pool says which remote worker may take
 //! a task. The verdict itself is still given by the worker thread
 //! (`workers`): this module only reports what came back, and when.
 //!

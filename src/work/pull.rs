@@ -8,7 +8,7 @@
 //! not taken all of yet, its tasks awaiting an answer, and its reader thread
 //! (`pull-N`).
 //!
-//! Credit: each remote that takes tasks has a seat in the remote_workers's pool
+//! Credit: each remote that takes tasks has a seat in the `RemoteWorkers`' pool
 //! that counts the tasks it may take now. A worker thread takes one before it
 //! sends a task, waiting on the pool's condition variable until some remote
 //! has room; the reader gives one back for every task answered. A remote
@@ -185,7 +185,7 @@ pub struct Handover {
 /// A connected worker.
 pub struct Remote {
     name: String,
-    /// Its key in the remote_workers's `behind` map and epoll set.
+    /// Its key in the `RemoteWorkers`' `behind` map and epoll set.
     number: u64,
     /// Whether it takes tasks: false once it sent Close or was sent one, its
     /// socket failed or it was dropped, and once it has gone. Changed under
@@ -317,9 +317,9 @@ impl fmt::Display for Stalled {
 }
 
 impl RemoteWorkers {
-    /// A remote_workers with no worker connected (`health` hears when there is
+    /// A `RemoteWorkers` with no worker connected (`health` hears when there is
     /// none), and its `pull-flush` thread, which ends within a second of the
-    /// remote_workers. Should that thread die, `health` hears that too.
+    /// `RemoteWorkers`. Should that thread die, `health` hears that too.
     pub fn new(health: Arc<Heartbeats>) -> io::Result<Arc<Self>> {
         let remote_workers = Self::without_flusher(health)?;
         let flusher = Arc::downgrade(&remote_workers);
@@ -330,7 +330,7 @@ impl RemoteWorkers {
         Ok(remote_workers)
     }
 
-    /// The remote_workers alone, no thread finishing its frames.
+    /// The `RemoteWorkers` alone, no thread finishing its frames.
     fn without_flusher(health: Arc<Heartbeats>) -> io::Result<Arc<Self>> {
         health.set_no_workers(true);
         Ok(Arc::new(RemoteWorkers {
@@ -750,8 +750,8 @@ fn keep_watch(health: &Heartbeats, body: impl FnOnce()) {
 }
 
 /// The `pull-flush` thread: finishes the frames under way as their sockets
-/// take them. It holds the remote_workers only while it waits, so it ends once
-/// the remote_workers is no longer wanted. A panic in one look is logged and the
+/// take them. It holds the `RemoteWorkers` only while it waits, so it ends once
+/// the `RemoteWorkers` is no longer wanted. A panic in one look is logged and the
 /// thread goes on: dead, it would leave every remote behind stuck until its
 /// reader dropped it (the locks it may poison are taken poison-tolerant).
 fn finish_frames(remote_workers: &Weak<RemoteWorkers>) {
@@ -1186,7 +1186,7 @@ mod tests {
         RemoteWorkers::new(Arc::new(Heartbeats::new())).expect("remote_workers")
     }
 
-    /// A remote_workers with one remote of `credit` connected over a [`pair`],
+    /// A `RemoteWorkers` with one remote of `credit` connected over a [`pair`],
     /// and the worker's end.
     fn connected(credit: usize, write_timeout: Duration) -> (Arc<RemoteWorkers>, TcpStream) {
         let (ours, peer) = pair();
