@@ -23,7 +23,8 @@ use crate::delivery::{Broadcast, Kind};
 use crate::ops::faults::{Faults, Role};
 use crate::ops::health::{Heartbeats, Stage};
 use crate::pipeline::event::Outcome;
-use crate::pipeline::stats::{Readings, Snapshot, Window};
+use crate::pipeline::stats::{Readings, Snapshot};
+use crate::pipeline::window::Window;
 use crate::time::WallClock;
 
 /// Capacity of the outcome channel into the hub. The hub only serialises and

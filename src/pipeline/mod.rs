@@ -19,4 +19,5 @@ pub(crate) mod intake;
 pub(crate) mod ledger;
 pub(crate) mod schedule;
 pub(crate) mod stats;
+pub(crate) mod window;
 pub(crate) mod workers;
