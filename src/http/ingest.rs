@@ -155,7 +155,7 @@ pub fn parse_batch(
         .iter()
         .enumerate()
         .map(|(index, raw)| {
-            let posted: Posted = super::reply::parse_json(raw.get().as_bytes())
+            let posted: Posted = super::request::parse_json(raw.get().as_bytes())
                 .map_err(|e| refuse(400, format!("item {index}: {e}")))?;
             to_event(posted, now, clock, default_deadline, MAX_PAYLOAD_BYTES)
                 .map_err(|e| refuse(400, format!("item {index}: {e}")))

@@ -14,8 +14,8 @@
 //! Channels: enters posted events through the intake; subscribes WebSocket and
 //! SSE clients to the fan-out; reads the latest stats snapshot and the log.
 //!
-//! Submodules: `routes` (which handler answers what), `reply` (answers and
-//! request parsing), `assets` (static files), `ingest` (validation of posted
+//! Submodules: `routes` (which handler answers what), `reply` (answers),
+//! `request` (reading headers, query parameters and bodies), `assets` (static files), `ingest` (validation of posted
 //! events), `query` (query strings), `origin` (the `Origin` and `Host` rules).
 //!
 //! Must not know: how verdicts are reached.
@@ -27,11 +27,13 @@ mod page;
 pub(crate) mod query;
 mod refusals;
 mod reply;
+mod request;
 mod routes;
 
 pub use page::{MAX_PAGE_BYTES, MAX_PAGES_IN_FLIGHT};
 
-pub use reply::{error, parse_json, query_param};
+pub use reply::error;
+pub use request::{parse_json, query_param};
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};

@@ -9,7 +9,7 @@
 //!
 //! Must not know: sockets, the fan-out's insides.
 
-use super::reply::query_param;
+use super::request::query_param;
 use crate::delivery::{Interest, Resume};
 use crate::epoch::{Epoch, Position};
 

@@ -12,10 +12,8 @@ use tiny_http::{Method, Request, Response, StatusCode};
 use super::App;
 use super::assets::{static_file, static_name};
 use super::page::{MAX_PAGE_BYTES, MAX_PAGE_OUTCOMES, Page};
-use super::reply::{
-    Reply, body, error, has_token, header, header_value, json, method_not_allowed, parse_json,
-    read_body, respond, status_json,
-};
+use super::reply::{Reply, body, error, header, json, method_not_allowed, respond, status_json};
+use super::request::{has_token, header_value, parse_json, read_body};
 use crate::config::KnobsUpdate;
 use crate::delivery::{self, Client, Sink, Slot, Transport, sse, ws};
 use crate::epoch::{Epoch, Position};
