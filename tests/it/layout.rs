@@ -2,7 +2,9 @@
 //! `src/` must stay within what its part of the flow may know
 //! (ARCHITECTURE.md, "Code map"). A new import across a line fails here, so
 //! the map stays a fact; widening a rule is a decision made in this table,
-//! with its reason.
+//! with its reason. A relative `use super::…` is read as the crate path it
+//! names, so a file deep in a folder (`work/pull/credit.rs`) cannot climb out
+//! of its part unseen.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -81,9 +83,27 @@ fn part_of(relative: &Path) -> String {
     name.trim_end_matches(".rs").to_owned()
 }
 
-/// Every crate path a file's `use crate::…` statements name, expanded from
-/// groups: `use crate::{a::b, c::{d, e}};` gives `a::b`, `c::d`, `c::e`.
-fn crate_uses(text: &str) -> Vec<String> {
+/// The module a file is: `work/pull/mod.rs` is `work::pull`,
+/// `work/pull/credit.rs` is `work::pull::credit`.
+fn module_of(relative: &Path) -> Vec<String> {
+    let mut module: Vec<String> = relative
+        .iter()
+        .map(|part| part.to_string_lossy().into_owned())
+        .collect();
+    let file = module.pop().expect("a file name");
+    if file != "mod.rs" {
+        module.push(file.trim_end_matches(".rs").to_owned());
+    }
+    module
+}
+
+/// Every crate path a file's `use` statements name, expanded from groups:
+/// `use crate::{a::b, c::{d, e}};` gives `a::b`, `c::d`, `c::e`. A
+/// `use super::…` is resolved from `module`, the file's own module; one
+/// indented by four spaces per level stands in an inline module (`mod
+/// tests`), so its first `super` is the file's module itself. A path that
+/// stays within the file's module is its own and is left out.
+fn crate_uses(text: &str, module: &[&str]) -> Vec<String> {
     let mut paths = Vec::new();
     let mut rest = text;
     while let Some(at) = rest.find("use crate::") {
@@ -91,6 +111,27 @@ fn crate_uses(text: &str) -> Vec<String> {
         let end = after.find(';').unwrap_or(after.len());
         expand("", &after[..end], &mut paths);
         rest = &after[end..];
+    }
+    for (at, _) in text.match_indices("use super::") {
+        let line = &text[text[..at].rfind('\n').map_or(0, |n| n + 1)..at];
+        let inline = (line.len() - line.trim_start_matches(' ').len()) / 4;
+        let after = &text[at + "use ".len()..];
+        let mut tree = &after[..after.find(';').unwrap_or(after.len())];
+        let mut up = 0;
+        while let Some(next) = tree.strip_prefix("super::") {
+            tree = next;
+            up += 1;
+        }
+        if up <= inline {
+            continue;
+        }
+        match module.len().checked_sub(up - inline) {
+            Some(kept) => {
+                let prefix: String = module[..kept].iter().map(|m| format!("{m}::")).collect();
+                expand(&prefix, tree, &mut paths);
+            }
+            None => paths.push(format!("{tree} (a `super` above the crate root)")),
+        }
     }
     paths
 }
@@ -134,8 +175,37 @@ fn split_top_level(list: &str) -> Vec<&str> {
 
 #[test]
 fn group_expansion_reads_nested_use_statements() {
-    let uses = crate_uses("use crate::{a::b, c::{d, e as f}, g};\nuse crate::h::self;");
+    let uses = crate_uses(
+        "use crate::{a::b, c::{d, e as f}, g};\nuse crate::h::self;",
+        &[],
+    );
     assert_eq!(uses, ["a::b", "c::d", "c::e", "g", "h"]);
+}
+
+#[test]
+fn a_relative_use_is_read_as_the_crate_path_it_names() {
+    let module = module_of(Path::new("work/pull/credit.rs"));
+    assert_eq!(module, ["work", "pull", "credit"]);
+    assert_eq!(module_of(Path::new("work/pull/mod.rs")), ["work", "pull"]);
+    let text = "use super::remote::Remote;\n\
+                use super::super::{Answer, http};\n\
+                use super::super::super::pipeline::hub;\n\
+                mod tests {\n    use super::*;\n    use super::super::testing::MS;\n}\n";
+    let module: Vec<&str> = module.iter().map(String::as_str).collect();
+    assert_eq!(
+        crate_uses(text, &module),
+        [
+            "work::pull::remote::Remote",
+            "work::Answer",
+            "work::http",
+            "pipeline::hub",
+            "work::pull::testing::MS",
+        ]
+    );
+    assert_eq!(
+        crate_uses("use super::super::x;", &["config"]),
+        ["x (a `super` above the crate root)"]
+    );
 }
 
 #[test]
@@ -162,7 +232,9 @@ fn no_module_imports_across_the_lines_of_the_code_map() {
         };
         checked += 1;
         let text = fs::read_to_string(file).expect("a source file is readable");
-        for path in crate_uses(&text) {
+        let module = module_of(relative);
+        let module: Vec<&str> = module.iter().map(String::as_str).collect();
+        for path in crate_uses(&text, &module) {
             let own = path == part || path.starts_with(&format!("{part}::"));
             let may = allowed
                 .iter()
