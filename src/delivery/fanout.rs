@@ -126,3 +126,78 @@ impl Drop for FanOut {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::client::Sink;
+    use crate::delivery::{ClientCounts, Interest, Kind};
+    use crate::epoch::Epoch;
+    use bytes::Bytes;
+    use std::sync::Mutex;
+
+    /// A client's socket that keeps the seq of every outcome written to it.
+    struct Seqs(Arc<Mutex<Vec<u64>>>);
+
+    impl Sink for Seqs {
+        fn write_message(&mut self, message: &Broadcast) -> io::Result<()> {
+            self.0.lock().expect("lock").push(message.seq);
+            Ok(())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn set_blocking(&mut self, _blocking: bool) -> io::Result<()> {
+            Ok(())
+        }
+        fn keepalive(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn goodbye(&mut self) {}
+        fn fell_behind(&mut self, _gap: &Broadcast, _from: u64, _to: u64) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn outcome(seq: u64) -> Broadcast {
+        Broadcast {
+            kind: Kind::Event,
+            seq,
+            status: "on-time",
+            json: Bytes::from(format!(r#"{{"seq":{seq}}}"#)),
+        }
+    }
+
+    /// A client whose subscription is waiting when a batch comes is placed
+    /// in the log before that batch: it misses nothing made after it
+    /// subscribed, whichever channel the fan-out looks at first.
+    #[test]
+    fn a_subscription_waiting_when_a_batch_comes_is_placed_before_the_batch() {
+        // Heartbeats by `Default`: delivery may not name `ops::health`.
+        let faults = Arc::new(Faults::new(Arc::default(), None));
+        let log = Arc::new(Log::new(16, usize::MAX, Epoch::parse("e").expect("epoch")));
+        let client = Arc::new(Client::new(
+            Interest::default(),
+            Arc::new(ClientCounts::default()),
+        ));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        client.attach(Box::new(Seqs(Arc::clone(&written))));
+        // Subscribed first, then the batch: both wait when the fan-out looks.
+        let (subscribe, subscribed) = crossbeam_channel::bounded(1);
+        let (broadcast, broadcasts) = crossbeam_channel::bounded(2);
+        subscribe.send(Arc::clone(&client)).expect("subscribed");
+        broadcast.send(outcome(1)).expect("sent");
+        broadcast.send(outcome(2)).expect("sent");
+        drop((subscribe, broadcast));
+        let fanout = FanOut {
+            clients: Vec::new(),
+            log: Arc::clone(&log),
+            faults: Arc::clone(&faults),
+        };
+        // Ends with its input, telling the client to finish.
+        fanout.run(&broadcasts, subscribed);
+        // The client's own thread writes what its cursor has, then ends.
+        client.serve(&log, &faults);
+        assert_eq!(*written.lock().expect("lock"), [1, 2]);
+    }
+}

@@ -208,6 +208,35 @@ mod tests {
         assert_eq!(beats.ready(), Ok(()));
     }
 
+    /// What the watchdog asks ([`Heartbeats::alive`]): a front deaf to its
+    /// own probe for over 5 s withholds it; running out of descriptors
+    /// costs readiness for 2 s, never the watchdog.
+    #[test]
+    fn the_watchdog_needs_the_front_to_answer_its_probe_but_not_spare_descriptors() {
+        let ten_seconds_in = Heartbeats {
+            started: Instant::now() - Duration::from_secs(10),
+            ..Heartbeats::new()
+        };
+        ten_seconds_in.beat(Stage::Generator);
+        ten_seconds_in.beat(Stage::Hub);
+        assert_eq!(ten_seconds_in.live(), Ok(()));
+        let reason = ten_seconds_in.alive().expect_err("front silent for 10 s");
+        assert!(reason.contains("front"), "{reason}");
+
+        let beats = Heartbeats::new();
+        beats.out_of_descriptors();
+        assert_eq!(beats.alive(), Ok(()), "out of descriptors is not deaf");
+        let reason = beats.ready().expect_err("out of descriptors");
+        assert!(reason.contains("descriptors"), "{reason}");
+        // The last failed accept 1 ms in, looked at over 2 s later.
+        let later = Heartbeats {
+            started: Instant::now() - DESCRIPTORS_RECOVERY - Duration::from_millis(10),
+            out_of_descriptors: AtomicU64::new(1),
+            ..Heartbeats::new()
+        };
+        assert_eq!(later.ready(), Ok(()), "ready again 2 s after the last");
+    }
+
     #[test]
     fn a_stopping_daemon_is_not_ready() {
         let beats = Heartbeats::new();

@@ -364,6 +364,57 @@ mod tests {
         assert_eq!(verdict_at(deadline_at + ns, deadline_at), Status::Late);
     }
 
+    /// A context whose estimator is seeded at 1 ms, with admission on.
+    fn context(work: Work) -> WorkerContext {
+        let health = Arc::new(Heartbeats::new());
+        let config = Config {
+            work_ms: 1,
+            work_jitter_ms: 0,
+            ..Config::default()
+        };
+        WorkerContext {
+            knobs: Arc::new(Knobs::new(&config)),
+            ledger: Arc::new(Ledger::default()),
+            gauges: Arc::new(Gauges::default()),
+            estimator: Arc::new(Mutex::new(WorkEstimator::new(MS, Duration::ZERO))),
+            faults: Arc::new(Faults::new(health, None)),
+            work,
+            clock: WallClock::new(),
+        }
+    }
+
+    #[test]
+    fn real_work_is_predicted_from_measurements_never_from_the_events_own_work_ms() {
+        let ctx = context(Work::Http("http://127.0.0.1:9/".into()));
+        let mut event = Event::generated(Instant::now(), 5_000 * MS);
+        event.work = Some(3_000 * MS);
+        assert_eq!(ctx.prediction(&event, false), Some(MS), "the seed");
+        assert_eq!(ctx.prediction(&event, true), Some(3_000 * MS));
+    }
+
+    #[test]
+    fn a_failed_answer_teaches_the_estimator_nothing_and_a_done_one_does() {
+        let ctx = context(Work::Http("http://127.0.0.1:9/".into()));
+        let event = Event::generated(Instant::now(), 5_000 * MS);
+        let slow = |answer: Answer| {
+            move || {
+                thread::sleep(5 * MS);
+                answer
+            }
+        };
+        for _ in 0..WorkEstimator::MIN_SAMPLES {
+            let verdict = ctx.real_work(&event, slow(Answer::Failed("HTTP 500".into())));
+            assert_eq!(verdict.status, Status::Failed);
+        }
+        let predicted = |ctx: &WorkerContext| ctx.prediction(&event, false).expect("admission on");
+        assert_eq!(predicted(&ctx), MS, "failures measured nothing");
+        for _ in 0..WorkEstimator::MIN_SAMPLES {
+            let verdict = ctx.real_work(&event, slow(Answer::Done));
+            assert_eq!(verdict.status, Status::OnTime);
+        }
+        assert!(predicted(&ctx) >= 5 * MS, "{:?}", predicted(&ctx));
+    }
+
     /// Both ends of a loopback connection: the daemon's, the worker's.
     fn connection(listener: &TcpListener) -> (TcpStream, TcpStream) {
         let addr = listener.local_addr().expect("address");

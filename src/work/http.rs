@@ -154,3 +154,27 @@ fn failure(error: ureq::Error) -> Answer {
         other => Answer::Failed(error_text(&other.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::SocketAddr;
+
+    /// With a timeout set, ureq looks a host up on a new thread for every
+    /// call; a worker thread's client answers every lookup with the address
+    /// found when the thread started instead, whatever host it is asked for.
+    #[test]
+    fn the_address_found_at_start_answers_every_later_lookup() {
+        let resolved = Resolved::at("http://127.0.0.1:8080/work").expect("an address resolves");
+        let elsewhere: ureq::http::Uri = "http://nowhere.invalid:1/".parse().expect("a URI");
+        let answered = resolved
+            .resolve(
+                &elsewhere,
+                &ureq::config::Config::default(),
+                NextTimeout::default(),
+            )
+            .expect("answered without a lookup");
+        let expected: SocketAddr = "127.0.0.1:8080".parse().expect("an address");
+        assert_eq!(answered.iter().copied().collect::<Vec<_>>(), [expected]);
+    }
+}
