@@ -123,7 +123,10 @@ impl Sink for SseSink {
             return frame(&mut self.socket, &self.epoch, message)
                 .map_err(|e| super::ws::timed_out_if_blocking(e, true));
         }
-        if self.pending.len() >= MAX_BUFFERED {
+        // A message goes in only if the buffer stays within MAX_BUFFERED
+        // (an empty buffer takes any message that is not large), so what a
+        // stream holds is bounded as a WebSocket's is.
+        if !self.pending.is_empty() && self.pending.len() + message.json.len() > MAX_BUFFERED {
             return Err(io::ErrorKind::WouldBlock.into());
         }
         frame(&mut self.pending, &self.epoch, message)
@@ -187,6 +190,27 @@ mod tests {
             String::from_utf8_lossy(&out),
             "id: 0123abcd4567ef89:42\ndata: {\"seq\":42}\n\n"
         );
+    }
+
+    #[test]
+    fn a_stream_buffers_no_more_than_a_websocket_does() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let _peer = TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        let (socket, _) = listener.accept().expect("accept");
+        let epoch = Epoch::parse("e").expect("valid epoch");
+        let mut sink = SseSink::open(socket, None, epoch, None).expect("open the stream");
+        let message = Broadcast {
+            kind: Kind::Event,
+            seq: 1,
+            status: "on-time",
+            json: Bytes::from(vec![b'x'; MAX_BUFFERED * 5 / 8]),
+        };
+        // Nothing is flushed: every message stays in the stream's buffer.
+        let taken = (0..4)
+            .take_while(|_| sink.write_message(&message).is_ok())
+            .count();
+        assert_eq!(taken, 1, "a second message would overfill the buffer");
+        assert!(sink.pending.len() <= MAX_BUFFERED);
     }
 
     #[test]
