@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{connect, events, eventually, get_json, http, start};
+use common::{assert_balances, connect, events, eventually, get_json, http, start};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -81,16 +81,7 @@ fn stats_are_served_and_balance() {
     let (status, stats) = get_json(addr, "/api/stats");
     assert_eq!(status, 200);
     let t = &stats["totals"];
-    let n = |v: &serde_json::Value| v.as_u64().expect("count");
-    assert_eq!(
-        n(&t["generated"]) + n(&t["ingested"]),
-        n(&t["onTime"])
-            + n(&t["late"])
-            + n(&t["dropped"]["queueFull"])
-            + n(&t["dropped"]["expired"])
-            + n(&t["dropped"]["infeasible"])
-            + n(&t["inFlight"])
-    );
+    assert_balances(t);
     for key in [
         "uptimeS",
         "rates",

@@ -5,7 +5,7 @@ use crate::common;
 
 use std::time::{Duration, Instant};
 
-use common::{connect, events, next_stats, start};
+use common::{assert_balances, connect, events, next_stats, start};
 use punctual::{Admission, Event};
 use serde_json::Value;
 
@@ -169,17 +169,7 @@ fn overload_drops_queue_full_and_every_snapshot_balances() {
         let stats = next_stats(&mut client, WAIT);
         let t = &stats["totals"];
         let n = |v: &Value| v.as_u64().expect("count");
-        let entered = n(&t["generated"]) + n(&t["ingested"]);
-        let judged = n(&t["onTime"])
-            + n(&t["late"])
-            + n(&t["dropped"]["queueFull"])
-            + n(&t["dropped"]["expired"])
-            + n(&t["dropped"]["infeasible"]);
-        assert_eq!(
-            entered,
-            judged + n(&t["inFlight"]),
-            "conservation broken in {t}"
-        );
+        assert_balances(t);
         assert!(
             n(&t["inFlight"]) <= queue + workers,
             "inFlight beyond queue + workers: {t}"
