@@ -102,9 +102,12 @@ const CALM_TO_RECOVER: u32 = 5;
 /// Least time between two client-count lines.
 const CLIENT_LINE_EVERY: Duration = Duration::from_secs(10);
 
-/// The overload rule, also shown on the dashboard: too many deadlines
-/// missed, a nearly full queue, or an offered load beyond the workers (U ≥ 1,
-/// overloaded by design: drops are expected).
+/// When the journal says an overload began and ended: too many deadlines
+/// missed in this snapshot's window, a nearly full queue (at or over 90 %), or
+/// an offered load beyond the workers (U ≥ 1, overloaded by design: drops are
+/// expected). This is the log's trigger only, judged on one window; the
+/// verdict operators see is the snapshot's `health` (`overload`, over five
+/// windows), which this does not change.
 pub fn overloaded(snapshot: &Snapshot) -> bool {
     let r = &snapshot.rates;
     let verdicts = r.on_time + r.late + r.failed + r.dropped;
