@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::config::Settings;
 use crate::ops::faults::PanicCounts;
 use crate::pipeline::ledger::{Dropped, Totals};
 use crate::pipeline::overload::{Health, OVERLOADED_UTILISATION};
@@ -93,7 +94,7 @@ pub struct Snapshot {
     /// Threads that panicked.
     pub threads: ThreadState,
     /// Effective settings.
-    pub config: serde_json::Value,
+    pub config: Settings,
     /// Latency of every event worked on since start, for `/metrics`.
     #[serde(skip)]
     pub cumulative_latency: CumulativeLatency,
@@ -326,7 +327,7 @@ pub struct Readings {
     /// Threads.
     pub threads: ThreadState,
     /// Effective settings.
-    pub config: serde_json::Value,
+    pub config: Settings,
     /// The run's epoch.
     pub epoch: String,
 }

@@ -300,6 +300,8 @@ fn error_rate(before: &Totals, now: &Totals) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, Knobs};
+    use crate::ops::limits::Caps;
     use crate::pipeline::event::{DropReason, Event};
     use crate::pipeline::ledger::Dropped;
     use crate::pipeline::overload::State;
@@ -436,7 +438,14 @@ mod tests {
             threads: ThreadState {
                 panics: Default::default(),
             },
-            config: serde_json::Value::Null,
+            config: {
+                let config = Config::for_tests();
+                let caps = Caps {
+                    connections: 10,
+                    clients: 10,
+                };
+                config.effective(&Knobs::new(&config), caps)
+            },
             epoch: "e".into(),
         }
     }
