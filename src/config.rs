@@ -294,32 +294,36 @@ impl Config {
 
     /// The settings in force, with the live knobs' current values: reported in
     /// stats, at `GET /api/config`, and in the start line.
-    pub fn effective(&self, knobs: &Knobs, caps: Caps) -> serde_json::Value {
-        serde_json::json!({
-            "listen": self.listen.to_string(),
-            "rate": knobs.rate(),
-            "deadlineMs": knobs.deadline_ms.load(Ordering::Relaxed),
-            "workMs": knobs.work_ms.load(Ordering::Relaxed),
-            "workJitterMs": knobs.work_jitter_ms.load(Ordering::Relaxed),
-            "admission": if knobs.admission() { "on" } else { "off" },
-            "schedule": knobs.schedule(),
-            "work": self.work,
-            "workUrl": self.work_url,
-            "workers": self.workers,
-            "queue": self.queue,
-            "maxClients": caps.clients,
-            "maxConnections": caps.connections,
-            "requestTimeout": self.request_timeout,
-            "idleTimeout": self.idle_timeout,
-            "writeTimeout": self.write_timeout,
-            "logInterval": self.log_interval,
-            "history": self.history,
-            "historyBytes": self.history_bytes,
-            "maxBody": self.max_body,
-            "auth": self.token.is_some(),
-            "allowedOrigins": self.allowed_origins,
-            "allowedHosts": self.allowed_hosts,
-        })
+    pub fn effective(&self, knobs: &Knobs, caps: Caps) -> Settings {
+        Settings {
+            admission: if knobs.admission() {
+                Admission::On
+            } else {
+                Admission::Off
+            },
+            allowed_hosts: self.allowed_hosts.clone(),
+            allowed_origins: self.allowed_origins.clone(),
+            auth: self.token.is_some(),
+            deadline_ms: knobs.deadline_ms.load(Ordering::Relaxed),
+            history: self.history,
+            history_bytes: self.history_bytes,
+            idle_timeout: self.idle_timeout,
+            listen: self.listen,
+            log_interval: self.log_interval,
+            max_body: self.max_body,
+            max_clients: caps.clients,
+            max_connections: caps.connections,
+            queue: self.queue,
+            rate: knobs.rate(),
+            request_timeout: self.request_timeout,
+            schedule: knobs.schedule(),
+            work: self.work,
+            work_jitter_ms: knobs.work_jitter_ms.load(Ordering::Relaxed),
+            work_ms: knobs.work_ms.load(Ordering::Relaxed),
+            work_url: self.work_url.clone(),
+            workers: self.workers,
+            write_timeout: self.write_timeout,
+        }
     }
 
     /// The default configuration, listening on a free loopback port: what tests start.
@@ -328,6 +332,73 @@ impl Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..Config::default()
         }
+    }
+}
+
+/// The settings in force ([`Config::effective`]): every snapshot's `config`,
+/// the answer of `GET /api/config` and the start line. The token itself is
+/// never in it, only whether one is required.
+///
+/// The fields are in alphabetical order of their wire names, the order the
+/// untyped map this replaced wrote them in, so the JSON is byte for byte what
+/// it was.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Settings {
+    /// Admission control now (`--admission`, live).
+    pub admission: Admission,
+    /// `--allowed-host`s.
+    pub allowed_hosts: Vec<AllowedHost>,
+    /// `--allowed-origin`s.
+    pub allowed_origins: Vec<AllowedOrigin>,
+    /// Whether changes need a token (`--token` set).
+    pub auth: bool,
+    /// The deadline of generated events and the default of posted ones, ms (live).
+    pub deadline_ms: u64,
+    /// `--history`: messages the log keeps for replay.
+    pub history: u32,
+    /// `--history-bytes`: most bytes the log keeps.
+    pub history_bytes: u64,
+    /// `--idle-timeout`, seconds.
+    pub idle_timeout: u64,
+    /// `--listen`: the address served on.
+    pub listen: SocketAddr,
+    /// `--log-interval`, seconds.
+    pub log_interval: u64,
+    /// `--max-body`, bytes.
+    pub max_body: u64,
+    /// Effective most clients at once.
+    pub max_clients: usize,
+    /// Effective most open connections at once.
+    pub max_connections: usize,
+    /// `--queue`: the work queue's capacity.
+    pub queue: u32,
+    /// Generated events per second (live).
+    pub rate: u64,
+    /// `--request-timeout`, seconds.
+    pub request_timeout: u64,
+    /// The queue's order now (live).
+    pub schedule: Schedule,
+    /// `--work`: where the work runs.
+    pub work: WorkMode,
+    /// Simulated work's jitter, ms (live).
+    pub work_jitter_ms: u64,
+    /// Simulated work, ms (live).
+    pub work_ms: u64,
+    /// `--work-url` (`--work http`), else none.
+    pub work_url: Option<String>,
+    /// `--workers`: worker threads.
+    pub workers: u32,
+    /// `--write-timeout`, seconds.
+    pub write_timeout: u64,
+}
+
+impl Settings {
+    /// The settings as compact JSON.
+    pub fn to_json(&self) -> String {
+        // Only numbers, strings, booleans and text-serialised addresses:
+        // serialising cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
     }
 }
 
@@ -466,6 +537,38 @@ impl Knobs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_effective_settings_are_the_json_they_always_were() {
+        let config = Config {
+            token: Some("0123456789abcdef0123".into()),
+            work: WorkMode::Http,
+            work_url: Some("http://127.0.0.1:9/x".into()),
+            allowed_origins: vec![AllowedOrigin::Any],
+            allowed_hosts: vec![AllowedHost::parse("foo.example").expect("a host")],
+            ..Config::for_tests()
+        };
+        let knobs = Knobs::new(&config);
+        let caps = Caps {
+            connections: 11024,
+            clients: 10000,
+        };
+        // Byte for byte what the untyped map gave before it was a struct
+        // (keys in alphabetical order), so no reader of it sees a change.
+        assert_eq!(
+            config.effective(&knobs, caps).to_json(),
+            r#"{"admission":"on","allowedHosts":["foo.example"],"allowedOrigins":["*"],"auth":true,"#.to_owned()
+                + r#""deadlineMs":100,"history":10000,"historyBytes":134217728,"idleTimeout":30,"#
+                + r#""listen":"127.0.0.1:0","logInterval":10,"maxBody":1048576,"maxClients":10000,"#
+                + r#""maxConnections":11024,"queue":64,"rate":20,"requestTimeout":10,"schedule":"fifo","#
+                + r#""work":"http","workJitterMs":0,"workMs":50,"workUrl":"http://127.0.0.1:9/x","#
+                + r#""workers":4,"writeTimeout":5}"#
+        );
+        let local = Config::for_tests();
+        let json = local.effective(&Knobs::new(&local), caps).to_json();
+        assert!(json.contains(r#""auth":false"#), "{json}");
+        assert!(json.contains(r#""workUrl":null"#), "{json}");
+    }
 
     #[test]
     fn defaults_match_the_documented_values() {

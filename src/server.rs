@@ -418,7 +418,7 @@ fn announce(config: &Config, addr: SocketAddr, epoch: &Epoch, knobs: &Knobs, cap
     log::info!(
         "punctual {} serving http://{addr}/ (epoch {epoch}) — {}",
         env!("CARGO_PKG_VERSION"),
-        config.effective(knobs, caps)
+        config.effective(knobs, caps).to_json()
     );
 }
 

@@ -7,7 +7,6 @@
 // events and its memory stays flat whatever the event rate.
 
 import {
-  HEALTH_RULE,
   HEALTH_WINDOW_S,
   KNOBS,
   RESET_TEXT,
@@ -58,6 +57,8 @@ const pending = new Ring(PENDING_CAPACITY);
 const rows = new Ring(MAX_ROWS);
 const series = new Series();
 let latestStats = null;
+/** When the newest stats message arrived (client time): its health verdict goes stale after HEALTH_WINDOW_S. */
+let latestStatsAt = 0;
 let statsDirty = false;
 let healthDirty = true;
 let rowsDirty = false;
@@ -181,7 +182,8 @@ function onMessage(text) {
     gapNote = gapNote === RESET_TEXT ? `${RESET_TEXT}; ${gapText(data)}` : gapText(data);
   } else if (data?.type === "stats") {
     latestStats = data;
-    series.add(sampleFromStats(data, Date.now()));
+    latestStatsAt = Date.now();
+    series.add(sampleFromStats(data, latestStatsAt));
     statsDirty = true;
     chartsDirty = true;
   }
@@ -369,8 +371,9 @@ function renderProducers(list) {
   });
 }
 
+/** The server's health verdict, its reasons and its rule; "unknown" once its stats are stale. */
 function renderHealth() {
-  const h = health(series.samples(), Date.now());
+  const h = health(latestStats, latestStatsAt, Date.now());
   const badge = $("health-state");
   const cls = `badge ${h.state}`;
   if (badge.className !== cls) badge.className = cls;
@@ -380,6 +383,7 @@ function renderHealth() {
   else if (h.reasons.length === 0) text = "everything on time, queue calm";
   else text = h.reasons.join(" · ");
   setText("health-reasons", text);
+  setText("health-rule", h.rule);
 }
 
 function renderConnection() {
@@ -654,7 +658,6 @@ $("pause").addEventListener("click", () => {
 // ---- start ----
 
 table.body = $("events");
-$("health-rule").textContent = HEALTH_RULE;
 matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
   colors = null;
   chartsDirty = true;

@@ -5,7 +5,10 @@
 /** Seconds of history the charts and the series keep. */
 export const WINDOW_S = 300;
 
-/** Seconds over which the health rule looks back. */
+/**
+ * Seconds the server's health verdict and the stats bar's recent on-time share
+ * look back over; stats older than this leave the health "unknown" (a stale stream).
+ */
 export const HEALTH_WINDOW_S = 5;
 
 /**
@@ -120,16 +123,14 @@ export function num(v, fallback = 0) {
 }
 
 /**
- * One per-second sample for the charts and the health rule, taken from a
+ * One per-second sample for the charts and the stats bar, taken from a
  * server stats message received at client time `atMs`. Missing or malformed
  * fields become 0, so a partial message never produces NaN downstream.
  */
 export function sampleFromStats(stats, atMs) {
   const rates = stats?.rates ?? {};
   const latency = stats?.latencyMs ?? {};
-  const queue = stats?.queue ?? {};
   const config = stats?.config ?? {};
-  const work = stats?.work;
   return {
     t: atMs,
     uptimeS: num(stats?.uptimeS),
@@ -141,14 +142,6 @@ export function sampleFromStats(stats, atMs) {
     failed: num(rates.failed),
     dropped: num(rates.dropped),
     entered: num(rates.generated) + num(rates.ingested),
-    queueDepth: num(queue.depth),
-    queueCapacity: num(queue.capacity),
-    lagTicks: num(stats?.generator?.lagTicks),
-    clientDropped: num(stats?.clients?.droppedMessages),
-    // 1 when the daemon pulls work from workers and none is connected (it then reports itself not ready).
-    noWorkers: work?.mode === "pull" && num(work.connected) === 0 ? 1 : 0,
-    // Offered utilisation of the workers over the server's last ~5 s (0 from a daemon that does not report it).
-    utilisation: num(stats?.schedulability?.utilisation),
   };
 }
 
@@ -189,50 +182,27 @@ export class Series {
   }
 }
 
-/**
- * The overall state from the samples of the last few seconds.
- * Returns {state: "healthy"|"degraded"|"overloaded"|"unknown", reasons: [..]}.
- */
-export function health(samples, nowMs, windowS = HEALTH_WINDOW_S) {
-  const recent = samples.filter((s) => s.t > nowMs - windowS * 1000 && s.t <= nowMs + 1000);
-  if (recent.length === 0) return { state: "unknown", reasons: ["no stats in the last " + windowS + " s"] };
-  let judged = 0;
-  let bad = 0;
-  for (const s of recent) {
-    judged += s.onTime + s.late + num(s.failed) + s.dropped;
-    bad += s.late + num(s.failed) + s.dropped;
-  }
-  const last = recent[recent.length - 1];
-  const first = recent[0];
-  const queueFill = last.queueCapacity > 0 ? last.queueDepth / last.queueCapacity : 0;
-  // Counters that only grow; a smaller value means the server restarted.
-  const grew = (key) => recent.length > 1 && last[key] > first[key];
-  const badShare = judged > 0 ? bad / judged : 0;
-  const reasons = [];
-  let state = "healthy";
-  // U is already the server's average over its last few seconds: the newest one decides.
-  const byDesign = num(last.utilisation) >= 1;
-  if (badShare > 0.05 || queueFill > 0.9 || byDesign) {
-    state = "overloaded";
-  } else if (bad > 0 || queueFill > 0.5 || last.noWorkers || grew("lagTicks") || grew("clientDropped")) {
-    state = "degraded";
-  }
-  if (byDesign) reasons.push(`U ${formatUtilisation(last.utilisation)} ≥ 1: overloaded by design, drops expected`);
-  if (bad > 0) reasons.push(`${formatPercent(badShare)} late, failed or dropped`);
-  if (queueFill > 0.5) reasons.push(`queue ${formatPercent(queueFill)} full`);
-  if (last.noWorkers) reasons.push("no workers connected");
-  if (grew("lagTicks")) reasons.push("generator falling behind");
-  if (grew("clientDropped")) reasons.push("clients missing messages");
-  return { state, reasons };
-}
+/** The states the server's health verdict takes. */
+const HEALTH_STATES = new Set(["healthy", "degraded", "overloaded"]);
 
-/** The rule `health` applies, in words, for display next to its verdict. */
-export const HEALTH_RULE =
-  "Over the last 5 s: overloaded when late + failed + dropped exceed 5 % of outcomes, the queue is over 90 % full " +
-  "or U ≥ 1 (arrivals × mean work ÷ workers: overloaded by design, drops expected whatever the order); " +
-  "degraded when anything was late, failed or dropped, the queue is over 50 % full, no worker is connected to pull work, " +
-  "the generator lagged or a client missed messages; " +
-  "healthy otherwise.";
+/**
+ * What the health panel shows: the server's own verdict (`stats.health`, judged
+ * once by its hub over its last few seconds) from the newest stats message,
+ * which arrived at `receivedAtMs`. The page judges nothing itself; it only says
+ * "unknown" when that message is older than `windowS` seconds (a stale stream)
+ * or carries no verdict. Returns {state, reasons: [..], rule}: `rule` is the
+ * server's rule in words ("" before any).
+ */
+export function health(stats, receivedAtMs, nowMs, windowS = HEALTH_WINDOW_S) {
+  const verdict = stats?.health;
+  const rule = typeof verdict?.rule === "string" ? verdict.rule : "";
+  if (!stats || !(receivedAtMs > nowMs - windowS * 1000)) {
+    return { state: "unknown", reasons: [`no stats in the last ${windowS} s`], rule };
+  }
+  const reasons = Array.isArray(verdict?.reasons) ? verdict.reasons.filter((r) => typeof r === "string") : [];
+  if (!HEALTH_STATES.has(verdict?.state)) return { state: "unknown", reasons: ["the stats carry no health verdict"], rule };
+  return { state: verdict.state, reasons, rule };
+}
 
 /** The smallest "nice" number (1, 2, 2.5, 5 × 10^k) at or above `v`; at least `min`. */
 export function niceCeil(v, min = 1) {

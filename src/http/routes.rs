@@ -14,7 +14,7 @@ use super::assets::{static_file, static_name};
 use super::page::{MAX_PAGE_BYTES, MAX_PAGE_OUTCOMES, Page};
 use super::reply::{Reply, body, error, header, json, method_not_allowed, respond, status_json};
 use super::request::{has_token, header_value, parse_json, read_body};
-use crate::config::KnobsUpdate;
+use crate::config::{KnobsUpdate, Settings};
 use crate::delivery::{self, Client, Sink, Slot, Transport, sse, ws};
 use crate::epoch::{Epoch, Position};
 use crate::http::origin::{Admitted, Rules};
@@ -79,7 +79,7 @@ fn answer(app: &App, mut request: Request, path: &str, cors: Option<&str>) {
             Some((_, json_bytes)) => json(200, json_bytes.to_vec()),
             None => error(503, "no stats snapshot yet; retry in a second"),
         },
-        ("/api/config", Method::Get) => json(200, app.settings().to_string().into_bytes()),
+        ("/api/config", Method::Get) => json(200, app.settings().to_json().into_bytes()),
         ("/api/config", Method::Put) => change_settings(app, &mut request),
         ("/api/events", Method::Post) => ingest(app, &mut request),
         (p, Method::Post) if p.starts_with(WEBHOOK_PREFIX) => {
@@ -112,7 +112,7 @@ fn with_cors<R: std::io::Read>(reply: Response<R>, cors: Option<&str>) -> Respon
 }
 
 impl App {
-    fn settings(&self) -> serde_json::Value {
+    fn settings(&self) -> Settings {
         self.config.effective(&self.knobs, self.caps)
     }
 
@@ -212,7 +212,7 @@ fn change_settings(app: &App, request: &mut Request) -> Reply {
         Ok(changes) => log::info!("settings changed: {}", changes.join(", ")),
         Err(e) => return error(400, &e),
     }
-    json(200, app.settings().to_string().into_bytes())
+    json(200, app.settings().to_json().into_bytes())
 }
 
 /// The `101` answer to a well-formed WebSocket upgrade of `path`, or the

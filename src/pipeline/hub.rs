@@ -23,6 +23,7 @@ use crate::delivery::{Broadcast, Kind};
 use crate::ops::faults::{Faults, Role};
 use crate::ops::health::{Heartbeats, Stage};
 use crate::pipeline::event::Outcome;
+use crate::pipeline::overload::State;
 use crate::pipeline::stats::{Readings, Snapshot};
 use crate::pipeline::window::Window;
 use crate::time::WallClock;
@@ -93,31 +94,10 @@ struct Reports {
     overloaded_since: Instant,
 }
 
-/// Share of late, failed and dropped verdicts above which the system is overloaded.
-const OVERLOAD_SHARE: f64 = 0.05;
-/// Queue fill (of capacity) at or above which the system is overloaded.
-const OVERLOAD_QUEUE_FILL: f64 = 0.9;
 /// Calm snapshots in a row before an overload counts as over (no flapping).
 const CALM_TO_RECOVER: u32 = 5;
 /// Least time between two client-count lines.
 const CLIENT_LINE_EVERY: Duration = Duration::from_secs(10);
-
-/// The overload rule, also shown on the dashboard: too many deadlines
-/// missed, a nearly full queue, or an offered load beyond the workers (U ≥ 1,
-/// overloaded by design: drops are expected).
-pub fn overloaded(snapshot: &Snapshot) -> bool {
-    let r = &snapshot.rates;
-    let verdicts = r.on_time + r.late + r.failed + r.dropped;
-    let missed_share = if verdicts > 0.0 {
-        (r.late + r.failed + r.dropped) / verdicts
-    } else {
-        0.0
-    };
-    let fill = snapshot.queue.depth as f64 / snapshot.queue.capacity.max(1) as f64;
-    missed_share > OVERLOAD_SHARE
-        || fill >= OVERLOAD_QUEUE_FILL
-        || snapshot.schedulability.overloaded()
-}
 
 impl Reports {
     fn new(now: Instant, log_interval: Duration) -> Self {
@@ -148,14 +128,17 @@ impl Reports {
 
     fn watch_overload(&mut self, snapshot: &Snapshot, now: Instant) {
         let r = &snapshot.rates;
-        match (self.overloaded, overloaded(snapshot)) {
+        // The journal follows the verdict operators see (`health`, judged
+        // once, over five windows), so the log and the page never disagree.
+        let overloaded = snapshot.health.state == State::Overloaded;
+        match (self.overloaded, overloaded) {
             (false, true) => {
                 self.overloaded = true;
                 self.overloaded_since = now;
-                let u = &snapshot.schedulability;
                 log::warn!(
-                    "overloaded: {:.0} late/s, {:.0} failed/s, {:.0} dropped/s (queue-full {:.0}, expired {:.0}, \
-                     infeasible {:.0}) against {:.0} on-time/s; queue {}/{}; U = {:.2}{}",
+                    "overloaded: {}; {:.0} late/s, {:.0} failed/s, {:.0} dropped/s (queue-full {:.0}, \
+                     expired {:.0}, infeasible {:.0}) against {:.0} on-time/s; queue {}/{}; U = {:.2}",
+                    snapshot.health.reasons.join("; "),
                     r.late,
                     r.failed,
                     r.dropped,
@@ -165,12 +148,7 @@ impl Reports {
                     r.on_time,
                     snapshot.queue.depth,
                     snapshot.queue.capacity,
-                    u.utilisation,
-                    if u.overloaded() {
-                        " ≥ 1: overloaded by design, drops expected"
-                    } else {
-                        ""
-                    }
+                    snapshot.schedulability.utilisation,
                 );
             }
             (true, true) => self.calm_snapshots = 0,
@@ -183,7 +161,7 @@ impl Reports {
                         .saturating_duration_since(self.overloaded_since)
                         .as_secs();
                     log::warn!(
-                        "overload over after {lasted} s: {:.0} on-time/s, late, failed and dropped back under 5%",
+                        "overload over after {lasted} s: {:.0} on-time/s, not overloaded for {CALM_TO_RECOVER} s",
                         r.on_time
                     );
                 }

@@ -17,6 +17,7 @@ pub(crate) mod generator;
 pub(crate) mod hub;
 pub(crate) mod intake;
 pub(crate) mod ledger;
+pub(crate) mod overload;
 pub(crate) mod schedule;
 pub(crate) mod stats;
 pub(crate) mod window;

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::config::Settings;
 use crate::ops::faults::PanicCounts;
 use crate::pipeline::ledger::{Dropped, Totals};
+use crate::pipeline::overload::{Health, OVERLOADED_UTILISATION};
 
 /// Latency percentiles of the outcomes judged in the last window, in ms.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
@@ -84,12 +86,15 @@ pub struct Snapshot {
     pub work: WorkState,
     /// Offered utilisation of the worker pool over the last few seconds.
     pub schedulability: Schedulability,
+    /// The hub's verdict on the last few seconds: healthy, degraded or
+    /// overloaded, why, and the rule (see `overload`).
+    pub health: Health,
     /// Outcomes by producer (at most `MAX_PRODUCERS` rows, the rest as `other`).
     pub producers: Vec<ProducerStats>,
     /// Threads that panicked.
     pub threads: ThreadState,
     /// Effective settings.
-    pub config: serde_json::Value,
+    pub config: Settings,
     /// Latency of every event worked on since start, for `/metrics`.
     #[serde(skip)]
     pub cumulative_latency: CumulativeLatency,
@@ -272,7 +277,7 @@ impl Schedulability {
 
     /// Whether the offered load alone exceeds the pool (U ≥ 1).
     pub fn overloaded(&self) -> bool {
-        self.utilisation >= 1.0
+        self.utilisation >= OVERLOADED_UTILISATION
     }
 }
 
@@ -322,7 +327,7 @@ pub struct Readings {
     /// Threads.
     pub threads: ThreadState,
     /// Effective settings.
-    pub config: serde_json::Value,
+    pub config: Settings,
     /// The run's epoch.
     pub epoch: String,
 }

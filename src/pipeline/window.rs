@@ -1,7 +1,7 @@
-//! The hub's window: latency histograms, rates, per-producer rows and the
-//! offered utilisation of the last second, owned by the hub thread, which
-//! closes it once a second into a [`Snapshot`] built from the ledger's totals
-//! and the other readings.
+//! The hub's window: latency histograms, rates, per-producer rows, the
+//! offered utilisation and the overload verdict's tallies of the last second,
+//! owned by the hub thread, which closes it once a second into a [`Snapshot`]
+//! built from the ledger's totals and the other readings.
 //!
 //! Reads and writes no channel.
 //!
@@ -12,9 +12,11 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::config::WorkMode;
 use crate::pipeline::event::{Outcome, Status};
 use crate::pipeline::gauges::{micros_histogram, p99_ms, record_micros};
 use crate::pipeline::ledger::Totals;
+use crate::pipeline::overload::{Counters, Health, Now, Recent};
 use crate::pipeline::stats::{
     CumulativeLatency, LatencyMs, Load, ProducerStats, Rates, Readings, Schedulability, Snapshot,
     WorkState,
@@ -31,6 +33,8 @@ pub struct Window {
     previous_work_ms: f64,
     /// The last few windows' load, for the utilisation.
     recent_load: VecDeque<Load>,
+    /// The last few windows' tallies, for the overload verdict.
+    recent: Recent,
     producers: Producers,
 }
 
@@ -142,6 +146,7 @@ impl Window {
             late_after_deadline_us: micros_histogram(),
             previous_work_ms: 0.0,
             recent_load: VecDeque::with_capacity(LOAD_WINDOWS),
+            recent: Recent::default(),
             producers: Producers::default(),
         }
     }
@@ -167,6 +172,7 @@ impl Window {
         let elapsed = now.saturating_duration_since(self.window_start);
         let rates = rates(&self.previous, &readings.totals, elapsed);
         let schedulability = self.schedulability(elapsed, &readings);
+        let health = self.health(&readings, &schedulability);
         let work = WorkState {
             error_rate: error_rate(&self.previous, &readings.totals),
             ..readings.work
@@ -190,6 +196,7 @@ impl Window {
             generator: readings.generator,
             work,
             schedulability,
+            health,
             producers: self.producers.take(elapsed.as_secs_f64()),
             threads: readings.threads,
             config: readings.config,
@@ -224,6 +231,22 @@ impl Window {
             },
         );
         Schedulability::of(total, readings.configured_work_ms, readings.workers.total)
+    }
+
+    /// Closes this window's tallies and judges the last few windows, with
+    /// the queue, the workers and U as they are now.
+    fn health(&mut self, readings: &Readings, schedulability: &Schedulability) -> Health {
+        self.recent.close(Counters {
+            totals: readings.totals,
+            lag_ticks: readings.generator.lag_ticks,
+            missed_messages: readings.clients.dropped_messages,
+        });
+        self.recent.judge(Now {
+            queue_depth: readings.queue.depth,
+            queue_capacity: readings.queue.capacity,
+            no_workers: readings.work.mode == WorkMode::Pull.name() && readings.work.connected == 0,
+            utilisation: schedulability.utilisation,
+        })
     }
 
     fn latency_percentiles(&self) -> LatencyMs {
@@ -277,8 +300,14 @@ fn error_rate(before: &Totals, now: &Totals) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{Config, Knobs};
+    use crate::ops::limits::Caps;
     use crate::pipeline::event::{DropReason, Event};
     use crate::pipeline::ledger::Dropped;
+    use crate::pipeline::overload::State;
+    use crate::pipeline::stats::{
+        ClientState, GeneratorState, QueueState, ThreadState, WorkerState,
+    };
 
     #[test]
     fn the_error_rate_is_the_failed_share_of_the_answers_in_the_window() {
@@ -363,6 +392,88 @@ mod tests {
             window.producers.take(1.0)[0].rate,
             0.0,
             "the window starts afresh"
+        );
+    }
+
+    /// Readings of a quiet simulating daemon with nothing judged yet.
+    fn quiet_readings() -> Readings {
+        Readings {
+            totals: Totals::default(),
+            queue: QueueState {
+                depth: 0,
+                capacity: 64,
+            },
+            workers: WorkerState {
+                busy: 0,
+                total: 4,
+                work_ms_total: 0.0,
+            },
+            clients: ClientState {
+                connected: 0,
+                websocket: 0,
+                sse: 0,
+                max: 10,
+                dropped_messages: 0,
+                slow: 0,
+                slow_turns: 0,
+                backlog: 0,
+                connections: 0,
+                max_connections: 10,
+                accept_errors: 0,
+            },
+            generator: GeneratorState {
+                rate: 0,
+                lag_ticks: 0,
+                tick_jitter_ms_p99: 0.0,
+            },
+            work: WorkState {
+                mode: "simulate",
+                target: None,
+                connected: 0,
+                credit: 0,
+                in_flight: 0,
+                error_rate: 0.0,
+            },
+            configured_work_ms: 10.0,
+            threads: ThreadState {
+                panics: Default::default(),
+            },
+            config: {
+                let config = Config::for_tests();
+                let caps = Caps {
+                    connections: 10,
+                    clients: 10,
+                };
+                config.effective(&Knobs::new(&config), caps)
+            },
+            epoch: "e".into(),
+        }
+    }
+
+    #[test]
+    fn each_snapshot_carries_the_verdict_on_its_own_readings() {
+        let t0 = Instant::now();
+        let mut window = Window::new(t0, Duration::from_millis(100));
+        let first = window.snapshot(t0 + Duration::from_secs(1), quiet_readings());
+        assert_eq!(
+            (first.health.state, first.health.reasons.len()),
+            (State::Healthy, 0)
+        );
+        let mut readings = quiet_readings();
+        readings.queue.depth = 60;
+        readings.work.mode = WorkMode::Pull.name();
+        readings.generator.lag_ticks = 3;
+        readings.clients.dropped_messages = 7;
+        let second = window.snapshot(t0 + Duration::from_secs(2), readings);
+        assert_eq!(second.health.state, State::Overloaded);
+        assert_eq!(
+            second.health.reasons,
+            [
+                "queue 93.8 % full",
+                "no workers connected",
+                "generator falling behind",
+                "clients missing messages"
+            ]
         );
     }
 

@@ -522,6 +522,12 @@ fn drive(
         "health to say healthy",
         "document.getElementById('health-state').textContent === 'healthy'",
     )?;
+    // The rule under the verdict is the daemon's, from its stats.
+    let rule = page.text("health-rule")?;
+    assert!(
+        rule.starts_with("Over the last 5 s: overloaded when") && rule.contains("U ≥ 1"),
+        "the health panel does not show the daemon's rule: {rule:?}"
+    );
 
     // The health panel names the schedule and the utilisation; the Producers
     // panel shows the generator's row; the schedule control follows the server.
@@ -604,8 +610,9 @@ fn drive(
     page.set_knob("k-work", 300)?;
     page.wait_count_above("s-infeasible", infeasible + 5)?;
     page.wait_for(
-        "health to say overloaded",
-        "document.getElementById('health-state').textContent === 'overloaded'",
+        "health to say overloaded, and why in the daemon's words",
+        "document.getElementById('health-state').textContent === 'overloaded' \
+         && / late, failed or dropped|≥ 1: overloaded by design/.test(document.getElementById('health-reasons').textContent)",
     )?;
     // ...and with admission off through its switch, they run and end late.
     let late = page.count("s-late")?;

@@ -90,6 +90,7 @@ fn stats_are_served_and_balance() {
         "workers",
         "clients",
         "generator",
+        "health",
         "config",
     ] {
         assert!(stats.get(key).is_some(), "stats lack {key}: {stats}");

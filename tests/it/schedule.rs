@@ -182,6 +182,17 @@ fn under_overload_the_totals_balance_in_both_modes_and_u_says_so() {
         let (_, stats) = get_json(addr, "/api/stats");
         assert_eq!(stats["config"]["schedule"], json!(schedule));
         assert_balances(&stats["totals"]);
+        // The snapshot's own verdict says so, first, in the dashboard's words.
+        let u = stats["schedulability"]["utilisation"].as_f64().expect("U");
+        assert!(u >= 1.0, "U stays at about 4: {stats}");
+        assert_eq!(stats["health"]["state"], "overloaded", "{stats}");
+        assert_eq!(
+            stats["health"]["reasons"][0],
+            json!(format!(
+                "U {u:.2} ≥ 1: overloaded by design, drops expected"
+            )),
+            "{stats}"
+        );
         let metrics = http(addr, "GET", "/metrics", &[], b"");
         let text = String::from_utf8_lossy(&metrics.body).into_owned();
         let gauge = |name: &str| {
