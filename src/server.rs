@@ -22,10 +22,10 @@ use crate::ops::health::Heartbeats;
 use crate::ops::limits::Caps;
 use crate::pipeline::admission::WorkEstimator;
 use crate::pipeline::event::{Event, Outcome};
-use crate::pipeline::gauges::Gauges;
 use crate::pipeline::hub::{self, Hub, LatestStats};
 use crate::pipeline::intake::{self, Entry, Intake};
 use crate::pipeline::ledger::Ledger;
+use crate::pipeline::meters::Meters;
 use crate::pipeline::schedule::WorkQueue;
 use crate::pipeline::stats::{
     ClientState, GeneratorState, QueueState, Readings, Snapshot, ThreadState, WorkState,
@@ -160,7 +160,7 @@ impl Server {
         producers.push(generator::spawn(
             intake.clone(),
             Arc::clone(&shared.knobs),
-            Arc::clone(&shared.gauges),
+            Arc::clone(&shared.meters),
             Arc::clone(&shared.health),
             stopped,
             Arc::clone(&shared.faults),
@@ -294,7 +294,7 @@ struct Shared {
     clock: WallClock,
     knobs: Arc<Knobs>,
     ledger: Arc<Ledger>,
-    gauges: Arc<Gauges>,
+    meters: Arc<Meters>,
     client_counts: Arc<ClientCounts>,
     health: Arc<Heartbeats>,
     faults: Arc<Faults>,
@@ -308,7 +308,7 @@ impl Shared {
             clock: WallClock::new(),
             knobs: Arc::new(Knobs::new(config)),
             ledger: Arc::new(Ledger::default()),
-            gauges: Arc::new(Gauges::default()),
+            meters: Arc::new(Meters::default()),
             client_counts: Arc::new(ClientCounts::default()),
             faults: Arc::new(Faults::new(Arc::clone(&health), config.test_panic)),
             health,
@@ -348,7 +348,7 @@ impl Shared {
         let ctx = WorkerContext {
             knobs: Arc::clone(&self.knobs),
             ledger: Arc::clone(&self.ledger),
-            gauges: Arc::clone(&self.gauges),
+            meters: Arc::clone(&self.meters),
             estimator: Arc::new(Mutex::new(WorkEstimator::new(
                 self.knobs.work(),
                 self.knobs.work_jitter(),
@@ -397,7 +397,7 @@ impl Shared {
             history_capacity: config.history as usize,
             config,
             health: Arc::clone(&self.health),
-            gauges: Arc::clone(&self.gauges),
+            meters: Arc::clone(&self.meters),
             work: match work {
                 Work::Pull(remote_workers) => Some(Arc::clone(remote_workers)),
                 _ => None,
@@ -427,7 +427,7 @@ struct SystemReader {
     work: Work,
     config: Config,
     ledger: Arc<Ledger>,
-    gauges: Arc<Gauges>,
+    meters: Arc<Meters>,
     client_counts: Arc<ClientCounts>,
     faults: Arc<Faults>,
     knobs: Arc<Knobs>,
@@ -449,7 +449,7 @@ impl SystemReader {
             work: work.clone(),
             config: config.clone(),
             ledger: Arc::clone(&shared.ledger),
-            gauges: Arc::clone(&shared.gauges),
+            meters: Arc::clone(&shared.meters),
             client_counts: Arc::clone(&shared.client_counts),
             faults: Arc::clone(&shared.faults),
             knobs: Arc::clone(&shared.knobs),
@@ -460,7 +460,7 @@ impl SystemReader {
     }
 
     fn work_state(&self) -> WorkState {
-        let busy = self.gauges.busy_workers.load(Ordering::Relaxed);
+        let busy = self.meters.busy_workers.load(Ordering::Relaxed);
         let (target, connected, credit, in_flight) = match &self.work {
             Work::Simulate => (None, 0, 0, 0),
             Work::Http(url) => (Some(url.to_string()), 0, 0, busy),
@@ -485,7 +485,7 @@ impl SystemReader {
     fn read(&self) -> Readings {
         let gauge = |g: &std::sync::atomic::AtomicUsize| g.load(Ordering::Relaxed);
         let counter = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-        let (g, c) = (&self.gauges, &self.client_counts);
+        let (g, c) = (&self.meters, &self.client_counts);
         Readings {
             totals: self.ledger.totals(),
             queue: QueueState {

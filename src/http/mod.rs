@@ -52,9 +52,9 @@ use crate::delivery::{ClientCounts, ClientSlots, Inbound, Log, Subscriptions};
 use crate::ops::health::{Heartbeats, Stage};
 use crate::ops::limits::Caps;
 use crate::ops::logging::RateLimit;
-use crate::pipeline::gauges::Gauges;
 use crate::pipeline::hub::LatestStats;
 use crate::pipeline::intake::Intake;
+use crate::pipeline::meters::Meters;
 use crate::time::WallClock;
 
 /// Pause between self-probes of `/healthz`.
@@ -157,7 +157,7 @@ pub struct App {
     /// Heartbeats for `/healthz`, `/readyz`, and the probe's own beat.
     pub health: Arc<Heartbeats>,
     /// Where the front reports its open connections and failed accepts.
-    pub gauges: Arc<Gauges>,
+    pub meters: Arc<Meters>,
     /// Delivery's client counts, which every new client joins.
     pub client_counts: Arc<ClientCounts>,
     /// The pull-mode `RemoteWorkers` that `/api/work` connects workers to (`--work pull` only).
@@ -207,9 +207,9 @@ fn handler(app: Weak<App>) -> tiny_http::Handler {
 /// Counts failed accepts and warns about them at most every 10 s; tiny_http
 /// backs off and keeps accepting.
 fn accept_error_hook(app: &App) -> tiny_http::AcceptErrorHook {
-    let (health, gauges) = (Arc::clone(&app.health), Arc::clone(&app.gauges));
+    let (health, meters) = (Arc::clone(&app.health), Arc::clone(&app.meters));
     Arc::new(move |e: &io::Error| {
-        let failures = gauges.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
+        let failures = meters.accept_errors.fetch_add(1, Ordering::Relaxed) + 1;
         if is_out_of_descriptors(e) {
             health.out_of_descriptors();
         }
@@ -237,7 +237,7 @@ fn is_out_of_descriptors(e: &io::Error) -> bool {
 /// for descriptors too: that counts as alive, and as not ready.
 fn supervise(server: &tiny_http::Server, app: &App, probe_addr: SocketAddr, stop: &Receiver<()>) {
     loop {
-        app.gauges
+        app.meters
             .connections
             .store(server.num_connections(), Ordering::Relaxed);
         match probe(probe_addr) {

@@ -2,7 +2,7 @@
 //! encoded by `prometheus-client`. Every label takes values from a fixed,
 //! small set.
 //!
-//! The numbers are counted elsewhere (ledger, gauges, hub), so nothing here is
+//! The numbers are counted elsewhere (ledger, meters, hub), so nothing here is
 //! a live metric object: each scrape encodes one [`Snapshot`] through a
 //! [`Collector`]. Counter families are named without `_total`, as OpenMetrics
 //! wants; their samples carry it (`punctual_events_total{source=…}`).

@@ -19,8 +19,8 @@ use crate::config::Knobs;
 use crate::ops::faults::{Faults, Role};
 use crate::ops::health::{Heartbeats, Stage};
 use crate::pipeline::event::Event;
-use crate::pipeline::gauges::Gauges;
 use crate::pipeline::intake::Intake;
+use crate::pipeline::meters::Meters;
 
 /// Most of a schedule emitted in one wake, as a span of time: a generator that
 /// fell behind catches up by at most this much and counts the rest as lag.
@@ -103,7 +103,7 @@ impl Ticker {
 pub fn spawn(
     intake: Intake,
     knobs: Arc<Knobs>,
-    gauges: Arc<Gauges>,
+    meters: Arc<Meters>,
     health: Arc<Heartbeats>,
     stop: Receiver<()>,
     faults: Arc<Faults>,
@@ -112,7 +112,7 @@ pub fn spawn(
         .name("generator".into())
         .spawn(move || {
             faults.run_essential(Role::Generator, || {
-                run(&intake, &knobs, &gauges, &health, &stop, &faults)
+                run(&intake, &knobs, &meters, &health, &stop, &faults)
             })
         })
 }
@@ -120,7 +120,7 @@ pub fn spawn(
 fn run(
     intake: &Intake,
     knobs: &Knobs,
-    gauges: &Gauges,
+    meters: &Meters,
     health: &Heartbeats,
     stop: &Receiver<()>,
     faults: &Faults,
@@ -144,13 +144,13 @@ fn run(
         }
         let woke = Instant::now();
         if ticker.rate() > 0 {
-            gauges
+            meters
                 .tick_jitter
                 .record(woke.saturating_duration_since(wake_at));
         }
         let due = ticker.poll(woke);
         if due.skipped > 0 {
-            gauges.lag_ticks.fetch_add(due.skipped, Ordering::Relaxed);
+            meters.lag_ticks.fetch_add(due.skipped, Ordering::Relaxed);
             log::debug!("generator behind: skipped {} ticks", due.skipped);
         }
         let deadline = knobs.deadline();

@@ -12,11 +12,11 @@
 
 pub(crate) mod admission;
 pub(crate) mod event;
-pub(crate) mod gauges;
 pub(crate) mod generator;
 pub(crate) mod hub;
 pub(crate) mod intake;
 pub(crate) mod ledger;
+pub(crate) mod meters;
 pub(crate) mod overload;
 pub(crate) mod schedule;
 pub(crate) mod stats;

@@ -1,7 +1,7 @@
 //! The once-a-second snapshot: its wire schema ([`Snapshot`] and its parts,
 //! served at `/api/stats` and sent to clients that ask for stats) and its
 //! log lines. The hub's window builds it (`window`); the counting itself is
-//! in `ledger` and `gauges`.
+//! in `ledger` and `meters`.
 //!
 //! Reads and writes no channel.
 

@@ -14,8 +14,8 @@ use hdrhistogram::Histogram;
 
 use crate::config::WorkMode;
 use crate::pipeline::event::{Outcome, Status};
-use crate::pipeline::gauges::{micros_histogram, p99_ms, record_micros};
 use crate::pipeline::ledger::Totals;
+use crate::pipeline::meters::{micros_histogram, p99_ms, record_micros};
 use crate::pipeline::overload::{Counters, Health, Now, Recent};
 use crate::pipeline::stats::{
     CumulativeLatency, LatencyMs, Load, ProducerStats, Rates, Readings, Schedulability, Snapshot,

@@ -31,8 +31,8 @@ use crate::config::Knobs;
 use crate::ops::faults::{Faults, Role};
 use crate::pipeline::admission::{Admit, WorkEstimator, admit};
 use crate::pipeline::event::{DropReason, Event, Outcome, Status, error_text};
-use crate::pipeline::gauges::Gauges;
 use crate::pipeline::ledger::Ledger;
+use crate::pipeline::meters::Meters;
 use crate::pipeline::schedule::WorkQueue;
 use crate::time::WallClock;
 use crate::work::pull::{Offer, RemoteWorkers};
@@ -67,8 +67,8 @@ pub struct WorkerContext {
     pub knobs: Arc<Knobs>,
     /// The conservation ledger.
     pub ledger: Arc<Ledger>,
-    /// Busy-worker and work-time gauges.
-    pub gauges: Arc<Gauges>,
+    /// Busy-worker count and work time.
+    pub meters: Arc<Meters>,
     /// The shared work-time estimator.
     pub estimator: Arc<Mutex<WorkEstimator>>,
     /// Where a panic while judging is counted.
@@ -201,7 +201,7 @@ impl WorkerContext {
     /// did, without allocating two channels per event.
     fn simulate(&self, event: &Event) -> Verdict {
         let work = event.work.unwrap_or_else(|| self.sample_work());
-        let busy = Busy::start(&self.gauges);
+        let busy = Busy::start(&self.meters);
         let started = Instant::now();
         let wake_at = (started + work).min(event.deadline_at());
         sleep_until(started, wake_at);
@@ -262,7 +262,7 @@ impl WorkerContext {
     /// the estimator; a failure's does not, it says nothing of the work.
     fn real_work(&self, event: &Event, call: impl FnOnce() -> Answer) -> Verdict {
         let deadline_at = event.deadline_at();
-        let busy = Busy::start(&self.gauges);
+        let busy = Busy::start(&self.meters);
         let started = Instant::now();
         let answer = call();
         let mut decided = Instant::now();
@@ -287,7 +287,7 @@ impl WorkerContext {
     fn count_work(&self, started: Instant, decided: Instant) -> Duration {
         let took = decided.saturating_duration_since(started);
         let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.gauges.work_micros.fetch_add(micros, Ordering::Relaxed);
+        self.meters.work_micros.fetch_add(micros, Ordering::Relaxed);
         took
     }
 
@@ -329,12 +329,12 @@ fn sleep_until(now: Instant, wake_at: Instant) {
 
 /// A worker counted in `busy_workers` until dropped, so a panic mid-work
 /// cannot leave the gauge one too high.
-struct Busy<'a>(&'a Gauges);
+struct Busy<'a>(&'a Meters);
 
 impl<'a> Busy<'a> {
-    fn start(gauges: &'a Gauges) -> Self {
-        gauges.busy_workers.fetch_add(1, Ordering::Relaxed);
-        Busy(gauges)
+    fn start(meters: &'a Meters) -> Self {
+        meters.busy_workers.fetch_add(1, Ordering::Relaxed);
+        Busy(meters)
     }
 }
 
@@ -375,7 +375,7 @@ mod tests {
         WorkerContext {
             knobs: Arc::new(Knobs::new(&config)),
             ledger: Arc::new(Ledger::default()),
-            gauges: Arc::new(Gauges::default()),
+            meters: Arc::new(Meters::default()),
             estimator: Arc::new(Mutex::new(WorkEstimator::new(MS, Duration::ZERO))),
             faults: Arc::new(Faults::new(health, None)),
             work,
@@ -456,7 +456,7 @@ mod tests {
         let ctx = WorkerContext {
             knobs: Arc::new(Knobs::new(&Config::default())),
             ledger: Arc::new(Ledger::default()),
-            gauges: Arc::new(Gauges::default()),
+            meters: Arc::new(Meters::default()),
             estimator: Arc::new(Mutex::new(WorkEstimator::new(MS, MS))),
             faults: Arc::new(Faults::new(health, None)),
             work: Work::Pull(Arc::clone(&remote_workers)),

@@ -1,8 +1,8 @@
-//! Live gauges: lock-free counts the stages update as they work (busy
+//! Live meters: lock-free counts the stages update as they work (busy
 //! workers, work time, generator lag, open connections, accept errors) and
 //! the generator's recent wake-up delays, read by the hub once a second.
 //!
-//! Owns: [`Gauges`], [`RecentDurations`] and the microsecond histograms the
+//! Owns: [`Meters`], [`RecentDurations`] and the microsecond histograms the
 //! stats share. Reads and writes no channel.
 //!
 //! Must not know: what the stages do.
@@ -16,9 +16,9 @@ use hdrhistogram::Histogram;
 /// Highest latency the histogram records exactly; beyond it values are clamped.
 const MAX_TRACKED_LATENCY_US: u64 = 3_600_000_000;
 
-/// Live gauges updated lock-free by the stages that own them.
+/// Live meters updated lock-free by the stages that own them.
 #[derive(Debug, Default)]
-pub struct Gauges {
+pub struct Meters {
     /// Workers currently running work.
     pub busy_workers: AtomicUsize,
     /// Total time workers spent running work, in microseconds.
