@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::daemon::http_agent;
-use crate::options::Options;
+use crate::options::{Mix, Options};
 use crate::report::{IngestReport, round3};
 
 /// What the producer got back, summed over its posts.
@@ -32,44 +32,6 @@ struct IngestCounts {
 struct IngestAnswer {
     accepted: u64,
     dropped: u64,
-}
-
-/// Classes of posted events, drawn by weight.
-#[derive(Clone, Debug)]
-pub struct Mix(Vec<(String, u64, f64)>);
-
-pub fn parse_mix(text: &str) -> Result<Mix, String> {
-    let classes = text
-        .split(',')
-        .map(|class| {
-            let parts: Vec<&str> = class.split(':').collect();
-            let [producer, deadline, weight] = parts[..] else {
-                return Err(format!("{class:?} is not PRODUCER:DEADLINE_MS:WEIGHT"));
-            };
-            let deadline = deadline.parse::<u64>().ok().filter(|d| *d > 0);
-            let weight = weight
-                .parse::<f64>()
-                .ok()
-                .filter(|w| *w > 0.0 && w.is_finite());
-            match (producer.is_empty(), deadline, weight) {
-                (false, Some(d), Some(w)) => Ok((producer.to_owned(), d, w)),
-                _ => Err(format!(
-                    "{class:?}: a name, a deadline > 0 ms and a weight > 0"
-                )),
-            }
-        })
-        .collect::<Result<Vec<_>, String>>()?;
-    Ok(Mix(classes))
-}
-
-pub fn parse_work_range(text: &str) -> Result<(f64, f64), String> {
-    let (low, high) = text
-        .split_once('-')
-        .ok_or("give MIN-MAX in ms, e.g. 5-15")?;
-    match (low.parse::<f64>(), high.parse::<f64>()) {
-        (Ok(low), Ok(high)) if 0.0 <= low && low <= high && high <= 3_600_000.0 => Ok((low, high)),
-        _ => Err(format!("{text:?}: MIN-MAX with 0 ≤ MIN ≤ MAX ms")),
-    }
 }
 
 /// What each posted event says: its class (producer and deadline) and work.

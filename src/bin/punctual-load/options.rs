@@ -5,8 +5,6 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::ingest::{Mix, parse_mix, parse_work_range};
-
 /// Most pull workers the tool connects.
 const MAX_PULL_WORKERS: u32 = 1024;
 /// Most tasks a pull worker may hold at once (the daemon's `MAX_CREDIT`).
@@ -125,5 +123,45 @@ impl Options {
         self.daemon_args
             .iter()
             .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    }
+}
+
+/// Classes of posted events, drawn by weight.
+#[derive(Clone, Debug)]
+pub struct Mix(pub Vec<(String, u64, f64)>);
+
+/// Reads `--ingest-mix`: `PRODUCER:DEADLINE_MS:WEIGHT,…`.
+pub fn parse_mix(text: &str) -> Result<Mix, String> {
+    let classes = text
+        .split(',')
+        .map(|class| {
+            let parts: Vec<&str> = class.split(':').collect();
+            let [producer, deadline, weight] = parts[..] else {
+                return Err(format!("{class:?} is not PRODUCER:DEADLINE_MS:WEIGHT"));
+            };
+            let deadline = deadline.parse::<u64>().ok().filter(|d| *d > 0);
+            let weight = weight
+                .parse::<f64>()
+                .ok()
+                .filter(|w| *w > 0.0 && w.is_finite());
+            match (producer.is_empty(), deadline, weight) {
+                (false, Some(d), Some(w)) => Ok((producer.to_owned(), d, w)),
+                _ => Err(format!(
+                    "{class:?}: a name, a deadline > 0 ms and a weight > 0"
+                )),
+            }
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    Ok(Mix(classes))
+}
+
+/// Reads `--ingest-work`: `MIN-MAX` in ms.
+pub fn parse_work_range(text: &str) -> Result<(f64, f64), String> {
+    let (low, high) = text
+        .split_once('-')
+        .ok_or("give MIN-MAX in ms, e.g. 5-15")?;
+    match (low.parse::<f64>(), high.parse::<f64>()) {
+        (Ok(low), Ok(high)) if 0.0 <= low && low <= high && high <= 3_600_000.0 => Ok((low, high)),
+        _ => Err(format!("{text:?}: MIN-MAX with 0 ≤ MIN ≤ MAX ms")),
     }
 }

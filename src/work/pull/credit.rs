@@ -161,7 +161,7 @@ impl Credit {
         let mut outbox = remote.lock_outbox();
         // An earlier frame may have finished since the pool offered this
         // remote: write what is left of it first.
-        match remote.flush(&mut outbox, remote_workers) {
+        match remote_workers.flush(&remote, &mut outbox) {
             Ok(true) => {}
             Ok(false) => {
                 drop(outbox);
@@ -182,13 +182,15 @@ impl Credit {
         if !remote.expect(id, answer_in.clone(), &remote_workers.in_flight) {
             return Offer::Elsewhere;
         }
-        let written = remote.start(&mut outbox, &frame).and_then(|under_way| {
-            if under_way {
-                outbox.task = Some((id.into(), answer_in.clone()));
-                remote_workers.watch(&remote)?;
-            }
-            Ok(())
-        });
+        let written = outbox
+            .start(&remote.stream, &remote.behind, &frame)
+            .and_then(|under_way| {
+                if under_way {
+                    outbox.task = Some((id.into(), answer_in.clone()));
+                    remote_workers.watch(&remote)?;
+                }
+                Ok(())
+            });
         match written {
             Ok(()) => Offer::Taken(Handover { answer_out }),
             Err(e) => {

@@ -151,7 +151,7 @@ impl RemoteWorkers {
     /// otherwise arms it again and returns when it would stall.
     fn look_at(&self, remote: &Arc<Remote>) -> Option<Instant> {
         let mut outbox = remote.lock_outbox();
-        match remote.flush(&mut outbox, self) {
+        match self.flush(remote, &mut outbox) {
             Ok(true) => self.unwatch(remote),
             Ok(false) => {
                 let stalled = outbox.progress_at.elapsed();

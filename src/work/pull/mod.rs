@@ -87,6 +87,7 @@ use rustix::event::epoll;
 use crate::ops::health::Heartbeats;
 use credit::Pool;
 use flush::{finish_frames, keep_watch};
+use outbox::{Flushed, Outbox};
 use remote::Remote;
 
 /// Most tasks one worker may ask to hold at once.
@@ -116,6 +117,20 @@ pub struct RemoteWorkers {
 }
 
 impl RemoteWorkers {
+    /// Writes what `remote`'s socket takes now of its outbox; whether none is
+    /// left. A remote that caught up is offered tasks again: the worker
+    /// threads waiting for room are woken.
+    fn flush(&self, remote: &Remote, outbox: &mut Outbox) -> io::Result<bool> {
+        match outbox.flush(&remote.stream, &remote.behind)? {
+            Flushed::Left => Ok(false),
+            Flushed::Empty => Ok(true),
+            Flushed::CaughtUp => {
+                self.wake_all();
+                Ok(true)
+            }
+        }
+    }
+
     /// A `RemoteWorkers` with no worker connected (`health` hears when there is
     /// none), and its `pull-flush` thread, which ends within a second of the
     /// `RemoteWorkers`. Should that thread die, `health` hears that too.

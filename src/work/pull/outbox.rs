@@ -6,8 +6,8 @@
 //! last took some, the task whose frame is under way, the pong, ping and
 //! close kept for after them), a task's frame ([`task_frame`]), and every
 //! write on a remote's socket: non-blocking (`MSG_DONTWAIT`), under the
-//! remote's outbox lock, whole frames only ([`Remote::start`],
-//! [`Remote::flush`]). What the socket does not take makes the remote
+//! remote's outbox lock, whole frames only ([`Outbox::start`],
+//! [`Outbox::flush`]). What the socket does not take makes the remote
 //! *behind*; the remote that catches up wakes the worker threads waiting on
 //! the pool.
 //!
@@ -21,7 +21,7 @@
 
 use std::io;
 use std::net::TcpStream;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
@@ -30,8 +30,6 @@ use rustix::net::SendFlags;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::{Frame, FrameHeader};
 
-use super::RemoteWorkers;
-use super::remote::Remote;
 use crate::work::Answer;
 
 /// A frame under way keeps its buffer for the next one up to this size; a
@@ -137,55 +135,69 @@ pub(super) fn task_frame(task: String) -> Vec<u8> {
     bytes
 }
 
-impl Remote {
-    /// Writes what the socket takes now of the frames under way, then the
-    /// reader's frames kept for after them; whether none is left. The remote
-    /// that catches up is offered tasks again.
-    pub(super) fn flush(
-        &self,
-        outbox: &mut Outbox,
-        remote_workers: &RemoteWorkers,
-    ) -> io::Result<bool> {
+impl Outbox {
+    /// Writes what `stream` takes now of the frames under way, then the
+    /// reader's frames kept for after them. `behind` is set while some is
+    /// left; [`Flushed::CaughtUp`] says it was set and no longer is, so the
+    /// caller can wake whoever waits for the remote's room.
+    pub(super) fn flush(&mut self, stream: &TcpStream, behind: &AtomicBool) -> io::Result<Flushed> {
         loop {
-            if outbox.left() > 0 {
-                let sent = send_now(&self.stream, &outbox.rest[outbox.rest_at..])?;
+            if self.left() > 0 {
+                let sent = send_now(stream, &self.rest[self.rest_at..])?;
                 if sent > 0 {
-                    outbox.rest_at += sent;
-                    outbox.progress_at = Instant::now();
+                    self.rest_at += sent;
+                    self.progress_at = Instant::now();
                 }
-                if outbox.left() > 0 {
-                    self.behind.store(true, Ordering::Relaxed);
-                    return Ok(false);
+                if self.left() > 0 {
+                    behind.store(true, Ordering::Relaxed);
+                    return Ok(Flushed::Left);
                 }
-                outbox.rest.clear();
-                outbox.rest.shrink_to(KEPT_OUTBOX_BYTES);
-                outbox.rest_at = 0;
-                outbox.task = None;
+                self.rest.clear();
+                self.rest.shrink_to(KEPT_OUTBOX_BYTES);
+                self.rest_at = 0;
+                self.task = None;
             }
-            let Some(controls) = outbox.take_controls() else {
+            let Some(controls) = self.take_controls() else {
                 break;
             };
-            outbox.rest = controls;
-            outbox.progress_at = Instant::now();
+            self.rest = controls;
+            self.progress_at = Instant::now();
         }
-        if self.behind.swap(false, Ordering::Relaxed) {
-            remote_workers.wake_all();
+        if behind.swap(false, Ordering::Relaxed) {
+            Ok(Flushed::CaughtUp)
+        } else {
+            Ok(Flushed::Empty)
         }
-        Ok(true)
     }
 
-    /// Writes `frame` (none under way) as far as the socket takes it now;
-    /// whether some of it is left for later, the remote then behind.
-    pub(super) fn start(&self, outbox: &mut Outbox, frame: &[u8]) -> io::Result<bool> {
-        let sent = send_now(&self.stream, frame)?;
+    /// Writes `frame` (none under way) as far as `stream` takes it now;
+    /// whether some of it is left for later, `behind` then set.
+    pub(super) fn start(
+        &mut self,
+        stream: &TcpStream,
+        behind: &AtomicBool,
+        frame: &[u8],
+    ) -> io::Result<bool> {
+        let sent = send_now(stream, frame)?;
         if sent == frame.len() {
             return Ok(false);
         }
-        outbox.rest.extend_from_slice(&frame[sent..]);
-        outbox.progress_at = Instant::now();
-        self.behind.store(true, Ordering::Relaxed);
+        self.rest.extend_from_slice(&frame[sent..]);
+        self.progress_at = Instant::now();
+        behind.store(true, Ordering::Relaxed);
         Ok(true)
     }
+}
+
+/// What a flush left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Flushed {
+    /// Some is left: the socket is full.
+    Left,
+    /// All went, and nothing was behind.
+    Empty,
+    /// All went, and the remote was behind until now.
+    CaughtUp,
 }
 
 /// Writes as much of `bytes` as the socket takes without waiting; 0 when it

@@ -336,7 +336,7 @@ impl Write for Duplex {
         outbox.keep_controls(buf)?;
         // With frames under way, the remote is already in `pull-flush`'s set.
         let watched = outbox.left() > 0;
-        if !remote.flush(&mut outbox, &self.remote_workers)? && !watched {
+        if !self.remote_workers.flush(remote, &mut outbox)? && !watched {
             self.remote_workers.watch(remote)?;
         }
         Ok(buf.len())
