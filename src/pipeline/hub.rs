@@ -129,7 +129,8 @@ impl Reports {
     fn watch_overload(&mut self, snapshot: &Snapshot, now: Instant) {
         let r = &snapshot.rates;
         // The journal follows the verdict operators see (`health`, judged
-        // once, over five windows), so the log and the page never disagree.
+        // once, over five windows), so the log and the page use one rule (the
+        // journal says "over" only after CALM_TO_RECOVER calm snapshots).
         let overloaded = snapshot.health.state == State::Overloaded;
         match (self.overloaded, overloaded) {
             (false, true) => {

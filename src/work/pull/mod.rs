@@ -2,7 +2,7 @@
 //! WebSocket and are handed admitted events as tasks, as many at once as the
 //! credit they asked for (`?credit=N`).
 //!
-//! Owns: the [`RemoteWorkers`] (the credit pool, the gauges of connected
+//! Owns: the [`RemoteWorkers`] (the credit pool, the counts of connected
 //! workers, and the `pull-flush` thread that finishes frames under way) and
 //! one [`Remote`] per connected worker: its socket, the frame its socket has
 //! not taken all of yet, its tasks awaiting an answer, and its reader thread

@@ -8,8 +8,8 @@
 //! write on a remote's socket: non-blocking (`MSG_DONTWAIT`), under the
 //! remote's outbox lock, whole frames only ([`Outbox::start`],
 //! [`Outbox::flush`]). What the socket does not take makes the remote
-//! *behind*; the remote that catches up wakes the worker threads waiting on
-//! the pool.
+//! *behind*; a flush that catches up says so ([`Flushed::CaughtUp`]), and
+//! `RemoteWorkers::flush` then wakes the worker threads waiting on the pool.
 //!
 //! Threads: called, with the outbox lock held, by worker threads (a task's
 //! frame), by a remote's reader (its pongs, pings and close) and by

@@ -125,7 +125,7 @@ impl RemoteWorkers {
         Ok((remote, socket))
     }
 
-    /// Takes a remote that has gone out of the pool and the gauges.
+    /// Takes a remote that has gone out of the pool and the counts.
     fn leave(&self, remote: &Arc<Remote>) {
         self.unseat(remote);
         self.count_connected(-1);

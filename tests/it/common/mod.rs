@@ -443,10 +443,18 @@ pub fn totals(server: &Server) -> Value {
 
 /// Fails unless `totals` satisfy the conservation count.
 pub fn assert_balances(totals: &Value) {
-    let n = |k: &str| totals[k].as_u64().unwrap_or(0);
+    let n = |k: &str| {
+        totals[k]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no count {k} in {totals}"))
+    };
     let dropped: u64 = ["queueFull", "expired", "infeasible", "panicked"]
         .iter()
-        .map(|k| totals["dropped"][k].as_u64().unwrap_or(0))
+        .map(|k| {
+            totals["dropped"][k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no dropped.{k} in {totals}"))
+        })
         .sum();
     assert_eq!(
         n("generated") + n("ingested"),
