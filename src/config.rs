@@ -37,7 +37,7 @@ pub enum Schedule {
 }
 
 /// Where each admitted event's work runs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WorkMode {
     /// The worker sleeps for the event's work time (`--work-ms`, or the event's `workMs`).
@@ -56,6 +56,29 @@ impl WorkMode {
             WorkMode::Simulate => "simulate",
             WorkMode::Http => "http",
             WorkMode::Pull => "pull",
+        }
+    }
+}
+
+/// What a node does in a deployment of several (see `cluster`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// The whole daemon on one node; no Redis.
+    All,
+    /// Generator, ingest, workers and hub; publishes every outcome to Redis.
+    Processor,
+    /// No pipeline: serves dashboards what the processor published.
+    Edge,
+}
+
+impl NodeRole {
+    /// The flag's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeRole::All => "all",
+            NodeRole::Processor => "processor",
+            NodeRole::Edge => "edge",
         }
     }
 }
@@ -204,6 +227,23 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub tcp_user_timeout: u64,
 
+    /// What this node does: `all` (one node, no Redis), `processor` (the
+    /// pipeline, publishing to Redis) or `edge` (dashboards fed from Redis).
+    #[arg(long, env = "PUNCTUAL_ROLE", value_enum, default_value_t = NodeRole::All)]
+    pub role: NodeRole,
+
+    /// The Redis server a processor publishes to and edges read from
+    /// (`redis://HOST:PORT/DB`); needed by `--role processor` and `edge`.
+    #[arg(long, env = "PUNCTUAL_REDIS", value_name = "URL", value_parser = parse_redis_url)]
+    #[serde(skip)] // may carry a password
+    pub redis: Option<String>,
+
+    /// Prefix of the Redis keys (`<prefix>:outcomes`, `<prefix>:stats`): one
+    /// per deployment sharing a Redis.
+    #[arg(long, env = "PUNCTUAL_STREAM_PREFIX", default_value = "punctual",
+          value_parser = parse_stream_prefix)]
+    pub stream_prefix: String,
+
     /// Makes the named stage panic once, so tests can reach the fault paths
     /// of a real daemon. Not for operators: hidden from `--help`.
     #[doc(hidden)]
@@ -226,6 +266,32 @@ fn parse_work_url(value: &str) -> Result<String, String> {
         return Err(format!("{value:?} is not a URL with a host"));
     }
     Ok(value.to_owned())
+}
+
+/// A Redis URL the `redis` crate can open: `redis://` (or `rediss://`,
+/// `redis+unix://`, `unix://`), checked at start rather than at the first
+/// connection.
+fn parse_redis_url(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    redis::Client::open(value)
+        .map(|_| value.to_owned())
+        .map_err(|e| format!("{value:?} is not a Redis URL such as redis://127.0.0.1:6379/0: {e}"))
+}
+
+/// A key prefix: 1 to 64 letters, digits, `-`, `_`, `.` or `:`, so a key
+/// name never needs quoting in `redis-cli` or a log line.
+fn parse_stream_prefix(value: &str) -> Result<String, String> {
+    let valid = (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+    if valid {
+        Ok(value.to_owned())
+    } else {
+        Err(format!(
+            "{value:?} is not a key prefix: use 1 to 64 letters, digits, '-', '_', '.' or ':'"
+        ))
+    }
 }
 
 /// Fewest bytes a token may have: a short one is guessed by trying.
@@ -342,7 +408,7 @@ impl Config {
 /// The fields are in alphabetical order of their wire names, the order the
 /// untyped map this replaced wrote them in, so the JSON is byte for byte what
 /// it was.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Settings {
     /// Admission control now (`--admission`, live).

@@ -32,6 +32,7 @@
 // Grouped by the flow (ARCHITECTURE.md, "Code map"): where verdicts are made,
 // where serialised outcomes reach sockets, real work, the front, and what
 // keeps the process honest. Private: the items below are the public API.
+mod cluster;
 mod config;
 mod delivery;
 mod epoch;
@@ -58,7 +59,7 @@ pub mod sizing {
     pub use crate::pipeline::hub::{BROADCAST_CHANNEL_CAPACITY, OUTCOME_CHANNEL_CAPACITY};
 }
 
-pub use config::{Admission, Config, Schedule, WorkMode};
+pub use config::{Admission, Config, NodeRole, Schedule, WorkMode};
 pub use http::origin::{AllowedHost, AllowedOrigin};
 pub use ops::faults::{EXIT_STAGE_DIED, Role};
 pub use ops::service::run_daemon;

@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::config::{Config, Knobs, WorkMode};
+use crate::cluster::feed::Feed;
+use crate::cluster::publish::Publisher;
+use crate::cluster::{Keys, Link, Redis};
+use crate::config::{Config, Knobs, NodeRole, WorkMode};
 use crate::delivery::{Broadcast, ClientCounts, ClientSlots, Inbound, Log, Subscriptions};
 use crate::epoch::Epoch;
 use crate::ops::faults::Faults;
@@ -114,72 +117,34 @@ impl Server {
         // which the binary exits with as a usage error (status 2).
         let caps = limits::caps(config.max_connections, config.max_clients)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let shared = Shared::new(&config);
-        let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
-
-        let (outcome_tx, outcome_rx) = crossbeam_channel::bounded(hub::OUTCOME_CHANNEL_CAPACITY);
-        let (broadcast_tx, broadcast_rx) =
-            crossbeam_channel::bounded(hub::BROADCAST_CHANNEL_CAPACITY);
-        let (intake, queue) = intake::work_queue(
-            config.queue as usize,
-            Arc::clone(&shared.knobs),
-            Arc::clone(&shared.ledger),
-            outcome_tx.clone(),
-        );
-
-        // Seqs restart at 1 in every run; the epoch tells clients which run a
-        // seq is from.
-        let epoch = Epoch::random();
-        let log = Arc::new(Log::new(
-            config.history as usize,
-            config.history_bytes as usize,
-            epoch.clone(),
-        ));
-        let (subscriptions, fanout_thread) =
-            delivery::spawn(broadcast_rx, Arc::clone(&log), Arc::clone(&shared.faults))?;
-        let work = match config.work {
-            WorkMode::Simulate => Work::Simulate,
-            WorkMode::Http => Work::Http(config.work_url.as_deref().unwrap_or_default().into()),
-            WorkMode::Pull => Work::Pull(RemoteWorkers::new(Arc::clone(&shared.health))?),
-        };
-        let reader = SystemReader::new(&config, &shared, &work, &queue, caps, &epoch);
-        let hub_thread = shared
-            .hub(&config, outcome_rx, broadcast_tx, reader)
-            .spawn()?;
-        let mut pipeline = shared.spawn_workers(&config, &work, queue, outcome_tx)?;
-        pipeline.push(hub_thread);
-        pipeline.push(fanout_thread);
-
+        let redis = cluster_link(&config)?;
         // The bound address, so the Host rules know the real port when 0 was asked for.
-        let bound = Config {
+        let config = Config {
             listen: addr,
-            ..config.clone()
+            ..config
         };
-        let app = shared.front(bound, caps, subscriptions, &intake, log, &work)?;
-        let mut producers = http::spawn(listener, app, stopped.clone())?;
-        producers.push(generator::spawn(
-            intake.clone(),
-            Arc::clone(&shared.knobs),
-            Arc::clone(&shared.meters),
-            Arc::clone(&shared.health),
-            stopped,
-            Arc::clone(&shared.faults),
-        )?);
-        announce(&config, addr, &epoch, &shared.knobs, caps);
+        let node = match (config.role, redis) {
+            (NodeRole::Edge, Some(redis)) => start_edge(&config, caps, redis)?,
+            (_, redis) => start_pipeline(&config, caps, redis)?,
+        };
+        let mut producers = http::spawn(listener, node.app, node.stopped)?;
+        producers.extend(node.producers);
+        announce(&config, addr, &node.epoch, &node.shared.knobs, caps);
+        let shared = node.shared;
         Ok(Server {
             addr,
             clock: shared.clock,
-            intake: Some(intake),
+            intake: node.intake,
             latest: shared.latest,
             stopper: Stopper {
-                stop: Arc::new(Mutex::new(Some(stop))),
+                stop: Arc::new(Mutex::new(Some(node.stop))),
                 health: Arc::clone(&shared.health),
             },
             health: shared.health,
             client_counts: shared.client_counts,
             ledger: shared.ledger,
             producers,
-            pipeline,
+            pipeline: node.pipeline,
         })
     }
 
@@ -289,6 +254,159 @@ fn join_all(threads: &mut Vec<JoinHandle<()>>) {
     }
 }
 
+/// A node's stages, started; the HTTP front is started on them last.
+struct Node {
+    shared: Shared,
+    app: Arc<http::App>,
+    epoch: Epoch,
+    intake: Option<Intake>,
+    stop: Sender<()>,
+    stopped: Receiver<()>,
+    /// Threads that end when the stop channel closes, besides the HTTP front.
+    producers: Vec<JoinHandle<()>>,
+    /// Threads that end when their input is drained, in flow order.
+    pipeline: Vec<JoinHandle<()>>,
+}
+
+/// The Redis link `--role processor` and `edge` need (`None` for `all`).
+fn cluster_link(config: &Config) -> io::Result<Option<(Redis, Arc<Link>)>> {
+    if config.role == NodeRole::All {
+        return Ok(None);
+    }
+    let url = config.redis.as_deref().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "--role {} needs --redis (PUNCTUAL_REDIS), such as redis://127.0.0.1:6379/0",
+                config.role.name()
+            ),
+        )
+    })?;
+    let link = Arc::new(Link::default());
+    let redis = Redis::new(url, Arc::clone(&link))
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    Ok(Some((redis, link)))
+}
+
+/// A node with the pipeline (`all`, `processor`): generator, intake,
+/// workers, hub, fan-out and, on a processor, the publisher.
+fn start_pipeline(
+    config: &Config,
+    caps: Caps,
+    redis: Option<(Redis, Arc<Link>)>,
+) -> io::Result<Node> {
+    let shared = Shared::new(config, Heartbeats::new());
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let (outcome_tx, outcome_rx) = crossbeam_channel::bounded(hub::OUTCOME_CHANNEL_CAPACITY);
+    let (broadcast_tx, broadcast_rx) = crossbeam_channel::bounded(hub::BROADCAST_CHANNEL_CAPACITY);
+    let (intake, queue) = intake::work_queue(
+        config.queue as usize,
+        Arc::clone(&shared.knobs),
+        Arc::clone(&shared.ledger),
+        outcome_tx.clone(),
+    );
+    // Seqs restart at 1 in every run; the epoch tells clients which run a
+    // seq is from.
+    let epoch = Epoch::random();
+    let log = shared.log(config, &epoch);
+    let (subscriptions, fanout_thread) =
+        delivery::spawn(broadcast_rx, Arc::clone(&log), Arc::clone(&shared.faults))?;
+    let work = match config.work {
+        WorkMode::Simulate => Work::Simulate,
+        WorkMode::Http => Work::Http(config.work_url.as_deref().unwrap_or_default().into()),
+        WorkMode::Pull => Work::Pull(RemoteWorkers::new(Arc::clone(&shared.health))?),
+    };
+    let link = redis.as_ref().map(|(_, link)| Arc::clone(link));
+    let reader = SystemReader::new(config, &shared, &work, &queue, caps, &epoch, link);
+    let hub_thread = shared
+        .hub(config, outcome_rx, broadcast_tx, reader)
+        .spawn()?;
+    let mut pipeline = shared.spawn_workers(config, &work, queue, outcome_tx)?;
+    pipeline.push(hub_thread);
+    pipeline.push(fanout_thread);
+    if let Some((redis, link)) = redis {
+        pipeline.push(
+            shared
+                .publisher(config, &log, &epoch, redis, link)
+                .spawn()?,
+        );
+    }
+    let app = shared.front(
+        config.clone(),
+        caps,
+        subscriptions,
+        Some(intake.clone()),
+        log,
+        &work,
+    )?;
+    let generator = generator::spawn(
+        intake.clone(),
+        Arc::clone(&shared.knobs),
+        Arc::clone(&shared.meters),
+        Arc::clone(&shared.health),
+        stopped.clone(),
+        Arc::clone(&shared.faults),
+    )?;
+    Ok(Node {
+        shared,
+        app,
+        epoch,
+        intake: Some(intake),
+        stop,
+        stopped,
+        producers: vec![generator],
+        pipeline,
+    })
+}
+
+/// An edge: no pipeline; the feed from Redis writes the broadcast channel
+/// the fan-out reads, as the hub does on a node with a pipeline.
+fn start_edge(config: &Config, caps: Caps, (redis, link): (Redis, Arc<Link>)) -> io::Result<Node> {
+    let shared = Shared::new(config, Heartbeats::edge());
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let (broadcast_tx, broadcast_rx) = crossbeam_channel::bounded(hub::BROADCAST_CHANNEL_CAPACITY);
+    // The edge's own run until the stream names the processor's.
+    let epoch = Epoch::random();
+    let log = shared.log(config, &epoch);
+    let (subscriptions, fanout_thread) =
+        delivery::spawn(broadcast_rx, Arc::clone(&log), Arc::clone(&shared.faults))?;
+    let (counts, meters) = (
+        Arc::clone(&shared.client_counts),
+        Arc::clone(&shared.meters),
+    );
+    let feed = Feed {
+        broadcast: broadcast_tx,
+        latest: Arc::clone(&shared.latest),
+        keys: Keys::new(&config.stream_prefix),
+        redis,
+        link,
+        health: Arc::clone(&shared.health),
+        history: config.history as usize,
+        epoch: epoch.clone(),
+        clients: Box::new(move || client_state(&counts, &meters, caps)),
+        stop: stopped.clone(),
+    }
+    .spawn()?;
+    let app = shared.front(
+        config.clone(),
+        caps,
+        subscriptions,
+        None,
+        log,
+        &Work::Simulate,
+    )?;
+    Ok(Node {
+        shared,
+        app,
+        epoch,
+        intake: None,
+        stop,
+        stopped,
+        producers: vec![feed],
+        pipeline: vec![fanout_thread],
+    })
+}
+
 /// What the stages share, made once at start.
 struct Shared {
     clock: WallClock,
@@ -302,8 +420,8 @@ struct Shared {
 }
 
 impl Shared {
-    fn new(config: &Config) -> Self {
-        let health = Arc::new(Heartbeats::new());
+    fn new(config: &Config, health: Heartbeats) -> Self {
+        let health = Arc::new(health);
         Shared {
             clock: WallClock::new(),
             knobs: Arc::new(Knobs::new(config)),
@@ -313,6 +431,37 @@ impl Shared {
             faults: Arc::new(Faults::new(Arc::clone(&health), config.test_panic)),
             health,
             latest: Arc::new(LatestStats::default()),
+        }
+    }
+
+    /// The shared log of the run `epoch`.
+    fn log(&self, config: &Config, epoch: &Epoch) -> Arc<Log> {
+        Arc::new(Log::new(
+            config.history as usize,
+            config.history_bytes as usize,
+            epoch.clone(),
+        ))
+    }
+
+    /// A processor's publisher, reading the shared log.
+    fn publisher(
+        &self,
+        config: &Config,
+        log: &Arc<Log>,
+        epoch: &Epoch,
+        redis: Redis,
+        link: Arc<Link>,
+    ) -> Publisher {
+        Publisher {
+            log: Arc::clone(log),
+            latest: Arc::clone(&self.latest),
+            keys: Keys::new(&config.stream_prefix),
+            redis,
+            link,
+            health: Arc::clone(&self.health),
+            epoch: epoch.clone(),
+            history: config.history as usize,
+            clock: self.clock,
         }
     }
 
@@ -373,7 +522,7 @@ impl Shared {
         config: Config,
         caps: Caps,
         subscriptions: Subscriptions,
-        intake: &Intake,
+        intake: Option<Intake>,
         log: Arc<Log>,
         work: &Work,
     ) -> io::Result<Arc<http::App>> {
@@ -391,7 +540,7 @@ impl Shared {
             static_dir: config.static_dir.clone(),
             next_client: Default::default(),
             knobs: Arc::clone(&self.knobs),
-            intake: intake.clone(),
+            intake,
             clock: self.clock,
             log,
             history_capacity: config.history as usize,
@@ -415,8 +564,16 @@ fn announce(config: &Config, addr: SocketAddr, epoch: &Epoch, knobs: &Knobs, cap
             "listening on {addr} without --token: anyone who can reach it can post events and change settings"
         );
     }
+    let role = match config.role {
+        NodeRole::All => String::new(),
+        NodeRole::Processor => format!(
+            " as a processor publishing to {}:outcomes",
+            config.stream_prefix
+        ),
+        NodeRole::Edge => format!(" as an edge fed from {}:outcomes", config.stream_prefix),
+    };
     log::info!(
-        "punctual {} serving http://{addr}/ (epoch {epoch}) — {}",
+        "punctual {} serving http://{addr}/{role} (epoch {epoch}) — {}",
         env!("CARGO_PKG_VERSION"),
         config.effective(knobs, caps).to_json()
     );
@@ -434,6 +591,8 @@ struct SystemReader {
     queue: Arc<WorkQueue>,
     caps: Caps,
     epoch: Epoch,
+    /// On a processor, its link to Redis.
+    link: Option<Arc<Link>>,
 }
 
 impl SystemReader {
@@ -444,6 +603,7 @@ impl SystemReader {
         queue: &Arc<WorkQueue>,
         caps: Caps,
         epoch: &Epoch,
+        link: Option<Arc<Link>>,
     ) -> Self {
         SystemReader {
             work: work.clone(),
@@ -456,6 +616,7 @@ impl SystemReader {
             queue: Arc::clone(queue),
             caps,
             epoch: epoch.clone(),
+            link,
         }
     }
 
@@ -472,7 +633,7 @@ impl SystemReader {
             ),
         };
         WorkState {
-            mode: self.config.work.name(),
+            mode: self.config.work.name().into(),
             target,
             connected,
             credit,
@@ -497,20 +658,7 @@ impl SystemReader {
                 total: self.config.workers as usize,
                 work_ms_total: counter(&g.work_micros) as f64 / 1000.0,
             },
-            clients: ClientState {
-                connected: gauge(&c.connected),
-                websocket: gauge(&c.websocket),
-                sse: gauge(&c.sse),
-                max: self.caps.clients,
-                dropped_messages: counter(&c.dropped_messages),
-                slow: gauge(&c.slow),
-                slow_turns: counter(&c.slow_turns),
-                // Filled in by the hub, which holds the channel.
-                backlog: 0,
-                connections: gauge(&g.connections),
-                max_connections: self.caps.connections,
-                accept_errors: counter(&g.accept_errors),
-            },
+            clients: client_state(c, g, self.caps),
             generator: GeneratorState {
                 rate: self.knobs.rate(),
                 lag_ticks: counter(&g.lag_ticks),
@@ -524,6 +672,29 @@ impl SystemReader {
             },
             config: self.config.effective(&self.knobs, self.caps),
             epoch: self.epoch.as_str().to_owned(),
+            cluster: self
+                .link
+                .as_ref()
+                .map(|link| link.state(NodeRole::Processor)),
         }
+    }
+}
+
+/// This node's clients, for a snapshot (`backlog` is the hub's or feed's to fill in).
+fn client_state(c: &ClientCounts, g: &Meters, caps: Caps) -> ClientState {
+    let gauge = |g: &std::sync::atomic::AtomicUsize| g.load(Ordering::Relaxed);
+    let counter = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    ClientState {
+        connected: gauge(&c.connected),
+        websocket: gauge(&c.websocket),
+        sse: gauge(&c.sse),
+        max: caps.clients,
+        dropped_messages: counter(&c.dropped_messages),
+        slow: gauge(&c.slow),
+        slow_turns: counter(&c.slow_turns),
+        backlog: 0,
+        connections: gauge(&g.connections),
+        max_connections: caps.connections,
+        accept_errors: counter(&g.accept_errors),
     }
 }

@@ -459,8 +459,12 @@ impl Client {
 
 /// Moves the cursor past the message at `position`, remembering its `seq`.
 fn record(cursor: &mut Cursor, position: u64, message: &Broadcast) {
-    if message.kind == Kind::Event {
-        cursor.last_seq = message.seq;
+    match message.kind {
+        Kind::Event => cursor.last_seq = message.seq,
+        // A new run in the log (an edge's processor restarted): its seqs
+        // start again at 1.
+        Kind::Reset => cursor.last_seq = 0,
+        _ => {}
     }
     cursor.next = position + 1;
 }

@@ -124,6 +124,8 @@ impl Drop for FanOut {
         for client in self.clients.drain(..) {
             client.end();
         }
+        // Nothing more will be appended: a waiting publisher drains and ends.
+        self.log.close();
     }
 }
 

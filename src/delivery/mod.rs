@@ -30,7 +30,7 @@ pub use client::{Client, Sink};
 pub use fanout::{Subscriptions, spawn};
 pub use inbound::Inbound;
 pub use message::{Broadcast, Kind};
-pub use shared_log::{Log, Resume};
+pub use shared_log::{Log, Read, Resume, gap_message, run_switch};
 
 use std::io;
 use std::sync::Arc;

@@ -6,13 +6,21 @@
 //! opens with (`hello`, then `reset` and `gap` when needed).
 //!
 //! Written only by the fan-out thread ([`Log::append`]); read by every
-//! client's cursor and by `GET /api/events`. A full ring (in messages or in
-//! bytes) forgets its oldest message: the writer never waits on a reader.
+//! client's cursor, by `GET /api/events` and, on a processor, by the
+//! publisher (`cluster`). A full ring (in messages or in bytes) forgets its
+//! oldest message: the writer never waits on a reader.
+//!
+//! On an edge the run changes while the log lives (the processor restarted):
+//! the feed appends a [`run_switch`] message, after which positions and seqs
+//! are the new run's. Messages of the old run stay until the ring forgets
+//! them, so a cursor reading through the switch sees the old run's tail, the
+//! `reset` notice, then the new run; resuming looks in the current run only.
 //!
 //! Must not know: clients, sockets, deadlines.
 
 use std::collections::VecDeque;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -85,8 +93,10 @@ pub enum Read {
 /// The log of this run.
 #[derive(Debug)]
 pub struct Log {
-    epoch: Epoch,
     ring: Mutex<Ring>,
+    /// Signalled after every append, for readers that wait instead of being
+    /// handed batches (the cluster publisher).
+    appended: Condvar,
     capacity: usize,
     /// Most bytes of JSON the ring holds (`--history-bytes`): big payloads
     /// shorten the history instead of growing the daemon.
@@ -95,8 +105,13 @@ pub struct Log {
     history: usize,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Ring {
+    /// The run whose seqs the newest messages carry.
+    epoch: Epoch,
+    /// Position of the first message of the current run: seqs increase from
+    /// there on (older positions may hold an earlier run's tail).
+    run_start: u64,
     messages: VecDeque<Broadcast>,
     /// Position of `messages[0]`.
     first: u64,
@@ -104,17 +119,60 @@ struct Ring {
     newest: u64,
     /// Bytes of JSON in `messages`.
     bytes: usize,
+    /// Nothing more will be appended (the fan-out ended).
+    closed: bool,
 }
 
 impl Ring {
+    fn new(epoch: Epoch) -> Self {
+        Ring {
+            epoch,
+            run_start: 0,
+            messages: VecDeque::new(),
+            first: 0,
+            newest: 0,
+            bytes: 0,
+            closed: false,
+        }
+    }
+
     fn head(&self) -> u64 {
         self.first + self.messages.len() as u64
     }
 
-    /// Position of the first retained outcome with a `seq` above `seq`
-    /// (seqs never decrease along the log; stats carry the last outcome's).
+    /// How many retained messages are from an earlier run.
+    fn earlier_runs(&self) -> usize {
+        usize::try_from(self.run_start.saturating_sub(self.first)).unwrap_or(usize::MAX)
+    }
+
+    /// The retained messages of the current run.
+    fn this_run(&self) -> impl Iterator<Item = &Broadcast> {
+        self.messages.iter().skip(self.earlier_runs())
+    }
+
+    /// Position of the first retained outcome of this run with a `seq` above
+    /// `seq` (seqs never decrease within a run; stats carry the last outcome's).
     fn position_after(&self, seq: u64) -> u64 {
-        self.first + self.messages.partition_point(|m| m.seq <= seq) as u64
+        // A binary search over the current run's part of the ring.
+        let (mut low, mut high) = (
+            self.earlier_runs().min(self.messages.len()),
+            self.messages.len(),
+        );
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if self.messages[middle].seq <= seq {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        self.first + low as u64
+    }
+
+    fn begin_run(&mut self, epoch: Epoch, at: u64) {
+        self.epoch = epoch;
+        self.run_start = at;
+        self.newest = 0;
     }
 
     fn forget_oldest(&mut self) {
@@ -127,8 +185,7 @@ impl Ring {
     /// The `seq` of the oldest outcome a replay may still serve.
     fn oldest_replayable(&self, history: usize) -> u64 {
         let oldest_held = self
-            .messages
-            .iter()
+            .this_run()
             .find(|m| m.kind == Kind::Event)
             .map_or(self.newest + 1, |m| m.seq);
         let window = self.newest.saturating_sub(history as u64) + 1;
@@ -141,17 +198,17 @@ impl Log {
     /// in at most `max_bytes` of JSON (the newest message is always kept).
     pub fn new(history: usize, max_bytes: usize, epoch: Epoch) -> Self {
         Log {
-            epoch,
-            ring: Mutex::new(Ring::default()),
+            ring: Mutex::new(Ring::new(epoch)),
+            appended: Condvar::new(),
             capacity: history + LOG_SLACK,
             max_bytes,
             history,
         }
     }
 
-    /// The run whose messages this log holds.
-    pub fn epoch(&self) -> &Epoch {
-        &self.epoch
+    /// The run whose messages this log holds now.
+    pub fn epoch(&self) -> Epoch {
+        self.lock().epoch.clone()
     }
 
     /// Appends `batch` and returns the position of its first message.
@@ -159,8 +216,15 @@ impl Log {
         let mut ring = self.lock();
         let start = ring.head();
         for message in batch {
-            if message.kind == Kind::Event {
-                ring.newest = message.seq;
+            match message.kind {
+                Kind::Event => ring.newest = message.seq,
+                Kind::Reset => {
+                    if let Some(epoch) = switched_to(message) {
+                        let at = ring.head();
+                        ring.begin_run(epoch, at);
+                    }
+                }
+                _ => {}
             }
             while !ring.messages.is_empty()
                 && (ring.messages.len() == self.capacity
@@ -171,7 +235,34 @@ impl Log {
             ring.bytes += message.json.len();
             ring.messages.push_back(message.clone());
         }
+        drop(ring);
+        self.appended.notify_all();
         start
+    }
+
+    /// Waits until something is appended at or after `position` or the log
+    /// is closed, at most `timeout`. Returns `false` once the log is closed
+    /// and `position` is its head: nothing more will come.
+    pub fn wait_past(&self, position: u64, timeout: Duration) -> bool {
+        let ring = self.lock();
+        let (ring, _) = self
+            .appended
+            .wait_timeout_while(ring, timeout, |ring| {
+                ring.head() <= position && !ring.closed
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        !(ring.closed && ring.head() <= position)
+    }
+
+    /// Whether appends have ended.
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed
+    }
+
+    /// Marks the end of appends (the fan-out ended) and wakes every waiter.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.appended.notify_all();
     }
 
     /// The position the next message will take.
@@ -186,8 +277,7 @@ impl Log {
         let ring = self.lock();
         if from < ring.first {
             let oldest_seq = ring
-                .messages
-                .iter()
+                .this_run()
                 .find(|m| m.kind == Kind::Event)
                 .map_or(ring.newest + 1, |m| m.seq);
             return Read::Behind {
@@ -215,7 +305,7 @@ impl Log {
     pub fn start(&self, resume: &Resume) -> Start {
         let ring = self.lock();
         let head = ring.head();
-        let mut notices = vec![hello_message(&self.epoch, ring.newest)];
+        let mut notices = vec![hello_message(&ring.epoch, ring.newest)];
         let live = Start {
             position: head,
             live_from: head,
@@ -241,7 +331,7 @@ impl Log {
                     position.seq
                 };
                 if let Some(reset) = &replay.reset {
-                    notices.push(reset_message(&self.epoch, reset));
+                    notices.push(reset_message(&ring.epoch, reset));
                 }
                 if let Some((from, to)) = replay.gap {
                     notices.push(gap_message(from, to));
@@ -277,8 +367,7 @@ impl Log {
         };
         let oldest = ring.oldest_replayable(self.history);
         let outcomes = ring
-            .messages
-            .iter()
+            .this_run()
             .filter(|m| m.kind == Kind::Event && m.seq > since && m.seq >= oldest)
             .take(limit);
         replay.messages = within_bytes(outcomes, max_bytes).cloned().collect();
@@ -288,7 +377,7 @@ impl Log {
     /// Whether `position` is from this run, and what it missed.
     fn replay_of(&self, ring: &Ring, position: &Position) -> Replay {
         let from_this_run =
-            position.seq <= ring.newest && position.epoch.as_ref().is_none_or(|e| *e == self.epoch);
+            position.seq <= ring.newest && position.epoch.as_ref().is_none_or(|e| *e == ring.epoch);
         let (since, reset) = if from_this_run {
             (position.seq, None)
         } else {
@@ -341,6 +430,25 @@ fn reset_message(epoch: &Epoch, reset: &Reset) -> Broadcast {
     };
     let json = format!(r#"{{"type":"reset","epoch":"{epoch}","previousEpoch":{previous}}}"#);
     notice(Kind::Reset, 0, json)
+}
+
+/// The message that starts a new run in the log (an edge's feed appends it
+/// when the processor's epoch changes): clients that asked for control
+/// messages read it as the `reset` notice a resuming client gets.
+pub fn run_switch(epoch: &Epoch, previous: &Epoch) -> Broadcast {
+    let previous = Some(previous.clone());
+    reset_message(epoch, &Reset { previous })
+}
+
+/// The run a [`run_switch`] message starts (`None` for a per-client notice
+/// that found its way into a batch, which changes nothing).
+fn switched_to(message: &Broadcast) -> Option<Epoch> {
+    #[derive(serde::Deserialize)]
+    struct Switch<'a> {
+        epoch: &'a str,
+    }
+    let switch: Switch<'_> = serde_json::from_slice(&message.json).ok()?;
+    Epoch::parse(switch.epoch).ok()
 }
 
 /// The message telling a client that outcomes `from..=to` are no longer retained.
@@ -399,6 +507,49 @@ mod tests {
 
     fn kinds(start: &Start) -> Vec<Kind> {
         start.notices.iter().map(|m| m.kind).collect()
+    }
+
+    #[test]
+    fn a_run_switch_starts_the_next_run_in_the_same_log() {
+        let log = log_with(100, 10);
+        let old = Epoch::parse(RUN).expect("valid epoch");
+        let new = Epoch::parse("00000000000000bb").expect("valid epoch");
+        let mut batch = vec![run_switch(&new, &old)];
+        batch.extend((1..=3).map(event));
+        log.append(&batch);
+        assert_eq!(log.epoch(), new);
+
+        // A cursor reading through the switch sees the old tail, the reset, the new run.
+        let mut all = Vec::new();
+        log.read(0, usize::MAX, usize::MAX, &mut all);
+        assert_eq!(all[10].kind, Kind::Reset);
+        assert_eq!(
+            all[11..].iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+
+        // Positions are read in the new run only.
+        let start = log.start(&since(Some("00000000000000bb"), 1));
+        assert_eq!(kinds(&start), [Kind::Hello]);
+        assert_eq!(seqs_from(&log, &start), [2, 3]);
+        let start = log.start(&since(Some(RUN), 8));
+        assert_eq!(kinds(&start), [Kind::Hello, Kind::Reset]);
+        assert_eq!(seqs_from(&log, &start), [1, 2, 3]);
+        let live = log.start(&Resume::Live);
+        assert!(String::from_utf8_lossy(&live.notices[0].json).contains("00000000000000bb"));
+        assert_eq!(live.last_seq, 3);
+        let replay = log.after(
+            &Position {
+                epoch: Some(new),
+                seq: 0,
+            },
+            10,
+            usize::MAX,
+        );
+        assert_eq!(
+            replay.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
     }
 
     #[test]

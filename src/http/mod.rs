@@ -147,7 +147,7 @@ pub struct App {
     /// The settings the daemon started with.
     pub config: Config,
     /// The way into the pipeline for posted events.
-    pub intake: Intake,
+    pub intake: Option<Intake>,
     /// Epoch conversion for posted `createdAt`.
     pub clock: WallClock,
     /// Retained outcomes for `GET /api/events`.

@@ -14,7 +14,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A host as a header names it: an IP literal (compared as an address, so
 /// `[::1]` and `[0:0:0:0:0:0:0:1]` are the same) or a lower-cased name.
@@ -195,16 +195,23 @@ impl fmt::Display for AllowedHost {
     }
 }
 
-macro_rules! serialize_as_text {
+macro_rules! text_serde {
     ($($t:ty),*) => {$(
         impl Serialize for $t {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.collect_str(self)
             }
         }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(deserializer)?;
+                <$t>::parse(&text).map_err(serde::de::Error::custom)
+            }
+        }
     )*};
 }
-serialize_as_text!(AllowedOrigin, AllowedHost);
+text_serde!(AllowedOrigin, AllowedHost);
 
 /// The port a `Host` value names; HTTP's 80 when it names none.
 fn port_of(host: &Authority) -> u16 {

@@ -14,7 +14,7 @@ use super::assets::{static_file, static_name};
 use super::page::{MAX_PAGE_BYTES, MAX_PAGE_OUTCOMES, Page};
 use super::reply::{Reply, body, error, header, json, method_not_allowed, respond, status_json};
 use super::request::{has_token, header_value, parse_json, read_body};
-use crate::config::{KnobsUpdate, Settings};
+use crate::config::{KnobsUpdate, NodeRole, Settings};
 use crate::delivery::{self, Client, Sink, Slot, Transport, sse, ws};
 use crate::epoch::{Epoch, Position};
 use crate::http::origin::{Admitted, Rules};
@@ -63,9 +63,13 @@ fn answer(app: &App, mut request: Request, path: &str, cors: Option<&str>) {
             Ok(()) => json(200, br#"{"status":"ok"}"#.to_vec()),
             Err(reason) => status_json(503, "stalled", &reason),
         },
-        ("/readyz", Method::Get) => match app.health.ready() {
-            Ok(()) => json(200, br#"{"status":"ready"}"#.to_vec()),
-            Err(reason) => status_json(503, "not ready", &reason),
+        ("/readyz", Method::Get) => match (app.health.ready(), app.health.degraded()) {
+            // Degraded (Redis unreachable) is still ready: every node shares
+            // one Redis, and taking all of them out of a balancer would make
+            // its outage an outage of every dashboard (ARCHITECTURE.md).
+            (Ok(()), Some(reason)) => status_json(200, "degraded", &reason),
+            (Ok(()), None) => json(200, br#"{"status":"ready"}"#.to_vec()),
+            (Err(reason), _) => status_json(503, "not ready", &reason),
         },
         ("/metrics", Method::Get) => match app.latest.get() {
             Some((snapshot, _)) => body(
@@ -79,8 +83,17 @@ fn answer(app: &App, mut request: Request, path: &str, cors: Option<&str>) {
             Some((_, json_bytes)) => json(200, json_bytes.to_vec()),
             None => error(503, "no stats snapshot yet; retry in a second"),
         },
-        ("/api/config", Method::Get) => json(200, app.settings().to_json().into_bytes()),
+        ("/api/config", Method::Get) => match app.settings() {
+            Some(settings) => json(200, settings.to_json().into_bytes()),
+            None => error(503, "no stats from the processor yet; retry in a second"),
+        },
+        ("/api/config", Method::Put) if app.config.role == NodeRole::Edge => not_on_an_edge(),
         ("/api/config", Method::Put) => change_settings(app, &mut request),
+        // Refused before the body is read: an edge has no intake.
+        ("/api/events", Method::Post) if app.intake.is_none() => not_on_an_edge(),
+        (p, Method::Post) if p.starts_with(WEBHOOK_PREFIX) && app.intake.is_none() => {
+            not_on_an_edge()
+        }
         ("/api/events", Method::Post) => ingest(app, &mut request),
         (p, Method::Post) if p.starts_with(WEBHOOK_PREFIX) => {
             webhook(app, &mut request, &p[WEBHOOK_PREFIX.len()..])
@@ -111,9 +124,25 @@ fn with_cors<R: std::io::Read>(reply: Response<R>, cors: Option<&str>) -> Respon
     }
 }
 
+/// What an edge answers where only a node with the pipeline can act.
+fn not_on_an_edge() -> Reply {
+    error(
+        503,
+        "this node is an edge (--role edge): it serves dashboards; post events and settings to the processor",
+    )
+}
+
 impl App {
-    fn settings(&self) -> Settings {
-        self.config.effective(&self.knobs, self.caps)
+    /// The settings in force: this node's, or on an edge the processor's as
+    /// last published (`None` before the first).
+    fn settings(&self) -> Option<Settings> {
+        match self.config.role {
+            NodeRole::Edge => self
+                .latest
+                .get()
+                .map(|(snapshot, _)| snapshot.config.clone()),
+            _ => Some(self.config.effective(&self.knobs, self.caps)),
+        }
     }
 
     fn origin_rules(&self) -> Rules<'_> {
@@ -212,7 +241,13 @@ fn change_settings(app: &App, request: &mut Request) -> Reply {
         Ok(changes) => log::info!("settings changed: {}", changes.join(", ")),
         Err(e) => return error(400, &e),
     }
-    json(200, app.settings().to_json().into_bytes())
+    json(
+        200,
+        app.config
+            .effective(&app.knobs, app.caps)
+            .to_json()
+            .into_bytes(),
+    )
 }
 
 /// The `101` answer to a well-formed WebSocket upgrade of `path`, or the
@@ -312,7 +347,7 @@ fn open_event_stream(app: &App, request: Request, cors_origin: Option<String>) {
         Ok(joined) => joined,
         Err(reply) => return respond(request, reply),
     };
-    let epoch = app.log.epoch().clone();
+    let epoch = app.log.epoch();
     let opened = request
         .into_socket()
         .and_then(|(socket, held)| sse::SseSink::open(socket, held, epoch, cors_origin.as_deref()));
@@ -491,10 +526,13 @@ fn ingest(app: &App, request: &mut Request) -> Reply {
 
 /// Submits validated events and answers what became of them.
 fn enter(app: &App, events: Vec<crate::pipeline::event::Event>) -> Reply {
+    let Some(intake) = &app.intake else {
+        return not_on_an_edge();
+    };
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     let dropped = events
         .into_iter()
-        .map(|event| app.intake.submit(event))
+        .map(|event| intake.submit(event))
         .filter(|entry| *entry == Entry::QueueFull)
         .count();
     let answer =

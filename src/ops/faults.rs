@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::thread;
 
 use clap::ValueEnum;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ops::health::Heartbeats;
 
@@ -83,7 +83,7 @@ impl Role {
 }
 
 /// Panics caught since start, by role: `threads.panics` in the stats.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PanicCounts {
     /// In workers (each cost one event, judged `dropped/panicked`).
     pub worker: u64,

@@ -21,6 +21,8 @@ pub enum Stage {
     Hub,
     /// The HTTP front, as seen by its own loopback probe.
     Front,
+    /// An edge's feed from Redis (it turns at least twice a second, connected or not).
+    Feed,
 }
 
 /// Silence after which a stage counts as stalled.
@@ -28,12 +30,23 @@ const GENERATOR_SILENCE: Duration = Duration::from_secs(3);
 const HUB_SILENCE: Duration = Duration::from_secs(3);
 /// The probe runs every second with a 2 s timeout.
 const FRONT_SILENCE: Duration = Duration::from_secs(5);
+const FEED_SILENCE: Duration = Duration::from_secs(3);
+
+/// The stages whose silence makes a node not live: a node with a pipeline
+/// watches its generator and hub; an edge has neither, only its feed.
+const PIPELINE_STAGES: &[(Stage, Duration)] = &[
+    (Stage::Generator, GENERATOR_SILENCE),
+    (Stage::Hub, HUB_SILENCE),
+];
+const EDGE_STAGES: &[(Stage, Duration)] = &[(Stage::Feed, FEED_SILENCE)];
 
 /// When each stage last reported, in ms since start.
 #[derive(Debug)]
 pub struct Heartbeats {
     started: Instant,
+    watched: &'static [(Stage, Duration)],
     generator: AtomicU64,
+    feed: AtomicU64,
     hub: AtomicU64,
     front: AtomicU64,
     /// When accepting last failed for want of descriptors, in ms since start (0: never).
@@ -43,6 +56,8 @@ pub struct Heartbeats {
     no_workers: AtomicBool,
     /// Why the daemon can no longer work (a stage died), once it is so.
     failed: Mutex<Option<String>>,
+    /// Why the node serves, but not all it should (Redis unreachable), while it is so.
+    degraded: Mutex<Option<String>>,
 }
 
 /// After the last accept that failed for want of descriptors, the daemon
@@ -50,17 +65,29 @@ pub struct Heartbeats {
 const DESCRIPTORS_RECOVERY: Duration = Duration::from_secs(2);
 
 impl Heartbeats {
-    /// Every stage counts as just seen.
+    /// Every stage counts as just seen; the generator and hub are watched.
     pub fn new() -> Self {
+        Heartbeats::watching(PIPELINE_STAGES)
+    }
+
+    /// An edge's heartbeats: its feed is watched, as it has no pipeline.
+    pub fn edge() -> Self {
+        Heartbeats::watching(EDGE_STAGES)
+    }
+
+    fn watching(watched: &'static [(Stage, Duration)]) -> Self {
         Heartbeats {
             started: Instant::now(),
+            watched,
             generator: AtomicU64::new(0),
+            feed: AtomicU64::new(0),
             hub: AtomicU64::new(0),
             front: AtomicU64::new(0),
             out_of_descriptors: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             no_workers: AtomicBool::new(false),
             failed: Mutex::new(None),
+            degraded: Mutex::new(None),
         }
     }
 
@@ -69,6 +96,7 @@ impl Heartbeats {
             Stage::Generator => &self.generator,
             Stage::Hub => &self.hub,
             Stage::Front => &self.front,
+            Stage::Feed => &self.feed,
         }
     }
 
@@ -98,6 +126,20 @@ impl Heartbeats {
         self.no_workers.store(none, Ordering::Relaxed);
     }
 
+    /// Records why the node is degraded (`None`: it no longer is). A
+    /// degraded node stays ready: see `/readyz` in ARCHITECTURE.md.
+    pub fn set_degraded(&self, reason: Option<String>) {
+        *self.degraded.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// Why the node is degraded, while it is.
+    pub fn degraded(&self) -> Option<String> {
+        self.degraded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Records that a stage died: the daemon is not live from now on.
     pub fn fail(&self, reason: String) {
         let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
@@ -122,13 +164,11 @@ impl Heartbeats {
         {
             return Err(reason);
         }
-        let stalled: Vec<String> = [
-            (Stage::Generator, GENERATOR_SILENCE),
-            (Stage::Hub, HUB_SILENCE),
-        ]
-        .into_iter()
-        .filter_map(|(stage, limit)| self.silent(stage, limit))
-        .collect();
+        let stalled: Vec<String> = self
+            .watched
+            .iter()
+            .filter_map(|&(stage, limit)| self.silent(stage, limit))
+            .collect();
         if stalled.is_empty() {
             Ok(())
         } else {

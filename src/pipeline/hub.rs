@@ -55,7 +55,8 @@ impl LatestStats {
             .clone()
     }
 
-    fn set(&self, snapshot: Arc<Snapshot>, json: Bytes) {
+    /// Publishes a snapshot and its JSON (the hub; on an edge, the feed).
+    pub fn set(&self, snapshot: Arc<Snapshot>, json: Bytes) {
         *self.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some((snapshot, json));
     }
 }

@@ -8,9 +8,10 @@
 //! Must not know: who shows the verdict, and `/healthz` / `/readyz`
 //! (`ops::health`: whether the daemon is alive and ready, not how it copes).
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::pipeline::ledger::Totals;
 
@@ -40,7 +41,7 @@ pub const RULE: &str = "Over the last 5 s: overloaded when late + failed + dropp
     no worker is connected to pull work, the generator lagged or a client missed messages; healthy otherwise.";
 
 /// The verdict's states.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum State {
     /// Nothing the rule looks at is wrong.
@@ -52,7 +53,7 @@ pub enum State {
 }
 
 /// The hub's verdict on the last few seconds, as published in a snapshot.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Health {
     /// The state the rule gives.
     pub state: State,
@@ -60,7 +61,7 @@ pub struct Health {
     pub reasons: Vec<String>,
     /// The rule, in words ([`RULE`]): so whoever shows the verdict shows what
     /// decided it without a copy of its own.
-    pub rule: &'static str,
+    pub rule: Cow<'static, str>,
 }
 
 /// What one window adds to the rule: its outcomes, and how much two
@@ -183,7 +184,7 @@ fn verdict(recent: Tally, now: Now) -> Health {
     Health {
         state,
         reasons: signs.into_iter().flatten().collect(),
-        rule: RULE,
+        rule: Cow::Borrowed(RULE),
     }
 }
 

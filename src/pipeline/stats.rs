@@ -5,9 +5,10 @@
 //!
 //! Reads and writes no channel.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
 use crate::ops::faults::PanicCounts;
@@ -15,7 +16,7 @@ use crate::pipeline::ledger::{Dropped, Totals};
 use crate::pipeline::overload::{Health, OVERLOADED_UTILISATION};
 
 /// Latency percentiles of the outcomes judged in the last window, in ms.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct LatencyMs {
     /// Median.
@@ -33,7 +34,7 @@ pub struct LatencyMs {
 }
 
 /// Per-second rates over the last window.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Rates {
     /// Generated events per second.
@@ -58,12 +59,12 @@ pub struct Rates {
 
 /// The state of the system once a second: served at `/api/stats` and sent to
 /// clients that asked for stats.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Snapshot {
     /// Always `"stats"`.
     #[serde(rename = "type")]
-    pub kind: &'static str,
+    pub kind: Cow<'static, str>,
     /// The run's epoch (see `epoch`): seqs and totals are this run's.
     pub epoch: String,
     /// Seconds since start.
@@ -95,6 +96,9 @@ pub struct Snapshot {
     pub threads: ThreadState,
     /// Effective settings.
     pub config: Settings,
+    /// The link to Redis (`--role processor` or `edge`; absent on one node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterState>,
     /// Latency of every event worked on since start, for `/metrics`.
     #[serde(skip)]
     pub cumulative_latency: CumulativeLatency,
@@ -102,7 +106,7 @@ pub struct Snapshot {
 
 /// A cumulative latency histogram with fixed buckets placed around the
 /// deadline in force at start (Prometheus needs buckets that never change).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CumulativeLatency {
     bounds_s: Vec<f64>,
     counts: Vec<u64>,
@@ -162,7 +166,7 @@ impl CumulativeLatency {
 }
 
 /// Work queue fill.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct QueueState {
     /// Events waiting now.
     pub depth: usize,
@@ -171,7 +175,7 @@ pub struct QueueState {
 }
 
 /// Worker pool use.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkerState {
     /// Workers running work now.
@@ -183,7 +187,7 @@ pub struct WorkerState {
 }
 
 /// Connected dashboards.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientState {
     /// Clients connected now.
@@ -212,7 +216,7 @@ pub struct ClientState {
 }
 
 /// Generator state.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GeneratorState {
     /// Target events per second (0: off).
@@ -228,7 +232,7 @@ pub struct GeneratorState {
 /// workers` over the last few seconds. Below 1 every event can be served in
 /// time with the right order; at 1 or more the system is overloaded by
 /// design and drops are expected whatever the order.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Schedulability {
     /// U, the offered utilisation of the worker pool.
@@ -282,11 +286,11 @@ impl Schedulability {
 }
 
 /// Where the work runs (`--work`) and how the workers it is handed to do.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkState {
     /// `simulate`, `http` or `pull`.
-    pub mode: &'static str,
+    pub mode: Cow<'static, str>,
     /// The worker URL (`http`), `/api/work` (`pull`), or none (`simulate`).
     pub target: Option<String>,
     /// Workers connected to `/api/work` now (`pull`; 0 otherwise).
@@ -301,7 +305,7 @@ pub struct WorkState {
 }
 
 /// The daemon's own threads.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
 pub struct ThreadState {
     /// Panics caught since start, by role.
     pub panics: PanicCounts,
@@ -330,10 +334,12 @@ pub struct Readings {
     pub config: Settings,
     /// The run's epoch.
     pub epoch: String,
+    /// The link to Redis, on a processor.
+    pub cluster: Option<ClusterState>,
 }
 
 /// One producer's outcomes: cumulative counts, and the last window's rate and p99.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ProducerStats {
     /// The producer's name (`generator`, `ingest`, a name it gave, or `other`).
@@ -417,4 +423,25 @@ mod tests {
         assert_eq!(buckets.last().copied(), Some((0.5, 4)));
         assert_eq!(h.count(), 5);
     }
+}
+
+/// `cluster` in the stats of a processor or an edge (absent on `--role all`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterState {
+    /// This node's role.
+    pub role: crate::config::NodeRole,
+    /// `connected` or `unreachable`.
+    pub redis: String,
+    /// Outcomes published (processor) or read (edge).
+    pub outcomes: u64,
+    /// Outcomes never published (processor) or missing from the stream (edge).
+    pub missed: u64,
+    /// Times the link to Redis was lost.
+    pub disconnects: u64,
+    /// The last error talking to Redis.
+    pub last_error: Option<String>,
+    /// On an edge: the processor's own `cluster` section, as last published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processor: Option<Box<ClusterState>>,
 }

@@ -184,7 +184,7 @@ impl Window {
         self.latency_us.reset();
         self.late_after_deadline_us.reset();
         Snapshot {
-            kind: "stats",
+            kind: "stats".into(),
             epoch: readings.epoch,
             uptime_s: now.saturating_duration_since(self.started).as_secs_f64(),
             totals: readings.totals,
@@ -200,6 +200,7 @@ impl Window {
             producers: self.producers.take(elapsed.as_secs_f64()),
             threads: readings.threads,
             config: readings.config,
+            cluster: readings.cluster,
             cumulative_latency: self.cumulative.clone(),
         }
     }
@@ -427,7 +428,7 @@ mod tests {
                 tick_jitter_ms_p99: 0.0,
             },
             work: WorkState {
-                mode: "simulate",
+                mode: "simulate".into(),
                 target: None,
                 connected: 0,
                 credit: 0,
@@ -447,6 +448,7 @@ mod tests {
                 config.effective(&Knobs::new(&config), caps)
             },
             epoch: "e".into(),
+            cluster: None,
         }
     }
 
@@ -461,7 +463,7 @@ mod tests {
         );
         let mut readings = quiet_readings();
         readings.queue.depth = 60;
-        readings.work.mode = WorkMode::Pull.name();
+        readings.work.mode = WorkMode::Pull.name().into();
         readings.generator.lag_ticks = 3;
         readings.clients.dropped_messages = 7;
         let second = window.snapshot(t0 + Duration::from_secs(2), readings);

@@ -7,6 +7,7 @@ mod common;
 mod access;
 mod browser;
 mod budget;
+mod cluster;
 mod delivery;
 mod faults;
 mod front;

@@ -1,0 +1,450 @@
+//! Several nodes over Redis Streams: a processor and edges as child
+//! processes, with a real `redis-server` of their own on a free loopback port.
+//!
+//! Without `redis-server` these tests fail under `CI` (which installs it)
+//! and are skipped, with a message saying so, elsewhere.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::daemon::Daemon;
+use crate::common::{connect, eventually, get_json, http, next_message, open_event_stream};
+
+/// A `redis-server` child on `port`, with nothing persisted.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    /// `None` (after saying why) when `redis-server` is not installed outside CI.
+    fn start() -> Option<Redis> {
+        if Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "redis-server not found, and CI is set: apt-get install redis-server"
+            );
+            eprintln!(
+                "redis-server not found: cluster test not run (apt-get install redis-server)"
+            );
+            return None;
+        }
+        Some(Redis::on(free_port()))
+    }
+
+    fn on(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        let redis = Redis { child, port };
+        assert!(
+            eventually(Duration::from_secs(10), || redis.answers()),
+            "redis-server did not answer on port {port}"
+        );
+        redis
+    }
+
+    fn answers(&self) -> bool {
+        TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills it (its data is gone: nothing is persisted) and, after `down`,
+    /// starts a new one on the same port.
+    fn restart_after(&mut self, down: Duration) {
+        self.kill();
+        thread::sleep(down);
+        *self = Redis::on(self.port);
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+fn processor(redis: &Redis, extra: &[&str]) -> Daemon {
+    let url = redis.url();
+    let mut args = vec!["--role", "processor", "--redis", &url];
+    for (flag, default) in [("--rate", "100"), ("--work-ms", "1")] {
+        if !extra.contains(&flag) {
+            args.extend([flag, default]);
+        }
+    }
+    args.extend_from_slice(extra);
+    Daemon::spawn(&args, &[])
+}
+
+fn edge(redis: &Redis) -> Daemon {
+    let url = redis.url();
+    Daemon::spawn(&["--role", "edge", "--redis", &url], &[])
+}
+
+/// The next `n` outcomes on a WebSocket, and the control messages among them.
+fn outcomes(client: &mut crate::common::Client, n: usize) -> (Vec<Value>, Vec<Value>) {
+    let until = Instant::now() + Duration::from_secs(30);
+    let (mut events, mut control) = (Vec::new(), Vec::new());
+    while events.len() < n {
+        assert!(
+            Instant::now() < until,
+            "only {} of {n} outcomes in 30 s",
+            events.len()
+        );
+        match next_message(client, Duration::from_secs(1)) {
+            Some(m) if m["type"] == "event" => events.push(m),
+            Some(m) if m["type"] != "stats" => control.push(m),
+            _ => {}
+        }
+    }
+    (events, control)
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e["seq"].as_u64().expect("seq"))
+        .collect()
+}
+
+fn assert_consecutive(seqs: &[u64]) {
+    for pair in seqs.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "seqs not consecutive: {seqs:?}");
+    }
+}
+
+/// Waits for an edge to serve the processor's run (its first stats).
+fn wait_for_feed(edge: SocketAddr) -> Value {
+    let mut stats = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let (status, body) = get_json(edge, "/api/stats");
+            stats = body;
+            status == 200
+                && stats["cluster"]["role"] == "edge"
+                && stats["totals"]["onTime"].as_u64() > Some(0)
+        }),
+        "the edge never served the processor's stats: {stats}"
+    );
+    stats
+}
+
+#[test]
+fn every_client_on_every_edge_sees_the_processors_outcomes_in_one_order() {
+    let Some(redis) = Redis::start() else { return };
+    let processor = processor(&redis, &[]);
+    let (a, b) = (edge(&redis), edge(&redis));
+    let stats = wait_for_feed(a.addr);
+    wait_for_feed(b.addr);
+    let (_, own) = get_json(processor.addr, "/api/stats");
+    assert_eq!(
+        stats["epoch"], own["epoch"],
+        "the edge serves the processor's run"
+    );
+    assert_eq!(own["cluster"]["role"], "processor");
+
+    let mut on_a = connect(a.addr, "/ws");
+    let mut on_b = connect(b.addr, "/ws");
+    let mut sse_on_b = open_event_stream(b.addr, "/events", &[]);
+    let (from_a, _) = outcomes(&mut on_a, 60);
+    let (from_b, _) = outcomes(&mut on_b, 60);
+    let from_sse = sse_on_b.events(60, Duration::from_secs(30));
+    for got in [&from_a, &from_b, &from_sse] {
+        assert_consecutive(&seqs(got));
+    }
+    // The same outcome under the same seq everywhere, byte for byte the processor's.
+    let by_seq = |events: &[Value], seq: u64| events.iter().find(|e| e["seq"] == seq).cloned();
+    let common = seqs(&from_a)
+        .into_iter()
+        .filter(|s| by_seq(&from_b, *s).is_some())
+        .collect::<Vec<_>>();
+    assert!(
+        !common.is_empty(),
+        "the two edges' clients saw no outcome in common"
+    );
+    for seq in common {
+        assert_eq!(by_seq(&from_a, seq), by_seq(&from_b, seq));
+    }
+    let last = from_a.last().expect("outcomes")["seq"]
+        .as_u64()
+        .expect("seq");
+    let (status, history) = get_json(processor.addr, &format!("/api/events?since={}", last - 5));
+    assert_eq!(status, 200);
+    assert_eq!(
+        history.as_array().expect("array")[0],
+        by_seq(&from_a, last - 4).expect("outcome")
+    );
+
+    let mut stats = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            stats = get_json(a.addr, "/api/stats").1;
+            stats["clients"]["websocket"] == 1
+        }),
+        "an edge counts its own clients: {stats}"
+    );
+    assert_eq!(stats["cluster"]["redis"], "connected");
+    assert_eq!(stats["cluster"]["processor"]["role"], "processor");
+    let metrics = http(a.addr, "GET", "/metrics", &[], b"");
+    assert_eq!(metrics.status, 200);
+    assert!(String::from_utf8_lossy(&metrics.body).contains("punctual_outcomes_total"));
+}
+
+#[test]
+fn a_client_resumes_on_another_edge_with_no_gap_and_no_duplicate() {
+    let Some(redis) = Redis::start() else { return };
+    let _processor = processor(&redis, &[]);
+    let (a, b) = (edge(&redis), edge(&redis));
+    wait_for_feed(a.addr);
+    wait_for_feed(b.addr);
+    let mut on_a = connect(a.addr, "/ws?control=1");
+    let hello = next_message(&mut on_a, Duration::from_secs(5)).expect("hello");
+    assert_eq!(hello["type"], "hello");
+    let epoch = hello["epoch"].as_str().expect("epoch").to_owned();
+    let (before, _) = outcomes(&mut on_a, 20);
+    drop(on_a);
+    let last = before.last().expect("outcomes")["seq"]
+        .as_u64()
+        .expect("seq");
+    thread::sleep(Duration::from_millis(500));
+
+    let mut on_b = connect(b.addr, &format!("/ws?epoch={epoch}&since={last}"));
+    let (after, control) = outcomes(&mut on_b, 40);
+    assert_eq!(
+        control.iter().filter(|m| m["type"] != "hello").count(),
+        0,
+        "{control:?}"
+    );
+    assert_eq!(
+        after[0]["seq"],
+        last + 1,
+        "resumed right after its last outcome"
+    );
+    assert_consecutive(&seqs(&after));
+}
+
+#[test]
+fn a_processor_restart_reaches_edge_clients_as_a_reset_and_an_edge_restart_as_a_resume() {
+    let Some(redis) = Redis::start() else { return };
+    let mut first = processor(&redis, &[]);
+    let mut edge_node = edge(&redis);
+    let old = wait_for_feed(edge_node.addr)["epoch"].clone();
+    let mut client = connect(edge_node.addr, "/ws?control=1");
+    outcomes(&mut client, 5);
+    first.signal("TERM");
+    first.wait_for_exit(Duration::from_secs(10));
+    let second = processor(&redis, &[]);
+    let (_, own) = get_json(second.addr, "/api/stats");
+
+    let (events, control) = outcomes(&mut client, 5);
+    let reset = control
+        .iter()
+        .find(|m| m["type"] == "reset")
+        .expect("a reset notice");
+    assert_eq!(reset["previousEpoch"], old);
+    assert_eq!(reset["epoch"], own["epoch"]);
+    assert_eq!(
+        seqs(&events)[..],
+        [1, 2, 3, 4, 5],
+        "the new run from its start"
+    );
+
+    // The edge itself restarts: its clients come back and resume.
+    let last = 5;
+    let epoch = own["epoch"].as_str().expect("epoch").to_owned();
+    drop(client);
+    edge_node.signal("TERM");
+    edge_node.wait_for_exit(Duration::from_secs(10));
+    let edge_node = edge(&redis);
+    wait_for_feed(edge_node.addr);
+    let mut client = connect(edge_node.addr, &format!("/ws?epoch={epoch}&since={last}"));
+    let (events, _) = outcomes(&mut client, 10);
+    assert_eq!(events[0]["seq"], last + 1);
+    assert_consecutive(&seqs(&events));
+}
+
+#[test]
+fn redis_away_degrades_every_node_then_they_recover_with_no_duplicate() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let processor = processor(&redis, &[]);
+    let edge_node = edge(&redis);
+    wait_for_feed(edge_node.addr);
+    let mut client = connect(edge_node.addr, "/ws?control=1");
+    let (mut seen, _) = outcomes(&mut client, 5);
+
+    redis.kill();
+    for node in [edge_node.addr, processor.addr] {
+        let mut body = Value::Null;
+        assert!(
+            eventually(Duration::from_secs(10), || {
+                let (status, answer) = get_json(node, "/readyz");
+                body = answer;
+                status == 200 && body["status"] == "degraded"
+            }),
+            "a node without Redis says it is degraded but ready: {body}"
+        );
+    }
+    let mut stats = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            stats = get_json(edge_node.addr, "/api/stats").1;
+            stats["cluster"]["redis"] == "unreachable"
+        }),
+        "the edge's stats say Redis is unreachable: {stats}"
+    );
+    assert_eq!(stats["health"]["state"], "degraded", "{stats}");
+    thread::sleep(Duration::from_secs(1));
+    redis.restart_after(Duration::ZERO);
+    assert!(
+        eventually(Duration::from_secs(15), || get_json(
+            edge_node.addr,
+            "/readyz"
+        )
+        .1["status"]
+            == "ready"),
+        "the edge recovered"
+    );
+    // Held while Redis was away, then published: the client misses nothing
+    // and sees nothing twice.
+    let (more, control) = outcomes(&mut client, 200);
+    seen.extend(more);
+    assert_consecutive(&seqs(&seen));
+    assert!(control.iter().all(|m| m["type"] != "gap"), "{control:?}");
+    let (_, stats) = get_json(processor.addr, "/api/stats");
+    assert_eq!(stats["cluster"]["missed"], 0);
+    assert!(
+        stats["cluster"]["disconnects"].as_u64() >= Some(1),
+        "{stats}"
+    );
+}
+
+#[test]
+fn outcomes_the_log_forgot_while_redis_was_away_are_counted_and_announced_as_a_gap() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    // A log of ~1 MiB at 2,000 outcomes a second: a few seconds without
+    // Redis outgrow it.
+    let processor = processor(
+        &redis,
+        &[
+            "--rate",
+            "2000",
+            "--work-ms",
+            "0",
+            "--history",
+            "10",
+            "--history-bytes",
+            "1048576",
+        ],
+    );
+    let edge_node = edge(&redis);
+    wait_for_feed(edge_node.addr);
+    let mut client = connect(edge_node.addr, "/ws?control=1");
+    outcomes(&mut client, 5);
+    redis.restart_after(Duration::from_secs(4));
+
+    let until = Instant::now() + Duration::from_secs(30);
+    let gap = loop {
+        assert!(Instant::now() < until, "no gap notice within 30 s");
+        if let Some(m) = next_message(&mut client, Duration::from_secs(1))
+            && m["type"] == "gap"
+        {
+            break m;
+        }
+    };
+    assert!(gap["to"].as_u64() >= gap["from"].as_u64(), "{gap}");
+
+    // Every outcome of the run is published or counted as never published.
+    let change = http(
+        processor.addr,
+        "PUT",
+        "/api/config",
+        &[("Content-Type", "application/json")],
+        br#"{"rate":0}"#,
+    );
+    assert_eq!(change.status, 200);
+    let mut stats = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            stats = get_json(processor.addr, "/api/stats").1;
+            let t = &stats["totals"];
+            let judged = ["onTime", "late", "failed"]
+                .iter()
+                .map(|k| t[k].as_u64().unwrap_or(0))
+                .sum::<u64>()
+                + t["dropped"]
+                    .as_object()
+                    .map_or(0, |d| d.values().filter_map(Value::as_u64).sum());
+            let c = &stats["cluster"];
+            t["inFlight"] == 0
+                && c["outcomes"].as_u64().unwrap_or(0) + c["missed"].as_u64().unwrap_or(0) == judged
+        }),
+        "published + never published = judged: {stats}"
+    );
+    assert!(stats["cluster"]["missed"].as_u64() > Some(0), "{stats}");
+}
+
+#[test]
+fn an_edge_serves_the_processors_settings_and_refuses_what_only_a_processor_does() {
+    let Some(redis) = Redis::start() else { return };
+    let _processor = processor(&redis, &["--deadline-ms", "250"]);
+    let edge_node = edge(&redis);
+    wait_for_feed(edge_node.addr);
+    let (status, config) = get_json(edge_node.addr, "/api/config");
+    assert_eq!(status, 200);
+    assert_eq!(
+        config["deadlineMs"], 250,
+        "the processor's settings: {config}"
+    );
+    let json = [("Content-Type", "application/json")];
+    for (method, path, body) in [
+        ("POST", "/api/events", &br#"{"deadlineMs":100}"#[..]),
+        ("POST", "/api/webhook/shop", b"{}"),
+        ("PUT", "/api/config", br#"{"rate":5}"#),
+    ] {
+        let answer = http(edge_node.addr, method, path, &json, body);
+        assert_eq!(answer.status, 503, "{method} {path}");
+        assert!(
+            answer.json()["error"]
+                .as_str()
+                .unwrap_or("")
+                .contains("edge")
+        );
+    }
+
+    // A node that needs Redis refuses to start without it.
+    let status = Command::new(env!("CARGO_BIN_EXE_punctual"))
+        .args(["--role", "edge", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::null())
+        .status()
+        .expect("run punctual");
+    assert_eq!(status.code(), Some(2));
+}
