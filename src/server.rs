@@ -15,11 +15,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::cluster::feed::Feed;
+use crate::cluster::ingest::{Consumer, Forwarder, IngestCounts};
 use crate::cluster::publish::Publisher;
 use crate::cluster::{Keys, Link, Redis};
 use crate::config::{Config, Knobs, NodeRole, WorkMode};
 use crate::delivery::{Broadcast, ClientCounts, ClientSlots, Inbound, Log, Subscriptions};
 use crate::epoch::Epoch;
+use crate::http::Entrance;
 use crate::ops::faults::Faults;
 use crate::ops::health::Heartbeats;
 use crate::ops::limits::Caps;
@@ -31,8 +33,8 @@ use crate::pipeline::ledger::Ledger;
 use crate::pipeline::meters::Meters;
 use crate::pipeline::schedule::WorkQueue;
 use crate::pipeline::stats::{
-    ClientState, GeneratorState, QueueState, Readings, Snapshot, ThreadState, WorkState,
-    WorkerState,
+    ClientState, ClusterState, GeneratorState, QueueState, Readings, Snapshot, ThreadState,
+    WorkState, WorkerState,
 };
 use crate::pipeline::workers::{self, Work, WorkerContext};
 use crate::time::WallClock;
@@ -117,15 +119,15 @@ impl Server {
         // which the binary exits with as a usage error (status 2).
         let caps = limits::caps(config.max_connections, config.max_clients)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        let redis = cluster_link(&config)?;
+        let redis = cluster_url(&config)?;
         // The bound address, so the Host rules know the real port when 0 was asked for.
         let config = Config {
             listen: addr,
             ..config
         };
         let node = match (config.role, redis) {
-            (NodeRole::Edge, Some(redis)) => start_edge(&config, caps, redis)?,
-            (_, redis) => start_pipeline(&config, caps, redis)?,
+            (NodeRole::Edge, Some(url)) => start_edge(&config, caps, &url)?,
+            (_, url) => start_pipeline(&config, caps, url.as_deref())?,
         };
         let mut producers = http::spawn(listener, node.app, node.stopped)?;
         producers.extend(node.producers);
@@ -268,12 +270,12 @@ struct Node {
     pipeline: Vec<JoinHandle<()>>,
 }
 
-/// The Redis link `--role processor` and `edge` need (`None` for `all`).
-fn cluster_link(config: &Config) -> io::Result<Option<(Redis, Arc<Link>)>> {
+/// The Redis URL `--role processor` and `edge` need (`None` for `all`).
+fn cluster_url(config: &Config) -> io::Result<Option<String>> {
     if config.role == NodeRole::All {
         return Ok(None);
     }
-    let url = config.redis.as_deref().ok_or_else(|| {
+    let url = config.redis.clone().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
             format!(
@@ -282,19 +284,25 @@ fn cluster_link(config: &Config) -> io::Result<Option<(Redis, Arc<Link>)>> {
             ),
         )
     })?;
+    Ok(Some(url))
+}
+
+/// A link to Redis of its own, for one thread.
+fn redis_link(url: &str) -> io::Result<(Redis, Arc<Link>)> {
     let link = Arc::new(Link::default());
-    let redis = Redis::new(url, Arc::clone(&link))
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    Ok(Some((redis, link)))
+    let redis = Redis::new(url, Arc::clone(&link)).map_err(invalid_url)?;
+    Ok((redis, link))
+}
+
+/// The URL was checked when the flags were read; this is that error again.
+fn invalid_url(e: redis::RedisError) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, e.to_string())
 }
 
 /// A node with the pipeline (`all`, `processor`): generator, intake,
-/// workers, hub, fan-out and, on a processor, the publisher.
-fn start_pipeline(
-    config: &Config,
-    caps: Caps,
-    redis: Option<(Redis, Arc<Link>)>,
-) -> io::Result<Node> {
+/// workers, hub, fan-out and, on a processor, the publisher and the
+/// consumer of events posted at edges.
+fn start_pipeline(config: &Config, caps: Caps, redis: Option<&str>) -> io::Result<Node> {
     let shared = Shared::new(config, Heartbeats::new());
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     let (outcome_tx, outcome_rx) = crossbeam_channel::bounded(hub::OUTCOME_CHANNEL_CAPACITY);
@@ -316,26 +324,43 @@ fn start_pipeline(
         WorkMode::Http => Work::Http(config.work_url.as_deref().unwrap_or_default().into()),
         WorkMode::Pull => Work::Pull(RemoteWorkers::new(Arc::clone(&shared.health))?),
     };
-    let link = redis.as_ref().map(|(_, link)| Arc::clone(link));
-    let reader = SystemReader::new(config, &shared, &work, &queue, caps, &epoch, link);
+    let publish = redis.map(redis_link).transpose()?;
+    let ingest = Arc::new(IngestCounts::default());
+    let cluster = publish
+        .as_ref()
+        .map(|(_, link)| (Arc::clone(link), Arc::clone(&ingest)));
+    let reader = SystemReader::new(config, &shared, &work, &queue, caps, &epoch, cluster);
     let hub_thread = shared
         .hub(config, outcome_rx, broadcast_tx, reader)
         .spawn()?;
     let mut pipeline = shared.spawn_workers(config, &work, queue, outcome_tx)?;
     pipeline.push(hub_thread);
     pipeline.push(fanout_thread);
-    if let Some((redis, link)) = redis {
+    let mut producers = Vec::new();
+    if let (Some((redis, link)), Some(url)) = (publish, redis) {
         pipeline.push(
             shared
                 .publisher(config, &log, &epoch, redis, link)
                 .spawn()?,
+        );
+        producers.push(
+            Consumer {
+                intake: intake.clone(),
+                redis: redis_link(url)?.0,
+                keys: Keys::new(&config.stream_prefix),
+                name: epoch.to_string(),
+                counts: ingest,
+                clock: shared.clock,
+                stop: stopped.clone(),
+            }
+            .spawn()?,
         );
     }
     let app = shared.front(
         config.clone(),
         caps,
         subscriptions,
-        Some(intake.clone()),
+        Entrance::Intake(intake.clone()),
         log,
         &work,
     )?;
@@ -347,6 +372,7 @@ fn start_pipeline(
         stopped.clone(),
         Arc::clone(&shared.faults),
     )?;
+    producers.push(generator);
     Ok(Node {
         shared,
         app,
@@ -354,14 +380,16 @@ fn start_pipeline(
         intake: Some(intake),
         stop,
         stopped,
-        producers: vec![generator],
+        producers,
         pipeline,
     })
 }
 
 /// An edge: no pipeline; the feed from Redis writes the broadcast channel
 /// the fan-out reads, as the hub does on a node with a pipeline.
-fn start_edge(config: &Config, caps: Caps, (redis, link): (Redis, Arc<Link>)) -> io::Result<Node> {
+fn start_edge(config: &Config, caps: Caps, url: &str) -> io::Result<Node> {
+    let (redis, link) = redis_link(url)?;
+    let keys = Keys::new(&config.stream_prefix);
     let shared = Shared::new(config, Heartbeats::edge());
     let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
     let (broadcast_tx, broadcast_rx) = crossbeam_channel::bounded(hub::BROADCAST_CHANNEL_CAPACITY);
@@ -374,12 +402,16 @@ fn start_edge(config: &Config, caps: Caps, (redis, link): (Redis, Arc<Link>)) ->
         Arc::clone(&shared.client_counts),
         Arc::clone(&shared.meters),
     );
+    let forwarder = Arc::new(
+        Forwarder::new(url, keys.clone(), Arc::clone(&link), shared.clock).map_err(invalid_url)?,
+    );
     let feed = Feed {
         broadcast: broadcast_tx,
         latest: Arc::clone(&shared.latest),
-        keys: Keys::new(&config.stream_prefix),
+        keys,
         redis,
         link,
+        forwarder: Arc::clone(&forwarder),
         health: Arc::clone(&shared.health),
         history: config.history as usize,
         epoch: epoch.clone(),
@@ -391,7 +423,7 @@ fn start_edge(config: &Config, caps: Caps, (redis, link): (Redis, Arc<Link>)) ->
         config.clone(),
         caps,
         subscriptions,
-        None,
+        Entrance::Stream(forwarder),
         log,
         &Work::Simulate,
     )?;
@@ -522,7 +554,7 @@ impl Shared {
         config: Config,
         caps: Caps,
         subscriptions: Subscriptions,
-        intake: Option<Intake>,
+        entrance: Entrance,
         log: Arc<Log>,
         work: &Work,
     ) -> io::Result<Arc<http::App>> {
@@ -540,7 +572,7 @@ impl Shared {
             static_dir: config.static_dir.clone(),
             next_client: Default::default(),
             knobs: Arc::clone(&self.knobs),
-            intake,
+            entrance,
             clock: self.clock,
             log,
             history_capacity: config.history as usize,
@@ -591,8 +623,8 @@ struct SystemReader {
     queue: Arc<WorkQueue>,
     caps: Caps,
     epoch: Epoch,
-    /// On a processor, its link to Redis.
-    link: Option<Arc<Link>>,
+    /// On a processor, its link to Redis and the ingest stream's counts.
+    cluster: Option<(Arc<Link>, Arc<IngestCounts>)>,
 }
 
 impl SystemReader {
@@ -603,7 +635,7 @@ impl SystemReader {
         queue: &Arc<WorkQueue>,
         caps: Caps,
         epoch: &Epoch,
-        link: Option<Arc<Link>>,
+        cluster: Option<(Arc<Link>, Arc<IngestCounts>)>,
     ) -> Self {
         SystemReader {
             work: work.clone(),
@@ -616,7 +648,7 @@ impl SystemReader {
             queue: Arc::clone(queue),
             caps,
             epoch: epoch.clone(),
-            link,
+            cluster,
         }
     }
 
@@ -672,10 +704,10 @@ impl SystemReader {
             },
             config: self.config.effective(&self.knobs, self.caps),
             epoch: self.epoch.as_str().to_owned(),
-            cluster: self
-                .link
-                .as_ref()
-                .map(|link| link.state(NodeRole::Processor)),
+            cluster: self.cluster.as_ref().map(|(link, ingest)| ClusterState {
+                ingest: Some(ingest.state()),
+                ..link.state(NodeRole::Processor)
+            }),
         }
     }
 }

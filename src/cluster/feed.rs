@@ -23,6 +23,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 
+use super::ingest::Forwarder;
 use super::{EntryId, Keys, Link, Redis, field};
 use crate::config::NodeRole;
 use crate::delivery::{Broadcast, Kind, gap_message, run_switch};
@@ -47,6 +48,8 @@ pub(crate) struct Feed {
     pub keys: Keys,
     pub redis: Redis,
     pub link: Arc<Link>,
+    /// Where this edge's posted events go, for its stats.
+    pub forwarder: Arc<Forwarder>,
     pub health: Arc<Heartbeats>,
     /// Outcomes backfilled at the first connection (`--history`).
     pub history: usize,
@@ -217,6 +220,7 @@ impl Feed {
         snapshot.clients = (self.clients)();
         snapshot.clients.backlog = self.broadcast.len();
         let mut cluster = self.link.state(NodeRole::Edge);
+        cluster.ingest = Some(self.forwarder.state());
         cluster.processor = snapshot.cluster.take().map(Box::new);
         snapshot.cluster = Some(cluster);
         let silent = received.at.elapsed();

@@ -21,6 +21,7 @@
 //! Must not know: deadlines, verdicts, clients, sockets.
 
 pub(crate) mod feed;
+pub(crate) mod ingest;
 pub(crate) mod publish;
 
 use std::sync::Mutex;
@@ -46,6 +47,11 @@ pub(crate) struct Keys {
     pub outcomes: String,
     /// The processor's stats snapshots, once a second (`epoch`, `json`, `latency`).
     pub stats: String,
+    /// Batches of events posted at edges, waiting for a processor (`events`, `count`).
+    pub ingest: String,
+    /// Events edges put in `ingest`, and events processors took out of it.
+    pub accepted: String,
+    pub entered: String,
 }
 
 impl Keys {
@@ -53,6 +59,9 @@ impl Keys {
         Keys {
             outcomes: format!("{prefix}:outcomes"),
             stats: format!("{prefix}:stats"),
+            ingest: format!("{prefix}:ingest"),
+            accepted: format!("{prefix}:ingest:accepted"),
+            entered: format!("{prefix}:ingest:entered"),
         }
     }
 }
@@ -109,6 +118,7 @@ impl Link {
             missed: self.missed.load(Ordering::Relaxed),
             disconnects: self.disconnects.load(Ordering::Relaxed),
             last_error: self.last_error(),
+            ingest: None,
             processor: None,
         }
     }

@@ -47,6 +47,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use socket2::{Domain, Protocol, Socket, TcpKeepalive, Type};
 use tiny_http::{Limits, Request, ServerOptions};
 
+use crate::cluster::ingest::Forwarder;
 use crate::config::{Config, Knobs};
 use crate::delivery::{ClientCounts, ClientSlots, Inbound, Log, Subscriptions};
 use crate::ops::health::{Heartbeats, Stage};
@@ -146,8 +147,9 @@ pub struct App {
     pub knobs: Arc<Knobs>,
     /// The settings the daemon started with.
     pub config: Config,
-    /// The way into the pipeline for posted events.
-    pub intake: Option<Intake>,
+    /// Where posted events go: this node's intake, or on an edge the
+    /// processor's, through Redis.
+    pub entrance: Entrance,
     /// Epoch conversion for posted `createdAt`.
     pub clock: WallClock,
     /// Retained outcomes for `GET /api/events`.
@@ -166,6 +168,14 @@ pub struct App {
     pub pages: page::PageSlots,
     /// Refused `Host` and `Origin` values already logged.
     pub refusals: refusals::Refusals,
+}
+
+/// Where posted events go.
+pub enum Entrance {
+    /// This node's intake (a node with the pipeline).
+    Intake(Intake),
+    /// The ingest stream, for the processor to enter (an edge).
+    Stream(Arc<Forwarder>),
 }
 
 /// Starts the front on `listener`: tiny_http's accept thread, which starts a

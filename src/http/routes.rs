@@ -9,11 +9,12 @@ use std::time::Instant;
 use sha1::Digest;
 use tiny_http::{Method, Request, Response, StatusCode};
 
-use super::App;
 use super::assets::{static_file, static_name};
 use super::page::{MAX_PAGE_BYTES, MAX_PAGE_OUTCOMES, Page};
 use super::reply::{Reply, body, error, header, json, method_not_allowed, respond, status_json};
 use super::request::{has_token, header_value, parse_json, read_body};
+use super::{App, Entrance};
+use crate::cluster::ingest::{MAX_WAITING_BATCHES, Refused};
 use crate::config::{KnobsUpdate, NodeRole, Settings};
 use crate::delivery::{self, Client, Sink, Slot, Transport, sse, ws};
 use crate::epoch::{Epoch, Position};
@@ -89,11 +90,6 @@ fn answer(app: &App, mut request: Request, path: &str, cors: Option<&str>) {
         },
         ("/api/config", Method::Put) if app.config.role == NodeRole::Edge => not_on_an_edge(),
         ("/api/config", Method::Put) => change_settings(app, &mut request),
-        // Refused before the body is read: an edge has no intake.
-        ("/api/events", Method::Post) if app.intake.is_none() => not_on_an_edge(),
-        (p, Method::Post) if p.starts_with(WEBHOOK_PREFIX) && app.intake.is_none() => {
-            not_on_an_edge()
-        }
         ("/api/events", Method::Post) => ingest(app, &mut request),
         (p, Method::Post) if p.starts_with(WEBHOOK_PREFIX) => {
             webhook(app, &mut request, &p[WEBHOOK_PREFIX.len()..])
@@ -128,7 +124,7 @@ fn with_cors<R: std::io::Read>(reply: Response<R>, cors: Option<&str>) -> Respon
 fn not_on_an_edge() -> Reply {
     error(
         503,
-        "this node is an edge (--role edge): it serves dashboards; post events and settings to the processor",
+        "this node is an edge (--role edge): change settings on the processor",
     )
 }
 
@@ -142,6 +138,18 @@ impl App {
                 .get()
                 .map(|(snapshot, _)| snapshot.config.clone()),
             _ => Some(self.config.effective(&self.knobs, self.caps)),
+        }
+    }
+
+    /// The deadline of a posted event that names none: the live setting of
+    /// the node that will judge it (on an edge, the processor's as last
+    /// published, or this node's own before the first).
+    fn default_deadline(&self) -> std::time::Duration {
+        match (&self.entrance, self.settings()) {
+            (Entrance::Stream(_), Some(settings)) => {
+                std::time::Duration::from_millis(settings.deadline_ms)
+            }
+            _ => self.knobs.deadline(),
         }
     }
 
@@ -476,7 +484,7 @@ fn webhook(app: &App, request: &mut Request, producer: &str) -> Reply {
         query,
         Instant::now(),
         &app.clock,
-        app.knobs.deadline(),
+        app.default_deadline(),
         app.config.max_body,
     );
     match parsed {
@@ -517,7 +525,7 @@ fn ingest(app: &App, request: &mut Request) -> Reply {
     };
     let received = Instant::now();
     let events =
-        match ingest::parse_batch(format, &body, received, &app.clock, app.knobs.deadline()) {
+        match ingest::parse_batch(format, &body, received, &app.clock, app.default_deadline()) {
             Ok(events) => events,
             Err(refusal) => return error(refusal.status, &refusal.message),
         };
@@ -526,16 +534,35 @@ fn ingest(app: &App, request: &mut Request) -> Reply {
 
 /// Submits validated events and answers what became of them.
 fn enter(app: &App, events: Vec<crate::pipeline::event::Event>) -> Reply {
-    let Some(intake) = &app.intake else {
-        return not_on_an_edge();
-    };
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
-    let dropped = events
-        .into_iter()
-        .map(|event| intake.submit(event))
-        .filter(|entry| *entry == Entry::QueueFull)
-        .count();
+    let dropped = match &app.entrance {
+        Entrance::Intake(intake) => events
+            .into_iter()
+            .map(|event| intake.submit(event))
+            .filter(|entry| *entry == Entry::QueueFull)
+            .count(),
+        // In the stream: the processor decides queue-full, and says so in
+        // each event's outcome.
+        Entrance::Stream(forwarder) => match forwarder.forward(&events) {
+            Ok(()) => 0,
+            Err(refused) => return not_taken(&refused),
+        },
+    };
     let answer =
         serde_json::json!({ "accepted": ids.len() - dropped, "dropped": dropped, "ids": ids });
     json(202, answer.to_string().into_bytes())
+}
+
+/// An edge that could not put a batch in the stream: nothing was taken, and
+/// the producer is told when to try again.
+fn not_taken(refused: &Refused) -> Reply {
+    let message = match refused {
+        Refused::Unreachable(reason) => {
+            format!("this edge cannot reach Redis ({reason}): the events were not accepted; retry")
+        }
+        Refused::Backlog => format!(
+            "{MAX_WAITING_BATCHES} batches already wait for the processor: the events were not accepted; retry"
+        ),
+    };
+    error(503, &message).with_header(header("Retry-After", "1"))
 }

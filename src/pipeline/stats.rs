@@ -441,7 +441,44 @@ pub struct ClusterState {
     pub disconnects: u64,
     /// The last error talking to Redis.
     pub last_error: Option<String>,
+    /// Events posted at edges, on their way through Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingest: Option<IngestState>,
     /// On an edge: the processor's own `cluster` section, as last published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processor: Option<Box<ClusterState>>,
+}
+
+/// `cluster.ingest`: events posted at edges on their way to the processor.
+/// An edge fills in `forwarded` and `refused`; a processor the rest, where
+/// `accepted` and `enteredAll` are the deployment's counters in Redis, so
+/// `accepted = enteredAll + waiting`.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestState {
+    /// Events this edge put in the stream.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub forwarded: u64,
+    /// Batches this edge refused (Redis unreachable, or too many waiting).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refused: u64,
+    /// Events this processor entered from the stream.
+    #[serde(default)]
+    pub entered: u64,
+    /// Stream entries this processor removed as not a batch of events.
+    #[serde(default)]
+    pub malformed: u64,
+    /// Events every edge put in the stream, ever.
+    #[serde(default)]
+    pub accepted: u64,
+    /// Events every processor took out of it, ever.
+    #[serde(default)]
+    pub entered_all: u64,
+    /// Events in the stream now: `accepted - enteredAll`.
+    #[serde(default)]
+    pub waiting: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -261,11 +261,17 @@ fn a_processor_restart_reaches_edge_clients_as_a_reset_and_an_edge_restart_as_a_
     let second = processor(&redis, &[]);
     let (_, own) = get_json(second.addr, "/api/stats");
 
-    let (events, control) = outcomes(&mut client, 5);
-    let reset = control
-        .iter()
-        .find(|m| m["type"] == "reset")
-        .expect("a reset notice");
+    // What the first run published before it ended, then the switch.
+    let until = Instant::now() + Duration::from_secs(30);
+    let reset = loop {
+        assert!(Instant::now() < until, "no reset notice within 30 s");
+        if let Some(m) = next_message(&mut client, Duration::from_secs(1))
+            && m["type"] == "reset"
+        {
+            break m;
+        }
+    };
+    let (events, _) = outcomes(&mut client, 5);
     assert_eq!(reset["previousEpoch"], old);
     assert_eq!(reset["epoch"], own["epoch"]);
     assert_eq!(
@@ -413,7 +419,7 @@ fn outcomes_the_log_forgot_while_redis_was_away_are_counted_and_announced_as_a_g
 }
 
 #[test]
-fn an_edge_serves_the_processors_settings_and_refuses_what_only_a_processor_does() {
+fn an_edge_serves_the_processors_settings_and_a_node_without_redis_refuses_to_start() {
     let Some(redis) = Redis::start() else { return };
     let _processor = processor(&redis, &["--deadline-ms", "250"]);
     let edge_node = edge(&redis);
@@ -425,20 +431,16 @@ fn an_edge_serves_the_processors_settings_and_refuses_what_only_a_processor_does
         "the processor's settings: {config}"
     );
     let json = [("Content-Type", "application/json")];
-    for (method, path, body) in [
-        ("POST", "/api/events", &br#"{"deadlineMs":100}"#[..]),
-        ("POST", "/api/webhook/shop", b"{}"),
-        ("PUT", "/api/config", br#"{"rate":5}"#),
-    ] {
-        let answer = http(edge_node.addr, method, path, &json, body);
-        assert_eq!(answer.status, 503, "{method} {path}");
-        assert!(
-            answer.json()["error"]
-                .as_str()
-                .unwrap_or("")
-                .contains("edge")
-        );
-    }
+    let answer = http(
+        edge_node.addr,
+        "PUT",
+        "/api/config",
+        &json,
+        br#"{"rate":5}"#,
+    );
+    assert_eq!(answer.status, 503);
+    let error = answer.json()["error"].as_str().unwrap_or("").to_owned();
+    assert!(error.contains("edge"), "{error}");
 
     // A node that needs Redis refuses to start without it.
     let status = Command::new(env!("CARGO_BIN_EXE_punctual"))
@@ -447,4 +449,209 @@ fn an_edge_serves_the_processors_settings_and_refuses_what_only_a_processor_does
         .status()
         .expect("run punctual");
     assert_eq!(status.code(), Some(2));
+}
+
+fn post(node: SocketAddr, path: &str, content_type: &str, body: &[u8]) -> crate::common::Response {
+    http(node, "POST", path, &[("Content-Type", content_type)], body)
+}
+
+/// The `cluster.ingest` section of a processor once every accepted event was entered.
+fn ingest_settled(processor: SocketAddr, accepted: u64) -> Value {
+    let mut ingest = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            ingest = get_json(processor, "/api/stats").1["cluster"]["ingest"].clone();
+            ingest["accepted"] == accepted
+                && ingest["enteredAll"] == accepted
+                && ingest["waiting"] == 0
+        }),
+        "accepted by edges = entered by the processor + waiting: {ingest}"
+    );
+    ingest
+}
+
+#[test]
+fn an_event_posted_to_one_edge_arrives_whole_as_an_outcome_on_another() {
+    let Some(redis) = Redis::start() else { return };
+    // A deadline that no machine, however busy, misses for a 1 MiB event.
+    let processor = processor(&redis, &["--rate", "0", "--deadline-ms", "30000"]);
+    let (a, b) = (edge(&redis), edge(&redis));
+    wait_for_feed_of_a_quiet_processor(a.addr);
+    wait_for_feed_of_a_quiet_processor(b.addr);
+    let mut ws_on_b = connect(b.addr, "/ws");
+    let mut sse_on_b = open_event_stream(b.addr, "/events", &[]);
+
+    // The largest payload a webhook takes, through the stream, to both transports.
+    let text = "x".repeat(1024 * 1024 - 4096 - 64);
+    let body = serde_json::to_vec(&serde_json::json!({ "note": text })).expect("JSON");
+    let answer = post(a.addr, "/api/webhook/shop", "application/json", &body);
+    assert_eq!(
+        answer.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    let id = answer.json()["ids"][0].as_str().expect("an id").to_owned();
+    let small = post(
+        a.addr,
+        "/api/events",
+        "application/json",
+        br#"[{"deadlineMs":500,"producer":"edge-a"},{"deadlineMs":500}]"#,
+    );
+    assert_eq!(small.status, 202);
+    assert_eq!(small.json()["accepted"], 2);
+
+    let (outcomes_ws, _) = outcomes(&mut ws_on_b, 3);
+    let outcomes_sse = sse_on_b.events(3, Duration::from_secs(30));
+    for got in [&outcomes_ws, &outcomes_sse] {
+        let big = got
+            .iter()
+            .find(|o| o["id"] == id.as_str())
+            .expect("the webhook's outcome");
+        assert_eq!(
+            big["payload"]["note"].as_str().map(str::len),
+            Some(text.len())
+        );
+        assert_eq!(big["producer"], "shop");
+        assert_eq!(
+            big["deadlineMs"], 30000,
+            "an edge applies the processor's deadline"
+        );
+        assert_eq!(big["status"], "on-time", "{}", big["status"]);
+        assert!(got.iter().any(|o| o["producer"] == "edge-a"));
+    }
+    let ingest = ingest_settled(processor.addr, 3);
+    assert_eq!(ingest["entered"], 3);
+    let (_, stats) = get_json(processor.addr, "/api/stats");
+    assert_eq!(stats["totals"]["ingested"], 3);
+    let mut forwarded = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            forwarded = get_json(a.addr, "/api/stats").1["cluster"]["ingest"]["forwarded"].clone();
+            forwarded == 3
+        }),
+        "the edge counts what it forwarded: {forwarded}"
+    );
+}
+
+/// [`wait_for_feed`] for a processor that generates nothing.
+fn wait_for_feed_of_a_quiet_processor(edge: SocketAddr) {
+    let mut stats = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(15), || {
+            let (status, body) = get_json(edge, "/api/stats");
+            stats = body;
+            status == 200 && stats["cluster"]["processor"]["redis"] == "connected"
+        }),
+        "the edge never served the processor's stats: {stats}"
+    );
+}
+
+#[test]
+fn events_posted_while_no_processor_runs_wait_in_the_stream_and_each_is_judged_once() {
+    let Some(redis) = Redis::start() else { return };
+    let mut first = processor(&redis, &["--rate", "0"]);
+    let edge_node = edge(&redis);
+    wait_for_feed_of_a_quiet_processor(edge_node.addr);
+    let mut ids = Vec::new();
+    let mut post_batch = |label: &str| {
+        let body = format!(
+            r#"[{{"id":"{label}-1","deadlineMs":60000}},{{"id":"{label}-2","deadlineMs":60000}}]"#
+        );
+        let answer = post(
+            edge_node.addr,
+            "/api/events",
+            "application/json",
+            body.as_bytes(),
+        );
+        assert_eq!(
+            answer.status,
+            202,
+            "{}",
+            String::from_utf8_lossy(&answer.body)
+        );
+        ids.extend([format!("{label}-1"), format!("{label}-2")]);
+    };
+    post_batch("before");
+    ingest_settled(first.addr, 2);
+    // Killed: whatever it had entered is its run's; what comes next waits.
+    first.signal("KILL");
+    first.wait_for_exit(Duration::from_secs(10));
+    post_batch("while-down");
+    post_batch("also-while-down");
+
+    let second = processor(&redis, &["--rate", "0"]);
+    let ingest = ingest_settled(second.addr, 6);
+    assert_eq!(
+        ingest["entered"], 4,
+        "the second run entered what waited, and only that"
+    );
+    let mut client = connect(edge_node.addr, "/ws?since=0");
+    let (got, _) = outcomes(&mut client, 4);
+    let mut seen: Vec<&str> = got.iter().filter_map(|o| o["id"].as_str()).collect();
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        [
+            "also-while-down-1",
+            "also-while-down-2",
+            "while-down-1",
+            "while-down-2"
+        ]
+    );
+    assert!(next_message(&mut client, Duration::from_secs(2)).is_none_or(|m| m["type"] != "event"));
+}
+
+#[test]
+fn an_edge_without_redis_refuses_a_post_with_503_and_retry_after_and_takes_it_back_after() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let processor = processor(&redis, &["--rate", "0"]);
+    let edge_node = edge(&redis);
+    wait_for_feed_of_a_quiet_processor(edge_node.addr);
+    redis.kill();
+    assert!(eventually(Duration::from_secs(10), || get_json(
+        edge_node.addr,
+        "/readyz"
+    )
+    .1["status"]
+        == "degraded"));
+    let answer = post(
+        edge_node.addr,
+        "/api/events",
+        "application/json",
+        br#"{"deadlineMs":500}"#,
+    );
+    assert_eq!(answer.status, 503);
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    assert!(
+        answer.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Redis"),
+        "{:?}",
+        answer.json()
+    );
+    // Bad input is still answered as bad input, before Redis is asked.
+    let bad = post(
+        edge_node.addr,
+        "/api/events",
+        "application/json",
+        br#"{"deadlineMs":-1}"#,
+    );
+    assert_eq!(bad.status, 400);
+
+    redis.restart_after(Duration::ZERO);
+    assert!(eventually(Duration::from_secs(15), || {
+        post(
+            edge_node.addr,
+            "/api/events",
+            "application/json",
+            br#"{"deadlineMs":500}"#,
+        )
+        .status
+            == 202
+    }));
+    ingest_settled(processor.addr, 1);
 }

@@ -1,0 +1,465 @@
+//! Ingest at any edge: an edge validates a posted batch as a single node does
+//! and appends it to `<prefix>:ingest`; the processor reads the stream with a
+//! consumer group and enters each batch into its intake.
+//!
+//! Owns: the carried form of an event (`Carried`: the fields a producer may
+//! set, with `createdAt` in epoch ms), the edge's [`Forwarder`] (a few idle
+//! connections, no lock held across a call), the processor's [`Consumer`]
+//! thread, and the deployment's two counters in Redis:
+//! `<prefix>:ingest:accepted` (events edges put in the stream) and
+//! `<prefix>:ingest:entered` (events processors took out of it). Each moves
+//! in the same Lua call as the stream, so `accepted = entered + waiting`
+//! holds at every moment (`cluster.ingest` in the stats).
+//!
+//! Reads and writes Redis; the consumer writes the processor's intake.
+//!
+//! A batch is one stream entry: entered whole, acknowledged (`XACK`) and
+//! deleted in one call once every event of it is in the intake, so the
+//! stream holds only what no processor has entered. An entry entered but not
+//! acknowledged (Redis went away between the two) is remembered and only
+//! acknowledged when read again, never entered twice by one processor.
+
+use std::collections::HashSet;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{Keys, Link, Redis, field};
+use crate::pipeline::event::{Event, Source};
+use crate::pipeline::intake::Intake;
+use crate::pipeline::stats::IngestState;
+use crate::time::WallClock;
+
+/// The consumer group every processor reads the ingest stream in.
+const GROUP: &str = "processors";
+/// Most batches waiting in the stream; past it an edge answers 503: the
+/// processor is away or behind, and Redis must not grow without bound.
+pub(crate) const MAX_WAITING_BATCHES: u64 = 10_000;
+/// Most idle connections an edge keeps for forwarding.
+const MAX_IDLE: usize = 16;
+/// Longest one `XREADGROUP` blocks.
+const BLOCK: Duration = Duration::from_millis(500);
+/// Batches one read takes.
+const READ_COUNT: usize = 64;
+/// How often the processor reads the deployment's counters for its stats.
+const COUNTERS_EVERY: Duration = Duration::from_secs(1);
+
+/// Appends a batch unless too many wait: KEYS stream, accepted counter;
+/// ARGV limit, events JSON, count. Returns -1 when refused.
+const APPEND: &str = r"
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
+redis.call('XADD', KEYS[1], '*', 'events', ARGV[2], 'count', ARGV[3])
+return redis.call('INCRBY', KEYS[2], ARGV[3])";
+
+/// Acknowledges, deletes and counts entered batches: KEYS stream, entered
+/// counter; ARGV group, events entered, then the entry ids.
+const ACKNOWLEDGE: &str = r"
+for i = 3, #ARGV do
+  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
+  redis.call('XDEL', KEYS[1], ARGV[i])
+end
+return redis.call('INCRBY', KEYS[2], ARGV[2])";
+
+/// One event as the ingest stream carries it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Carried<'a> {
+    id: &'a str,
+    created_at: f64,
+    deadline_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    work_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    producer: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: Option<&'a RawValue>,
+}
+
+/// The same, read back.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Received {
+    id: String,
+    created_at: f64,
+    deadline_ms: u64,
+    work_ms: Option<f64>,
+    producer: Option<String>,
+    payload: Option<Box<RawValue>>,
+}
+
+fn encode(events: &[Event], clock: &WallClock) -> Vec<u8> {
+    let carried: Vec<Carried<'_>> = events
+        .iter()
+        .map(|event| Carried {
+            id: &event.id,
+            created_at: clock.epoch_ms(event.created),
+            deadline_ms: u64::try_from(event.deadline.as_millis()).unwrap_or(u64::MAX),
+            work_ms: event.work.map(|w| w.as_secs_f64() * 1000.0),
+            producer: event.producer.as_deref(),
+            payload: event.payload.as_deref(),
+        })
+        .collect();
+    // Strings, numbers and already-valid JSON: serialising cannot fail.
+    serde_json::to_vec(&carried).unwrap_or_default()
+}
+
+/// The events of a batch, as the edge validated them. A `createdAt` this
+/// process cannot place (before its clock's range) is long expired: it is
+/// taken as created one deadline ago, so it is judged `expired` at once.
+fn decode(json: &[u8], clock: &WallClock) -> Result<Vec<Event>, serde_json::Error> {
+    let received: Vec<Received> = serde_json::from_slice(json)?;
+    let now = Instant::now();
+    Ok(received
+        .into_iter()
+        .map(|r| {
+            let deadline = Duration::from_millis(r.deadline_ms);
+            let created = clock
+                .instant_at(r.created_at)
+                .or_else(|| now.checked_sub(deadline))
+                .unwrap_or(now);
+            Event {
+                id: r.id,
+                source: Source::Ingest,
+                created,
+                deadline,
+                work: r
+                    .work_ms
+                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
+                    .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+                payload: r.payload,
+                producer: r.producer.map(String::into_boxed_str),
+            }
+        })
+        .collect())
+}
+
+/// Why an edge could not take a batch: the answer is 503 with `Retry-After`.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    /// Redis cannot be reached (or did not answer): nothing was taken.
+    Unreachable(String),
+    /// [`MAX_WAITING_BATCHES`] wait already: the processor is away or behind.
+    Backlog,
+}
+
+/// An edge's side: appends validated batches to the ingest stream.
+pub(crate) struct Forwarder {
+    client: redis::Client,
+    idle: Mutex<Vec<redis::Connection>>,
+    keys: Keys,
+    /// The feed's link: while it is down, a batch is refused at once
+    /// instead of each request waiting for a connection to fail.
+    link: Arc<Link>,
+    append: redis::Script,
+    clock: WallClock,
+    /// Events this edge put in the stream, and batches it refused.
+    forwarded: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl Forwarder {
+    pub fn new(
+        url: &str,
+        keys: Keys,
+        link: Arc<Link>,
+        clock: WallClock,
+    ) -> redis::RedisResult<Self> {
+        Ok(Forwarder {
+            client: redis::Client::open(url)?,
+            idle: Mutex::new(Vec::new()),
+            keys,
+            link,
+            append: redis::Script::new(APPEND),
+            clock,
+            forwarded: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+        })
+    }
+
+    /// Appends `events` as one batch, or says why not. Called on a
+    /// connection's thread; no lock is held while Redis is asked.
+    pub fn forward(&self, events: &[Event]) -> Result<(), Refused> {
+        let result = self.append_batch(events);
+        match &result {
+            Ok(()) => self
+                .forwarded
+                .fetch_add(events.len() as u64, Ordering::Relaxed),
+            Err(_) => self.refused.fetch_add(1, Ordering::Relaxed),
+        };
+        result
+    }
+
+    fn append_batch(&self, events: &[Event]) -> Result<(), Refused> {
+        if !self.link.is_connected() {
+            return Err(Refused::Unreachable(
+                self.link
+                    .last_error()
+                    .unwrap_or_else(|| "not connected yet".into()),
+            ));
+        }
+        let mut connection = self
+            .take()
+            .map_err(|e| Refused::Unreachable(e.to_string()))?;
+        let appended: i64 = self
+            .append
+            .key(&self.keys.ingest)
+            .key(&self.keys.accepted)
+            .arg(MAX_WAITING_BATCHES)
+            .arg(encode(events, &self.clock))
+            .arg(events.len())
+            .invoke(&mut connection)
+            .map_err(|e| Refused::Unreachable(e.to_string()))?;
+        self.give_back(connection);
+        if appended < 0 {
+            return Err(Refused::Backlog);
+        }
+        Ok(())
+    }
+
+    fn take(&self) -> redis::RedisResult<redis::Connection> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        match idle {
+            Some(connection) => Ok(connection),
+            None => super::connect(&self.client),
+        }
+    }
+
+    fn give_back(&self, connection: redis::Connection) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(connection);
+        }
+    }
+
+    /// `cluster.ingest` on an edge.
+    pub fn state(&self) -> IngestState {
+        IngestState {
+            forwarded: self.forwarded.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            ..IngestState::default()
+        }
+    }
+}
+
+/// The processor's counts of the ingest link, shared with its stats.
+#[derive(Debug, Default)]
+pub(crate) struct IngestCounts {
+    entered: AtomicU64,
+    malformed: AtomicU64,
+    accepted_by_edges: AtomicU64,
+    entered_by_processors: AtomicU64,
+}
+
+impl IngestCounts {
+    /// `cluster.ingest` on a processor.
+    pub fn state(&self) -> IngestState {
+        let accepted = self.accepted_by_edges.load(Ordering::Relaxed);
+        let entered_all = self.entered_by_processors.load(Ordering::Relaxed);
+        IngestState {
+            entered: self.entered.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+            accepted,
+            entered_all,
+            waiting: accepted.saturating_sub(entered_all),
+            ..IngestState::default()
+        }
+    }
+}
+
+/// The processor's `ingest-stream` thread.
+pub(crate) struct Consumer {
+    pub intake: Intake,
+    pub redis: Redis,
+    pub keys: Keys,
+    /// This processor's name in the group: its run's epoch.
+    pub name: String,
+    pub counts: Arc<IngestCounts>,
+    pub clock: WallClock,
+    /// Closed when the processor stops.
+    pub stop: Receiver<()>,
+}
+
+/// Where the consumer is.
+#[derive(Default)]
+struct Progress {
+    /// The group exists and what other (dead) consumers held is claimed.
+    joined: bool,
+    /// Entries entered but not yet acknowledged, with their event counts.
+    unacknowledged: Vec<(String, u64)>,
+    /// The same ids, to recognise one read again.
+    entered: HashSet<String>,
+    next_counters: Option<Instant>,
+}
+
+impl Consumer {
+    /// Starts the thread; it ends when the stop channel closes.
+    pub fn spawn(self) -> io::Result<JoinHandle<()>> {
+        thread::Builder::new()
+            .name("ingest-stream".into())
+            .spawn(move || self.run())
+    }
+
+    fn run(mut self) {
+        let mut progress = Progress::default();
+        let acknowledge = redis::Script::new(ACKNOWLEDGE);
+        while self.stop.try_recv() != Err(TryRecvError::Disconnected) {
+            if let Err(e) = self.turn(&mut progress, &acknowledge) {
+                self.redis.broken(&e);
+                progress.joined = false;
+                if self.stop.recv_timeout(self.redis.pause()) != Err(RecvTimeoutError::Timeout) {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn turn(
+        &mut self,
+        progress: &mut Progress,
+        acknowledge: &redis::Script,
+    ) -> redis::RedisResult<()> {
+        if !progress.joined {
+            self.join(progress)?;
+        }
+        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.name)
+            .arg("COUNT")
+            .arg(READ_COUNT)
+            .arg("BLOCK")
+            .arg(BLOCK.as_millis() as u64)
+            .arg("STREAMS")
+            .arg(&self.keys.ingest)
+            .arg(">")
+            .query(self.redis.connected()?)?;
+        for stream in reply.map(|r| r.keys).unwrap_or_default() {
+            for entry in &stream.ids {
+                self.enter(progress, entry);
+            }
+        }
+        self.acknowledge(progress, acknowledge)?;
+        self.read_counters(progress)
+    }
+
+    /// Makes the group if it is new (from the stream's start, so batches
+    /// accepted before any processor ran are entered), then takes over
+    /// what any consumer read but did not acknowledge, this one's included.
+    fn join(&mut self, progress: &mut Progress) -> redis::RedisResult<()> {
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.keys.ingest)
+            .arg(GROUP)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query(self.redis.connected()?);
+        if let Err(e) = created
+            && e.code() != Some("BUSYGROUP")
+        {
+            return Err(e);
+        }
+        let mut cursor = "0-0".to_owned();
+        loop {
+            let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+                .arg(&self.keys.ingest)
+                .arg(GROUP)
+                .arg(&self.name)
+                .arg(0)
+                .arg(&cursor)
+                .arg("COUNT")
+                .arg(READ_COUNT)
+                .query(self.redis.connected()?)?;
+            for entry in &claimed.claimed {
+                self.enter(progress, entry);
+            }
+            if claimed.next_stream_id == "0-0" {
+                break;
+            }
+            cursor = claimed.next_stream_id;
+        }
+        progress.joined = true;
+        Ok(())
+    }
+
+    /// Enters one batch into the intake, unless this process already did.
+    fn enter(&self, progress: &mut Progress, entry: &StreamId) {
+        if progress.entered.contains(&entry.id) {
+            return;
+        }
+        let events = field(&entry.map, "events").map(|json| decode(&json, &self.clock));
+        let count = match events {
+            Some(Ok(events)) => {
+                let count = events.len() as u64;
+                for event in events {
+                    self.intake.submit(event);
+                }
+                self.counts.entered.fetch_add(count, Ordering::Relaxed);
+                count
+            }
+            _ => {
+                // Not a batch this version wrote: taken out of the stream
+                // and counted, so it cannot block the ones behind it.
+                self.counts.malformed.fetch_add(1, Ordering::Relaxed);
+                log::warn!(
+                    "ingest stream entry {} is not a batch of events; removed",
+                    entry.id
+                );
+                field(&entry.map, "count")
+                    .and_then(|c| String::from_utf8_lossy(&c).parse().ok())
+                    .unwrap_or(0)
+            }
+        };
+        progress.entered.insert(entry.id.clone());
+        progress.unacknowledged.push((entry.id.clone(), count));
+    }
+
+    fn acknowledge(
+        &mut self,
+        progress: &mut Progress,
+        script: &redis::Script,
+    ) -> redis::RedisResult<()> {
+        if progress.unacknowledged.is_empty() {
+            return Ok(());
+        }
+        let events: u64 = progress.unacknowledged.iter().map(|(_, n)| n).sum();
+        let mut call = script.key(&self.keys.ingest);
+        call.key(&self.keys.entered).arg(GROUP).arg(events);
+        for (id, _) in &progress.unacknowledged {
+            call.arg(id);
+        }
+        let _: i64 = call.invoke(self.redis.connected()?)?;
+        for (id, _) in progress.unacknowledged.drain(..) {
+            progress.entered.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// The deployment's counters, for this processor's stats, once a second.
+    fn read_counters(&mut self, progress: &mut Progress) -> redis::RedisResult<()> {
+        if progress
+            .next_counters
+            .is_some_and(|next| Instant::now() < next)
+        {
+            return Ok(());
+        }
+        let (accepted, entered): (Option<u64>, Option<u64>) = redis::cmd("MGET")
+            .arg(&self.keys.accepted)
+            .arg(&self.keys.entered)
+            .query(self.redis.connected()?)?;
+        self.counts
+            .accepted_by_edges
+            .store(accepted.unwrap_or(0), Ordering::Relaxed);
+        self.counts
+            .entered_by_processors
+            .store(entered.unwrap_or(0), Ordering::Relaxed);
+        progress.next_counters = Some(Instant::now() + COUNTERS_EVERY);
+        Ok(())
+    }
+}
