@@ -15,16 +15,17 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::cluster::feed::Feed;
-use crate::cluster::ingest::{Consumer, Forwarder, IngestCounts};
+use crate::cluster::ingest::{ApplySettings, Consumer, Forwarder, IngestCounts};
 use crate::cluster::publish::Publisher;
 use crate::cluster::{Keys, Link, Redis};
-use crate::config::{Config, Knobs, NodeRole, WorkMode};
+use crate::config::{Config, Knobs, KnobsUpdate, NodeRole, WorkMode};
 use crate::delivery::{Broadcast, ClientCounts, ClientSlots, Inbound, Log, Subscriptions};
 use crate::epoch::Epoch;
 use crate::http::Entrance;
 use crate::ops::faults::Faults;
 use crate::ops::health::Heartbeats;
 use crate::ops::limits::Caps;
+use crate::ops::logging::RateLimit;
 use crate::pipeline::admission::WorkEstimator;
 use crate::pipeline::event::{Event, Outcome};
 use crate::pipeline::hub::{self, Hub, LatestStats};
@@ -352,6 +353,8 @@ fn start_pipeline(config: &Config, caps: Caps, redis: Option<&str>) -> io::Resul
                 counts: ingest,
                 clock: shared.clock,
                 stop: stopped.clone(),
+                notes: RateLimit::new(Duration::from_secs(10)),
+                settings: shared.settings_applier(config, caps),
             }
             .spawn()?,
         );
@@ -414,6 +417,7 @@ fn start_edge(config: &Config, caps: Caps, url: &str) -> io::Result<Node> {
         forwarder: Arc::clone(&forwarder),
         health: Arc::clone(&shared.health),
         history: config.history as usize,
+        history_bytes: config.history_bytes as usize,
         epoch: epoch.clone(),
         clients: Box::new(move || client_state(&counts, &meters, caps)),
         stop: stopped.clone(),
@@ -466,6 +470,17 @@ impl Shared {
         }
     }
 
+    /// How a processor applies a settings change made at an edge: as
+    /// `PUT /api/config` does here, answering the settings then in force.
+    fn settings_applier(&self, config: &Config, caps: Caps) -> ApplySettings {
+        let (knobs, config) = (Arc::clone(&self.knobs), config.clone());
+        Box::new(move |change| {
+            let update: KnobsUpdate = http::parse_json(change)?;
+            http::apply_settings(&knobs, &update)?;
+            Ok(config.effective(&knobs, caps).to_json())
+        })
+    }
+
     /// The shared log of the run `epoch`.
     fn log(&self, config: &Config, epoch: &Epoch) -> Arc<Log> {
         Arc::new(Log::new(
@@ -494,6 +509,7 @@ impl Shared {
             epoch: epoch.clone(),
             history: config.history as usize,
             clock: self.clock,
+            id_warnings: RateLimit::new(Duration::from_secs(10)),
         }
     }
 

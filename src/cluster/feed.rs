@@ -7,11 +7,13 @@
 //! appends the hub's output) and the edge's latest stats.
 //!
 //! At its first connection it backfills the log with the current run's
-//! retained outcomes (the stream keeps `--history` of them), so a client
-//! resuming here finds what it would on any other edge. A new run in the
-//! stream (the processor restarted) goes out as a run switch (`reset`); a
-//! skipped seq (the stream was trimmed past this edge while it was away)
-//! goes out as a `gap` notice, never silently.
+//! retained outcomes (the stream keeps `--history` of them; the backfill
+//! stops at `--history-bytes` too), so a client resuming here finds what it
+//! would on any other edge. A new epoch in the stream (the processor
+//! restarted) goes out as a run switch (`reset`); a skipped seq (the stream
+//! was trimmed past this edge while it was away) goes out as a `gap` notice,
+//! never silently. An entry it cannot read is skipped and counted, and the
+//! stats stream is read apart, so neither can stop the outcomes.
 
 use std::io;
 use std::sync::Arc;
@@ -21,25 +23,31 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
-use redis::streams::{StreamId, StreamRangeReply, StreamReadReply};
 
 use super::ingest::Forwarder;
-use super::{EntryId, Keys, Link, Redis, field};
+use super::reply::{self, Entries, Entry};
+use super::{EntryId, Keys, Link, Redis};
 use crate::config::NodeRole;
 use crate::delivery::{Broadcast, Kind, gap_message, run_switch};
 use crate::epoch::Epoch;
 use crate::ops::health::{Heartbeats, Stage};
+use crate::ops::logging::RateLimit;
 use crate::pipeline::hub::{LatestStats, STATS_INTERVAL};
 use crate::pipeline::overload::State;
 use crate::pipeline::stats::{ClientState, CumulativeLatency, Snapshot};
 
-/// Longest one `XREAD` blocks: the feed turns at least this often (its
-/// heartbeat, the stop channel, the edge's own stats).
+/// Longest one `XREAD` blocks: the feed turns at least this often while
+/// Redis answers (its heartbeat, the stop channel, the edge's own stats).
 const BLOCK: Duration = Duration::from_millis(500);
-/// Most entries one `XREAD` returns.
-const READ_COUNT: usize = 1024;
+/// Most entries one read returns: with outcomes of up to `--max-body`
+/// each, this bounds what one reply holds.
+const READ_COUNT: usize = 64;
 /// The processor's stats older than this make the edge's health degraded.
 const STATS_STALE: Duration = Duration::from_secs(3);
+/// Most producer rows kept from a snapshot read back (the hub makes 33).
+const MAX_PRODUCER_ROWS: usize = 33;
+/// Least time between two journal lines about what the stream holds.
+const NOTE_EVERY: Duration = Duration::from_secs(10);
 
 /// Everything the feed thread needs.
 pub(crate) struct Feed {
@@ -51,8 +59,10 @@ pub(crate) struct Feed {
     /// Where this edge's posted events go, for its stats.
     pub forwarder: Arc<Forwarder>,
     pub health: Arc<Heartbeats>,
-    /// Outcomes backfilled at the first connection (`--history`).
+    /// Outcomes and bytes backfilled at the first connection (`--history`,
+    /// `--history-bytes`).
     pub history: usize,
+    pub history_bytes: usize,
     /// The edge's log's run until the stream names the processor's.
     pub epoch: Epoch,
     /// This edge's own clients, for its stats.
@@ -63,17 +73,17 @@ pub(crate) struct Feed {
 
 /// Where the feed is in the streams.
 struct Place {
-    /// The run the log holds now, and its epoch.
-    run: Option<u64>,
+    /// The run the log holds now (by its epoch), and the last seq appended.
     epoch: Epoch,
-    /// The last seq appended in that run.
     seq: u64,
     /// Read outcomes after this id.
     after: String,
-    /// Read stats after this id.
-    stats_after: String,
+    /// The stats entry last read.
+    stats_id: String,
     /// Whether the log was backfilled (done once, at the first connection).
     backfilled: bool,
+    /// Whether this connection checked that the stream did not go back.
+    checked: bool,
 }
 
 /// The processor's last snapshot and when it arrived.
@@ -82,107 +92,214 @@ struct Received {
     at: Instant,
 }
 
+/// What the journal hears of odd entries, at most once per period.
+struct Notes {
+    unreadable: RateLimit,
+    gaps: RateLimit,
+    runs: RateLimit,
+}
+
 impl Feed {
     /// Starts the `feed` thread; it ends when the stop channel closes, and
-    /// dropping its broadcast sender then ends the fan-out.
+    /// dropping its broadcast sender then ends the fan-out. Should it
+    /// panic, the edge is marked not live: it would serve nothing new.
     pub fn spawn(self) -> io::Result<JoinHandle<()>> {
-        thread::Builder::new()
-            .name("feed".into())
-            .spawn(move || self.run())
+        let health = Arc::clone(&self.health);
+        thread::Builder::new().name("feed".into()).spawn(move || {
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run())).is_err() {
+                log::error!("the feed thread panicked: this edge serves nothing new");
+                health.fail("feed thread panicked".into());
+            }
+        })
     }
 
     fn run(mut self) {
         let mut place = Place {
-            run: None,
             epoch: self.epoch.clone(),
             seq: 0,
             after: "0-0".into(),
-            stats_after: "0-0".into(),
+            stats_id: String::new(),
             backfilled: false,
+            checked: false,
+        };
+        let notes = Notes {
+            unreadable: RateLimit::new(NOTE_EVERY),
+            gaps: RateLimit::new(NOTE_EVERY),
+            runs: RateLimit::new(NOTE_EVERY),
         };
         let mut processor = None;
         let mut next_stats = Instant::now();
         while self.stop.try_recv() != Err(TryRecvError::Disconnected) {
             self.health.beat(Stage::Feed);
-            if let Err(e) = self.turn(&mut place, &mut processor) {
-                self.redis.broken(&e);
-                self.health.set_degraded(Some(format!(
-                    "this edge cannot reach Redis ({e}): it shows what it had"
-                )));
-                if self.stop.recv_timeout(self.redis.pause()) != Err(RecvTimeoutError::Timeout) {
-                    break;
+            match self.turn(&mut place, &notes) {
+                Ok(()) => {
+                    self.redis.succeeded();
+                    self.health.set_degraded(None);
+                }
+                Err(e) => {
+                    self.redis.failed("reading the outcome stream", &e);
+                    place.checked = false;
+                    self.health.set_degraded(Some(format!(
+                        "this edge cannot read Redis ({e}): it shows what it had"
+                    )));
+                    if self.stop.recv_timeout(self.redis.pause()) != Err(RecvTimeoutError::Timeout)
+                    {
+                        break;
+                    }
                 }
             }
             if Instant::now() >= next_stats {
+                self.read_stats(&mut place, &mut processor);
                 self.publish_stats(&place, processor.as_ref());
                 next_stats = Instant::now() + STATS_INTERVAL;
             }
         }
     }
 
-    /// One read from Redis, or the first connection's backfill.
-    fn turn(
-        &mut self,
-        place: &mut Place,
-        processor: &mut Option<Received>,
-    ) -> redis::RedisResult<()> {
+    /// One read of the outcome stream, after the first connection's backfill.
+    fn turn(&mut self, place: &mut Place, notes: &Notes) -> redis::RedisResult<()> {
         if !place.backfilled {
-            let (outcomes, stats) = backfill(self.redis.connected()?, &self.keys, self.history)?;
-            for entry in outcomes {
-                self.accept(place, &entry, false);
+            let backfill = self.backfill()?;
+            self.note_unreadable(backfill.unreadable, notes);
+            for entry in &backfill.entries {
+                self.accept(place, entry, false, notes);
             }
-            if let Some(entry) = stats {
-                place.stats_after = entry.id.clone();
-                *processor = received(&entry).or(processor.take());
+            if backfill.entries.is_empty() {
+                self.adopt_the_processors_run(place)?;
             }
             place.backfilled = true;
+            place.checked = true;
+            self.health.set_fed();
         }
-        let reply: Option<StreamReadReply> = redis::cmd("XREAD")
+        if !place.checked {
+            self.check_stream_did_not_go_back(place)?;
+        }
+        let reply: redis::Value = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(READ_COUNT)
             .arg("BLOCK")
             .arg(BLOCK.as_millis() as u64)
             .arg("STREAMS")
             .arg(&self.keys.outcomes)
-            .arg(&self.keys.stats)
             .arg(&place.after)
-            .arg(&place.stats_after)
             .query(self.redis.connected()?)?;
-        self.health.set_degraded(None);
-        for stream in reply.map(|r| r.keys).unwrap_or_default() {
-            if stream.key == self.keys.outcomes {
-                for entry in &stream.ids {
-                    self.accept(place, entry, true);
-                }
-            } else if let Some(entry) = stream.ids.last() {
-                place.stats_after = entry.id.clone();
-                *processor = received(entry).or(processor.take());
-            }
+        let read = reply::read(&reply, &self.keys.outcomes);
+        self.note_unreadable(read.unreadable, notes);
+        for entry in &read.entries {
+            self.accept(place, entry, true, notes);
         }
         Ok(())
     }
 
-    /// Appends one outcome entry; a new run first, and a gap when seqs were
-    /// skipped (`live`: not the backfill, whose first entry starts wherever
-    /// the stream's history does).
-    fn accept(&self, place: &mut Place, entry: &StreamId, live: bool) {
+    /// The current run's retained outcomes, oldest first, read newest first
+    /// in pages until `--history` of them or `--history-bytes`.
+    fn backfill(&mut self) -> redis::RedisResult<Entries> {
+        let mut newest_first = Entries::default();
+        let (mut before, mut bytes, mut run) = ("+".to_owned(), 0usize, None);
+        while newest_first.entries.len() < self.history && bytes < self.history_bytes {
+            let count = (self.history - newest_first.entries.len()).min(READ_COUNT);
+            let page: redis::Value = redis::cmd("XREVRANGE")
+                .arg(&self.keys.outcomes)
+                .arg(&before)
+                .arg("-")
+                .arg("COUNT")
+                .arg(count)
+                .query(self.redis.connected()?)?;
+            let page = reply::range(&page);
+            newest_first.unreadable += page.unreadable;
+            let Some(last) = page.entries.last() else {
+                break;
+            };
+            before = format!("({}", last.id);
+            for entry in page.entries {
+                let epoch = entry.field("epoch").map(<[u8]>::to_vec);
+                if run.get_or_insert_with(|| epoch.clone()) != &epoch {
+                    newest_first.entries.reverse();
+                    return Ok(newest_first);
+                }
+                bytes += entry.field("json").map_or(0, <[u8]>::len);
+                newest_first.entries.push(entry);
+            }
+        }
+        newest_first.entries.reverse();
+        Ok(newest_first)
+    }
+
+    /// A processor that has judged nothing yet has published its stats: its
+    /// epoch is taken from them, so clients that connect before its first
+    /// outcome are already in its run (a plain client would otherwise be
+    /// closed at the switch).
+    /// A stats key Redis refuses to read is the stats' problem, not the
+    /// outcomes': the run is then learnt from the first outcome.
+    fn adopt_the_processors_run(&mut self, place: &mut Place) -> redis::RedisResult<()> {
+        let newest: redis::RedisResult<redis::Value> = redis::cmd("XREVRANGE")
+            .arg(&self.keys.stats)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query(self.redis.connected()?);
+        let Ok(newest) = newest else {
+            return Ok(());
+        };
+        let epoch = reply::range(&newest)
+            .entries
+            .first()
+            .and_then(|entry| entry.field("epoch"))
+            .and_then(|e| Epoch::parse(&String::from_utf8_lossy(e)).ok());
+        if let Some(epoch) = epoch.filter(|e| *e != place.epoch) {
+            self.send(run_switch(&epoch, &place.epoch));
+            place.epoch = epoch;
+            place.seq = 0;
+        }
+        Ok(())
+    }
+
+    /// After a reconnection: if the stream's newest entry sorts before the
+    /// last one appended here, Redis lost what it held (a restart without
+    /// persistence) and ids may start lower; the feed then reads from the
+    /// stream's start, where seqs already appended are skipped.
+    fn check_stream_did_not_go_back(&mut self, place: &mut Place) -> redis::RedisResult<()> {
+        let top: redis::Value = redis::cmd("XREVRANGE")
+            .arg(&self.keys.outcomes)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query(self.redis.connected()?)?;
+        let newest = reply::range(&top).entries.first().map(|e| e.id.clone());
+        let went_back = newest.is_none_or(|id| id_before(&id, &place.after));
+        if went_back && place.after != "0-0" {
+            log::warn!(
+                "the outcome stream holds nothing after {}: Redis lost its data; reading it from its start",
+                place.after
+            );
+            place.after = "0-0".into();
+        }
+        place.checked = true;
+        Ok(())
+    }
+
+    /// Appends one outcome entry; a run switch first when its epoch is new,
+    /// and a gap when seqs were skipped (`live`: not the backfill, whose
+    /// first entry starts wherever the stream's history does).
+    fn accept(&self, place: &mut Place, entry: &Entry, live: bool, notes: &Notes) {
         place.after = entry.id.clone();
         let (Some(id), Some(epoch), Some(json)) = (
             EntryId::parse(&entry.id),
-            field(&entry.map, "epoch")
-                .and_then(|e| Epoch::parse(&String::from_utf8_lossy(&e)).ok()),
-            field(&entry.map, "json"),
+            entry
+                .field("epoch")
+                .and_then(|e| Epoch::parse(&String::from_utf8_lossy(e)).ok()),
+            entry.field("json"),
         ) else {
-            log::warn!(
-                "skipped stream entry {}: not an outcome this version publishes",
-                entry.id
-            );
+            self.note_unreadable(1, notes);
             return;
         };
-        if place.run != Some(id.run) {
+        if epoch != place.epoch {
             self.send(run_switch(&epoch, &place.epoch));
-            log::info!("the processor's run is now {epoch}");
-            place.run = Some(id.run);
+            if notes.runs.allow() {
+                log::info!("the processor's run is now {epoch}");
+            }
             place.epoch = epoch;
             place.seq = 0;
         }
@@ -193,21 +310,72 @@ impl Feed {
         if id.seq > first_missing && (live || place.seq > 0) {
             let missed = id.seq - first_missing;
             self.link.missed.fetch_add(missed, Ordering::Relaxed);
-            log::warn!(
-                "the stream no longer held outcomes {first_missing}..={}: clients are told of the gap",
-                id.seq - 1
-            );
+            if notes.gaps.allow() {
+                log::warn!(
+                    "the stream no longer held outcomes {first_missing}..={}: clients are told of the gap",
+                    id.seq - 1
+                );
+            }
             self.send(gap_message(first_missing, id.seq - 1));
         }
         place.seq = id.seq;
         self.link.outcomes.fetch_add(1, Ordering::Relaxed);
-        let status = field(&entry.map, "status").map_or("", |s| known_status(&s));
+        let status = entry.field("status").map_or("", known_status);
         self.send(Broadcast {
             kind: Kind::Event,
             seq: id.seq,
             status,
-            json: Bytes::from(json),
+            json: Bytes::copy_from_slice(json),
         });
+    }
+
+    fn note_unreadable(&self, count: usize, notes: &Notes) {
+        if count == 0 {
+            return;
+        }
+        self.link
+            .unreadable
+            .fetch_add(count as u64, Ordering::Relaxed);
+        if notes.unreadable.allow() {
+            log::warn!(
+                "skipped {count} stream entries this version cannot read (counted in cluster.unreadable)"
+            );
+        }
+    }
+
+    /// The processor's newest snapshot, if a new one was published. Its
+    /// own failures (a key of another type, an entry this version cannot
+    /// read) leave the outcomes alone: they are warned of and counted.
+    fn read_stats(&mut self, place: &mut Place, processor: &mut Option<Received>) {
+        let newest: redis::RedisResult<redis::Value> =
+            self.redis.connected().and_then(|connection| {
+                redis::cmd("XREVRANGE")
+                    .arg(&self.keys.stats)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query(connection)
+            });
+        let newest = match newest {
+            Ok(value) => reply::range(&value),
+            Err(e) => {
+                self.redis.failed("reading the stats stream", &e);
+                return;
+            }
+        };
+        let Some(entry) = newest.entries.first() else {
+            return;
+        };
+        if entry.id != place.stats_id {
+            place.stats_id = entry.id.clone();
+            match received(entry) {
+                Some(snapshot) => *processor = Some(snapshot),
+                None => {
+                    self.link.unreadable.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
     }
 
     /// The edge's stats: the processor's last snapshot with this edge's own
@@ -260,49 +428,28 @@ impl Feed {
     }
 }
 
-/// The current run's retained outcomes, oldest first, and the latest stats entry.
-fn backfill(
-    connection: &mut redis::Connection,
-    keys: &Keys,
-    history: usize,
-) -> redis::RedisResult<(Vec<StreamId>, Option<StreamId>)> {
-    let newest_first: StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(&keys.outcomes)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(history.max(1))
-        .query(connection)?;
-    let run_of = |entry: &StreamId| EntryId::parse(&entry.id).map(|id| id.run);
-    let current = newest_first.ids.first().and_then(run_of);
-    let mut outcomes: Vec<StreamId> = newest_first
-        .ids
-        .into_iter()
-        .take_while(|entry| run_of(entry) == current)
-        .collect();
-    outcomes.reverse();
-    let stats: StreamRangeReply = redis::cmd("XREVRANGE")
-        .arg(&keys.stats)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query(connection)?;
-    Ok((outcomes, stats.ids.into_iter().next()))
+/// Whether stream id `a` sorts before `b` (an id that cannot be read sorts first).
+fn id_before(a: &str, b: &str) -> bool {
+    reply::id_parts(a) < reply::id_parts(b)
 }
 
-/// A stats entry read back; `None` (and a warning) for one this version cannot read.
-fn received(entry: &StreamId) -> Option<Received> {
-    let json = field(&entry.map, "json")?;
-    let mut snapshot: Snapshot = match serde_json::from_slice(&json) {
+/// A stats entry read back; `None` (and a warning) for one this version
+/// cannot read. What the edge does not compute itself is bounded here: the
+/// producer rows, as the hub bounds them.
+fn received(entry: &Entry) -> Option<Received> {
+    let json = entry.field("json")?;
+    let mut snapshot: Snapshot = match serde_json::from_slice(json) {
         Ok(snapshot) => snapshot,
         Err(e) => {
-            log::warn!("skipped stats entry {}: {e}", entry.id);
+            log::debug!("skipped stats entry {}: {e}", entry.id);
             return None;
         }
     };
-    snapshot.cumulative_latency = field(&entry.map, "latency")
-        .and_then(|l| serde_json::from_slice::<CumulativeLatency>(&l).ok())
+    snapshot.kind = "stats".into();
+    snapshot.producers.truncate(MAX_PRODUCER_ROWS);
+    snapshot.cumulative_latency = entry
+        .field("latency")
+        .and_then(|l| serde_json::from_slice::<CumulativeLatency>(l).ok())
         .unwrap_or_default();
     Some(Received {
         snapshot,

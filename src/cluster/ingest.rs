@@ -1,6 +1,10 @@
-//! Ingest at any edge: an edge validates a posted batch as a single node does
-//! and appends it to `<prefix>:ingest`; the processor reads the stream with a
-//! consumer group and enters each batch into its intake.
+//! Ingest and settings at any edge: an edge validates a posted batch as a
+//! single node does and appends it to `<prefix>:ingest`; the processor reads
+//! the stream with a consumer group and enters each batch into its intake.
+//! A settings change goes the same way through `<prefix>:config`, and the
+//! edge waits for the processor's answer on a list of its own
+//! (`<prefix>:config:reply:<uuid>`, `BLPOP`), so it answers only once the
+//! change is applied — or says it was not.
 //!
 //! Owns: the carried form of an event (`Carried`: the fields a producer may
 //! set, with `createdAt` in epoch ms), the edge's [`Forwarder`] (a few idle
@@ -27,11 +31,12 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
-use redis::streams::{StreamAutoClaimReply, StreamId, StreamReadReply};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{Keys, Link, Redis, field};
+use super::reply::{self, Entry};
+use super::{COMMAND_TIMEOUT, Keys, Link, Redis};
+use crate::ops::logging::RateLimit;
 use crate::pipeline::event::{Event, Source};
 use crate::pipeline::intake::Intake;
 use crate::pipeline::stats::IngestState;
@@ -147,7 +152,36 @@ pub(crate) enum Refused {
     Unreachable(String),
     /// [`MAX_WAITING_BATCHES`] wait already: the processor is away or behind.
     Backlog,
+    /// A settings change had no answer within [`SETTINGS_WAIT`]; it was
+    /// withdrawn and will not be applied later.
+    NoAnswer,
 }
+
+/// What the processor said to a settings change.
+#[derive(Debug)]
+pub(crate) enum SettingsAnswer {
+    /// Applied: the processor's settings now, as JSON.
+    Applied(Vec<u8>),
+    /// Refused, and why.
+    Refused(String),
+}
+
+/// The processor's answer to a change, as pushed to its reply list.
+#[derive(Serialize, Deserialize)]
+struct Answer {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settings: Option<Box<RawValue>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// How long an edge waits for the processor to apply a change; a change
+/// read after this is not applied (its `until` has passed).
+const SETTINGS_WAIT: Duration = Duration::from_secs(3);
+/// Changes the config stream keeps (each is removed once answered).
+const CONFIG_KEPT: u64 = 1000;
+/// How long an answer nobody took stays in Redis.
+const REPLY_TTL_MS: u64 = 10_000;
 
 /// An edge's side: appends validated batches to the ingest stream.
 pub(crate) struct Forwarder {
@@ -227,7 +261,7 @@ impl Forwarder {
         let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match idle {
             Some(connection) => Ok(connection),
-            None => super::connect(&self.client),
+            None => super::connect(&self.client, COMMAND_TIMEOUT),
         }
     }
 
@@ -235,6 +269,66 @@ impl Forwarder {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < MAX_IDLE {
             idle.push(connection);
+        }
+    }
+
+    /// Forwards a validated settings change and waits for the processor's
+    /// answer. The connection is this call's alone for the wait.
+    pub fn change_settings(&self, change: &[u8]) -> Result<SettingsAnswer, Refused> {
+        if !self.link.is_connected() {
+            return Err(Refused::Unreachable(
+                self.link
+                    .last_error()
+                    .unwrap_or_else(|| "not connected yet".into()),
+            ));
+        }
+        let unreachable = |e: redis::RedisError| Refused::Unreachable(e.to_string());
+        let mut connection = self.take().map_err(unreachable)?;
+        let reply = format!("{}:{}", self.keys.config_replies, uuid::Uuid::new_v4());
+        let until = self.clock.epoch_ms(Instant::now()) + SETTINGS_WAIT.as_secs_f64() * 1000.0;
+        let id: String = redis::cmd("XADD")
+            .arg(&self.keys.config)
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(CONFIG_KEPT)
+            .arg("*")
+            .arg("change")
+            .arg(change)
+            .arg("reply")
+            .arg(&reply)
+            .arg("until")
+            .arg(until)
+            .query(&mut connection)
+            .map_err(unreachable)?;
+        let answer: Option<(String, Vec<u8>)> = redis::cmd("BLPOP")
+            .arg(&reply)
+            .arg(SETTINGS_WAIT.as_secs_f64())
+            .query(&mut connection)
+            .map_err(unreachable)?;
+        let Some((_, answer)) = answer else {
+            // Withdrawn: a processor that reads it later finds it gone or
+            // past its `until`.
+            let _: redis::RedisResult<u64> = redis::cmd("XDEL")
+                .arg(&self.keys.config)
+                .arg(&id)
+                .query(&mut connection);
+            self.give_back(connection);
+            return Err(Refused::NoAnswer);
+        };
+        self.give_back(connection);
+        match serde_json::from_slice::<Answer>(&answer) {
+            Ok(Answer {
+                settings: Some(settings),
+                ..
+            }) => Ok(SettingsAnswer::Applied(settings.get().as_bytes().to_vec())),
+            Ok(Answer { error, .. }) => {
+                Ok(SettingsAnswer::Refused(error.unwrap_or_else(|| {
+                    "the processor refused the change".into()
+                })))
+            }
+            Err(e) => Err(Refused::Unreachable(format!(
+                "an answer this version cannot read: {e}"
+            ))),
         }
     }
 
@@ -273,6 +367,10 @@ impl IngestCounts {
     }
 }
 
+/// Applies a settings change (JSON) on the processor and returns the
+/// settings then in force (JSON), or why the change was refused.
+pub(crate) type ApplySettings = Box<dyn Fn(&[u8]) -> Result<String, String> + Send>;
+
 /// The processor's `ingest-stream` thread.
 pub(crate) struct Consumer {
     pub intake: Intake,
@@ -284,6 +382,11 @@ pub(crate) struct Consumer {
     pub clock: WallClock,
     /// Closed when the processor stops.
     pub stop: Receiver<()>,
+    /// What the journal hears of odd entries, at most every 10 s.
+    pub notes: RateLimit,
+    /// Applies a settings change (JSON) and returns the settings then in
+    /// force (JSON), or why it was refused.
+    pub settings: ApplySettings,
 }
 
 /// Where the consumer is.
@@ -310,11 +413,15 @@ impl Consumer {
         let mut progress = Progress::default();
         let acknowledge = redis::Script::new(ACKNOWLEDGE);
         while self.stop.try_recv() != Err(TryRecvError::Disconnected) {
-            if let Err(e) = self.turn(&mut progress, &acknowledge) {
-                self.redis.broken(&e);
-                progress.joined = false;
-                if self.stop.recv_timeout(self.redis.pause()) != Err(RecvTimeoutError::Timeout) {
-                    break;
+            match self.turn(&mut progress, &acknowledge) {
+                Ok(()) => self.redis.succeeded(),
+                Err(e) => {
+                    self.redis.failed("reading the ingest stream", &e);
+                    progress.joined = false;
+                    if self.stop.recv_timeout(self.redis.pause()) != Err(RecvTimeoutError::Timeout)
+                    {
+                        break;
+                    }
                 }
             }
         }
@@ -328,7 +435,7 @@ impl Consumer {
         if !progress.joined {
             self.join(progress)?;
         }
-        let reply: Option<StreamReadReply> = redis::cmd("XREADGROUP")
+        let reply: redis::Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(GROUP)
             .arg(&self.name)
@@ -338,12 +445,17 @@ impl Consumer {
             .arg(BLOCK.as_millis() as u64)
             .arg("STREAMS")
             .arg(&self.keys.ingest)
+            .arg(&self.keys.config)
+            .arg(">")
             .arg(">")
             .query(self.redis.connected()?)?;
-        for stream in reply.map(|r| r.keys).unwrap_or_default() {
-            for entry in &stream.ids {
-                self.enter(progress, entry);
-            }
+        let read = reply::read(&reply, &self.keys.ingest);
+        self.note_unreadable(read.unreadable);
+        for entry in &read.entries {
+            self.enter(progress, entry);
+        }
+        for change in &reply::read(&reply, &self.keys.config).entries {
+            self.answer_change(change)?;
         }
         self.acknowledge(progress, acknowledge)?;
         self.read_counters(progress)
@@ -365,9 +477,23 @@ impl Consumer {
         {
             return Err(e);
         }
+        // Changes made before this processor ran are not applied: the
+        // edge that sent one has answered it already.
+        let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(&self.keys.config)
+            .arg(GROUP)
+            .arg("$")
+            .arg("MKSTREAM")
+            .query(self.redis.connected()?);
+        if let Err(e) = created
+            && e.code() != Some("BUSYGROUP")
+        {
+            return Err(e);
+        }
         let mut cursor = "0-0".to_owned();
         loop {
-            let claimed: StreamAutoClaimReply = redis::cmd("XAUTOCLAIM")
+            let claimed: redis::Value = redis::cmd("XAUTOCLAIM")
                 .arg(&self.keys.ingest)
                 .arg(GROUP)
                 .arg(&self.name)
@@ -376,24 +502,26 @@ impl Consumer {
                 .arg("COUNT")
                 .arg(READ_COUNT)
                 .query(self.redis.connected()?)?;
-            for entry in &claimed.claimed {
+            let (next, claimed) = reply::claimed(&claimed);
+            self.note_unreadable(claimed.unreadable);
+            for entry in &claimed.entries {
                 self.enter(progress, entry);
             }
-            if claimed.next_stream_id == "0-0" {
+            if next == "0-0" {
                 break;
             }
-            cursor = claimed.next_stream_id;
+            cursor = next;
         }
         progress.joined = true;
         Ok(())
     }
 
     /// Enters one batch into the intake, unless this process already did.
-    fn enter(&self, progress: &mut Progress, entry: &StreamId) {
+    fn enter(&self, progress: &mut Progress, entry: &Entry) {
         if progress.entered.contains(&entry.id) {
             return;
         }
-        let events = field(&entry.map, "events").map(|json| decode(&json, &self.clock));
+        let events = entry.field("events").map(|json| decode(json, &self.clock));
         let count = match events {
             Some(Ok(events)) => {
                 let count = events.len() as u64;
@@ -407,12 +535,15 @@ impl Consumer {
                 // Not a batch this version wrote: taken out of the stream
                 // and counted, so it cannot block the ones behind it.
                 self.counts.malformed.fetch_add(1, Ordering::Relaxed);
-                log::warn!(
-                    "ingest stream entry {} is not a batch of events; removed",
-                    entry.id
-                );
-                field(&entry.map, "count")
-                    .and_then(|c| String::from_utf8_lossy(&c).parse().ok())
+                if self.notes.allow() {
+                    log::warn!(
+                        "ingest stream entry {} is not a batch of events; removed (counted in cluster.ingest.malformed)",
+                        entry.id
+                    );
+                }
+                entry
+                    .field("count")
+                    .and_then(|c| String::from_utf8_lossy(c).parse().ok())
                     .unwrap_or(0)
             }
         };
@@ -439,6 +570,61 @@ impl Consumer {
             progress.entered.remove(&id);
         }
         Ok(())
+    }
+
+    /// Applies one settings change made at an edge, if its edge still
+    /// waits, and pushes the answer where that edge waits for it.
+    fn answer_change(&mut self, change: &Entry) -> redis::RedisResult<()> {
+        let until = change
+            .field("until")
+            .and_then(|u| String::from_utf8_lossy(u).parse::<f64>().ok())
+            .unwrap_or(0.0);
+        let reply = change
+            .field("reply")
+            .map(|r| String::from_utf8_lossy(r).into_owned());
+        let connection = self.redis.connected()?;
+        let mut pipe = redis::pipe();
+        if let (Some(reply), Some(json)) = (reply, change.field("change"))
+            && self.clock.epoch_ms(Instant::now()) <= until
+        {
+            let answer = match (self.settings)(json) {
+                Ok(settings) => Answer {
+                    settings: RawValue::from_string(settings).ok(),
+                    error: None,
+                },
+                Err(error) => Answer {
+                    settings: None,
+                    error: Some(error),
+                },
+            };
+            let answer = serde_json::to_vec(&answer).unwrap_or_default();
+            pipe.cmd("RPUSH").arg(&reply).arg(answer).ignore();
+            pipe.cmd("PEXPIRE").arg(&reply).arg(REPLY_TTL_MS).ignore();
+        }
+        pipe.cmd("XACK")
+            .arg(&self.keys.config)
+            .arg(GROUP)
+            .arg(&change.id)
+            .ignore();
+        pipe.cmd("XDEL")
+            .arg(&self.keys.config)
+            .arg(&change.id)
+            .ignore();
+        pipe.query::<()>(connection)
+    }
+
+    /// Entries whose very shape this version cannot read cannot be
+    /// acknowledged by id either: they stay, counted and warned of.
+    fn note_unreadable(&self, count: usize) {
+        if count == 0 {
+            return;
+        }
+        self.counts
+            .malformed
+            .fetch_add(count as u64, Ordering::Relaxed);
+        if self.notes.allow() {
+            log::warn!("skipped {count} ingest stream entries this version cannot read");
+        }
     }
 
     /// The deployment's counters, for this processor's stats, once a second.

@@ -23,22 +23,26 @@
 pub(crate) mod feed;
 pub(crate) mod ingest;
 pub(crate) mod publish;
+mod reply;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::config::NodeRole;
+use crate::ops::logging::RateLimit;
 use crate::pipeline::stats::ClusterState;
 
 /// How long connecting to Redis may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one command may take before the link counts as broken; above
 /// the feed's `XREAD BLOCK`.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 /// First wait after a failure; doubled after each, up to [`MAX_BACKOFF`].
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// Least time between two warnings of one link.
+const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// The keys of one deployment (`--stream-prefix`).
 #[derive(Clone, Debug)]
@@ -52,6 +56,10 @@ pub(crate) struct Keys {
     /// Events edges put in `ingest`, and events processors took out of it.
     pub accepted: String,
     pub entered: String,
+    /// Settings changes made at edges (`change`, `reply`, `until`), and the
+    /// prefix of the list each answer is pushed to.
+    pub config: String,
+    pub config_replies: String,
 }
 
 impl Keys {
@@ -62,6 +70,8 @@ impl Keys {
             ingest: format!("{prefix}:ingest"),
             accepted: format!("{prefix}:ingest:accepted"),
             entered: format!("{prefix}:ingest:entered"),
+            config: format!("{prefix}:config"),
+            config_replies: format!("{prefix}:config:reply"),
         }
     }
 }
@@ -79,6 +89,8 @@ pub(crate) struct Link {
     pub missed: AtomicU64,
     /// Times the link was lost.
     pub disconnects: AtomicU64,
+    /// Stream entries this version could not read, skipped.
+    pub unreadable: AtomicU64,
     last_error: Mutex<Option<String>>,
 }
 
@@ -95,6 +107,10 @@ impl Link {
         if self.connected.swap(false, Ordering::Relaxed) {
             self.disconnects.fetch_add(1, Ordering::Relaxed);
         }
+        self.set_error(error);
+    }
+
+    fn set_error(&self, error: String) {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(error);
     }
 
@@ -117,6 +133,7 @@ impl Link {
             outcomes: self.outcomes.load(Ordering::Relaxed),
             missed: self.missed.load(Ordering::Relaxed),
             disconnects: self.disconnects.load(Ordering::Relaxed),
+            unreadable: self.unreadable.load(Ordering::Relaxed),
             last_error: self.last_error(),
             ingest: None,
             processor: None,
@@ -131,6 +148,10 @@ pub(crate) struct Redis {
     connection: Option<redis::Connection>,
     backoff: Duration,
     link: std::sync::Arc<Link>,
+    /// What this link says in the journal, at most once per period.
+    warnings: RateLimit,
+    /// Command timeout of new connections (shortened while shutting down).
+    timeout: Duration,
 }
 
 impl Redis {
@@ -141,34 +162,63 @@ impl Redis {
             connection: None,
             backoff: FIRST_BACKOFF,
             link,
+            warnings: RateLimit::new(WARN_EVERY),
+            timeout: COMMAND_TIMEOUT,
         })
     }
 
     /// The connection, made now if there is none. On failure the error is
-    /// recorded and returned: the caller waits [`Redis::pause`] and tries again.
+    /// returned; the caller reports it ([`Redis::failed`]), waits
+    /// [`Redis::pause`] and tries again.
     pub fn connected(&mut self) -> redis::RedisResult<&mut redis::Connection> {
         if self.connection.is_none() {
-            let connection = self.connect().inspect_err(|e| self.broken(e))?;
-            self.backoff = FIRST_BACKOFF;
+            let connection = connect(&self.client, self.timeout)?;
+            if !self.link.is_connected() {
+                log::info!("connected to Redis");
+            }
             self.link.set_connected();
-            log::info!("connected to Redis");
-            return Ok(self.connection.insert(connection));
+            self.connection = Some(connection);
         }
         self.connection.as_mut().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotConnected, "Redis unreachable").into()
         })
     }
 
-    fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        connect(&self.client)
+    /// A round of commands succeeded: the next failure backs off from the start.
+    pub fn succeeded(&mut self) {
+        self.backoff = FIRST_BACKOFF;
     }
 
-    /// Drops the connection after `error`; the next call reconnects.
-    pub fn broken(&mut self, error: &redis::RedisError) {
-        if self.connection.take().is_some() || self.link.is_connected() {
-            log::warn!("lost Redis: {error}; reconnecting with backoff");
+    /// Reports `error` from `what`. A broken link (I/O, a timeout, a reply
+    /// that cannot be parsed) drops the connection and the link counts as
+    /// down; an error Redis answered (a command refused, a key of another
+    /// type) leaves both, as the next attempt needs no new connection. Either
+    /// way the caller backs off, and the journal hears of it at most every
+    /// [`WARN_EVERY`].
+    pub fn failed(&mut self, what: &str, error: &redis::RedisError) {
+        let link_broke = error.is_io_error()
+            || error.is_timeout()
+            || error.is_connection_dropped()
+            || error.is_unrecoverable_error();
+        if link_broke {
+            self.connection = None;
+            self.link.set_broken(error.to_string());
+        } else {
+            self.link.set_error(error.to_string());
         }
-        self.link.set_broken(error.to_string());
+        if self.warnings.allow() {
+            log::warn!("{what}: {error}; retrying with backoff");
+        }
+    }
+
+    /// Shortens every command's timeout, for the last attempts while the
+    /// daemon stops.
+    pub fn hurry(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+        if let Some(connection) = &self.connection {
+            let _ = connection.set_read_timeout(Some(timeout));
+            let _ = connection.set_write_timeout(Some(timeout));
+        }
     }
 
     /// The wait before the next attempt, doubled each time up to a limit.
@@ -180,10 +230,10 @@ impl Redis {
 }
 
 /// A new connection, with the timeouts every call here relies on.
-fn connect(client: &redis::Client) -> redis::RedisResult<redis::Connection> {
-    let connection = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-    connection.set_read_timeout(Some(COMMAND_TIMEOUT))?;
-    connection.set_write_timeout(Some(COMMAND_TIMEOUT))?;
+fn connect(client: &redis::Client, timeout: Duration) -> redis::RedisResult<redis::Connection> {
+    let connection = client.get_connection_with_timeout(CONNECT_TIMEOUT.min(timeout))?;
+    connection.set_read_timeout(Some(timeout))?;
+    connection.set_write_timeout(Some(timeout))?;
     Ok(connection)
 }
 
@@ -195,27 +245,21 @@ pub(crate) struct EntryId {
 }
 
 impl EntryId {
+    /// An id this version writes: `run` and `seq` below `u64::MAX` (so the
+    /// next one can always be named) and `seq` from 1.
     pub fn parse(text: &str) -> Option<EntryId> {
         let (run, seq) = text.split_once('-')?;
-        Some(EntryId {
+        let id = EntryId {
             run: run.parse().ok()?,
             seq: seq.parse().ok()?,
-        })
+        };
+        (id.run < u64::MAX && (1..u64::MAX).contains(&id.seq)).then_some(id)
     }
 }
 
 impl std::fmt::Display for EntryId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}-{}", self.run, self.seq)
-    }
-}
-
-/// A text field of a stream entry (Redis answers bulk strings).
-fn field(map: &std::collections::HashMap<String, redis::Value>, name: &str) -> Option<Vec<u8>> {
-    match map.get(name)? {
-        redis::Value::BulkString(bytes) => Some(bytes.clone()),
-        redis::Value::SimpleString(text) => Some(text.clone().into_bytes()),
-        _ => None,
     }
 }
 
@@ -230,5 +274,7 @@ mod tests {
         assert!(EntryId { run: 17, seq: 9 } < EntryId { run: 18, seq: 1 });
         assert_eq!(EntryId::parse("17"), None);
         assert_eq!(EntryId::parse("a-1"), None);
+        assert_eq!(EntryId::parse("18446744073709551615-1"), None);
+        assert_eq!(EntryId::parse("1-18446744073709551615"), None);
     }
 }

@@ -15,19 +15,23 @@
 use std::io;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use redis::streams::StreamRangeReply;
-
+use super::reply;
 use super::{EntryId, Keys, Link, Redis};
 use crate::delivery::{Broadcast, Kind, Log, Read};
 use crate::epoch::Epoch;
 use crate::ops::health::Heartbeats;
+use crate::ops::logging::RateLimit;
 use crate::pipeline::hub::LatestStats;
 use crate::time::WallClock;
 
-/// Most messages published in one round trip.
+/// Most messages published in one round trip, and the most bytes of them
+/// (at least one message goes, however large).
 const MAX_BATCH: usize = 512;
+const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+/// How long the last tries take while the daemon stops with Redis away.
+const LAST_TRY: Duration = Duration::from_millis(500);
 /// Stats entries the stats stream keeps (a minute of them).
 const STATS_KEPT: u64 = 60;
 /// How long the publisher sleeps on an idle log before looking again.
@@ -45,6 +49,8 @@ pub(crate) struct Publisher {
     /// Entries the outcome stream keeps (`MAXLEN ~`): `--history`.
     pub history: usize,
     pub clock: WallClock,
+    /// "Another writer" is said at most every 10 s.
+    pub id_warnings: RateLimit,
 }
 
 /// Where the publisher is.
@@ -64,15 +70,24 @@ impl Publisher {
     /// Starts the `publish` thread. It ends once the log is closed (the
     /// fan-out ended) and everything in it is published, or given up on when
     /// Redis cannot be reached at that moment.
+    /// Should it panic, the processor is marked not live: its judging
+    /// would no longer reach any edge.
     pub fn spawn(self) -> io::Result<JoinHandle<()>> {
+        let health = Arc::clone(&self.health);
         thread::Builder::new()
             .name("publish".into())
-            .spawn(move || self.run())
+            .spawn(move || {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run())).is_err() {
+                    log::error!("the publish thread panicked: edges get nothing new");
+                    health.fail("publish thread panicked".into());
+                }
+            })
     }
 
     fn run(mut self) {
         let mut progress = Progress::default();
         let mut batch = Vec::with_capacity(MAX_BATCH);
+        let mut closed_at = None;
         loop {
             if batch.is_empty() && !self.read(&mut progress, &mut batch) {
                 break;
@@ -83,29 +98,65 @@ impl Publisher {
             match self.publish(&mut progress, &batch) {
                 Ok(()) => {
                     batch.clear();
+                    self.redis.succeeded();
                     self.health.set_degraded(None);
                 }
                 Err(e) => {
-                    self.redis.broken(&e);
-                    progress.check_stream = true;
-                    self.health
-                        .set_degraded(Some(format!("cannot publish to Redis: {e}")));
-                    if self.log.is_closed() {
-                        self.give_up(&mut progress, &batch);
+                    self.failed(&mut progress, &e);
+                    if !self.log.is_closed() {
+                        // Wakes early when the log closes.
+                        self.log.wait_past(u64::MAX, self.redis.pause());
+                        continue;
+                    }
+                    // Stopping: short last tries, then what is left is counted.
+                    let at = *closed_at.get_or_insert_with(|| {
+                        self.redis.hurry(LAST_TRY);
+                        Instant::now()
+                    });
+                    if at.elapsed() >= LAST_TRY {
+                        self.give_up(&progress);
                         break;
                     }
-                    thread::sleep(self.redis.pause());
+                    thread::sleep(self.redis.pause().min(LAST_TRY));
                 }
             }
         }
     }
 
+    /// After a failed batch: backs off, and asks the stream what it holds
+    /// before the next try. Another writer's entry above this run's ids
+    /// makes every later one refused: the run moves past it (edges follow
+    /// the epoch, not the run, so clients see nothing of it).
+    fn failed(&mut self, progress: &mut Progress, error: &redis::RedisError) {
+        self.redis.failed("publishing outcomes", error);
+        progress.check_stream = true;
+        if error
+            .to_string()
+            .contains("equal or smaller than the target stream top item")
+        {
+            progress.run = None;
+            if self.id_warnings.allow() {
+                log::error!(
+                    "another writer appended to {} above this processor's ids: publishing goes on past it",
+                    self.keys.outcomes
+                );
+            }
+        }
+        self.health
+            .set_degraded(Some(format!("cannot publish to Redis: {error}")));
+    }
+
     /// Copies the next batch out of the log; `false` once the log is closed
     /// and fully read.
     fn read(&self, progress: &mut Progress, batch: &mut Vec<Broadcast>) -> bool {
-        match self.log.read(progress.next, MAX_BATCH, usize::MAX, batch) {
+        match self
+            .log
+            .read(progress.next, MAX_BATCH, MAX_BATCH_BYTES, batch)
+        {
             Read::Messages(next) => progress.next = next,
-            Read::Behind { oldest, oldest_seq } => {
+            Read::Behind {
+                oldest, oldest_seq, ..
+            } => {
                 // The log forgot outcomes this thread never got to publish.
                 let lost = oldest_seq.saturating_sub(progress.last_seq + 1);
                 self.link
@@ -124,40 +175,41 @@ impl Publisher {
         true
     }
 
-    /// Writes `batch` in one round trip.
+    /// Writes `batch`'s outcomes in one round trip, then the stats apart:
+    /// a stats key Redis refuses (another type, say) must not stop outcomes.
     fn publish(&mut self, progress: &mut Progress, batch: &[Broadcast]) -> redis::RedisResult<()> {
         let (run, published) = self.position_in_stream(progress)?;
         let mut pipe = redis::pipe();
-        let mut outcomes = 0;
-        let mut stats = false;
+        let mut added = 0;
         for message in batch {
-            match message.kind {
-                Kind::Event if message.seq > published => {
-                    self.add_outcome(
-                        &mut pipe,
-                        EntryId {
-                            run,
-                            seq: message.seq,
-                        },
-                        message,
-                    );
-                    outcomes += 1;
-                }
-                Kind::Stats => stats = true,
-                _ => {}
+            if message.kind == Kind::Event && message.seq > published {
+                let id = EntryId {
+                    run,
+                    seq: message.seq,
+                };
+                self.add_outcome(&mut pipe, id, message);
+                added += 1;
             }
         }
-        if stats {
-            self.add_stats(&mut pipe);
+        if added > 0 {
+            pipe.query::<()>(self.redis.connected()?)?;
         }
-        pipe.query::<()>(self.redis.connected()?)?;
         progress.check_stream = false;
+        // Counted once each: those a batch cut short had written are
+        // published too.
+        let outcomes = batch
+            .iter()
+            .filter(|m| m.kind == Kind::Event && m.seq > progress.last_seq)
+            .count() as u64;
         if let Some(last) = batch.iter().rev().find(|m| m.kind == Kind::Event) {
             progress.last_seq = progress.last_seq.max(last.seq);
         }
         self.link
             .outcomes
             .fetch_add(outcomes, std::sync::atomic::Ordering::Relaxed);
+        if batch.iter().any(|m| m.kind == Kind::Stats) {
+            self.publish_stats();
+        }
         Ok(())
     }
 
@@ -195,40 +247,37 @@ impl Publisher {
     }
 
     /// The latest snapshot, with the latency histogram `/metrics` needs
-    /// (which the wire snapshot leaves out).
-    fn add_stats(&self, pipe: &mut redis::Pipeline) {
+    /// (which the wire snapshot leaves out). A failure is warned of (at
+    /// most every 10 s); the outcomes go on.
+    fn publish_stats(&mut self) {
         let Some((snapshot, json)) = self.latest.get() else {
             return;
         };
         let latency = serde_json::to_vec(&snapshot.cumulative_latency).unwrap_or_default();
-        pipe.cmd("XADD")
-            .arg(&self.keys.stats)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(STATS_KEPT)
-            .arg("*")
-            .arg("epoch")
-            .arg(self.epoch.as_str())
-            .arg("json")
-            .arg(&json[..])
-            .arg("latency")
-            .arg(latency)
-            .ignore();
+        let added: redis::RedisResult<()> = self.redis.connected().and_then(|connection| {
+            redis::cmd("XADD")
+                .arg(&self.keys.stats)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(STATS_KEPT)
+                .arg("*")
+                .arg("epoch")
+                .arg(self.epoch.as_str())
+                .arg("json")
+                .arg(&json[..])
+                .arg("latency")
+                .arg(latency)
+                .query(connection)
+        });
+        if let Err(e) = added {
+            self.redis.failed("publishing stats", &e);
+        }
     }
 
-    /// Shutting down with Redis away: what is left is counted, not lost silently.
-    fn give_up(&self, progress: &mut Progress, batch: &[Broadcast]) {
-        let mut left: Vec<Broadcast> = batch.to_vec();
-        while let Read::Messages(next) =
-            self.log
-                .read(progress.next, usize::MAX, usize::MAX, &mut left)
-        {
-            progress.next = next;
-        }
-        let unpublished = left
-            .iter()
-            .filter(|m| m.kind == Kind::Event && m.seq > progress.last_seq)
-            .count() as u64;
+    /// Stopping with Redis away: every outcome of the run not yet published
+    /// is counted, not lost silently.
+    fn give_up(&self, progress: &Progress) {
+        let unpublished = self.log.newest_seq().saturating_sub(progress.last_seq);
         self.link
             .missed
             .fetch_add(unpublished, std::sync::atomic::Ordering::Relaxed);
@@ -236,19 +285,17 @@ impl Publisher {
     }
 }
 
-/// This run's id: the clock in ms, past every run already in the stream (so
-/// ids keep increasing even if the clock stepped back).
+/// This run's id: the clock in ms, past every entry already in the stream
+/// (so ids keep increasing even if the clock stepped back, or another writer
+/// added an entry).
 fn new_run(
     connection: &mut redis::Connection,
     keys: &Keys,
     clock: &WallClock,
 ) -> redis::RedisResult<u64> {
-    let now = clock.epoch_ms(std::time::Instant::now()) as u64;
-    let run = match last_entry(connection, &keys.outcomes)? {
-        Some(last) => now.max(last.run + 1),
-        None => now,
-    };
-    Ok(run)
+    let now = clock.epoch_ms(Instant::now()) as u64;
+    let top = newest_id(connection, &keys.outcomes)?;
+    Ok(top.map_or(now, |(ms, _)| now.max(ms.saturating_add(1))))
 }
 
 /// The last seq of run `run` the stream holds (0 when none).
@@ -257,25 +304,22 @@ fn last_seq_of(
     keys: &Keys,
     run: u64,
 ) -> redis::RedisResult<u64> {
-    Ok(last_entry(connection, &keys.outcomes)?
-        .filter(|last| last.run == run)
-        .map_or(0, |last| last.seq))
+    Ok(newest_id(connection, &keys.outcomes)?
+        .filter(|&(ms, _)| ms == run)
+        .map_or(0, |(_, seq)| seq))
 }
 
-/// The id of the newest entry of `key`, if any.
-pub(super) fn last_entry(
+/// The two numbers of the newest entry's id of `key`, if any.
+fn newest_id(
     connection: &mut redis::Connection,
     key: &str,
-) -> redis::RedisResult<Option<EntryId>> {
-    let reply: StreamRangeReply = redis::cmd("XREVRANGE")
+) -> redis::RedisResult<Option<(u64, u64)>> {
+    let reply: redis::Value = redis::cmd("XREVRANGE")
         .arg(key)
         .arg("+")
         .arg("-")
         .arg("COUNT")
         .arg(1)
         .query(connection)?;
-    Ok(reply
-        .ids
-        .first()
-        .and_then(|entry| EntryId::parse(&entry.id)))
+    Ok(reply::newest_id(&reply))
 }

@@ -57,6 +57,11 @@ pub trait Sink: Send {
     /// outcomes `from..=to` (`gap` is the notice a control client would get).
     /// The transport tells it explicitly; `Err` ends the client.
     fn fell_behind(&mut self, gap: &Broadcast, from: u64, to: u64) -> io::Result<()>;
+    /// A plain client reached a run switch in the log (an edge's processor
+    /// restarted; `reset` is the notice a control client gets): its seqs
+    /// would start again at 1. The transport tells it in a way its library
+    /// surfaces; `Err` ends the client, which reconnects with its position.
+    fn restarted(&mut self, reset: &Broadcast) -> io::Result<()>;
 }
 
 /// Who writes to the client's socket.
@@ -80,6 +85,9 @@ struct Cursor {
     live_from: u64,
     /// The last outcome `seq` the client was sent (or skipped by its filter).
     last_seq: u64,
+    /// Outcomes of this run up to this `seq` are already at the client (it
+    /// resumed ahead of this node's log: an edge a little behind another).
+    seen_through: u64,
     mode: Mode,
     /// Written before anything else: hello, reset, gap.
     notices: Vec<Broadcast>,
@@ -120,6 +128,7 @@ impl Client {
                 next: 0,
                 live_from: 0,
                 last_seq: 0,
+                seen_through: 0,
                 mode: Mode::Joining,
                 notices: Vec::new(),
                 ending: false,
@@ -152,6 +161,7 @@ impl Client {
         cursor.next = start.position;
         cursor.live_from = start.live_from;
         cursor.last_seq = start.last_seq;
+        cursor.seen_through = start.last_seq;
         // A plain client asked for outcomes only: no hello. (A reset or a
         // gap at the start needs a resume position, which opts in.)
         cursor.notices = start
@@ -188,7 +198,12 @@ impl Client {
         let skip = usize::try_from(cursor.next - start).unwrap_or(usize::MAX);
         let mut written = false;
         for (position, message) in (cursor.next..).zip(batch.iter().skip(skip)) {
-            if self.wanted(position, cursor.live_from, message) {
+            if message.kind == Kind::Reset && !self.interest.control {
+                // Told by its own thread (`Sink::restarted`).
+                drop(guard);
+                return self.turn_slow(cursor);
+            }
+            if self.wanted(position, &cursor, message) {
                 match sink.write_message(message) {
                     Ok(()) => written = true,
                     Err(e) if e.kind() == ErrorKind::WouldBlock => {
@@ -226,10 +241,12 @@ impl Client {
     }
 
     /// Whether the message at `position` goes to this client: what it asked
-    /// for, except stats from before it joined (its replay).
-    fn wanted(&self, position: u64, live_from: u64, message: &Broadcast) -> bool {
-        let replayed_stats = message.kind == Kind::Stats && position < live_from;
-        !replayed_stats && self.interest.wants(message)
+    /// for, except stats from before it joined (its replay) and outcomes it
+    /// already has.
+    fn wanted(&self, position: u64, cursor: &Cursor, message: &Broadcast) -> bool {
+        let replayed_stats = message.kind == Kind::Stats && position < cursor.live_from;
+        let already_sent = message.kind == Kind::Event && message.seq <= cursor.seen_through;
+        !replayed_stats && !already_sent && self.interest.wants(message)
     }
 
     /// The slow path passed the message at `position` (sent or filtered out).
@@ -381,9 +398,10 @@ impl Client {
                     // No lock the fan-out takes is held across these blocking
                     // writes: while the client is slow only this thread moves
                     // its cursor, so the cursor is updated after each write.
-                    let live_from = self.lock().live_from;
                     for (position, message) in (from..).zip(chunk.drain(..)) {
-                        if self.wanted(position, live_from, &message) {
+                        if message.kind == Kind::Reset {
+                            self.switch_run(sink, &message)?;
+                        } else if self.wanted(position, &self.lock(), &message) {
                             write_blocking(sink, &message)?;
                         }
                         self.passed(position, &message);
@@ -394,27 +412,32 @@ impl Client {
                         sink.hear()?;
                     }
                 }
-                Read::Behind { oldest, oldest_seq } => {
+                Read::Behind {
+                    oldest,
+                    oldest_seq,
+                    switch,
+                } => {
+                    if let Some(switch) = switch {
+                        // Fell off across a run switch: what it missed of the
+                        // old run, the switch, then what it missed of the new.
+                        let missed_before = switch.previous_newest;
+                        let from_seq = self.lock().last_seq + 1;
+                        self.tell_gap(sink, from_seq, missed_before)?;
+                        self.switch_run(sink, &switch.message)?;
+                        let mut cursor = self.lock();
+                        cursor.last_seq = 0;
+                        cursor.seen_through = 0;
+                    }
                     let mut cursor = self.lock();
-                    let missed = oldest - cursor.next;
+                    let missed = oldest - cursor.next.min(oldest);
                     self.counts
                         .dropped_messages
                         .fetch_add(missed, Ordering::Relaxed);
-                    let from_seq = cursor.last_seq + 1;
+                    let from_seq = cursor.last_seq.saturating_add(1);
                     cursor.last_seq = cursor.last_seq.max(oldest_seq.saturating_sub(1));
                     cursor.next = oldest;
                     drop(cursor);
-                    if from_seq < oldest_seq {
-                        let gap = gap_message(from_seq, oldest_seq - 1);
-                        if self.interest.control {
-                            write_blocking(sink, &gap)?;
-                        } else {
-                            // A plain client asked for outcomes only: it is
-                            // told of the gap in a way every client library
-                            // surfaces (a WebSocket close code), never silently.
-                            sink.fell_behind(&gap, from_seq, oldest_seq - 1)?;
-                        }
-                    }
+                    self.tell_gap(sink, from_seq, oldest_seq.saturating_sub(1))?;
                 }
                 Read::CaughtUp => {
                     sink.flush()?;
@@ -425,6 +448,34 @@ impl Client {
                     sink.set_blocking(true)?;
                 }
             }
+        }
+    }
+
+    /// Tells the client it missed the outcomes `from..=to`, if any: a control
+    /// client in a `gap` notice, a plain one as its transport can.
+    fn tell_gap(&self, sink: &mut Box<dyn Sink>, from: u64, to: u64) -> io::Result<()> {
+        if from > to {
+            return Ok(());
+        }
+        let gap = gap_message(from, to);
+        if self.interest.control {
+            write_blocking(sink, &gap)
+        } else {
+            // A plain client asked for outcomes only: it is told of the gap
+            // in a way every client library surfaces (a WebSocket close
+            // code), never silently.
+            sink.fell_behind(&gap, from, to)
+        }
+    }
+
+    /// A new run starts in the log: a control client reads the `reset`
+    /// notice; a plain one is told as its transport can (`Sink::restarted`).
+    fn switch_run(&self, sink: &mut Box<dyn Sink>, reset: &Broadcast) -> io::Result<()> {
+        if self.interest.control {
+            write_blocking(sink, reset)
+        } else {
+            sink.flush()?;
+            sink.restarted(reset)
         }
     }
 
@@ -463,7 +514,10 @@ fn record(cursor: &mut Cursor, position: u64, message: &Broadcast) {
         Kind::Event => cursor.last_seq = message.seq,
         // A new run in the log (an edge's processor restarted): its seqs
         // start again at 1.
-        Kind::Reset => cursor.last_seq = 0,
+        Kind::Reset => {
+            cursor.last_seq = 0;
+            cursor.seen_through = 0;
+        }
         _ => {}
     }
     cursor.next = position + 1;

@@ -159,6 +159,9 @@ mod tests {
         fn fell_behind(&mut self, _gap: &Broadcast, _from: u64, _to: u64) -> io::Result<()> {
             Ok(())
         }
+        fn restarted(&mut self, _reset: &Broadcast) -> io::Result<()> {
+            Ok(())
+        }
     }
 
     fn outcome(seq: u64) -> Broadcast {

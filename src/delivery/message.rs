@@ -27,7 +27,7 @@ pub enum Kind {
 }
 
 /// One message for the dashboards, serialised once and shared by every client.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Broadcast {
     /// What the message carries.
     pub kind: Kind,

@@ -79,15 +79,29 @@ pub struct Start {
 }
 
 /// What a cursor found in the log.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Read {
     /// Messages from the cursor on were copied out; the next position to read.
     Messages(u64),
     /// The cursor fell off the tail: the oldest retained position, and the
-    /// `seq` of the oldest retained outcome (or the next one to come).
-    Behind { oldest: u64, oldest_seq: u64 },
+    /// `seq` of the oldest retained outcome of the current run (or the next
+    /// one to come); `switch` when the cursor was in an earlier run.
+    Behind {
+        oldest: u64,
+        oldest_seq: u64,
+        switch: Option<Switch>,
+    },
     /// Nothing after the cursor yet.
     CaughtUp,
+}
+
+/// The last run switch in the log, for a cursor that fell off across it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Switch {
+    /// The `reset` notice that started the current run.
+    pub message: Broadcast,
+    /// The last `seq` of the run before it.
+    pub previous_newest: u64,
 }
 
 /// The log of this run.
@@ -112,6 +126,8 @@ struct Ring {
     /// Position of the first message of the current run: seqs increase from
     /// there on (older positions may hold an earlier run's tail).
     run_start: u64,
+    /// The switch that started the current run (none in a node's first run).
+    switch: Option<Switch>,
     messages: VecDeque<Broadcast>,
     /// Position of `messages[0]`.
     first: u64,
@@ -128,6 +144,7 @@ impl Ring {
         Ring {
             epoch,
             run_start: 0,
+            switch: None,
             messages: VecDeque::new(),
             first: 0,
             newest: 0,
@@ -169,9 +186,13 @@ impl Ring {
         self.first + low as u64
     }
 
-    fn begin_run(&mut self, epoch: Epoch, at: u64) {
+    fn begin_run(&mut self, epoch: Epoch, message: &Broadcast) {
+        self.switch = Some(Switch {
+            message: message.clone(),
+            previous_newest: self.newest,
+        });
         self.epoch = epoch;
-        self.run_start = at;
+        self.run_start = self.head();
         self.newest = 0;
     }
 
@@ -187,8 +208,8 @@ impl Ring {
         let oldest_held = self
             .this_run()
             .find(|m| m.kind == Kind::Event)
-            .map_or(self.newest + 1, |m| m.seq);
-        let window = self.newest.saturating_sub(history as u64) + 1;
+            .map_or(self.newest.saturating_add(1), |m| m.seq);
+        let window = self.newest.saturating_sub(history as u64).saturating_add(1);
         oldest_held.max(window)
     }
 }
@@ -220,8 +241,7 @@ impl Log {
                 Kind::Event => ring.newest = message.seq,
                 Kind::Reset => {
                     if let Some(epoch) = switched_to(message) {
-                        let at = ring.head();
-                        ring.begin_run(epoch, at);
+                        ring.begin_run(epoch, message);
                     }
                 }
                 _ => {}
@@ -254,6 +274,11 @@ impl Log {
         !(ring.closed && ring.head() <= position)
     }
 
+    /// The last outcome `seq` of the current run.
+    pub fn newest_seq(&self) -> u64 {
+        self.lock().newest
+    }
+
     /// Whether appends have ended.
     pub fn is_closed(&self) -> bool {
         self.lock().closed
@@ -279,10 +304,13 @@ impl Log {
             let oldest_seq = ring
                 .this_run()
                 .find(|m| m.kind == Kind::Event)
-                .map_or(ring.newest + 1, |m| m.seq);
+                .map_or(ring.newest.saturating_add(1), |m| m.seq);
             return Read::Behind {
                 oldest: ring.first,
                 oldest_seq,
+                switch: (from < ring.run_start)
+                    .then(|| ring.switch.clone())
+                    .flatten(),
             };
         }
         let skip = usize::try_from(from - ring.first).unwrap_or(usize::MAX);
@@ -374,10 +402,16 @@ impl Log {
         replay
     }
 
-    /// Whether `position` is from this run, and what it missed.
+    /// Whether `position` is from this run, and what it missed. A position
+    /// that names this run is from it even past the newest `seq` here (on an
+    /// edge a little behind another, the client has seen more than this log;
+    /// what it has is not sent again, see `Client::join`); one without an
+    /// epoch past the newest `seq` can only be from an earlier run.
     fn replay_of(&self, ring: &Ring, position: &Position) -> Replay {
-        let from_this_run =
-            position.seq <= ring.newest && position.epoch.as_ref().is_none_or(|e| *e == ring.epoch);
+        let from_this_run = match &position.epoch {
+            Some(epoch) => *epoch == ring.epoch,
+            None => position.seq <= ring.newest,
+        };
         let (since, reset) = if from_this_run {
             (position.seq, None)
         } else {
@@ -385,7 +419,7 @@ impl Log {
             (0, Some(Reset { previous }))
         };
         let oldest = ring.oldest_replayable(self.history);
-        let gap = (since + 1 < oldest).then(|| (since + 1, oldest - 1));
+        let gap = (since.saturating_add(1) < oldest).then(|| (since + 1, oldest - 1));
         Replay {
             messages: Vec::new(),
             gap,
@@ -440,9 +474,12 @@ pub fn run_switch(epoch: &Epoch, previous: &Epoch) -> Broadcast {
     reset_message(epoch, &Reset { previous })
 }
 
-/// The run a [`run_switch`] message starts (`None` for a per-client notice
-/// that found its way into a batch, which changes nothing).
-fn switched_to(message: &Broadcast) -> Option<Epoch> {
+/// The run a `reset` message names (a [`run_switch`] in the log, or the
+/// notice a resuming client gets); `None` for any other message.
+pub fn switched_to(message: &Broadcast) -> Option<Epoch> {
+    if message.kind != Kind::Reset {
+        return None;
+    }
     #[derive(serde::Deserialize)]
     struct Switch<'a> {
         epoch: &'a str,
@@ -553,6 +590,45 @@ mod tests {
     }
 
     #[test]
+    fn a_client_ahead_of_this_log_in_its_run_resumes_live_with_no_reset() {
+        // An edge a little behind another: the client has seen seq 12.
+        let log = log_with(100, 10);
+        let start = log.start(&since(Some(RUN), 12));
+        assert_eq!(kinds(&start), [Kind::Hello]);
+        assert_eq!(start.position, log.head());
+        assert_eq!(start.last_seq, 12, "seqs up to 12 are not sent again");
+        let replay = log.after(
+            &Position {
+                epoch: Some(Epoch::parse(RUN).expect("valid epoch")),
+                seq: 12,
+            },
+            10,
+            usize::MAX,
+        );
+        assert!(replay.reset.is_none() && replay.messages.is_empty());
+    }
+
+    #[test]
+    fn a_cursor_that_falls_off_across_a_run_switch_is_handed_the_switch() {
+        let log = Log::new(4, usize::MAX, Epoch::parse(RUN).expect("valid epoch"));
+        log.append(&(1..=5).map(event).collect::<Vec<_>>());
+        let new = Epoch::parse("00000000000000bb").expect("valid epoch");
+        let mut batch = vec![run_switch(&new, &Epoch::parse(RUN).expect("valid epoch"))];
+        batch.extend((1..=LOG_SLACK as u64 + 10).map(event));
+        log.append(&batch);
+        match log.read(2, 10, usize::MAX, &mut Vec::new()) {
+            Read::Behind {
+                switch: Some(switch),
+                ..
+            } => {
+                assert_eq!(switch.previous_newest, 5);
+                assert_eq!(switch.message.kind, Kind::Reset);
+            }
+            other => panic!("expected Behind with the switch, got {other:?}"),
+        }
+    }
+
+    #[test]
     fn a_resuming_client_starts_right_after_its_seq() {
         let log = log_with(100, 10);
         let start = log.start(&since(Some(RUN), 7));
@@ -630,6 +706,7 @@ mod tests {
         assert_eq!(
             log.read(0, 10, usize::MAX, &mut got),
             Read::Behind {
+                switch: None,
                 oldest: 10,
                 oldest_seq: 11
             }

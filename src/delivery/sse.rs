@@ -14,6 +14,7 @@ use std::net::TcpStream;
 use tiny_http::ConnectionSlot;
 
 use super::message::{Broadcast, Kind};
+use super::shared_log::switched_to;
 use super::{MAX_BUFFERED, Sink, is_large};
 use crate::epoch::Epoch;
 
@@ -112,6 +113,9 @@ fn write_data(out: &mut impl Write, data: &[u8]) -> io::Result<()> {
 
 impl Sink for SseSink {
     fn write_message(&mut self, message: &Broadcast) -> io::Result<()> {
+        if let Some(epoch) = switched_to(message) {
+            self.epoch = epoch;
+        }
         if is_large(message) {
             // Not copied into this stream's buffer: on the fast path it is
             // left to the client's own thread, which writes it straight to
@@ -156,6 +160,13 @@ impl Sink for SseSink {
     /// does not reach `onmessage`), and the stream goes on.
     fn fell_behind(&mut self, gap: &Broadcast, _from: u64, _to: u64) -> io::Result<()> {
         frame(&mut self.pending, &self.epoch, gap)?;
+        self.flush()
+    }
+
+    /// The named `reset` event says it, and from here on ids carry the new
+    /// run's epoch, so `Last-Event-ID` names the run its seq is from.
+    fn restarted(&mut self, reset: &Broadcast) -> io::Result<()> {
+        self.write_message(reset)?;
         self.flush()
     }
 

@@ -304,6 +304,19 @@ impl Sink for WsSink {
         )))
     }
 
+    /// Closed with 1012 (service restart), which a client library reports
+    /// and a reconnecting dashboard answers with its position: it then gets
+    /// the `reset` and the new run from its start.
+    fn restarted(&mut self, _reset: &Broadcast) -> io::Result<()> {
+        self.close_with(
+            CloseCode::Restart,
+            "the processor restarted: reconnect with ?epoch=&since= to resume",
+        );
+        Err(io::Error::other(
+            "a new run started: client closed with 1012",
+        ))
+    }
+
     fn keepalive(&mut self) -> io::Result<()> {
         self.socket
             .send(Message::Ping(Default::default()))

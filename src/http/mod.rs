@@ -34,6 +34,7 @@ pub use page::{MAX_PAGE_BYTES, MAX_PAGES_IN_FLIGHT};
 
 pub use reply::error;
 pub use request::{parse_json, query_param};
+pub(crate) use routes::apply_settings;
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};

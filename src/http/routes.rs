@@ -14,8 +14,8 @@ use super::page::{MAX_PAGE_BYTES, MAX_PAGE_OUTCOMES, Page};
 use super::reply::{Reply, body, error, header, json, method_not_allowed, respond, status_json};
 use super::request::{has_token, header_value, parse_json, read_body};
 use super::{App, Entrance};
-use crate::cluster::ingest::{MAX_WAITING_BATCHES, Refused};
-use crate::config::{KnobsUpdate, NodeRole, Settings};
+use crate::cluster::ingest::{MAX_WAITING_BATCHES, Refused, SettingsAnswer};
+use crate::config::{Knobs, KnobsUpdate, NodeRole, Settings};
 use crate::delivery::{self, Client, Sink, Slot, Transport, sse, ws};
 use crate::epoch::{Epoch, Position};
 use crate::http::origin::{Admitted, Rules};
@@ -45,6 +45,17 @@ pub(super) fn route(app: &App, request: Request) {
         Admitted::Allowed(origin) => Some(origin.clone()),
         Admitted::NoOrigin | Admitted::SameOrigin => None,
     };
+    let streams = matches!(path.as_str(), "/ws" | "/events" | "/api/events");
+    if streams && *request.method() == Method::Get && !app.health.is_fed() {
+        // A client resuming here now would be told of a run that is not the
+        // processor's, then replayed the whole run again once it arrives.
+        let reply = error(
+            503,
+            "this edge has not read from Redis yet; retry in a second",
+        )
+        .with_header(header("Retry-After", "1"));
+        return respond(request, reply);
+    }
     match (path.as_str(), request.method()) {
         ("/ws", Method::Get) => upgrade_websocket(app, request),
         ("/events", Method::Get) => open_event_stream(app, request, cors),
@@ -88,7 +99,6 @@ fn answer(app: &App, mut request: Request, path: &str, cors: Option<&str>) {
             Some(settings) => json(200, settings.to_json().into_bytes()),
             None => error(503, "no stats from the processor yet; retry in a second"),
         },
-        ("/api/config", Method::Put) if app.config.role == NodeRole::Edge => not_on_an_edge(),
         ("/api/config", Method::Put) => change_settings(app, &mut request),
         ("/api/events", Method::Post) => ingest(app, &mut request),
         (p, Method::Post) if p.starts_with(WEBHOOK_PREFIX) => {
@@ -118,14 +128,6 @@ fn with_cors<R: std::io::Read>(reply: Response<R>, cors: Option<&str>) -> Respon
             .with_header(header("Vary", "Origin")),
         None => reply,
     }
-}
-
-/// What an edge answers where only a node with the pipeline can act.
-fn not_on_an_edge() -> Reply {
-    error(
-        503,
-        "this node is an edge (--role edge): change settings on the processor",
-    )
 }
 
 impl App {
@@ -244,18 +246,40 @@ fn change_settings(app: &App, request: &mut Request) -> Reply {
         Ok(update) => update,
         Err(e) => return error(400, &format!("invalid config change: {e}")),
     };
-    match app.knobs.apply(&update) {
-        Ok(changes) if changes.is_empty() => {}
-        Ok(changes) => log::info!("settings changed: {}", changes.join(", ")),
-        Err(e) => return error(400, &e),
+    if let Err(e) = update.validate() {
+        return error(400, &e);
     }
-    json(
-        200,
-        app.config
-            .effective(&app.knobs, app.caps)
-            .to_json()
-            .into_bytes(),
-    )
+    match &app.entrance {
+        Entrance::Intake(_) => match apply_settings(&app.knobs, &update) {
+            Ok(()) => json(
+                200,
+                app.config
+                    .effective(&app.knobs, app.caps)
+                    .to_json()
+                    .into_bytes(),
+            ),
+            Err(e) => error(400, &e),
+        },
+        // Answered once the processor applied it, with its settings.
+        Entrance::Stream(forwarder) => match forwarder.change_settings(&body) {
+            Ok(SettingsAnswer::Applied(settings)) => json(200, settings),
+            Ok(SettingsAnswer::Refused(e)) => error(400, &e),
+            Err(Refused::NoAnswer) => error(
+                504,
+                "the processor did not apply the change within 3 s (is one running?); it will not be applied later",
+            ),
+            Err(refused) => not_taken(&refused),
+        },
+    }
+}
+
+/// Applies a validated change to the live knobs and says what changed.
+pub(crate) fn apply_settings(knobs: &Knobs, update: &KnobsUpdate) -> Result<(), String> {
+    let changes = knobs.apply(update)?;
+    if !changes.is_empty() {
+        log::info!("settings changed: {}", changes.join(", "));
+    }
+    Ok(())
 }
 
 /// The `101` answer to a well-formed WebSocket upgrade of `path`, or the
@@ -558,11 +582,12 @@ fn enter(app: &App, events: Vec<crate::pipeline::event::Event>) -> Reply {
 fn not_taken(refused: &Refused) -> Reply {
     let message = match refused {
         Refused::Unreachable(reason) => {
-            format!("this edge cannot reach Redis ({reason}): the events were not accepted; retry")
+            format!("this edge cannot reach Redis ({reason}): nothing was taken; retry")
         }
         Refused::Backlog => format!(
-            "{MAX_WAITING_BATCHES} batches already wait for the processor: the events were not accepted; retry"
+            "{MAX_WAITING_BATCHES} batches already wait for the processor: nothing was taken; retry"
         ),
+        Refused::NoAnswer => "the processor did not answer; retry".to_owned(),
     };
     error(503, &message).with_header(header("Retry-After", "1"))
 }

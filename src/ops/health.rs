@@ -21,7 +21,8 @@ pub enum Stage {
     Hub,
     /// The HTTP front, as seen by its own loopback probe.
     Front,
-    /// An edge's feed from Redis (it turns at least twice a second, connected or not).
+    /// An edge's feed from Redis (it turns every 500 ms while Redis answers,
+    /// and within 9 s while it hangs).
     Feed,
 }
 
@@ -30,7 +31,10 @@ const GENERATOR_SILENCE: Duration = Duration::from_secs(3);
 const HUB_SILENCE: Duration = Duration::from_secs(3);
 /// The probe runs every second with a 2 s timeout.
 const FRONT_SILENCE: Duration = Duration::from_secs(5);
-const FEED_SILENCE: Duration = Duration::from_secs(3);
+/// Longer than the feed's worst turn while Redis hangs (a connect, a
+/// command timeout and the longest backoff): a hung Redis degrades an edge,
+/// it does not make it look dead.
+const FEED_SILENCE: Duration = Duration::from_secs(10);
 
 /// The stages whose silence makes a node not live: a node with a pipeline
 /// watches its generator and hub; an edge has neither, only its feed.
@@ -58,6 +62,9 @@ pub struct Heartbeats {
     failed: Mutex<Option<String>>,
     /// Why the node serves, but not all it should (Redis unreachable), while it is so.
     degraded: Mutex<Option<String>>,
+    /// An edge that has not yet read the processor's run: it has nothing
+    /// to serve a resuming client, not even the run's epoch.
+    awaiting_feed: AtomicBool,
 }
 
 /// After the last accept that failed for want of descriptors, the daemon
@@ -72,7 +79,9 @@ impl Heartbeats {
 
     /// An edge's heartbeats: its feed is watched, as it has no pipeline.
     pub fn edge() -> Self {
-        Heartbeats::watching(EDGE_STAGES)
+        let health = Heartbeats::watching(EDGE_STAGES);
+        health.awaiting_feed.store(true, Ordering::Relaxed);
+        health
     }
 
     fn watching(watched: &'static [(Stage, Duration)]) -> Self {
@@ -88,6 +97,7 @@ impl Heartbeats {
             no_workers: AtomicBool::new(false),
             failed: Mutex::new(None),
             degraded: Mutex::new(None),
+            awaiting_feed: AtomicBool::new(false),
         }
     }
 
@@ -138,6 +148,17 @@ impl Heartbeats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Records that an edge has read the processor's run from Redis.
+    pub fn set_fed(&self) {
+        self.awaiting_feed.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether this node has something to stream: always, but for an edge
+    /// before its first read from Redis.
+    pub fn is_fed(&self) -> bool {
+        !self.awaiting_feed.load(Ordering::Relaxed)
     }
 
     /// Records that a stage died: the daemon is not live from now on.
@@ -198,6 +219,9 @@ impl Heartbeats {
         if last > 0 && self.now_ms().saturating_sub(last) < DESCRIPTORS_RECOVERY.as_millis() as u64
         {
             return Err("out of file descriptors: new connections are refused".into());
+        }
+        if !self.is_fed() {
+            return Err("an edge waiting for its first read from Redis".into());
         }
         if self.no_workers.load(Ordering::Relaxed) {
             return Err("no workers connected to /api/work: events wait and expire".into());

@@ -147,8 +147,8 @@ impl CumulativeLatency {
     pub fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
         self.bounds_s
             .iter()
-            .zip(self.counts.iter().scan(0, |total, n| {
-                *total += n;
+            .zip(self.counts.iter().scan(0u64, |total, n| {
+                *total = total.saturating_add(*n);
                 Some(*total)
             }))
             .map(|(le, n)| (*le, n))
@@ -439,6 +439,9 @@ pub struct ClusterState {
     pub missed: u64,
     /// Times the link to Redis was lost.
     pub disconnects: u64,
+    /// Stream entries this node could not read, skipped.
+    #[serde(default)]
+    pub unreadable: u64,
     /// The last error talking to Redis.
     pub last_error: Option<String>,
     /// Events posted at edges, on their way through Redis.

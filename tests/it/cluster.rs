@@ -106,6 +106,20 @@ fn edge(redis: &Redis) -> Daemon {
     Daemon::spawn(&["--role", "edge", "--redis", &url], &[])
 }
 
+/// The close code a WebSocket client gets next (reading past messages).
+fn close_code(client: &mut crate::common::Client) -> Option<u16> {
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        match client.read() {
+            Ok(tungstenite::Message::Close(frame)) => return frame.map(|f| u16::from(f.code)),
+            Ok(_) => {}
+            Err(e) if crate::common::is_timeout(&e) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
 /// The next `n` outcomes on a WebSocket, and the control messages among them.
 fn outcomes(client: &mut crate::common::Client, n: usize) -> (Vec<Value>, Vec<Value>) {
     let until = Instant::now() + Duration::from_secs(30);
@@ -138,6 +152,20 @@ fn assert_consecutive(seqs: &[u64]) {
     }
 }
 
+/// A node's stats, once it has a snapshot.
+fn first_stats(node: SocketAddr) -> Value {
+    let mut stats = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let (status, body) = get_json(node, "/api/stats");
+            stats = body;
+            status == 200
+        }),
+        "no stats: {stats}"
+    );
+    stats
+}
+
 /// Waits for an edge to serve the processor's run (its first stats).
 fn wait_for_feed(edge: SocketAddr) -> Value {
     let mut stats = Value::Null;
@@ -161,7 +189,7 @@ fn every_client_on_every_edge_sees_the_processors_outcomes_in_one_order() {
     let (a, b) = (edge(&redis), edge(&redis));
     let stats = wait_for_feed(a.addr);
     wait_for_feed(b.addr);
-    let (_, own) = get_json(processor.addr, "/api/stats");
+    let own = first_stats(processor.addr);
     assert_eq!(
         stats["epoch"], own["epoch"],
         "the edge serves the processor's run"
@@ -255,11 +283,13 @@ fn a_processor_restart_reaches_edge_clients_as_a_reset_and_an_edge_restart_as_a_
     let mut edge_node = edge(&redis);
     let old = wait_for_feed(edge_node.addr)["epoch"].clone();
     let mut client = connect(edge_node.addr, "/ws?control=1");
+    let mut plain = connect(edge_node.addr, "/ws");
+    let mut plain_sse = open_event_stream(edge_node.addr, "/events", &[]);
     outcomes(&mut client, 5);
     first.signal("TERM");
     first.wait_for_exit(Duration::from_secs(10));
     let second = processor(&redis, &[]);
-    let (_, own) = get_json(second.addr, "/api/stats");
+    let own = first_stats(second.addr);
 
     // What the first run published before it ended, then the switch.
     let until = Instant::now() + Duration::from_secs(30);
@@ -274,6 +304,24 @@ fn a_processor_restart_reaches_edge_clients_as_a_reset_and_an_edge_restart_as_a_
     let (events, _) = outcomes(&mut client, 5);
     assert_eq!(reset["previousEpoch"], old);
     assert_eq!(reset["epoch"], own["epoch"]);
+    // A plain WebSocket client is closed with 1012 (its seqs would restart);
+    // a plain event stream is told with a named `reset`, and its ids name the
+    // new run from then on, so Last-Event-ID resumes in the right run.
+    assert_eq!(close_code(&mut plain), Some(1012));
+    let new_epoch = own["epoch"].as_str().expect("epoch").to_owned();
+    let until = Instant::now() + Duration::from_secs(30);
+    let first_new = loop {
+        assert!(
+            Instant::now() < until,
+            "no outcome of the new run on the event stream"
+        );
+        if let Some(m) = plain_sse.next_message(Duration::from_secs(1))
+            && m.id.as_deref().is_some_and(|id| id.starts_with(&new_epoch))
+        {
+            break m;
+        }
+    };
+    assert_eq!(first_new.json()["seq"], 1);
     assert_eq!(
         seqs(&events)[..],
         [1, 2, 3, 4, 5],
@@ -419,28 +467,74 @@ fn outcomes_the_log_forgot_while_redis_was_away_are_counted_and_announced_as_a_g
 }
 
 #[test]
-fn an_edge_serves_the_processors_settings_and_a_node_without_redis_refuses_to_start() {
+fn settings_changed_on_an_edge_are_applied_by_the_processor_before_the_answer() {
     let Some(redis) = Redis::start() else { return };
-    let _processor = processor(&redis, &["--deadline-ms", "250"]);
-    let edge_node = edge(&redis);
-    wait_for_feed(edge_node.addr);
-    let (status, config) = get_json(edge_node.addr, "/api/config");
+    let processor = processor(&redis, &["--deadline-ms", "250"]);
+    let (a, b) = (edge(&redis), edge(&redis));
+    wait_for_feed(a.addr);
+    wait_for_feed(b.addr);
+    let (status, config) = get_json(b.addr, "/api/config");
     assert_eq!(status, 200);
     assert_eq!(
         config["deadlineMs"], 250,
         "the processor's settings: {config}"
     );
+
     let json = [("Content-Type", "application/json")];
     let answer = http(
-        edge_node.addr,
+        b.addr,
         "PUT",
         "/api/config",
         &json,
-        br#"{"rate":5}"#,
+        br#"{"rate":7,"deadlineMs":400}"#,
     );
-    assert_eq!(answer.status, 503);
-    let error = answer.json()["error"].as_str().unwrap_or("").to_owned();
-    assert!(error.contains("edge"), "{error}");
+    assert_eq!(
+        answer.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    assert_eq!(
+        answer.json()["rate"],
+        7,
+        "answered with the processor's settings"
+    );
+    // Applied before the answer: the processor says so at once.
+    let (_, own) = get_json(processor.addr, "/api/config");
+    assert_eq!(
+        (own["rate"].clone(), own["deadlineMs"].clone()),
+        (7.into(), 400.into())
+    );
+    // The other edge's stats follow.
+    assert!(eventually(Duration::from_secs(5), || get_json(
+        a.addr,
+        "/api/config"
+    )
+    .1["rate"]
+        == 7));
+
+    // Refused at the edge, as on a single node: nothing is forwarded.
+    let bad = http(b.addr, "PUT", "/api/config", &json, br#"{"rate":-1}"#);
+    assert_eq!(bad.status, 400);
+    let unknown = http(b.addr, "PUT", "/api/config", &json, br#"{"speed":1}"#);
+    assert_eq!(unknown.status, 400);
+
+    // A processor that does not answer in time (paused here): the edge says
+    // so within its wait, and the change is withdrawn, not applied later.
+    processor.signal("STOP");
+    let started = Instant::now();
+    let orphan = http(b.addr, "PUT", "/api/config", &json, br#"{"rate":9}"#);
+    assert_eq!(
+        orphan.status,
+        504,
+        "{}",
+        String::from_utf8_lossy(&orphan.body)
+    );
+    assert!(started.elapsed() < Duration::from_secs(8));
+    processor.signal("CONT");
+    thread::sleep(Duration::from_secs(2));
+    let (_, own) = get_json(processor.addr, "/api/config");
+    assert_eq!(own["rate"], 7, "a withdrawn change is never applied");
 
     // A node that needs Redis refuses to start without it.
     let status = Command::new(env!("CARGO_BIN_EXE_punctual"))
@@ -654,4 +748,103 @@ fn an_edge_without_redis_refuses_a_post_with_503_and_retry_after_and_takes_it_ba
             == 202
     }));
     ingest_settled(processor.addr, 1);
+}
+
+/// A plain client of the test's Redis, as `redis-cli` would be.
+fn redis_cli(redis: &Redis) -> redis::Connection {
+    redis::Client::open(redis.url())
+        .and_then(|client| client.get_connection())
+        .expect("connect to the test's Redis")
+}
+
+#[test]
+fn entries_of_other_writers_stop_neither_the_processor_nor_the_edges() {
+    let Some(redis) = Redis::start() else { return };
+    let processor = processor(&redis, &[]);
+    let edge_node = edge(&redis);
+    wait_for_feed(edge_node.addr);
+    let mut client = connect(edge_node.addr, "/ws?control=1");
+    let (mut seen, _) = outcomes(&mut client, 5);
+
+    let mut cli = redis_cli(&redis);
+    // An entry far above the processor's ids, one whose field name is not
+    // UTF-8, and a stats key of another type.
+    let _: String = redis::cmd("XADD")
+        .arg("punctual:outcomes")
+        .arg("99999999999999-1")
+        .arg("note")
+        .arg("hello")
+        .query(&mut cli)
+        .expect("XADD");
+    let _: String = redis::cmd("XADD")
+        .arg("punctual:outcomes")
+        .arg("*")
+        .arg(&b"\xff\xfe"[..])
+        .arg("x")
+        .query(&mut cli)
+        .expect("XADD");
+    let _: () = redis::cmd("DEL")
+        .arg("punctual:stats")
+        .query(&mut cli)
+        .expect("DEL");
+    let _: () = redis::cmd("SET")
+        .arg("punctual:stats")
+        .arg("x")
+        .query(&mut cli)
+        .expect("SET");
+
+    let (more, control) = outcomes(&mut client, 150);
+    seen.extend(more);
+    assert_consecutive(&seqs(&seen));
+    assert!(
+        control
+            .iter()
+            .all(|m| m["type"] != "gap" && m["type"] != "reset"),
+        "{control:?}"
+    );
+    let own = first_stats(processor.addr);
+    assert_eq!(own["cluster"]["missed"], 0, "{own}");
+    let log = edge_node.log_so_far().join("\n");
+    assert!(
+        log.matches("WARN").count() < 10,
+        "warnings are rate-limited:\n{log}"
+    );
+}
+
+#[test]
+fn a_hung_redis_degrades_an_edge_but_never_makes_it_look_dead() {
+    let Some(redis) = Redis::start() else { return };
+    let _processor = processor(&redis, &[]);
+    let edge_node = edge(&redis);
+    wait_for_feed(edge_node.addr);
+    let pid = redis.child.id().to_string();
+    let signal = |name: &str| {
+        let status = Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let until = Instant::now() + Duration::from_secs(12);
+    let mut degraded = false;
+    while Instant::now() < until {
+        let (health, _) = get_json(edge_node.addr, "/healthz");
+        let (ready, body) = get_json(edge_node.addr, "/readyz");
+        assert_eq!(
+            (health, ready),
+            (200, 200),
+            "a hung Redis is not a dead edge: {body}"
+        );
+        degraded |= body["status"] == "degraded";
+        thread::sleep(Duration::from_millis(500));
+    }
+    signal("-CONT");
+    assert!(degraded, "the edge said it was degraded");
+    assert!(eventually(Duration::from_secs(20), || get_json(
+        edge_node.addr,
+        "/readyz"
+    )
+    .1["status"]
+        == "ready"));
 }

@@ -57,6 +57,7 @@ const MAY_USE: &[(&str, &[&str], &str)] = &[
             "epoch",
             "time",
             "ops::health",
+            "ops::logging",
             "delivery::Broadcast",
             "delivery::Kind",
             "delivery::Log",
