@@ -244,6 +244,12 @@ pub struct Config {
           value_parser = parse_stream_prefix)]
     pub stream_prefix: String,
 
+    /// Time to live of the processor lease, ms: a standby processor takes
+    /// over within this of the active one's death (see "Several nodes").
+    #[arg(long, env = "PUNCTUAL_LEASE_MS", default_value_t = 2_000,
+          value_parser = clap::value_parser!(u64).range(400..=60_000))]
+    pub lease_ms: u64,
+
     /// Makes the named stage panic once, so tests can reach the fault paths
     /// of a real daemon. Not for operators: hidden from `--help`.
     #[doc(hidden)]
@@ -465,6 +471,19 @@ impl Settings {
         // Only numbers, strings, booleans and text-serialised addresses:
         // serialising cannot fail.
         serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The live part, as a change that sets each live setting to these
+    /// values: what a standby processor carries on with.
+    pub fn live(&self) -> KnobsUpdate {
+        KnobsUpdate {
+            rate: Some(self.rate),
+            deadline_ms: Some(self.deadline_ms),
+            work_ms: Some(self.work_ms),
+            work_jitter_ms: Some(self.work_jitter_ms),
+            admission: Some(self.admission),
+            schedule: Some(self.schedule),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::cluster::feed::Feed;
 use crate::cluster::ingest::{ApplySettings, Consumer, Forwarder, IngestCounts};
+use crate::cluster::lease::{Lease, LeaseKeeper, TakeOver};
 use crate::cluster::publish::Publisher;
 use crate::cluster::{Keys, Link, Redis};
 use crate::config::{Config, Knobs, KnobsUpdate, NodeRole, WorkMode};
@@ -96,6 +97,12 @@ impl Monitor {
         self.health.ready()
     }
 
+    /// Why the daemon can no longer work (a stage died, the processor
+    /// lease was lost), once it is so.
+    pub fn failure(&self) -> Option<String> {
+        self.health.failure()
+    }
+
     /// Liveness as the systemd watchdog sees it (see `Heartbeats::alive`).
     pub fn alive(&self) -> Result<(), String> {
         self.health.alive()
@@ -139,10 +146,7 @@ impl Server {
             clock: shared.clock,
             intake: node.intake,
             latest: shared.latest,
-            stopper: Stopper {
-                stop: Arc::new(Mutex::new(Some(node.stop))),
-                health: Arc::clone(&shared.health),
-            },
+            stopper: node.stopper,
             health: shared.health,
             client_counts: shared.client_counts,
             ledger: shared.ledger,
@@ -263,7 +267,7 @@ struct Node {
     app: Arc<http::App>,
     epoch: Epoch,
     intake: Option<Intake>,
-    stop: Sender<()>,
+    stopper: Stopper,
     stopped: Receiver<()>,
     /// Threads that end when the stop channel closes, besides the HTTP front.
     producers: Vec<JoinHandle<()>>,
@@ -301,11 +305,12 @@ fn invalid_url(e: redis::RedisError) -> io::Error {
 }
 
 /// A node with the pipeline (`all`, `processor`): generator, intake,
-/// workers, hub, fan-out and, on a processor, the publisher and the
-/// consumer of events posted at edges.
+/// workers, hub, fan-out and, on a processor, the publisher, the consumer
+/// of events posted at edges, and the lease that decides whether this
+/// processor is the active one.
 fn start_pipeline(config: &Config, caps: Caps, redis: Option<&str>) -> io::Result<Node> {
     let shared = Shared::new(config, Heartbeats::new());
-    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let (stopper, stopped) = stop_channel(&shared.health);
     let (outcome_tx, outcome_rx) = crossbeam_channel::bounded(hub::OUTCOME_CHANNEL_CAPACITY);
     let (broadcast_tx, broadcast_rx) = crossbeam_channel::bounded(hub::BROADCAST_CHANNEL_CAPACITY);
     let (intake, queue) = intake::work_queue(
@@ -325,39 +330,29 @@ fn start_pipeline(config: &Config, caps: Caps, redis: Option<&str>) -> io::Resul
         WorkMode::Http => Work::Http(config.work_url.as_deref().unwrap_or_default().into()),
         WorkMode::Pull => Work::Pull(RemoteWorkers::new(Arc::clone(&shared.health))?),
     };
-    let publish = redis.map(redis_link).transpose()?;
-    let ingest = Arc::new(IngestCounts::default());
-    let cluster = publish
-        .as_ref()
-        .map(|(_, link)| (Arc::clone(link), Arc::clone(&ingest)));
-    let reader = SystemReader::new(config, &shared, &work, &queue, caps, &epoch, cluster);
+    let link = match redis {
+        Some(url) => Some(ProcessorLink::new(
+            config,
+            url,
+            &shared,
+            &epoch,
+            (&stopper, &stopped),
+        )?),
+        None => None,
+    };
+    let reader = SystemReader::new(config, &shared, &work, &queue, caps, &epoch, link.as_ref());
     let hub_thread = shared
         .hub(config, outcome_rx, broadcast_tx, reader)
         .spawn()?;
     let mut pipeline = shared.spawn_workers(config, &work, queue, outcome_tx)?;
     pipeline.push(hub_thread);
     pipeline.push(fanout_thread);
+    let generate = shared.generator(intake.clone(), stopped.clone());
     let mut producers = Vec::new();
-    if let (Some((redis, link)), Some(url)) = (publish, redis) {
-        pipeline.push(
-            shared
-                .publisher(config, &log, &epoch, redis, link)
-                .spawn()?,
-        );
-        producers.push(
-            Consumer {
-                intake: intake.clone(),
-                redis: redis_link(url)?.0,
-                keys: Keys::new(&config.stream_prefix),
-                name: epoch.to_string(),
-                counts: ingest,
-                clock: shared.clock,
-                stop: stopped.clone(),
-                notes: RateLimit::new(Duration::from_secs(10)),
-                settings: shared.settings_applier(config, caps),
-            }
-            .spawn()?,
-        );
+    match link {
+        // The generator and the consumer wait for the lease.
+        Some(link) => pipeline.extend(link.spawn(config, caps, &shared, &log, &intake, generate)?),
+        None => producers.push(generate()?),
     }
     let app = shared.front(
         config.clone(),
@@ -367,25 +362,141 @@ fn start_pipeline(config: &Config, caps: Caps, redis: Option<&str>) -> io::Resul
         log,
         &work,
     )?;
-    let generator = generator::spawn(
-        intake.clone(),
-        Arc::clone(&shared.knobs),
-        Arc::clone(&shared.meters),
-        Arc::clone(&shared.health),
-        stopped.clone(),
-        Arc::clone(&shared.faults),
-    )?;
-    producers.push(generator);
     Ok(Node {
         shared,
         app,
         epoch,
         intake: Some(intake),
-        stop,
+        stopper,
         stopped,
         producers,
         pipeline,
     })
+}
+
+/// The stop channel, and the [`Stopper`] that closes it.
+fn stop_channel(health: &Arc<Heartbeats>) -> (Stopper, Receiver<()>) {
+    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let stopper = Stopper {
+        stop: Arc::new(Mutex::new(Some(stop))),
+        health: Arc::clone(health),
+    };
+    (stopper, stopped)
+}
+
+/// Starts a producer: the generator, once the node may generate.
+type Generate = Box<dyn FnOnce() -> io::Result<JoinHandle<()>> + Send>;
+
+/// A processor's side of Redis: the link its stats report, the ingest
+/// counts, the lease and the connections its threads will use.
+struct ProcessorLink {
+    url: String,
+    epoch: Epoch,
+    stopped: Receiver<()>,
+    link: Arc<Link>,
+    publish: Redis,
+    ingest: Arc<IngestCounts>,
+    lease: Arc<Lease>,
+}
+
+impl ProcessorLink {
+    /// A standby until the lease is taken; losing it stops the daemon.
+    fn new(
+        config: &Config,
+        url: &str,
+        shared: &Shared,
+        epoch: &Epoch,
+        (stopper, stopped): (&Stopper, &Receiver<()>),
+    ) -> io::Result<Self> {
+        let (publish, link) = redis_link(url)?;
+        let stopper = stopper.clone();
+        let lease = Arc::new(Lease::new(
+            epoch.to_string(),
+            Duration::from_millis(config.lease_ms),
+            Arc::clone(&shared.health),
+            Box::new(move || stopper.stop()),
+        ));
+        Ok(ProcessorLink {
+            url: url.to_owned(),
+            epoch: epoch.clone(),
+            stopped: stopped.clone(),
+            link,
+            publish,
+            ingest: Arc::new(IngestCounts::default()),
+            lease,
+        })
+    }
+
+    /// Starts the publisher and the lease thread, which starts the ingest
+    /// consumer and the generator once this processor is the active one.
+    /// Both end after the pipeline, in that order.
+    fn spawn(
+        self,
+        config: &Config,
+        caps: Caps,
+        shared: &Shared,
+        log: &Arc<Log>,
+        intake: &Intake,
+        generate: Generate,
+    ) -> io::Result<Vec<JoinHandle<()>>> {
+        let keys = Keys::new(&config.stream_prefix);
+        let (published, publisher_ended) = crossbeam_channel::bounded(0);
+        let publisher = Publisher {
+            log: Arc::clone(log),
+            latest: Arc::clone(&shared.latest),
+            keys: keys.clone(),
+            redis: self.publish,
+            link: Arc::clone(&self.link),
+            health: Arc::clone(&shared.health),
+            epoch: self.epoch.clone(),
+            history: config.history as usize,
+            clock: shared.clock,
+            id_warnings: RateLimit::new(Duration::from_secs(10)),
+            lease: Arc::clone(&self.lease),
+            _ended: published,
+        }
+        .spawn()?;
+        let consumer = Consumer {
+            intake: intake.clone(),
+            redis: redis_link(&self.url)?.0,
+            keys: keys.clone(),
+            name: self.epoch.to_string(),
+            counts: self.ingest,
+            clock: shared.clock,
+            stop: self.stopped.clone(),
+            notes: RateLimit::new(Duration::from_secs(10)),
+            settings: shared.settings_applier(config, caps),
+            lease: Arc::clone(&self.lease),
+        };
+        let knobs = Arc::clone(&shared.knobs);
+        let take_over: TakeOver = Box::new(move |settings| {
+            if let Some(settings) = settings {
+                carry_on_with(&knobs, &settings);
+            }
+            Ok(vec![consumer.spawn()?, generate()?])
+        });
+        let keeper = LeaseKeeper {
+            lease: self.lease,
+            redis: Redis::new(&self.url, self.link).map_err(invalid_url)?,
+            keys,
+            stop: self.stopped,
+            published: publisher_ended,
+            take_over,
+        }
+        .spawn()?;
+        Ok(vec![publisher, keeper])
+    }
+}
+
+/// Applies the live settings the last active processor published.
+fn carry_on_with(knobs: &Knobs, settings: &crate::config::Settings) {
+    let update = settings.live();
+    if let Err(e) = update
+        .validate()
+        .and_then(|()| http::apply_settings(knobs, &update))
+    {
+        log::warn!("the last processor's settings were not taken ({e}): this one's flags stay");
+    }
 }
 
 /// An edge: no pipeline; the feed from Redis writes the broadcast channel
@@ -394,7 +505,7 @@ fn start_edge(config: &Config, caps: Caps, url: &str) -> io::Result<Node> {
     let (redis, link) = redis_link(url)?;
     let keys = Keys::new(&config.stream_prefix);
     let shared = Shared::new(config, Heartbeats::edge());
-    let (stop, stopped) = crossbeam_channel::bounded::<()>(0);
+    let (stopper, stopped) = stop_channel(&shared.health);
     let (broadcast_tx, broadcast_rx) = crossbeam_channel::bounded(hub::BROADCAST_CHANNEL_CAPACITY);
     // The edge's own run until the stream names the processor's.
     let epoch = Epoch::random();
@@ -436,7 +547,7 @@ fn start_edge(config: &Config, caps: Caps, url: &str) -> io::Result<Node> {
         app,
         epoch,
         intake: None,
-        stop,
+        stopper,
         stopped,
         producers: vec![feed],
         pipeline: vec![fanout_thread],
@@ -490,27 +601,15 @@ impl Shared {
         ))
     }
 
-    /// A processor's publisher, reading the shared log.
-    fn publisher(
-        &self,
-        config: &Config,
-        log: &Arc<Log>,
-        epoch: &Epoch,
-        redis: Redis,
-        link: Arc<Link>,
-    ) -> Publisher {
-        Publisher {
-            log: Arc::clone(log),
-            latest: Arc::clone(&self.latest),
-            keys: Keys::new(&config.stream_prefix),
-            redis,
-            link,
-            health: Arc::clone(&self.health),
-            epoch: epoch.clone(),
-            history: config.history as usize,
-            clock: self.clock,
-            id_warnings: RateLimit::new(Duration::from_secs(10)),
-        }
+    /// What starts the generator, writing `intake` until `stopped` closes.
+    fn generator(&self, intake: Intake, stopped: Receiver<()>) -> Generate {
+        let (knobs, meters, health, faults) = (
+            Arc::clone(&self.knobs),
+            Arc::clone(&self.meters),
+            Arc::clone(&self.health),
+            Arc::clone(&self.faults),
+        );
+        Box::new(move || generator::spawn(intake, knobs, meters, health, stopped, faults))
     }
 
     /// The hub, reading the outcome channel and writing the broadcast channel.
@@ -639,8 +738,9 @@ struct SystemReader {
     queue: Arc<WorkQueue>,
     caps: Caps,
     epoch: Epoch,
-    /// On a processor, its link to Redis and the ingest stream's counts.
-    cluster: Option<(Arc<Link>, Arc<IngestCounts>)>,
+    /// On a processor, its link to Redis, the ingest stream's counts and
+    /// the lease.
+    cluster: Option<(Arc<Link>, Arc<IngestCounts>, Arc<Lease>)>,
 }
 
 impl SystemReader {
@@ -651,7 +751,7 @@ impl SystemReader {
         queue: &Arc<WorkQueue>,
         caps: Caps,
         epoch: &Epoch,
-        cluster: Option<(Arc<Link>, Arc<IngestCounts>)>,
+        link: Option<&ProcessorLink>,
     ) -> Self {
         SystemReader {
             work: work.clone(),
@@ -664,7 +764,13 @@ impl SystemReader {
             queue: Arc::clone(queue),
             caps,
             epoch: epoch.clone(),
-            cluster,
+            cluster: link.map(|l| {
+                (
+                    Arc::clone(&l.link),
+                    Arc::clone(&l.ingest),
+                    Arc::clone(&l.lease),
+                )
+            }),
         }
     }
 
@@ -720,10 +826,14 @@ impl SystemReader {
             },
             config: self.config.effective(&self.knobs, self.caps),
             epoch: self.epoch.as_str().to_owned(),
-            cluster: self.cluster.as_ref().map(|(link, ingest)| ClusterState {
-                ingest: Some(ingest.state()),
-                ..link.state(NodeRole::Processor)
-            }),
+            cluster: self
+                .cluster
+                .as_ref()
+                .map(|(link, ingest, lease)| ClusterState {
+                    ingest: Some(ingest.state()),
+                    lease: Some(lease.state()),
+                    ..link.state(NodeRole::Processor)
+                }),
         }
     }
 }

@@ -242,17 +242,27 @@ impl Feed {
         let Ok(newest) = newest else {
             return Ok(());
         };
-        let epoch = reply::range(&newest)
-            .entries
-            .first()
-            .and_then(|entry| entry.field("epoch"))
+        if let Some(entry) = reply::range(&newest).entries.first() {
+            self.adopt_a_run_without_outcomes(place, entry);
+        }
+        Ok(())
+    }
+
+    /// Takes the run of the processor whose stats `entry` is, while the
+    /// log holds no outcome: a processor that has judged nothing yet (just
+    /// started, or a standby that just took over) is then the run clients
+    /// join, and no plain client is closed at its first outcome.
+    fn adopt_a_run_without_outcomes(&mut self, place: &mut Place, entry: &Entry) {
+        if place.seq != 0 {
+            return;
+        }
+        let epoch = entry
+            .field("epoch")
             .and_then(|e| Epoch::parse(&String::from_utf8_lossy(e)).ok());
         if let Some(epoch) = epoch.filter(|e| *e != place.epoch) {
             self.send(run_switch(&epoch, &place.epoch));
             place.epoch = epoch;
-            place.seq = 0;
         }
-        Ok(())
     }
 
     /// After a reconnection: if the stream's newest entry sorts before the
@@ -369,6 +379,9 @@ impl Feed {
         };
         if entry.id != place.stats_id {
             place.stats_id = entry.id.clone();
+            if place.backfilled {
+                self.adopt_a_run_without_outcomes(place, entry);
+            }
             match received(entry) {
                 Some(snapshot) => *processor = Some(snapshot),
                 None => {

@@ -34,6 +34,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use super::lease::{FENCE, Lease};
 use super::reply::{self, Entry};
 use super::{COMMAND_TIMEOUT, Keys, Link, Redis};
 use crate::ops::logging::RateLimit;
@@ -53,7 +54,8 @@ const MAX_IDLE: usize = 16;
 const BLOCK: Duration = Duration::from_millis(500);
 /// Batches one read takes.
 const READ_COUNT: usize = 64;
-/// How often the processor reads the deployment's counters for its stats.
+/// How often the processor reads the deployment's counters for its stats,
+/// and claims what another consumer read but left (see [`Consumer::claim`]).
 const COUNTERS_EVERY: Duration = Duration::from_secs(1);
 
 /// Appends a batch unless too many wait: KEYS stream, accepted counter;
@@ -63,14 +65,15 @@ if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
 redis.call('XADD', KEYS[1], '*', 'events', ARGV[2], 'count', ARGV[3])
 return redis.call('INCRBY', KEYS[2], ARGV[3])";
 
-/// Acknowledges, deletes and counts entered batches: KEYS stream, entered
-/// counter; ARGV group, events entered, then the entry ids.
+/// Acknowledges, deletes and counts entered batches while the lease is this
+/// processor's (after `lease::FENCE`): KEYS[3] stream, KEYS[4] entered
+/// counter; ARGV[4] group, ARGV[5] events entered, then the entry ids.
 const ACKNOWLEDGE: &str = r"
-for i = 3, #ARGV do
-  redis.call('XACK', KEYS[1], ARGV[1], ARGV[i])
-  redis.call('XDEL', KEYS[1], ARGV[i])
+for i = 6, #ARGV do
+  redis.call('XACK', KEYS[3], ARGV[4], ARGV[i])
+  redis.call('XDEL', KEYS[3], ARGV[i])
 end
-return redis.call('INCRBY', KEYS[2], ARGV[2])";
+return redis.call('INCRBY', KEYS[4], ARGV[5])";
 
 /// One event as the ingest stream carries it.
 #[derive(Serialize)]
@@ -387,6 +390,8 @@ pub(crate) struct Consumer {
     /// Applies a settings change (JSON) and returns the settings then in
     /// force (JSON), or why it was refused.
     pub settings: ApplySettings,
+    /// The processor lease, which fences every acknowledgement.
+    pub lease: Arc<Lease>,
 }
 
 /// Where the consumer is.
@@ -411,10 +416,13 @@ impl Consumer {
 
     fn run(mut self) {
         let mut progress = Progress::default();
-        let acknowledge = redis::Script::new(ACKNOWLEDGE);
+        let acknowledge = redis::Script::new(&format!("{FENCE}{ACKNOWLEDGE}"));
         while self.stop.try_recv() != Err(TryRecvError::Disconnected) {
             match self.turn(&mut progress, &acknowledge) {
                 Ok(()) => self.redis.succeeded(),
+                // Entered but not counted: the active processor claims
+                // the batches and enters them; this one stops.
+                Err(e) if self.lease.refused(&e) => break,
                 Err(e) => {
                     self.redis.failed("reading the ingest stream", &e);
                     progress.joined = false;
@@ -458,7 +466,7 @@ impl Consumer {
             self.answer_change(change)?;
         }
         self.acknowledge(progress, acknowledge)?;
-        self.read_counters(progress)
+        self.once_a_second(progress)
     }
 
     /// Makes the group if it is new (from the stream's start, so batches
@@ -491,6 +499,18 @@ impl Consumer {
         {
             return Err(e);
         }
+        self.claim(progress)?;
+        progress.joined = true;
+        Ok(())
+    }
+
+    /// Takes over what any consumer read but did not acknowledge, this
+    /// one's included: at joining, what a dead processor left; then once a
+    /// second, what a paused one read after it lost the lease (its blocked
+    /// `XREADGROUP` may be answered while it sleeps), which no other read
+    /// would ever deliver again. Only the lease holder consumes, so nothing
+    /// pending belongs to a live processor.
+    fn claim(&mut self, progress: &mut Progress) -> redis::RedisResult<()> {
         let mut cursor = "0-0".to_owned();
         loop {
             let claimed: redis::Value = redis::cmd("XAUTOCLAIM")
@@ -508,12 +528,10 @@ impl Consumer {
                 self.enter(progress, entry);
             }
             if next == "0-0" {
-                break;
+                return Ok(());
             }
             cursor = next;
         }
-        progress.joined = true;
-        Ok(())
     }
 
     /// Enters one batch into the intake, unless this process already did.
@@ -560,8 +578,11 @@ impl Consumer {
             return Ok(());
         }
         let events: u64 = progress.unacknowledged.iter().map(|(_, n)| n).sum();
-        let mut call = script.key(&self.keys.ingest);
-        call.key(&self.keys.entered).arg(GROUP).arg(events);
+        let mut call = self.lease.fenced(script, &self.keys);
+        call.key(&self.keys.ingest)
+            .key(&self.keys.entered)
+            .arg(GROUP)
+            .arg(events);
         for (id, _) in &progress.unacknowledged {
             call.arg(id);
         }
@@ -627,14 +648,16 @@ impl Consumer {
         }
     }
 
-    /// The deployment's counters, for this processor's stats, once a second.
-    fn read_counters(&mut self, progress: &mut Progress) -> redis::RedisResult<()> {
+    /// The deployment's counters, for this processor's stats, and what
+    /// other consumers left, once a second.
+    fn once_a_second(&mut self, progress: &mut Progress) -> redis::RedisResult<()> {
         if progress
             .next_counters
             .is_some_and(|next| Instant::now() < next)
         {
             return Ok(());
         }
+        self.claim(progress)?;
         let (accepted, entered): (Option<u64>, Option<u64>) = redis::cmd("MGET")
             .arg(&self.keys.accepted)
             .arg(&self.keys.entered)

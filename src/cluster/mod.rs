@@ -22,6 +22,7 @@
 
 pub(crate) mod feed;
 pub(crate) mod ingest;
+pub(crate) mod lease;
 pub(crate) mod publish;
 mod reply;
 
@@ -60,6 +61,10 @@ pub(crate) struct Keys {
     /// prefix of the list each answer is pushed to.
     pub config: String,
     pub config_replies: String,
+    /// The processor lease: the id (epoch) of the active processor, and
+    /// how many times a processor took it.
+    pub leader: String,
+    pub leader_term: String,
 }
 
 impl Keys {
@@ -72,6 +77,8 @@ impl Keys {
             entered: format!("{prefix}:ingest:entered"),
             config: format!("{prefix}:config"),
             config_replies: format!("{prefix}:config:reply"),
+            leader: format!("{prefix}:leader"),
+            leader_term: format!("{prefix}:leader:term"),
         }
     }
 }
@@ -136,6 +143,7 @@ impl Link {
             unreadable: self.unreadable.load(Ordering::Relaxed),
             last_error: self.last_error(),
             ingest: None,
+            lease: None,
             processor: None,
         }
     }
@@ -182,6 +190,11 @@ impl Redis {
         self.connection.as_mut().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotConnected, "Redis unreachable").into()
         })
+    }
+
+    /// Whether the last attempt found Redis reachable.
+    pub fn is_connected(&self) -> bool {
+        self.link.is_connected()
     }
 
     /// A round of commands succeeded: the next failure backs off from the start.

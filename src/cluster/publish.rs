@@ -11,12 +11,16 @@
 //! counted in `cluster.missed`, never silently lost; publishing resumes after
 //! the last entry the stream holds, so a batch cut short is neither lost nor
 //! written twice.
+//!
+//! Every append is fenced by the processor lease (see `lease`): a standby
+//! publishes nothing, and a processor that lost the lease cannot write.
 
 use std::io;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use super::lease::{FENCE, Lease};
 use super::reply;
 use super::{EntryId, Keys, Link, Redis};
 use crate::delivery::{Broadcast, Kind, Log, Read};
@@ -37,6 +41,18 @@ const STATS_KEPT: u64 = 60;
 /// How long the publisher sleeps on an idle log before looking again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
+/// Appends entries to a stream while the lease is this processor's (after
+/// [`FENCE`]): KEYS[3] the stream; ARGV[4] its `MAXLEN ~`, ARGV[5] the
+/// fields of each entry; then each entry's id and field/value pairs. An
+/// `XADD` refused midway leaves the entries before it: the caller asks the
+/// stream what it holds before trying again.
+const APPEND: &str = r"
+local per = 1 + 2 * tonumber(ARGV[5])
+for i = 6, #ARGV, per do
+  redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], unpack(ARGV, i, i + per - 1))
+end
+return 1";
+
 /// Everything the publisher thread needs.
 pub(crate) struct Publisher {
     pub log: Arc<Log>,
@@ -51,6 +67,10 @@ pub(crate) struct Publisher {
     pub clock: WallClock,
     /// "Another writer" is said at most every 10 s.
     pub id_warnings: RateLimit,
+    /// Whether this processor is the active one.
+    pub lease: Arc<Lease>,
+    /// Dropped when the thread ends: the lease thread then gives the lease back.
+    pub _ended: crossbeam_channel::Sender<()>,
 }
 
 /// Where the publisher is.
@@ -88,14 +108,19 @@ impl Publisher {
         let mut progress = Progress::default();
         let mut batch = Vec::with_capacity(MAX_BATCH);
         let mut closed_at = None;
+        let append = redis::Script::new(&format!("{FENCE}{APPEND}"));
         loop {
             if batch.is_empty() && !self.read(&mut progress, &mut batch) {
                 break;
             }
+            if !self.lease.is_active() {
+                // A standby's own stats are nobody's business.
+                batch.retain(|m| m.kind == Kind::Event);
+            }
             if batch.is_empty() {
                 continue;
             }
-            match self.publish(&mut progress, &batch) {
+            match self.publish(&mut progress, &batch, &append) {
                 Ok(()) => {
                     batch.clear();
                     self.redis.succeeded();
@@ -128,6 +153,10 @@ impl Publisher {
     /// makes every later one refused: the run moves past it (edges follow
     /// the epoch, not the run, so clients see nothing of it).
     fn failed(&mut self, progress: &mut Progress, error: &redis::RedisError) {
+        if self.lease.refused(error) {
+            // Stopping: what is left is counted once the log closes.
+            return;
+        }
         self.redis.failed("publishing outcomes", error);
         progress.check_stream = true;
         if error
@@ -177,9 +206,17 @@ impl Publisher {
 
     /// Writes `batch`'s outcomes in one round trip, then the stats apart:
     /// a stats key Redis refuses (another type, say) must not stop outcomes.
-    fn publish(&mut self, progress: &mut Progress, batch: &[Broadcast]) -> redis::RedisResult<()> {
+    fn publish(
+        &mut self,
+        progress: &mut Progress,
+        batch: &[Broadcast],
+        append: &redis::Script,
+    ) -> redis::RedisResult<()> {
+        if !self.lease.is_active() {
+            return Err(not_active());
+        }
         let (run, published) = self.position_in_stream(progress)?;
-        let mut pipe = redis::pipe();
+        let mut call = self.fenced(append, &self.keys.outcomes, self.history as u64, 3);
         let mut added = 0;
         for message in batch {
             if message.kind == Kind::Event && message.seq > published {
@@ -187,12 +224,18 @@ impl Publisher {
                     run,
                     seq: message.seq,
                 };
-                self.add_outcome(&mut pipe, id, message);
+                call.arg(id.to_string())
+                    .arg("epoch")
+                    .arg(self.epoch.as_str())
+                    .arg("status")
+                    .arg(message.status)
+                    .arg("json")
+                    .arg(&message.json[..]);
                 added += 1;
             }
         }
         if added > 0 {
-            pipe.query::<()>(self.redis.connected()?)?;
+            call.invoke::<i64>(self.redis.connected()?)?;
         }
         progress.check_stream = false;
         // Counted once each: those a batch cut short had written are
@@ -208,9 +251,23 @@ impl Publisher {
             .outcomes
             .fetch_add(outcomes, std::sync::atomic::Ordering::Relaxed);
         if batch.iter().any(|m| m.kind == Kind::Stats) {
-            self.publish_stats();
+            self.publish_stats(append);
         }
         Ok(())
+    }
+
+    /// A call of the fenced `append` to `stream`, entries of `fields`
+    /// fields each to follow.
+    fn fenced<'a>(
+        &self,
+        append: &'a redis::Script,
+        stream: &str,
+        max_len: u64,
+        fields: u32,
+    ) -> redis::ScriptInvocation<'a> {
+        let mut call = self.lease.fenced(append, &self.keys);
+        call.key(stream).arg(max_len).arg(fields);
+        call
     }
 
     /// This run's id, and the last seq the stream holds of it: after a
@@ -230,46 +287,29 @@ impl Publisher {
         Ok((run, published))
     }
 
-    fn add_outcome(&self, pipe: &mut redis::Pipeline, id: EntryId, message: &Broadcast) {
-        pipe.cmd("XADD")
-            .arg(&self.keys.outcomes)
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.history)
-            .arg(id.to_string())
-            .arg("epoch")
-            .arg(self.epoch.as_str())
-            .arg("status")
-            .arg(message.status)
-            .arg("json")
-            .arg(&message.json[..])
-            .ignore();
-    }
-
     /// The latest snapshot, with the latency histogram `/metrics` needs
     /// (which the wire snapshot leaves out). A failure is warned of (at
     /// most every 10 s); the outcomes go on.
-    fn publish_stats(&mut self) {
+    fn publish_stats(&mut self, append: &redis::Script) {
         let Some((snapshot, json)) = self.latest.get() else {
             return;
         };
         let latency = serde_json::to_vec(&snapshot.cumulative_latency).unwrap_or_default();
-        let added: redis::RedisResult<()> = self.redis.connected().and_then(|connection| {
-            redis::cmd("XADD")
-                .arg(&self.keys.stats)
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(STATS_KEPT)
-                .arg("*")
-                .arg("epoch")
-                .arg(self.epoch.as_str())
-                .arg("json")
-                .arg(&json[..])
-                .arg("latency")
-                .arg(latency)
-                .query(connection)
-        });
-        if let Err(e) = added {
+        let mut call = self.fenced(append, &self.keys.stats, STATS_KEPT, 3);
+        call.arg("*")
+            .arg("epoch")
+            .arg(self.epoch.as_str())
+            .arg("json")
+            .arg(&json[..])
+            .arg("latency")
+            .arg(latency);
+        let added = self
+            .redis
+            .connected()
+            .and_then(|connection| call.invoke::<i64>(connection));
+        if let Err(e) = added
+            && !self.lease.refused(&e)
+        {
             self.redis.failed("publishing stats", &e);
         }
     }
@@ -283,6 +323,15 @@ impl Publisher {
             .fetch_add(unpublished, std::sync::atomic::Ordering::Relaxed);
         log::warn!("stopping with Redis unreachable: {unpublished} outcomes were not published");
     }
+}
+
+/// Why a standby holds the outcomes it has (none, unless a caller of the
+/// library entered some): they wait until it is active.
+fn not_active() -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Client,
+        "a standby processor publishes nothing",
+    ))
 }
 
 /// This run's id: the clock in ms, past every entry already in the stream

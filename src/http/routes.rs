@@ -249,6 +249,9 @@ fn change_settings(app: &App, request: &mut Request) -> Reply {
     if let Err(e) = update.validate() {
         return error(400, &e);
     }
+    if let Some(refusal) = standby_refusal(app) {
+        return refusal;
+    }
     match &app.entrance {
         Entrance::Intake(_) => match apply_settings(&app.knobs, &update) {
             Ok(()) => json(
@@ -558,6 +561,9 @@ fn ingest(app: &App, request: &mut Request) -> Reply {
 
 /// Submits validated events and answers what became of them.
 fn enter(app: &App, events: Vec<crate::pipeline::event::Event>) -> Reply {
+    if let Some(refusal) = standby_refusal(app) {
+        return refusal;
+    }
     let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
     let dropped = match &app.entrance {
         Entrance::Intake(intake) => events
@@ -575,6 +581,14 @@ fn enter(app: &App, events: Vec<crate::pipeline::event::Event>) -> Reply {
     let answer =
         serde_json::json!({ "accepted": ids.len() - dropped, "dropped": dropped, "ids": ids });
     json(202, answer.to_string().into_bytes())
+}
+
+/// A standby processor takes neither events nor settings: they would be
+/// judged or applied where no edge sees them.
+fn standby_refusal(app: &App) -> Option<Reply> {
+    let reason = app.health.standby()?;
+    let message = format!("{reason}: post to an edge, or to the active processor; retry");
+    Some(error(503, &message).with_header(header("Retry-After", "1")))
 }
 
 /// An edge that could not put a batch in the stream: nothing was taken, and

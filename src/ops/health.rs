@@ -65,6 +65,9 @@ pub struct Heartbeats {
     /// An edge that has not yet read the processor's run: it has nothing
     /// to serve a resuming client, not even the run's epoch.
     awaiting_feed: AtomicBool,
+    /// Why a processor is waiting as a standby, while it is: it generates
+    /// nothing (its generator is not watched) and takes no events.
+    standby: Mutex<Option<String>>,
 }
 
 /// After the last accept that failed for want of descriptors, the daemon
@@ -98,6 +101,7 @@ impl Heartbeats {
             failed: Mutex::new(None),
             degraded: Mutex::new(None),
             awaiting_feed: AtomicBool::new(false),
+            standby: Mutex::new(None),
         }
     }
 
@@ -161,10 +165,35 @@ impl Heartbeats {
         !self.awaiting_feed.load(Ordering::Relaxed)
     }
 
+    /// Records why this processor is a standby (`None`: it became active,
+    /// and its generator starts now, so its silence counts from now).
+    pub fn set_standby(&self, reason: Option<String>) {
+        if reason.is_none() {
+            self.beat(Stage::Generator);
+        }
+        *self.standby.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
+    /// Why this processor is a standby, while it is.
+    pub fn standby(&self) -> Option<String> {
+        self.standby
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Records that a stage died: the daemon is not live from now on.
     pub fn fail(&self, reason: String) {
         let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
         failed.get_or_insert(reason);
+    }
+
+    /// Why the daemon can no longer work, once it is so.
+    pub fn failure(&self) -> Option<String> {
+        self.failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn silent(&self, stage: Stage, limit: Duration) -> Option<String> {
@@ -177,17 +206,14 @@ impl Heartbeats {
 
     /// Liveness: the pipeline's own threads are turning.
     pub fn live(&self) -> Result<(), String> {
-        if let Some(reason) = self
-            .failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-        {
+        if let Some(reason) = self.failure() {
             return Err(reason);
         }
+        let standby = self.standby().is_some();
         let stalled: Vec<String> = self
             .watched
             .iter()
+            .filter(|&&(stage, _)| !(standby && stage == Stage::Generator))
             .filter_map(|&(stage, limit)| self.silent(stage, limit))
             .collect();
         if stalled.is_empty() {
@@ -222,6 +248,9 @@ impl Heartbeats {
         }
         if !self.is_fed() {
             return Err("an edge waiting for its first read from Redis".into());
+        }
+        if let Some(reason) = self.standby() {
+            return Err(reason);
         }
         if self.no_workers.load(Ordering::Relaxed) {
             return Err("no workers connected to /api/work: events wait and expire".into());

@@ -42,7 +42,14 @@ pub fn run_daemon() -> i32 {
     if let Err(e) = spawn_notifier(server.monitor()) {
         log::warn!("cannot start the systemd notifier: {e}");
     }
+    let monitor = server.monitor();
     server.wait();
+    // Stopped because it could no longer work (a processor that lost its
+    // lease): non-zero, so the service manager starts it again.
+    if let Some(reason) = monitor.failure() {
+        log::error!("punctual stopped: {reason}");
+        return 1;
+    }
     log::info!("punctual stopped");
     0
 }

@@ -447,9 +447,24 @@ pub struct ClusterState {
     /// Events posted at edges, on their way through Redis.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingest: Option<IngestState>,
+    /// On a processor: where it stands in the processor lease.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseState>,
     /// On an edge: the processor's own `cluster` section, as last published.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processor: Option<Box<ClusterState>>,
+}
+
+/// `cluster.lease`: which of the processors sharing a prefix is active.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseState {
+    /// `active`, `standby` or `lost`.
+    pub state: String,
+    /// The id (epoch) of the processor holding the lease, when known.
+    pub holder: Option<String>,
+    /// The lease's time to live, ms.
+    pub ttl_ms: u64,
 }
 
 /// `cluster.ingest`: events posted at edges on their way to the processor.

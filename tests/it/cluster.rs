@@ -848,3 +848,354 @@ fn a_hung_redis_degrades_an_edge_but_never_makes_it_look_dead() {
     .1["status"]
         == "ready"));
 }
+
+/// Every outcome in the stream, oldest first: (its epoch, the event's id).
+fn published_outcomes(redis: &Redis) -> Vec<(String, String)> {
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("punctual:outcomes")
+        .arg("-")
+        .arg("+")
+        .query(&mut redis_cli(redis))
+        .expect("XRANGE");
+    entries
+        .into_iter()
+        .map(|(_, fields)| {
+            let json: Value = serde_json::from_str(&fields["json"]).expect("outcome JSON");
+            (
+                fields["epoch"].clone(),
+                json["id"].as_str().expect("id").to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `node` stands as `state` in the processor lease; its stats.
+fn lease_is(node: SocketAddr, state: &str) -> Value {
+    let mut stats = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            stats = get_json(node, "/api/stats").1;
+            stats["cluster"]["lease"]["state"] == state
+        }),
+        "never {state}: {}",
+        stats["cluster"]
+    );
+    stats
+}
+
+/// Posts `n` events at `edge`; their ids.
+fn post_events(edge: SocketAddr, n: usize) -> Vec<String> {
+    let batch = vec![serde_json::json!({ "deadlineMs": 30000 }); n];
+    let answer = post(
+        edge,
+        "/api/events",
+        "application/json",
+        &serde_json::to_vec(&batch).expect("JSON"),
+    );
+    assert_eq!(
+        answer.status,
+        202,
+        "{}",
+        String::from_utf8_lossy(&answer.body)
+    );
+    answer.json()["ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|id| id.as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// Waits until the stream holds an outcome of every one of `ids`; then
+/// checks no event was judged twice. Returns the outcomes.
+fn all_judged_once(redis: &Redis, ids: &[String]) -> Vec<(String, String)> {
+    let mut published = Vec::new();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            published = published_outcomes(redis);
+            ids.iter()
+                .all(|id| published.iter().any(|(_, judged)| judged == id))
+        }),
+        "not every accepted event was judged: {} of {} published",
+        published.len(),
+        ids.len()
+    );
+    let mut seen = std::collections::HashSet::new();
+    for (_, id) in &published {
+        assert!(seen.insert(id), "event {id} was judged twice");
+    }
+    published
+}
+
+#[test]
+fn a_standby_takes_over_from_a_killed_processor_with_a_new_epoch_and_judges_every_event_once() {
+    let Some(redis) = Redis::start() else { return };
+    let mut first = processor(&redis, &["--rate", "0"]);
+    let first_epoch = lease_is(first.addr, "active")["epoch"].clone();
+    // Its own flags say 100 events/s and fifo: it must carry on with the
+    // live settings of the processor it replaces instead.
+    let standby = processor(&redis, &["--rate", "100", "--schedule", "fifo"]);
+    lease_is(standby.addr, "standby");
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            get_json(standby.addr, "/api/stats").1["cluster"]["lease"]["holder"] == first_epoch
+        }),
+        "a standby names the active processor"
+    );
+    let ready = get_json(standby.addr, "/readyz");
+    assert_eq!(ready.0, 503, "a standby is not ready: {}", ready.1);
+    assert_eq!(http(standby.addr, "GET", "/healthz", &[], b"").status, 200);
+    let refused = post(
+        standby.addr,
+        "/api/events",
+        "application/json",
+        br#"{"deadlineMs":500}"#,
+    );
+    assert_eq!(refused.status, 503, "a standby takes no events");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        refused.json()["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("standby")
+    );
+
+    let edge_node = edge(&redis);
+    wait_for_feed_of_a_quiet_processor(edge_node.addr);
+    let change = http(
+        edge_node.addr,
+        "PUT",
+        "/api/config",
+        &[("Content-Type", "application/json")],
+        br#"{"schedule":"edf"}"#,
+    );
+    assert_eq!(change.status, 200);
+    // A standby carries on from the settings in the last published stats.
+    assert!(eventually(Duration::from_secs(10), || {
+        get_json(edge_node.addr, "/api/stats").1["config"]["schedule"] == "edf"
+    }));
+    let mut sse = open_event_stream(edge_node.addr, "/events", &[]);
+    let mut ids = post_events(edge_node.addr, 5);
+    all_judged_once(&redis, &ids);
+
+    first.child.kill().expect("kill -9 the active processor");
+    first.child.wait().expect("reap it");
+    let killed = Instant::now();
+    // Accepted while no processor is active: they wait in the stream.
+    ids.extend(post_events(edge_node.addr, 5));
+    let taken = lease_is(standby.addr, "active");
+    eprintln!(
+        "the standby took over {:?} after the kill",
+        killed.elapsed()
+    );
+    let second_epoch = taken["epoch"].clone();
+    assert_ne!(second_epoch, first_epoch, "a new run is a new epoch");
+    assert_eq!(taken["config"]["schedule"], "edf");
+    assert_eq!(taken["config"]["rate"], 0);
+    ids.extend(post_events(edge_node.addr, 5));
+
+    let published = all_judged_once(&redis, &ids);
+    let epochs: Vec<&str> = published.iter().map(|(epoch, _)| epoch.as_str()).collect();
+    assert_eq!(epochs[..5], [first_epoch.as_str().expect("epoch"); 5]);
+    assert_eq!(epochs[5..], [second_epoch.as_str().expect("epoch"); 10]);
+    ingest_settled(standby.addr, 15);
+    // Clients of the edge are told of the new run.
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < until, "no reset on the event stream");
+        if let Some(m) = sse.next_message(Duration::from_secs(1))
+            && m.event.as_deref() == Some("reset")
+        {
+            assert_eq!(m.json()["epoch"], second_epoch);
+            break;
+        }
+    }
+}
+
+#[test]
+fn a_paused_processor_that_lost_the_lease_writes_nothing_when_it_wakes_and_exits() {
+    let Some(redis) = Redis::start() else { return };
+    let lease = ["--rate", "0", "--lease-ms", "1000"];
+    let mut first = processor(&redis, &lease);
+    let first_epoch = lease_is(first.addr, "active")["epoch"].clone();
+    let second = processor(&redis, &lease);
+    lease_is(second.addr, "standby");
+    let edge_node = edge(&redis);
+    wait_for_feed_of_a_quiet_processor(edge_node.addr);
+    let mut ids = post_events(edge_node.addr, 3);
+    all_judged_once(&redis, &ids);
+
+    // Paused while its XREADGROUP blocks: a batch posted now is handed to
+    // it, though it will never run again as the active processor.
+    let mut cli = redis_cli(&redis);
+    let held = (0..5).find_map(|_| {
+        first.signal("STOP");
+        let batch = post_events(edge_node.addr, 3);
+        thread::sleep(Duration::from_millis(100));
+        let (pending, ..): (u64, redis::Value, redis::Value, redis::Value) = redis::cmd("XPENDING")
+            .arg("punctual:ingest")
+            .arg("processors")
+            .query(&mut cli)
+            .expect("XPENDING");
+        ids.extend(batch);
+        if pending == 1 {
+            return Some(());
+        }
+        // It was between two reads: try again.
+        first.signal("CONT");
+        thread::sleep(Duration::from_millis(50));
+        None
+    });
+    assert!(held.is_some(), "the paused processor never held a batch");
+
+    let taken = lease_is(second.addr, "active");
+    assert_ne!(taken["epoch"], first_epoch);
+    ids.extend(post_events(edge_node.addr, 3));
+    all_judged_once(&redis, &ids);
+
+    // It wakes, finds the lease another's at its first write, and exits
+    // non-zero having written nothing.
+    let before = published_outcomes(&redis).len();
+    first.signal("CONT");
+    let status = first.wait_for_exit(Duration::from_secs(15));
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a processor that lost the lease exits 1"
+    );
+    assert!(
+        first
+            .log_so_far()
+            .iter()
+            .any(|line| line.contains("took the processor lease") && line.contains("ERROR")),
+        "it says why it stopped"
+    );
+    let published = all_judged_once(&redis, &ids);
+    assert_eq!(published.len(), before, "the old processor wrote nothing");
+    ingest_settled(second.addr, ids.len() as u64);
+}
+
+/// Takes the lease from whoever holds it, as a paused processor's
+/// successor would; the newest outcome id at that instant.
+fn take_the_lease(redis: &Redis, for_ms: u64) -> String {
+    let (_, newest): ((), Vec<(String, redis::Value)>) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("punctual:leader")
+        .arg("another")
+        .arg("PX")
+        .arg(for_ms)
+        .cmd("XREVRANGE")
+        .arg("punctual:outcomes")
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(&mut redis_cli(redis))
+        .expect("take the lease");
+    newest
+        .first()
+        .map_or_else(|| "0-0".into(), |(id, _)| id.clone())
+}
+
+/// How many outcomes of run `epoch` the stream holds after entry `mark`.
+fn written_after(redis: &Redis, mark: &str, epoch: &Value) -> usize {
+    let entries: Vec<(String, std::collections::HashMap<String, String>)> = redis::cmd("XRANGE")
+        .arg("punctual:outcomes")
+        .arg(format!("({mark}"))
+        .arg("+")
+        .query(&mut redis_cli(redis))
+        .expect("XRANGE");
+    entries
+        .iter()
+        .filter(|(_, fields)| Some(fields["epoch"].as_str()) == epoch.as_str())
+        .count()
+}
+
+#[test]
+fn a_processor_whose_lease_was_taken_writes_nothing_more_and_exits() {
+    let Some(redis) = Redis::start() else { return };
+    let edge_node = edge(&redis);
+    let mut first = processor(&redis, &["--rate", "0"]);
+    let first_epoch = lease_is(first.addr, "active")["epoch"].clone();
+    wait_for_feed_of_a_quiet_processor(edge_node.addr);
+    let mut ids = post_events(edge_node.addr, 3);
+    all_judged_once(&redis, &ids);
+
+    // A batch read after the lease was taken: entering it is not counted
+    // nor acknowledged (the acknowledgement is fenced), so the next holder
+    // claims and judges it.
+    let mark = take_the_lease(&redis, 1500);
+    ids.extend(post_events(edge_node.addr, 3));
+    let status = first.wait_for_exit(Duration::from_secs(15));
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a processor that lost the lease exits 1"
+    );
+    assert_eq!(written_after(&redis, &mark, &first_epoch), 0);
+    let mut second = processor(&redis, &[]);
+    let second_epoch = lease_is(second.addr, "active")["epoch"].clone();
+    all_judged_once(&redis, &ids);
+    ingest_settled(second.addr, 6);
+    let change = http(
+        edge_node.addr,
+        "PUT",
+        "/api/config",
+        &[("Content-Type", "application/json")],
+        br#"{"rate":200}"#,
+    );
+    assert_eq!(change.status, 200);
+
+    // Outcomes judged after the lease was taken: not one is published (the
+    // append is fenced; at 200 events/s the publisher writes long before
+    // the lease is next renewed).
+    assert!(eventually(Duration::from_secs(10), || written_after(
+        &redis,
+        "0-0",
+        &second_epoch
+    ) > 6));
+    let mark = take_the_lease(&redis, 1500);
+    let status = second.wait_for_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(written_after(&redis, &mark, &second_epoch), 0);
+    assert!(
+        second
+            .log_so_far()
+            .iter()
+            .any(|line| line.contains("ERROR") && line.contains("took the processor lease")),
+        "it says why it stopped"
+    );
+}
+
+#[test]
+fn a_processor_paused_through_another_ones_whole_tenure_does_not_come_back() {
+    let Some(redis) = Redis::start() else { return };
+    let mut first = processor(&redis, &["--lease-ms", "1000"]);
+    let epoch = lease_is(first.addr, "active")["epoch"].clone();
+    first.signal("STOP");
+    // Another processor takes the lease in a new term, then is gone: the
+    // lease expires and nobody holds it when the first one wakes.
+    let mut cli = redis_cli(&redis);
+    assert!(eventually(Duration::from_secs(5), || {
+        redis::cmd("SET")
+            .arg("punctual:leader")
+            .arg("another")
+            .arg("NX")
+            .arg("PX")
+            .arg(300)
+            .query::<Option<String>>(&mut cli)
+            .expect("SET")
+            .is_some()
+    }));
+    let _: u64 = redis::cmd("INCR")
+        .arg("punctual:leader:term")
+        .query(&mut cli)
+        .expect("INCR");
+    let mark = take_the_lease(&redis, 1);
+    thread::sleep(Duration::from_millis(400));
+    first.signal("CONT");
+    let status = first.wait_for_exit(Duration::from_secs(15));
+    assert_eq!(status.code(), Some(1), "it must not take the lease back");
+    assert_eq!(written_after(&redis, &mark, &epoch), 0);
+}
