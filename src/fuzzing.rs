@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::KnobsUpdate;
 use crate::delivery::Resume;
-use crate::http::ingest::{
-    self, Format, MAX_BATCH, MAX_FUTURE_MS, MAX_ID_CHARS, MAX_PAYLOAD_BYTES,
-};
+use crate::http::ingest::{self, Format, MAX_PAYLOAD_BYTES};
+use crate::pipeline::event::{MAX_BATCH, MAX_FUTURE_MS, MAX_ID_CHARS};
 use crate::time::WallClock;
 use crate::{Config, Server, http, http::query};
 

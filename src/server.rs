@@ -458,9 +458,10 @@ impl ProcessorLink {
         .spawn()?;
         let consumer = Consumer {
             intake: intake.clone(),
-            redis: redis_link(&self.url)?.0,
+            redis: Redis::new(&self.url, Arc::clone(&self.link)).map_err(invalid_url)?,
             keys: keys.clone(),
             name: self.epoch.to_string(),
+            health: Arc::clone(&shared.health),
             counts: self.ingest,
             clock: shared.clock,
             stop: self.stopped.clone(),

@@ -15,6 +15,7 @@
 //! never silently. An entry it cannot read is skipped and counted, and the
 //! stats stream is read apart, so neither can stop the outcomes.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -26,7 +27,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use super::ingest::Forwarder;
 use super::reply::{self, Entries, Entry};
-use super::{EntryId, Keys, Link, Redis};
+use super::{EntryId, Keys, Link, Redis, newest_entry};
 use crate::config::NodeRole;
 use crate::delivery::{Broadcast, Kind, gap_message, run_switch};
 use crate::epoch::Epoch;
@@ -48,6 +49,8 @@ const STATS_STALE: Duration = Duration::from_secs(3);
 const MAX_PRODUCER_ROWS: usize = 33;
 /// Least time between two journal lines about what the stream holds.
 const NOTE_EVERY: Duration = Duration::from_secs(10);
+/// Runs remembered as left behind.
+const RUNS_LEFT: usize = 16;
 
 /// Everything the feed thread needs.
 pub(crate) struct Feed {
@@ -84,6 +87,21 @@ struct Place {
     backfilled: bool,
     /// Whether this connection checked that the stream did not go back.
     checked: bool,
+    /// The runs this log switched away from, newest last (at most
+    /// [`RUNS_LEFT`]): a stream Redis restored from an older copy may hold
+    /// one again, and the log never goes back to it.
+    left: VecDeque<Epoch>,
+}
+
+impl Place {
+    /// Switches the log to run `epoch`, remembering the one it leaves.
+    fn leave_for(&mut self, epoch: Epoch) {
+        if self.left.len() == RUNS_LEFT {
+            self.left.pop_front();
+        }
+        self.left
+            .push_back(std::mem::replace(&mut self.epoch, epoch));
+    }
 }
 
 /// The processor's last snapshot and when it arrived.
@@ -121,6 +139,7 @@ impl Feed {
             stats_id: String::new(),
             backfilled: false,
             checked: false,
+            left: VecDeque::new(),
         };
         let notes = Notes {
             unreadable: RateLimit::new(NOTE_EVERY),
@@ -232,13 +251,7 @@ impl Feed {
     /// A stats key Redis refuses to read is the stats' problem, not the
     /// outcomes': the run is then learnt from the first outcome.
     fn adopt_the_processors_run(&mut self, place: &mut Place) -> redis::RedisResult<()> {
-        let newest: redis::RedisResult<redis::Value> = redis::cmd("XREVRANGE")
-            .arg(&self.keys.stats)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query(self.redis.connected()?);
+        let newest = newest_entry(self.redis.connected()?, &self.keys.stats);
         let Ok(newest) = newest else {
             return Ok(());
         };
@@ -259,9 +272,9 @@ impl Feed {
         let epoch = entry
             .field("epoch")
             .and_then(|e| Epoch::parse(&String::from_utf8_lossy(e)).ok());
-        if let Some(epoch) = epoch.filter(|e| *e != place.epoch) {
+        if let Some(epoch) = epoch.filter(|e| *e != place.epoch && !place.left.contains(e)) {
             self.send(run_switch(&epoch, &place.epoch));
-            place.epoch = epoch;
+            place.leave_for(epoch);
         }
     }
 
@@ -270,13 +283,7 @@ impl Feed {
     /// persistence) and ids may start lower; the feed then reads from the
     /// stream's start, where seqs already appended are skipped.
     fn check_stream_did_not_go_back(&mut self, place: &mut Place) -> redis::RedisResult<()> {
-        let top: redis::Value = redis::cmd("XREVRANGE")
-            .arg(&self.keys.outcomes)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(1)
-            .query(self.redis.connected()?)?;
+        let top = newest_entry(self.redis.connected()?, &self.keys.outcomes)?;
         let newest = reply::range(&top).entries.first().map(|e| e.id.clone());
         let went_back = newest.is_none_or(|id| id_before(&id, &place.after));
         if went_back && place.after != "0-0" {
@@ -305,12 +312,15 @@ impl Feed {
             self.note_unreadable(1, notes);
             return;
         };
+        if place.left.contains(&epoch) {
+            return;
+        }
         if epoch != place.epoch {
             self.send(run_switch(&epoch, &place.epoch));
             if notes.runs.allow() {
                 log::info!("the processor's run is now {epoch}");
             }
-            place.epoch = epoch;
+            place.leave_for(epoch);
             place.seq = 0;
         }
         if id.seq <= place.seq {
@@ -357,20 +367,13 @@ impl Feed {
     /// own failures (a key of another type, an entry this version cannot
     /// read) leave the outcomes alone: they are warned of and counted.
     fn read_stats(&mut self, place: &mut Place, processor: &mut Option<Received>) {
-        let newest: redis::RedisResult<redis::Value> =
-            self.redis.connected().and_then(|connection| {
-                redis::cmd("XREVRANGE")
-                    .arg(&self.keys.stats)
-                    .arg("+")
-                    .arg("-")
-                    .arg("COUNT")
-                    .arg(1)
-                    .query(connection)
-            });
+        let newest = (self.redis.connected())
+            .and_then(|connection| newest_entry(connection, &self.keys.stats));
         let newest = match newest {
             Ok(value) => reply::range(&value),
             Err(e) => {
                 self.redis.failed("reading the stats stream", &e);
+                place.checked = false;
                 return;
             }
         };

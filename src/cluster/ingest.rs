@@ -23,7 +23,7 @@
 //! acknowledged (Redis went away between the two) is remembered and only
 //! acknowledged when read again, never entered twice by one processor.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,8 +37,11 @@ use serde_json::value::RawValue;
 use super::lease::{FENCE, Lease};
 use super::reply::{self, Entry};
 use super::{COMMAND_TIMEOUT, Keys, Link, Redis};
+use crate::ops::health::Heartbeats;
 use crate::ops::logging::RateLimit;
-use crate::pipeline::event::{Event, Source};
+use crate::pipeline::event::{
+    Event, MAX_BATCH, MAX_FUTURE_MS, MAX_ID_CHARS, MAX_MS, Source, check_producer,
+};
 use crate::pipeline::intake::Intake;
 use crate::pipeline::stats::IngestState;
 use crate::time::WallClock;
@@ -65,15 +68,32 @@ if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
 redis.call('XADD', KEYS[1], '*', 'events', ARGV[2], 'count', ARGV[3])
 return redis.call('INCRBY', KEYS[2], ARGV[3])";
 
-/// Acknowledges, deletes and counts entered batches while the lease is this
+/// Counts, acknowledges and deletes entered batches while the lease is this
 /// processor's (after `lease::FENCE`): KEYS[3] stream, KEYS[4] entered
-/// counter; ARGV[4] group, ARGV[5] events entered, then the entry ids.
+/// counter; ARGV[4] group, ARGV[5] events entered, then the entry ids. The
+/// count goes first: a script that fails half-way keeps what it wrote, and
+/// a counter another client broke must not leave batches gone uncounted.
 const ACKNOWLEDGE: &str = r"
+local entered = redis.call('INCRBY', KEYS[4], ARGV[5])
 for i = 6, #ARGV do
   redis.call('XACK', KEYS[3], ARGV[4], ARGV[i])
   redis.call('XDEL', KEYS[3], ARGV[i])
 end
-return redis.call('INCRBY', KEYS[4], ARGV[5])";
+return entered";
+
+/// Takes a settings change off the config stream while the lease is this
+/// processor's (after `lease::FENCE`): KEYS[3] config stream; ARGV[4]
+/// group, ARGV[5] entry id. Returns 1 when this call removed the entry, 0
+/// when its edge had withdrawn it already.
+const TAKE_CHANGE: &str = r"
+redis.call('XACK', KEYS[3], ARGV[4], ARGV[5])
+return redis.call('XDEL', KEYS[3], ARGV[5])";
+
+/// The consumer's fenced scripts.
+struct Scripts {
+    acknowledge: redis::Script,
+    take_change: redis::Script,
+}
 
 /// One event as the ingest stream carries it.
 #[derive(Serialize)]
@@ -118,34 +138,59 @@ fn encode(events: &[Event], clock: &WallClock) -> Vec<u8> {
     serde_json::to_vec(&carried).unwrap_or_default()
 }
 
-/// The events of a batch, as the edge validated them. A `createdAt` this
-/// process cannot place (before its clock's range) is long expired: it is
-/// taken as created one deadline ago, so it is judged `expired` at once.
-fn decode(json: &[u8], clock: &WallClock) -> Result<Vec<Event>, serde_json::Error> {
-    let received: Vec<Received> = serde_json::from_slice(json)?;
+/// The events of a batch, as the edge validated them — checked again, for
+/// any client of Redis may have written the entry: a field out of range
+/// makes the whole entry malformed (an hour of work, say, would hold a
+/// worker; a work of 1e300 ms cannot even be a `Duration`).
+fn decode(json: &[u8], clock: &WallClock) -> Result<Vec<Event>, String> {
+    let received: Vec<Received> = serde_json::from_slice(json).map_err(|e| e.to_string())?;
+    if received.len() > MAX_BATCH {
+        return Err(format!("{} events, at most {MAX_BATCH}", received.len()));
+    }
     let now = Instant::now();
-    Ok(received
+    received
         .into_iter()
-        .map(|r| {
-            let deadline = Duration::from_millis(r.deadline_ms);
-            let created = clock
-                .instant_at(r.created_at)
-                .or_else(|| now.checked_sub(deadline))
-                .unwrap_or(now);
-            Event {
-                id: r.id,
-                source: Source::Ingest,
-                created,
-                deadline,
-                work: r
-                    .work_ms
-                    .filter(|ms| ms.is_finite() && *ms >= 0.0)
-                    .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
-                payload: r.payload,
-                producer: r.producer.map(String::into_boxed_str),
-            }
+        .map(|r| r.into_event(now, clock))
+        .collect()
+}
+
+impl Received {
+    /// The event, if each field lies where an edge would have let it. A
+    /// `createdAt` this process cannot place (before its clock's range) is
+    /// long expired: it is taken as created one deadline ago, so it is
+    /// judged `expired` at once.
+    fn into_event(self, now: Instant, clock: &WallClock) -> Result<Event, String> {
+        let within = |ms: f64| (0.0..=MAX_MS).contains(&ms);
+        if self.deadline_ms == 0 || !within(self.deadline_ms as f64) {
+            return Err(format!("deadlineMs {} out of range", self.deadline_ms));
+        }
+        if let Some(ms) = self.work_ms.filter(|ms| !within(*ms)) {
+            return Err(format!("workMs {ms} out of range"));
+        }
+        if self.id.is_empty() || self.id.chars().count() > MAX_ID_CHARS {
+            return Err("id out of range".into());
+        }
+        if let Some(producer) = &self.producer {
+            check_producer(producer)?;
+        }
+        if self.created_at > clock.epoch_ms(now) + MAX_FUTURE_MS {
+            return Err(format!("createdAt {} in the future", self.created_at));
+        }
+        let deadline = Duration::from_millis(self.deadline_ms);
+        let created = clock
+            .instant_at(self.created_at)
+            .or_else(|| now.checked_sub(deadline))
+            .unwrap_or(now);
+        Ok(Event {
+            id: self.id,
+            source: Source::Ingest,
+            created,
+            deadline,
+            work: self.work_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+            payload: self.payload,
+            producer: self.producer.map(String::into_boxed_str),
         })
-        .collect())
+    }
 }
 
 /// Why an edge could not take a batch: the answer is 503 with `Retry-After`.
@@ -158,6 +203,9 @@ pub(crate) enum Refused {
     /// A settings change had no answer within [`SETTINGS_WAIT`]; it was
     /// withdrawn and will not be applied later.
     NoAnswer,
+    /// The processor took a settings change but sent no answer (it may
+    /// have died, or found it past its `until`): it may have been applied.
+    Unanswered,
 }
 
 /// What the processor said to a settings change.
@@ -181,6 +229,9 @@ struct Answer {
 /// How long an edge waits for the processor to apply a change; a change
 /// read after this is not applied (its `until` has passed).
 const SETTINGS_WAIT: Duration = Duration::from_secs(3);
+/// How long an edge waits more for the answer to a change the processor
+/// took just as the edge gave up on it.
+const TAKEN_WAIT: Duration = Duration::from_secs(1);
 /// Changes the config stream keeps (each is removed once answered).
 const CONFIG_KEPT: u64 = 1000;
 /// How long an answer nobody took stays in Redis.
@@ -303,22 +354,32 @@ impl Forwarder {
             .arg(until)
             .query(&mut connection)
             .map_err(unreachable)?;
-        let answer: Option<(String, Vec<u8>)> = redis::cmd("BLPOP")
-            .arg(&reply)
-            .arg(SETTINGS_WAIT.as_secs_f64())
-            .query(&mut connection)
-            .map_err(unreachable)?;
-        let Some((_, answer)) = answer else {
-            // Withdrawn: a processor that reads it later finds it gone or
-            // past its `until`.
-            let _: redis::RedisResult<u64> = redis::cmd("XDEL")
+        let wait = |connection: &mut redis::Connection, for_: Duration| {
+            redis::cmd("BLPOP")
+                .arg(&reply)
+                .arg(for_.as_secs_f64())
+                .query::<Option<(String, Vec<u8>)>>(connection)
+                .map_err(unreachable)
+        };
+        let mut answer = wait(&mut connection, SETTINGS_WAIT)?;
+        if answer.is_none() {
+            // Withdrawn if this deletes it; if not, the processor took it
+            // first and its answer follows at once.
+            let withdrawn: u64 = redis::cmd("XDEL")
                 .arg(&self.keys.config)
                 .arg(&id)
-                .query(&mut connection);
-            self.give_back(connection);
-            return Err(Refused::NoAnswer);
-        };
+                .query(&mut connection)
+                .map_err(unreachable)?;
+            if withdrawn == 1 {
+                self.give_back(connection);
+                return Err(Refused::NoAnswer);
+            }
+            answer = wait(&mut connection, TAKEN_WAIT)?;
+        }
         self.give_back(connection);
+        let Some((_, answer)) = answer else {
+            return Err(Refused::Unanswered);
+        };
         match serde_json::from_slice::<Answer>(&answer) {
             Ok(Answer {
                 settings: Some(settings),
@@ -381,6 +442,8 @@ pub(crate) struct Consumer {
     pub keys: Keys,
     /// This processor's name in the group: its run's epoch.
     pub name: String,
+    /// Failed should the thread panic: posted events would go nowhere.
+    pub health: Arc<Heartbeats>,
     pub counts: Arc<IngestCounts>,
     pub clock: WallClock,
     /// Closed when the processor stops.
@@ -407,18 +470,29 @@ struct Progress {
 }
 
 impl Consumer {
-    /// Starts the thread; it ends when the stop channel closes.
+    /// Starts the thread; it ends when the stop channel closes. Should it
+    /// panic, the processor is marked not live: events posted at edges
+    /// would wait for it in vain.
     pub fn spawn(self) -> io::Result<JoinHandle<()>> {
+        let health = Arc::clone(&self.health);
         thread::Builder::new()
             .name("ingest-stream".into())
-            .spawn(move || self.run())
+            .spawn(move || {
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run())).is_err() {
+                    log::error!("the ingest-stream thread panicked: events posted at edges wait");
+                    health.fail("ingest-stream thread panicked".into());
+                }
+            })
     }
 
     fn run(mut self) {
         let mut progress = Progress::default();
-        let acknowledge = redis::Script::new(&format!("{FENCE}{ACKNOWLEDGE}"));
+        let scripts = Scripts {
+            acknowledge: redis::Script::new(&format!("{FENCE}{ACKNOWLEDGE}")),
+            take_change: redis::Script::new(&format!("{FENCE}{TAKE_CHANGE}")),
+        };
         while self.stop.try_recv() != Err(TryRecvError::Disconnected) {
-            match self.turn(&mut progress, &acknowledge) {
+            match self.turn(&mut progress, &scripts) {
                 Ok(()) => self.redis.succeeded(),
                 // Entered but not counted: the active processor claims
                 // the batches and enters them; this one stops.
@@ -435,14 +509,14 @@ impl Consumer {
         }
     }
 
-    fn turn(
-        &mut self,
-        progress: &mut Progress,
-        acknowledge: &redis::Script,
-    ) -> redis::RedisResult<()> {
+    fn turn(&mut self, progress: &mut Progress, scripts: &Scripts) -> redis::RedisResult<()> {
         if !progress.joined {
             self.join(progress)?;
         }
+        // What an earlier turn entered is acknowledged before anything new
+        // is read: while acknowledging fails, the batches held here do not
+        // grow.
+        self.acknowledge(progress, &scripts.acknowledge)?;
         let reply: redis::Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(GROUP)
@@ -463,9 +537,9 @@ impl Consumer {
             self.enter(progress, entry);
         }
         for change in &reply::read(&reply, &self.keys.config).entries {
-            self.answer_change(change)?;
+            self.answer_change(change, &scripts.take_change)?;
         }
-        self.acknowledge(progress, acknowledge)?;
+        self.acknowledge(progress, &scripts.acknowledge)?;
         self.once_a_second(progress)
     }
 
@@ -500,7 +574,43 @@ impl Consumer {
             return Err(e);
         }
         self.claim(progress)?;
+        // What the config group's old consumers held was answered 504 long
+        // ago: they go with it. The ingest group's hold nothing now.
+        let (ingest, config) = (self.keys.ingest.clone(), self.keys.config.clone());
+        self.forget_other_consumers(&ingest, false)?;
+        self.forget_other_consumers(&config, true)?;
         progress.joined = true;
+        Ok(())
+    }
+
+    /// Removes the group's consumers but this one: every processor run
+    /// joins under its own name, and a deployment restarted for years would
+    /// otherwise list each. One still holding entries stays, unless
+    /// `with_pending` (its entries are then forgotten by the group).
+    fn forget_other_consumers(
+        &mut self,
+        stream: &str,
+        with_pending: bool,
+    ) -> redis::RedisResult<()> {
+        let connection = self.redis.connected()?;
+        let consumers: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(stream)
+            .arg(GROUP)
+            .query(connection)?;
+        for consumer in consumers {
+            let field = |name: &str| consumer.get(name).cloned().unwrap_or(redis::Value::Nil);
+            let name: String = redis::from_redis_value(field("name"))?;
+            let pending: u64 = redis::from_redis_value(field("pending")).unwrap_or(1);
+            if name != self.name && (with_pending || pending == 0) {
+                let _: u64 = redis::cmd("XGROUP")
+                    .arg("DELCONSUMER")
+                    .arg(stream)
+                    .arg(GROUP)
+                    .arg(&name)
+                    .query(connection)?;
+            }
+        }
         Ok(())
     }
 
@@ -539,9 +649,12 @@ impl Consumer {
         if progress.entered.contains(&entry.id) {
             return;
         }
-        let events = entry.field("events").map(|json| decode(json, &self.clock));
+        let events = match entry.field("events") {
+            Some(json) => decode(json, &self.clock),
+            None => Err("no events field".into()),
+        };
         let count = match events {
-            Some(Ok(events)) => {
+            Ok(events) => {
                 let count = events.len() as u64;
                 for event in events {
                     self.intake.submit(event);
@@ -549,20 +662,23 @@ impl Consumer {
                 self.counts.entered.fetch_add(count, Ordering::Relaxed);
                 count
             }
-            _ => {
-                // Not a batch this version wrote: taken out of the stream
-                // and counted, so it cannot block the ones behind it.
+            Err(why) => {
+                // Not a batch an edge of this version wrote: taken out of
+                // the stream and counted, so it cannot block the ones
+                // behind it. The events it says it holds are counted out
+                // as an edge counted them in, but never more than a batch
+                // may hold: whoever wrote it chose that number.
                 self.counts.malformed.fetch_add(1, Ordering::Relaxed);
                 if self.notes.allow() {
                     log::warn!(
-                        "ingest stream entry {} is not a batch of events; removed (counted in cluster.ingest.malformed)",
+                        "ingest stream entry {} is not a batch of events ({why}); removed (counted in cluster.ingest.malformed)",
                         entry.id
                     );
                 }
                 entry
                     .field("count")
-                    .and_then(|c| String::from_utf8_lossy(c).parse().ok())
-                    .unwrap_or(0)
+                    .and_then(|c| String::from_utf8_lossy(c).parse::<u64>().ok())
+                    .map_or(0, |declared| declared.min(MAX_BATCH as u64))
             }
         };
         progress.entered.insert(entry.id.clone());
@@ -593,45 +709,52 @@ impl Consumer {
         Ok(())
     }
 
-    /// Applies one settings change made at an edge, if its edge still
-    /// waits, and pushes the answer where that edge waits for it.
-    fn answer_change(&mut self, change: &Entry) -> redis::RedisResult<()> {
+    /// Takes one settings change made at an edge off the stream and, if
+    /// its edge still waits, applies it and pushes the answer where that
+    /// edge waits. Taking it is fenced, and is a race with the edge giving
+    /// up: whichever deletes the entry first decides, so a change is never
+    /// applied after its edge answered 504.
+    fn answer_change(&mut self, change: &Entry, take: &redis::Script) -> redis::RedisResult<()> {
+        let mut call = self.lease.fenced(take, &self.keys);
+        call.key(&self.keys.config).arg(GROUP).arg(&change.id);
+        let taken: i64 = call.invoke(self.redis.connected()?)?;
         let until = change
             .field("until")
             .and_then(|u| String::from_utf8_lossy(u).parse::<f64>().ok())
             .unwrap_or(0.0);
+        // Only a list an edge named: a reply key is never another key.
         let reply = change
             .field("reply")
-            .map(|r| String::from_utf8_lossy(r).into_owned());
-        let connection = self.redis.connected()?;
-        let mut pipe = redis::pipe();
-        if let (Some(reply), Some(json)) = (reply, change.field("change"))
-            && self.clock.epoch_ms(Instant::now()) <= until
-        {
-            let answer = match (self.settings)(json) {
-                Ok(settings) => Answer {
-                    settings: RawValue::from_string(settings).ok(),
-                    error: None,
-                },
-                Err(error) => Answer {
-                    settings: None,
-                    error: Some(error),
-                },
-            };
-            let answer = serde_json::to_vec(&answer).unwrap_or_default();
-            pipe.cmd("RPUSH").arg(&reply).arg(answer).ignore();
-            pipe.cmd("PEXPIRE").arg(&reply).arg(REPLY_TTL_MS).ignore();
+            .map(|r| String::from_utf8_lossy(r).into_owned())
+            .filter(|r| r.starts_with(&format!("{}:", self.keys.config_replies)));
+        let (Some(reply), Some(json)) = (reply, change.field("change")) else {
+            return Ok(());
+        };
+        // `until` stands for an edge that died before it could withdraw.
+        if taken == 0 || self.clock.epoch_ms(Instant::now()) > until {
+            return Ok(());
         }
-        pipe.cmd("XACK")
-            .arg(&self.keys.config)
-            .arg(GROUP)
-            .arg(&change.id)
-            .ignore();
-        pipe.cmd("XDEL")
-            .arg(&self.keys.config)
-            .arg(&change.id)
-            .ignore();
-        pipe.query::<()>(connection)
+        let answer = match (self.settings)(json) {
+            Ok(settings) => Answer {
+                settings: RawValue::from_string(settings).ok(),
+                error: None,
+            },
+            Err(error) => Answer {
+                settings: None,
+                error: Some(error),
+            },
+        };
+        let answer = serde_json::to_vec(&answer).unwrap_or_default();
+        redis::pipe()
+            .cmd("RPUSH")
+            .arg(&reply)
+            .arg(answer)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&reply)
+            .arg(REPLY_TTL_MS)
+            .ignore()
+            .query::<()>(self.redis.connected()?)
     }
 
     /// Entries whose very shape this version cannot read cannot be

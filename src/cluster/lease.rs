@@ -28,7 +28,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use serde::Deserialize;
 
 use super::reply;
-use super::{Keys, Redis};
+use super::{Keys, Redis, newest_entry};
 use crate::config::Settings;
 use crate::ops::health::Heartbeats;
 use crate::pipeline::stats::LeaseState;
@@ -176,7 +176,6 @@ impl Lease {
         refused
     }
 
-    /// `cluster.lease` in the stats.
     /// Starts a fenced call of `script`: the lease key and this process's
     /// id and TTL; the script's own keys and arguments follow.
     pub fn fenced<'a>(
@@ -192,6 +191,7 @@ impl Lease {
         call
     }
 
+    /// `cluster.lease` in the stats.
     pub fn state(&self) -> LeaseState {
         let (state, holder) = match self.standing() {
             Standing::Active => ("active", Some(self.id.clone())),
@@ -242,6 +242,9 @@ impl LeaseKeeper {
     }
 
     fn run(mut self) {
+        // A renewal that waits longer than half the lease comes too late:
+        // better to fail it, back off and try again within the TTL.
+        self.redis.hurry(self.lease.ttl / 2);
         let Some(term) = self.wait_for_the_lease() else {
             return;
         };
@@ -357,15 +360,7 @@ impl LeaseKeeper {
     /// The live settings `holder` published last: a standby carries on
     /// where the active one was, not from its own flags.
     fn last_settings(&mut self, holder: &str) -> Option<Settings> {
-        let newest: redis::RedisResult<redis::Value> = self.redis.connected().and_then(|c| {
-            redis::cmd("XREVRANGE")
-                .arg(&self.keys.stats)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query(c)
-        });
+        let newest = (self.redis.connected()).and_then(|c| newest_entry(c, &self.keys.stats));
         let newest = match newest {
             Ok(newest) => newest,
             Err(e) => {

@@ -224,8 +224,9 @@ impl Redis {
         }
     }
 
-    /// Shortens every command's timeout, for the last attempts while the
-    /// daemon stops.
+    /// Shortens every command's timeout (and the connect timeout): for the
+    /// last attempts while the daemon stops, and for the lease, whose calls
+    /// are worthless once they take longer than the lease lasts.
     pub fn hurry(&mut self, timeout: Duration) {
         self.timeout = timeout;
         if let Some(connection) = &self.connection {
@@ -240,6 +241,19 @@ impl Redis {
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
         wait
     }
+}
+
+/// The newest entry of the stream at `key` (`XREVRANGE key + - COUNT 1`),
+/// as Redis sent it: the feed's stats and run, the lease's carried settings
+/// and the publisher's first id all start from it.
+fn newest_entry(connection: &mut redis::Connection, key: &str) -> redis::RedisResult<redis::Value> {
+    redis::cmd("XREVRANGE")
+        .arg(key)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(connection)
 }
 
 /// A new connection, with the timeouts every call here relies on.

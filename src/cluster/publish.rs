@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use super::lease::{FENCE, Lease};
 use super::reply;
-use super::{EntryId, Keys, Link, Redis};
+use super::{EntryId, Keys, Link, Redis, newest_entry};
 use crate::delivery::{Broadcast, Kind, Log, Read};
 use crate::epoch::Epoch;
 use crate::ops::health::Heartbeats;
@@ -344,7 +344,16 @@ fn new_run(
 ) -> redis::RedisResult<u64> {
     let now = clock.epoch_ms(Instant::now()) as u64;
     let top = newest_id(connection, &keys.outcomes)?;
-    Ok(top.map_or(now, |(ms, _)| now.max(ms.saturating_add(1))))
+    let run = top.map_or(now, |(ms, _)| now.max(ms.saturating_add(1)));
+    if run == u64::MAX {
+        // No id an edge reads fits after it: said (rate-limited) at each
+        // try until someone removes the entry.
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Client,
+            "the outcome stream's newest entry has the largest id there is: remove it",
+        )));
+    }
+    Ok(run)
 }
 
 /// The last seq of run `run` the stream holds (0 when none).
@@ -363,12 +372,5 @@ fn newest_id(
     connection: &mut redis::Connection,
     key: &str,
 ) -> redis::RedisResult<Option<(u64, u64)>> {
-    let reply: redis::Value = redis::cmd("XREVRANGE")
-        .arg(key)
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
-        .query(connection)?;
-    Ok(reply::newest_id(&reply))
+    Ok(reply::newest_id(&newest_entry(connection, key)?))
 }

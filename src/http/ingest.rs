@@ -12,15 +12,12 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::pipeline::event::{Event, MAX_ENVELOPE_BYTES, MAX_PRODUCER_CHARS, Source};
+use crate::pipeline::event::{
+    Event, MAX_BATCH, MAX_ENVELOPE_BYTES, MAX_FUTURE_MS, MAX_ID_CHARS, MAX_MS, Source,
+    check_producer,
+};
 use crate::time::WallClock;
 
-/// Most items in one request.
-pub const MAX_BATCH: usize = 10_000;
-/// Longest producer-chosen id.
-pub const MAX_ID_CHARS: usize = 128;
-/// Largest deadline or work, ms (one hour).
-pub const MAX_MS: f64 = 3_600_000.0;
 /// Largest serialised payload of an event posted to `POST /api/events`.
 pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024;
 /// Deepest nesting of arrays and objects a payload may have. Every client
@@ -28,8 +25,6 @@ pub const MAX_PAYLOAD_BYTES: usize = 4 * 1024;
 /// near 1,000 levels, serde_json at 128): no producer may send what a
 /// dashboard cannot read.
 pub const MAX_PAYLOAD_DEPTH: usize = 64;
-/// How far in the future `createdAt` may lie (clock skew allowance).
-pub const MAX_FUTURE_MS: f64 = 60_000.0;
 
 /// A refused request: the HTTP status and a message naming what was wrong.
 #[derive(Debug, PartialEq, Eq)]
@@ -303,18 +298,6 @@ pub fn webhook_payload_limit(max_body: u64) -> usize {
     usize::try_from(max_body)
         .unwrap_or(usize::MAX)
         .saturating_sub(MAX_ENVELOPE_BYTES)
-}
-
-/// A producer's name: 1 to [`MAX_PRODUCER_CHARS`] characters, no control
-/// characters (it is shown on dashboards and used as a metrics label).
-pub fn check_producer(name: &str) -> Result<(), String> {
-    let chars = name.chars().count();
-    if chars == 0 || chars > MAX_PRODUCER_CHARS || name.chars().any(char::is_control) {
-        return Err(format!(
-            "producer: must be 1 to {MAX_PRODUCER_CHARS} characters without control characters"
-        ));
-    }
-    Ok(())
 }
 
 fn milliseconds(field: &str, value: f64, min_exclusive_zero: bool) -> Result<Duration, String> {

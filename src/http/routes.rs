@@ -271,6 +271,10 @@ fn change_settings(app: &App, request: &mut Request) -> Reply {
                 504,
                 "the processor did not apply the change within 3 s (is one running?); it will not be applied later",
             ),
+            Err(Refused::Unanswered) => error(
+                504,
+                "the processor took the change but did not answer: it may have been applied; read GET /api/config",
+            ),
             Err(refused) => not_taken(&refused),
         },
     }
@@ -601,7 +605,7 @@ fn not_taken(refused: &Refused) -> Reply {
         Refused::Backlog => format!(
             "{MAX_WAITING_BATCHES} batches already wait for the processor: nothing was taken; retry"
         ),
-        Refused::NoAnswer => "the processor did not answer; retry".to_owned(),
+        Refused::NoAnswer | Refused::Unanswered => "the processor did not answer; retry".to_owned(),
     };
     error(503, &message).with_header(header("Retry-After", "1"))
 }

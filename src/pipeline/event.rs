@@ -40,6 +40,26 @@ pub struct Event {
 
 /// Longest producer name.
 pub const MAX_PRODUCER_CHARS: usize = 64;
+/// Most events one post carries (one request, one batch in the ingest stream).
+pub const MAX_BATCH: usize = 10_000;
+/// Longest producer-chosen id.
+pub const MAX_ID_CHARS: usize = 128;
+/// Largest deadline or work, ms (one hour).
+pub const MAX_MS: f64 = 3_600_000.0;
+/// How far in the future `createdAt` may lie (clock skew allowance).
+pub const MAX_FUTURE_MS: f64 = 60_000.0;
+
+/// A producer's name: 1 to [`MAX_PRODUCER_CHARS`] characters, no control
+/// characters (it is shown on dashboards and used as a metrics label).
+pub fn check_producer(name: &str) -> Result<(), String> {
+    let chars = name.chars().count();
+    if chars == 0 || chars > MAX_PRODUCER_CHARS || name.chars().any(char::is_control) {
+        return Err(format!(
+            "producer: must be 1 to {MAX_PRODUCER_CHARS} characters without control characters"
+        ));
+    }
+    Ok(())
+}
 
 impl Event {
     /// A generator event created at `created`, with a fresh UUID v4.
@@ -180,7 +200,7 @@ pub struct Outcome {
 pub const MAX_ERROR_CHARS: usize = 200;
 
 /// Most bytes an outcome's message takes besides its payload, with room:
-/// the fixed fields, an id of [`MAX_ID_CHARS`](crate::http::ingest::MAX_ID_CHARS)
+/// the fixed fields, an id of [`MAX_ID_CHARS`]
 /// and a producer of [`MAX_PRODUCER_CHARS`] characters that each need a
 /// six-byte escape, and an error of [`MAX_ERROR_CHARS`] such characters come
 /// to under 2.6 KiB (a test builds that outcome). The one size budget: a
@@ -474,7 +494,7 @@ mod tests {
         let clock = WallClock::anchored(t0, 1_763_800_000_123.456_6);
         let escaped = |n: usize| "\u{1}".repeat(n);
         let mut event = Event::generated(t0, Duration::from_millis(3_600_000));
-        event.id = escaped(crate::http::ingest::MAX_ID_CHARS);
+        event.id = escaped(MAX_ID_CHARS);
         event.producer = Some(escaped(MAX_PRODUCER_CHARS).into());
         event.source = Source::Ingest;
         event.payload = Some(serde_json::value::RawValue::from_string("0".into()).expect("JSON"));

@@ -64,6 +64,50 @@ fn chromium() -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// The browser to drive; `None` (the test passes, saying it did not run)
+/// when there is none, unless CI or `PUNCTUAL_REQUIRE_BROWSER=1` asks for one.
+fn installed_chromium() -> Result<Option<PathBuf>, Box<dyn Error>> {
+    if let Some(chromium) = chromium().filter(|p| p.is_file()) {
+        return Ok(Some(chromium));
+    }
+    if std::env::var("PUNCTUAL_REQUIRE_BROWSER").as_deref() == Ok("1")
+        || std::env::var_os("CI").is_some()
+    {
+        return Err("no chromium found, and CI or PUNCTUAL_REQUIRE_BROWSER=1 is set".into());
+    }
+    println!("skipped: no chromium");
+    Ok(None)
+}
+
+/// A headless Chromium with its own profile, 1280×800.
+fn launch(chromium: &Path, profile: &Path) -> Result<Browser, Box<dyn Error>> {
+    let args: Vec<&OsStr> = [
+        "--no-sandbox",
+        "--headless",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+    ]
+    .iter()
+    .map(OsStr::new)
+    .collect();
+    let options = LaunchOptions {
+        path: Some(chromium.to_path_buf()),
+        headless: true,
+        sandbox: false,
+        enable_gpu: false,
+        window_size: Some((1280, 800)),
+        user_data_dir: Some(profile.to_path_buf()),
+        idle_browser_timeout: Duration::from_secs(120),
+        args,
+        ..LaunchOptions::default()
+    };
+    Ok(Browser::new(options)?)
+}
+
 fn target_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("target")
 }
@@ -413,13 +457,7 @@ fn canvas_pixels(id: &str, colors: &[[u8; 3]]) -> String {
 
 #[test]
 fn dashboard_shows_live_outcomes_takes_settings_and_reconnects() -> TestResult {
-    let Some(chromium) = chromium().filter(|p| p.is_file()) else {
-        if std::env::var("PUNCTUAL_REQUIRE_BROWSER").as_deref() == Ok("1")
-            || std::env::var_os("CI").is_some()
-        {
-            return Err("no chromium found, and CI or PUNCTUAL_REQUIRE_BROWSER=1 is set".into());
-        }
-        println!("skipped: no chromium");
+    let Some(chromium) = installed_chromium()? else {
         return Ok(());
     };
 
@@ -471,31 +509,7 @@ fn drive(
     addr: SocketAddr,
     url: &str,
 ) -> TestResult {
-    let args: Vec<&OsStr> = [
-        "--no-sandbox",
-        "--headless",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--hide-scrollbars",
-    ]
-    .iter()
-    .map(OsStr::new)
-    .collect();
-    let options = LaunchOptions {
-        path: Some(chromium.to_path_buf()),
-        headless: true,
-        sandbox: false,
-        enable_gpu: false,
-        window_size: Some((1280, 800)),
-        user_data_dir: Some(profile.to_path_buf()),
-        idle_browser_timeout: Duration::from_secs(120),
-        args,
-        ..LaunchOptions::default()
-    };
-    let browser = Browser::new(options)?;
+    let browser = launch(chromium, profile)?;
     let page = Dashboard::open(browser.new_tab()?, url)?;
     page.emulate_width(1280, 800, false)?;
 
@@ -802,6 +816,55 @@ fn drive(
         );
     }
     stop_within(server.take(), WAIT)?;
+    Ok(())
+}
+
+/// An edge's dashboard while the Redis behind it is away: the health panel
+/// says degraded and names Redis, the outcomes already shown stay, and it
+/// says healthy again once Redis is back.
+#[test]
+fn an_edges_dashboard_shows_a_lost_redis_as_degraded_and_then_recovered() -> TestResult {
+    let Some(chromium) = installed_chromium()? else {
+        return Ok(());
+    };
+    let Some(mut redis) = crate::cluster::Redis::start() else {
+        return Ok(());
+    };
+    let _processor = crate::cluster::processor(&redis, &[]);
+    let edge = crate::cluster::edge(&redis);
+    crate::cluster::wait_for_feed(edge.addr);
+
+    let profile = TempProfile::new()?;
+    let browser = launch(&chromium, &profile.0)?;
+    let page = Dashboard::open(browser.new_tab()?, &format!("http://{}/", edge.addr))?;
+    page.wait_count_above("s-on-time", 0)?;
+    page.wait_for(
+        "health to say healthy",
+        "document.getElementById('health-state').textContent === 'healthy'",
+    )?;
+
+    redis.kill();
+    page.wait_for(
+        "health to say degraded, naming Redis",
+        "document.getElementById('health-state').textContent === 'degraded' \
+         && /redis/i.test(document.getElementById('health-reasons').textContent)",
+    )?;
+    let reasons = page.text("health-reasons")?;
+    eprintln!("  degraded: {reasons}");
+    assert!(
+        page.count("s-on-time")? > 0,
+        "the outcomes already shown stay: {}",
+        page.describe()
+    );
+    page.screenshot("dashboard-degraded-edge.png")?;
+
+    redis.restart_after(Duration::ZERO);
+    page.wait_for(
+        "health to say healthy again",
+        "document.getElementById('health-state').textContent === 'healthy'",
+    )?;
+    let errors = page.eval("window.__errors")?;
+    assert_eq!(errors, Value::Array(vec![]), "the page reported errors");
     Ok(())
 }
 

@@ -15,14 +15,14 @@ use crate::common::daemon::Daemon;
 use crate::common::{connect, eventually, get_json, http, next_message, open_event_stream};
 
 /// A `redis-server` child on `port`, with nothing persisted.
-struct Redis {
+pub(crate) struct Redis {
     child: Child,
     port: u16,
 }
 
 impl Redis {
     /// `None` (after saying why) when `redis-server` is not installed outside CI.
-    fn start() -> Option<Redis> {
+    pub(crate) fn start() -> Option<Redis> {
         if Command::new("redis-server")
             .arg("--version")
             .output()
@@ -66,13 +66,13 @@ impl Redis {
 
     /// Kills it (its data is gone: nothing is persisted) and, after `down`,
     /// starts a new one on the same port.
-    fn restart_after(&mut self, down: Duration) {
+    pub(crate) fn restart_after(&mut self, down: Duration) {
         self.kill();
         thread::sleep(down);
         *self = Redis::on(self.port);
     }
 
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -89,7 +89,7 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local address").port()
 }
 
-fn processor(redis: &Redis, extra: &[&str]) -> Daemon {
+pub(crate) fn processor(redis: &Redis, extra: &[&str]) -> Daemon {
     let url = redis.url();
     let mut args = vec!["--role", "processor", "--redis", &url];
     for (flag, default) in [("--rate", "100"), ("--work-ms", "1")] {
@@ -101,7 +101,7 @@ fn processor(redis: &Redis, extra: &[&str]) -> Daemon {
     Daemon::spawn(&args, &[])
 }
 
-fn edge(redis: &Redis) -> Daemon {
+pub(crate) fn edge(redis: &Redis) -> Daemon {
     let url = redis.url();
     Daemon::spawn(&["--role", "edge", "--redis", &url], &[])
 }
@@ -167,7 +167,7 @@ fn first_stats(node: SocketAddr) -> Value {
 }
 
 /// Waits for an edge to serve the processor's run (its first stats).
-fn wait_for_feed(edge: SocketAddr) -> Value {
+pub(crate) fn wait_for_feed(edge: SocketAddr) -> Value {
     let mut stats = Value::Null;
     assert!(
         eventually(Duration::from_secs(15), || {
@@ -327,6 +327,23 @@ fn a_processor_restart_reaches_edge_clients_as_a_reset_and_an_edge_restart_as_a_
         [1, 2, 3, 4, 5],
         "the new run from its start"
     );
+
+    // An entry of the run the edge left, above every id (as a Redis
+    // restored from an older copy may hold): the edge does not go back.
+    let _: String = redis::cmd("XADD")
+        .arg("punctual:outcomes")
+        .arg("99999999999998-1")
+        .arg("epoch")
+        .arg(old.as_str().expect("epoch"))
+        .arg("status")
+        .arg("on-time")
+        .arg("json")
+        .arg(r#"{"type":"event","seq":1}"#)
+        .query(&mut redis_cli(&redis))
+        .expect("XADD");
+    let (more, control) = outcomes(&mut client, 20);
+    assert!(control.iter().all(|m| m["type"] != "reset"), "{control:?}");
+    assert_consecutive(&seqs(&[events, more].concat()));
 
     // The edge itself restarts: its clients come back and resume.
     let last = 5;
@@ -536,6 +553,40 @@ fn settings_changed_on_an_edge_are_applied_by_the_processor_before_the_answer() 
     let (_, own) = get_json(processor.addr, "/api/config");
     assert_eq!(own["rate"], 7, "a withdrawn change is never applied");
 
+    // A change its edge gave up on that is still in the stream (the edge
+    // died before withdrawing it): past its `until`, it is read, not applied
+    // and not answered; the change after it is.
+    let mut cli = redis_cli(&redis);
+    let _: String = redis::cmd("XADD")
+        .arg("punctual:config")
+        .arg("*")
+        .arg("change")
+        .arg(r#"{"deadlineMs":777}"#)
+        .arg("reply")
+        .arg("punctual:config:reply:stale")
+        .arg("until")
+        .arg(1)
+        .query(&mut cli)
+        .expect("XADD a stale change");
+    let after = http(b.addr, "PUT", "/api/config", &json, br#"{"rate":12}"#);
+    assert_eq!(after.status, 200);
+    let (_, own) = get_json(processor.addr, "/api/config");
+    assert_eq!(
+        (own["rate"].clone(), own["deadlineMs"].clone()),
+        (12.into(), 400.into()),
+        "the stale change was not applied"
+    );
+    let answers: u64 = redis::cmd("LLEN")
+        .arg("punctual:config:reply:stale")
+        .query(&mut cli)
+        .expect("LLEN");
+    assert_eq!(answers, 0, "nobody waits for a stale change's answer");
+    let left: u64 = redis::cmd("XLEN")
+        .arg("punctual:config")
+        .query(&mut cli)
+        .expect("XLEN");
+    assert_eq!(left, 0, "the stale change is taken off the stream");
+
     // A node that needs Redis refuses to start without it.
     let status = Command::new(env!("CARGO_BIN_EXE_punctual"))
         .args(["--role", "edge", "--listen", "127.0.0.1:0"])
@@ -680,6 +731,17 @@ fn events_posted_while_no_processor_runs_wait_in_the_stream_and_each_is_judged_o
         ingest["entered"], 4,
         "the second run entered what waited, and only that"
     );
+    // The first run's consumer is forgotten by both groups.
+    let mut cli = redis_cli(&redis);
+    for stream in ["punctual:ingest", "punctual:config"] {
+        let consumers: Vec<std::collections::HashMap<String, redis::Value>> = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(stream)
+            .arg("processors")
+            .query(&mut cli)
+            .expect("XINFO CONSUMERS");
+        assert!(consumers.len() <= 1, "{stream}: {consumers:?}");
+    }
     let mut client = connect(edge_node.addr, "/ws?since=0");
     let (got, _) = outcomes(&mut client, 4);
     let mut seen: Vec<&str> = got.iter().filter_map(|o| o["id"].as_str()).collect();
@@ -694,6 +756,71 @@ fn events_posted_while_no_processor_runs_wait_in_the_stream_and_each_is_judged_o
         ]
     );
     assert!(next_message(&mut client, Duration::from_secs(2)).is_none_or(|m| m["type"] != "event"));
+}
+
+/// Another client of Redis writes ingest entries no edge would: each is
+/// removed and counted as malformed, the events behind it are judged, and
+/// the count it claims moves the books by at most one batch.
+#[test]
+fn ingest_entries_no_edge_would_write_are_counted_malformed_and_stop_nothing() {
+    let Some(redis) = Redis::start() else { return };
+    let processor = processor(&redis, &["--rate", "0"]);
+    let edge_node = edge(&redis);
+    wait_for_feed_of_a_quiet_processor(edge_node.addr);
+    let mut cli = redis_cli(&redis);
+    let hostile = [
+        // Work no `Duration` can hold, and a count that would wrap the sum.
+        (
+            r#"[{"id":"huge","createdAt":0,"deadlineMs":100,"workMs":1e300}]"#,
+            "18446744073709551615",
+        ),
+        // A deadline past an hour, a createdAt a year ahead, not JSON.
+        (
+            r#"[{"id":"long","createdAt":0,"deadlineMs":99999999999}]"#,
+            "1",
+        ),
+        (
+            r#"[{"id":"ahead","createdAt":99999999999999,"deadlineMs":100}]"#,
+            "1",
+        ),
+        ("not json", "1"),
+    ];
+    for (events, count) in hostile {
+        let _: String = redis::cmd("XADD")
+            .arg("punctual:ingest")
+            .arg("*")
+            .arg("events")
+            .arg(events)
+            .arg("count")
+            .arg(count)
+            .query(&mut cli)
+            .expect("XADD");
+    }
+    let ids = post_events(edge_node.addr, 3);
+
+    let judged = all_judged_once(&redis, &ids);
+    assert_eq!(judged.len(), 3, "the events behind them are judged");
+    let mut ingest = Value::Null;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            ingest = get_json(processor.addr, "/api/stats").1["cluster"]["ingest"].clone();
+            ingest["malformed"] == 4 && ingest["accepted"] == 3
+        }),
+        "{ingest}"
+    );
+    assert_eq!(ingest["entered"], 3, "{ingest}");
+    assert_eq!(
+        ingest["enteredAll"],
+        3 + 10_000 + 1 + 1 + 1,
+        "a claimed count moves the books by at most one batch: {ingest}"
+    );
+    let (status, _) = get_json(processor.addr, "/readyz");
+    assert_eq!(status, 200, "the processor is still live and ready");
+    let left: u64 = redis::cmd("XLEN")
+        .arg("punctual:ingest")
+        .query(&mut cli)
+        .expect("XLEN");
+    assert_eq!(left, 0, "every entry is taken off the stream");
 }
 
 #[test]
@@ -1198,4 +1325,59 @@ fn a_processor_paused_through_another_ones_whole_tenure_does_not_come_back() {
     let status = first.wait_for_exit(Duration::from_secs(15));
     assert_eq!(status.code(), Some(1), "it must not take the lease back");
     assert_eq!(written_after(&redis, &mark, &epoch), 0);
+}
+
+/// `punctual-load` deals its clients over the edges and measures the
+/// processor, the edges and Redis together.
+#[test]
+fn the_load_tool_spreads_its_clients_over_the_edges_and_measures_every_node() {
+    let Some(redis) = Redis::start() else { return };
+    let processor = processor(&redis, &["--rate", "50"]);
+    let (a, b) = (edge(&redis), edge(&redis));
+    wait_for_feed(a.addr);
+    wait_for_feed(b.addr);
+    let addrs = format!("{},{}", a.addr, b.addr);
+    let pids = format!("{},{},{}", processor.child.id(), a.child.id(), b.child.id());
+    let run = Command::new(env!("CARGO_BIN_EXE_punctual-load"))
+        .args(["--addr", &addrs, "--pid", &pids, "--ws", "4", "--sse", "2"])
+        .args(["--seconds", "3", "--warmup", "1", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run punctual-load");
+    // Three clients on each edge while it runs, by each edge's own count.
+    let mut seen = Vec::new();
+    let dealt = eventually(Duration::from_secs(10), || {
+        seen = [a.addr, b.addr]
+            .map(|edge| get_json(edge, "/api/stats").1["clients"].clone())
+            .to_vec();
+        seen.iter().all(|c| c["websocket"] == 2 && c["sse"] == 1)
+    });
+    let output = run.wait_with_output().expect("punctual-load ends");
+    assert!(dealt, "clients per edge: {seen:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim()).expect("one JSON object");
+    let at = |path: &str| report.pointer(path).cloned().unwrap_or(Value::Null);
+
+    assert_eq!(at("/clients/ws/connected"), 4, "{report}");
+    assert_eq!(at("/clients/sse/connected"), 2, "{report}");
+    assert_eq!(at("/gaps/missingSeqs"), 0, "{report}");
+    assert_eq!(at("/messages/deliveredPct"), 100.0, "{report}");
+    let processes = at("/server/processes");
+    let measured: Vec<Value> = (processes.as_array().into_iter().flatten())
+        .map(|p| p["pid"].clone())
+        .collect();
+    let given: Vec<Value> = [&processor, &a, &b]
+        .map(|node| node.child.id().into())
+        .to_vec();
+    assert_eq!(measured, given, "each node, in the order given: {report}");
+    assert!(
+        at("/server/cpuUsPerMessage").as_f64() > Some(0.0),
+        "{report}"
+    );
 }

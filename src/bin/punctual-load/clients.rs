@@ -457,12 +457,13 @@ pub struct Connected {
 }
 
 /// Connects the clients one after another from this thread, so no burst
-/// overflows the listen backlog; each then reads on its own thread.
+/// overflows the listen backlog, each to the next of `addrs` in turn; each
+/// then reads on its own thread.
 pub fn connect_all(
     count: u32,
     kind: &str,
     connect: fn(SocketAddr) -> Result<(Socket, Stream), String>,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     shared: &Arc<Shared>,
 ) -> Connected {
     let mut connected = Connected {
@@ -471,6 +472,7 @@ pub fn connect_all(
         failures: BTreeMap::new(),
     };
     for i in 0..count {
+        let addr = addrs[i as usize % addrs.len()];
         let result = connect(addr).and_then(|(socket, stream)| {
             let reader = spawn_reader(format!("{kind}-{i}"), stream, shared)
                 .map_err(|e| format!("cannot start a reader thread: {e}"))?;

@@ -7,9 +7,11 @@
 //! target/release/punctual-load --spawn --ws 1 --http-worker -- --rate 1000 --deadline-ms 100
 //! target/release/punctual-load --spawn --ws 1 --pull-workers 4 -- --rate 1000 --deadline-ms 100
 //! target/release/punctual-load --addr 127.0.0.1:8080 --pid "$(pgrep -n punctual)" --sse 200 --json
+//! target/release/punctual-load --addr 127.0.0.1:8081,127.0.0.1:8082 --pid "$(pgrep -d, punctual)" --ws 1000
 //! ```
 //!
-//! It talks to a daemon at `--addr`, or with `--spawn` starts the release
+//! It talks to a daemon at `--addr` (or to several, the edges of a cluster:
+//! the clients are dealt over them in turn), or with `--spawn` starts the release
 //! daemon itself (the `punctual` next to this binary, or `--server PATH`) on a
 //! free port, with the flags after `--`, and stops it at the end (SIGTERM,
 //! SIGKILL after 5 s). With `--http-worker` it first serves a trivial HTTP
@@ -106,14 +108,14 @@ fn run(options: &Options) -> Result<(), String> {
     } else {
         None
     };
-    let addr = match (&daemon, options.addr) {
-        (Some(d), _) => d.addr,
-        (None, Some(addr)) => addr,
-        (None, None) => return Err("give --addr or --spawn".into()),
+    let (addrs, pids) = match &daemon {
+        Some(d) => (vec![d.addr], vec![d.child.id()]),
+        None if options.addr.is_empty() => return Err("give --addr or --spawn".into()),
+        None => (options.addr.clone(), options.pid.clone()),
     };
     let setting = Setting {
-        addr,
-        pid: daemon.as_ref().map(|d| d.child.id()).or(options.pid),
+        addrs,
+        pids,
         cpus,
         busy_before,
         load_before,

@@ -14,18 +14,27 @@ const MAX_PULL_CREDIT: u32 = 1024;
 #[derive(Parser, Debug)]
 #[command(name = "punctual-load", version)]
 pub struct Options {
-    /// Address of a running daemon.
-    #[arg(long, conflicts_with = "spawn", required_unless_present = "spawn")]
-    pub addr: Option<SocketAddr>,
+    /// Address of a running daemon, or several (`A,B`, or the flag again):
+    /// the clients are dealt out over them in turn, the first also takes the
+    /// producer, the pull workers, the replays and the stats readings.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        conflicts_with = "spawn",
+        required_unless_present = "spawn"
+    )]
+    pub addr: Vec<SocketAddr>,
     /// Start the daemon as a child process on a free port; flags after `--` go to it.
     #[arg(long)]
     pub spawn: bool,
     /// Daemon binary for --spawn (default: `punctual` next to this binary).
     #[arg(long, requires = "spawn")]
     pub server: Option<PathBuf>,
-    /// Process id of the daemon at --addr, for its CPU, RSS and threads.
-    #[arg(long, conflicts_with = "spawn")]
-    pub pid: Option<u32>,
+    /// Process id of the daemon at --addr, for its CPU, RSS and threads; or
+    /// several (`P,Q`, or the flag again: the nodes of a cluster, Redis
+    /// too), added up and also shown one by one.
+    #[arg(long, value_delimiter = ',', conflicts_with = "spawn")]
+    pub pid: Vec<u32>,
     /// WebSocket clients (`GET /ws`).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub ws: u32,

@@ -73,10 +73,12 @@ pub fn load_average() -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-/// What the process under test did during the window.
+/// What the processes under test did during the window, added up.
 #[derive(Default)]
 pub struct ServerReadings {
     pub cpu_pct: Option<f64>,
+    /// Each process's share of `cpu_pct`, in the order given.
+    pub cpu_pct_by_pid: Vec<(u32, Option<f64>)>,
     pub busiest_second_pct: Option<f64>,
     pub rss_kib: u64,
     pub max_rss_kib: u64,
@@ -85,18 +87,40 @@ pub struct ServerReadings {
     pub tick_jitter_ms: Vec<f64>,
 }
 
-/// Samples the daemon's CPU, RSS, threads and tick jitter once a second for `length`.
+/// CPU ticks of each of `pids` (`None` for one that is gone).
+fn ticks_of(pids: &[u32]) -> Vec<Option<u64>> {
+    pids.iter().map(|p| cpu_ticks(&p.to_string())).collect()
+}
+
+/// The ticks the processes spent between two readings, counting only
+/// those read both times (one that ended or started in between would add
+/// nothing, or its whole life); `None` if there is none.
+fn spent(from: &[Option<u64>], to: &[Option<u64>]) -> Option<u64> {
+    from.iter()
+        .zip(to)
+        .filter_map(|(from, to)| Some(to.as_ref()?.saturating_sub(*from.as_ref()?)))
+        .reduce(|a, b| a + b)
+}
+
+/// Resident memory and threads of all `pids` together.
+fn rss_and_threads_of(pids: &[u32]) -> (u64, u64) {
+    pids.iter()
+        .map(|&p| rss_and_threads(p))
+        .fold((0, 0), |(r, t), (rss, threads)| (r + rss, t + threads))
+}
+
+/// Samples the processes' CPU, RSS, threads and the daemon's tick jitter once
+/// a second for `length`.
 pub fn watch_server(
-    pid: Option<u32>,
+    pids: &[u32],
     length: Duration,
     ticks_per_s: f64,
     stats: impl Fn() -> Option<Value>,
 ) -> ServerReadings {
-    let pid_text = pid.map(|p| p.to_string());
-    let ticks = || pid_text.as_deref().and_then(cpu_ticks);
+    let pct = |ticks: u64, wall: f64| ticks as f64 / ticks_per_s / wall * 100.0;
     let started = Instant::now();
-    let first = ticks();
-    let mut last = (started, first);
+    let first = ticks_of(pids);
+    let mut last = (started, first.clone());
     let mut readings = ServerReadings::default();
     while started.elapsed() < length {
         thread::sleep(
@@ -104,30 +128,27 @@ pub fn watch_server(
                 .saturating_sub(started.elapsed())
                 .min(Duration::from_secs(1)),
         );
-        if let Some(pid) = pid {
-            let (rss, _) = rss_and_threads(pid);
-            readings.max_rss_kib = readings.max_rss_kib.max(rss);
-        }
+        let (rss, _) = rss_and_threads_of(pids);
+        readings.max_rss_kib = readings.max_rss_kib.max(rss);
         let jitter = stats().and_then(|s| s.pointer("/generator/tickJitterMsP99")?.as_f64());
         readings.tick_jitter_ms.extend(jitter);
-        let now = (Instant::now(), ticks());
-        if let (Some(from), Some(to)) = (last.1, now.1) {
-            let wall = (now.0 - last.0).as_secs_f64();
-            if wall >= 0.5 {
-                let pct = to.saturating_sub(from) as f64 / ticks_per_s / wall * 100.0;
-                readings.busiest_second_pct =
-                    Some(readings.busiest_second_pct.unwrap_or(0.0).max(pct));
-            }
+        let now = (Instant::now(), ticks_of(pids));
+        let wall = (now.0 - last.0).as_secs_f64();
+        if let Some(ticks) = spent(&last.1, &now.1).filter(|_| wall >= 0.5) {
+            let busiest = readings.busiest_second_pct.unwrap_or(0.0);
+            readings.busiest_second_pct = Some(busiest.max(pct(ticks, wall)));
         }
         last = now;
     }
     let wall = started.elapsed().as_secs_f64();
-    if let (Some(from), Some(to)) = (first, ticks()) {
-        readings.cpu_pct = Some(to.saturating_sub(from) as f64 / ticks_per_s / wall * 100.0);
-    }
-    if let Some(pid) = pid {
-        (readings.rss_kib, readings.threads) = rss_and_threads(pid);
-        readings.max_rss_kib = readings.max_rss_kib.max(readings.rss_kib);
-    }
+    let end = ticks_of(pids);
+    readings.cpu_pct_by_pid = pids
+        .iter()
+        .zip(first.iter().zip(&end))
+        .map(|(&pid, (&from, &to))| (pid, spent(&[from], &[to]).map(|t| pct(t, wall))))
+        .collect();
+    readings.cpu_pct = spent(&first, &end).map(|t| pct(t, wall));
+    (readings.rss_kib, readings.threads) = rss_and_threads_of(pids);
+    readings.max_rss_kib = readings.max_rss_kib.max(readings.rss_kib);
     readings
 }

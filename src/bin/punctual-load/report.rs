@@ -45,9 +45,13 @@ impl Report {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
+    /// The addresses the clients were dealt over, comma-separated.
     pub addr: String,
     pub spawned: bool,
+    /// The first of `pids`.
     pub pid: Option<u32>,
+    /// The processes measured as the server.
+    pub pids: Vec<u32>,
     /// The spawned daemon's flags; absent for a daemon at `--addr`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub daemon_args: Option<Vec<String>>,
@@ -117,11 +121,14 @@ pub struct Window {
     pub seconds: f64,
 }
 
-/// The daemon's process; `None` where its pid is not known.
+/// The daemon's processes, added up; `None` where no pid is known.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Server {
     pub cpu_pct: Option<f64>,
+    /// Each process's CPU in the order of `--pid`, when there are several.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessCpu>,
     pub busiest_second_pct: Option<f64>,
     #[serde(rename = "rssMiB")]
     pub rss_mib: Option<f64>,
@@ -129,20 +136,43 @@ pub struct Server {
     pub max_rss_mib: Option<f64>,
     pub threads: Option<u64>,
     pub tick_jitter_ms_p99: Option<Spread>,
+    /// Server CPU over the window per message the clients received of those
+    /// decided in it, µs: what one more dashboard's message costs.
+    pub cpu_us_per_message: Option<f64>,
 }
 
 impl Server {
-    pub fn new(readings: &ServerReadings, pid: Option<u32>) -> Self {
-        let mib = |kib: u64| pid.map(|_| round1(kib as f64 / 1024.0));
+    pub fn new(readings: &ServerReadings, pids: &[u32]) -> Self {
+        let known = (!pids.is_empty()).then_some(());
+        let mib = |kib: u64| known.map(|_| round1(kib as f64 / 1024.0));
+        let processes = readings
+            .cpu_pct_by_pid
+            .iter()
+            .filter(|_| pids.len() > 1)
+            .map(|&(pid, pct)| ProcessCpu {
+                pid,
+                cpu_pct: pct.map(round1),
+            })
+            .collect();
         Server {
             cpu_pct: readings.cpu_pct.map(round1),
+            processes,
             busiest_second_pct: readings.busiest_second_pct.map(round1),
             rss_mib: mib(readings.rss_kib),
             max_rss_mib: mib(readings.max_rss_kib),
-            threads: pid.map(|_| readings.threads),
+            threads: known.map(|_| readings.threads),
             tick_jitter_ms_p99: Spread::of(&readings.tick_jitter_ms),
+            cpu_us_per_message: None,
         }
     }
+}
+
+/// One of the server's processes.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessCpu {
+    pub pid: u32,
+    pub cpu_pct: Option<f64>,
 }
 
 /// Median and largest of a second-by-second reading.

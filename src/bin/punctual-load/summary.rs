@@ -197,6 +197,16 @@ fn print_daemon(r: &Report) {
         show(&s.threads),
         show(&r.load_cpu_pct)
     );
+    if !s.processes.is_empty() {
+        let each: Vec<String> = (s.processes.iter())
+            .map(|p| format!("{} {} %", p.pid, show(&p.cpu_pct)))
+            .collect();
+        println!("  processes   CPU by pid: {}", each.join(", "));
+    }
+    println!(
+        "  cost        {} µs of server CPU per message delivered",
+        show(&s.cpu_us_per_message)
+    );
     let jitter = s.tick_jitter_ms_p99.as_ref();
     println!(
         "  clock       generator tick jitter p99 per second: median {} ms, max {} ms",

@@ -24,8 +24,11 @@ use crate::report::{
 
 /// Where the run happens: the daemon, and the machine before it started.
 pub struct Setting<'a> {
-    pub addr: SocketAddr,
-    pub pid: Option<u32>,
+    /// Where the clients connect, dealt out in turn; the first is also where
+    /// the producer posts, the workers and replays connect and stats are read.
+    pub addrs: Vec<SocketAddr>,
+    /// The processes whose CPU, memory and threads are the server's.
+    pub pids: Vec<u32>,
     pub cpus: usize,
     /// % of one core busy in the second before the daemon started.
     pub busy_before: f64,
@@ -39,8 +42,9 @@ pub fn measure(options: &Options, setting: &Setting) -> Result<Report, String> {
     let agent = http_agent();
     let ticks_per_s = procfs::clock_ticks_per_second();
     let shared = Arc::new(Shared::new(options.seconds));
-    let opened = open(options, setting.addr, &shared);
-    let mut producer = Producer::start(options, setting.addr)?;
+    let addr = setting.addrs[0];
+    let opened = open(options, &setting.addrs, &shared);
+    let mut producer = Producer::start(options, addr)?;
 
     // The window is fixed before it starts; events decided inside it count.
     shared.set_window(options.warmup, options.seconds);
@@ -48,23 +52,29 @@ pub fn measure(options: &Options, setting: &Setting) -> Result<Report, String> {
 
     let (readings, replays) = watch_window(options, setting, &agent, ticks_per_s)?;
     let ingest_seconds = producer.stop();
-    let closed = settle(
-        options,
-        opened.clients,
-        replays,
-        &shared,
-        &agent,
-        setting.addr,
-    )?;
+    let closed = settle(options, opened.clients, replays, &shared, &agent, addr)?;
     let pull = close_pull_workers(opened.pull);
 
     let stats_start = &readings.stats_start;
     let tallies: Vec<&Tally> = closed.tallies.iter().collect();
+    let tallied = tally_report(&tallies, options.seconds)?;
+    let mut server = Server::new(&readings.server, &setting.pids);
+    server.cpu_us_per_message = readings
+        .server
+        .cpu_pct
+        .filter(|_| tallied.messages.received > 0)
+        .map(|pct| round3(pct / 100.0 * readings.wall * 1e6 / tallied.messages.received as f64));
     Ok(Report {
         target: Target {
-            addr: setting.addr.to_string(),
+            addr: setting
+                .addrs
+                .iter()
+                .map(|a| a.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             spawned: options.spawn,
-            pid: setting.pid,
+            pid: setting.pids.first().copied(),
+            pids: setting.pids.clone(),
             daemon_args: None,
         },
         host: Host {
@@ -84,7 +94,7 @@ pub fn measure(options: &Options, setting: &Setting) -> Result<Report, String> {
             warmup_seconds: options.warmup,
             seconds: round3(readings.wall),
         },
-        server: Server::new(&readings.server, setting.pid),
+        server,
         load_cpu_pct: readings.own_cpu.map(round1),
         daemon_stats: daemon_report(stats_start, &closed.stats_end),
         verdicts_per_second: verdict_rates(
@@ -93,7 +103,7 @@ pub fn measure(options: &Options, setting: &Setting) -> Result<Report, String> {
             readings.stats_seconds,
         ),
         work: work_report(stats_start, &closed.stats_end, setting.http_calls, pull),
-        tallied: tally_report(&tallies, options.seconds)?,
+        tallied,
         ingest: producer.report(options, ingest_seconds),
         replay: closed.replay,
     })
@@ -113,12 +123,12 @@ struct Opened {
     seconds: f64,
 }
 
-fn open(options: &Options, addr: SocketAddr, shared: &Arc<Shared>) -> Opened {
+fn open(options: &Options, addrs: &[SocketAddr], shared: &Arc<Shared>) -> Opened {
     // The workers first: the pipeline is running by the time the clients join.
-    let pull = connect_pull_workers(options.pull_workers, options.pull_credit, addr);
+    let pull = connect_pull_workers(options.pull_workers, options.pull_credit, addrs[0]);
     let connecting = Instant::now();
-    let ws = connect_all(options.ws, "ws", connect_ws, addr, shared);
-    let sse = connect_all(options.sse, "sse", connect_sse, addr, shared);
+    let ws = connect_all(options.ws, "ws", connect_ws, addrs, shared);
+    let sse = connect_all(options.sse, "sse", connect_sse, addrs, shared);
     Opened {
         pull,
         clients: Measured { ws, sse },
@@ -149,7 +159,7 @@ fn watch_window(
     agent: &ureq::Agent,
     ticks_per_s: f64,
 ) -> Result<(Readings, Replays), String> {
-    let addr = setting.addr;
+    let addr = setting.addrs[0];
     let stats_start = server_stats(agent, addr)?;
     let stats_started = Instant::now();
     let own_before = cpu_ticks("self");
@@ -158,7 +168,7 @@ fn watch_window(
     let epoch = stats_start["epoch"].as_str().unwrap_or_default().to_owned();
     let replays = start_replays(options.replay, options.replay_pause, addr, &epoch);
     let server = procfs::watch_server(
-        setting.pid,
+        &setting.pids,
         Duration::from_secs_f64(options.seconds),
         ticks_per_s,
         || server_stats(agent, addr).ok(),
