@@ -87,6 +87,10 @@ struct Place {
     backfilled: bool,
     /// Whether this connection checked that the stream did not go back.
     checked: bool,
+    /// Whether the last read of the outcome stream succeeded and found
+    /// nothing: only then may the stats name the run (an outcome of the
+    /// current run may still wait behind a failed read).
+    quiet: bool,
     /// The runs this log switched away from, newest last (at most
     /// [`RUNS_LEFT`]): a stream Redis restored from an older copy may hold
     /// one again, and the log never goes back to it.
@@ -139,6 +143,7 @@ impl Feed {
             stats_id: String::new(),
             backfilled: false,
             checked: false,
+            quiet: false,
             left: VecDeque::new(),
         };
         let notes = Notes {
@@ -158,6 +163,7 @@ impl Feed {
                 Err(e) => {
                     self.redis.failed("reading the outcome stream", &e);
                     place.checked = false;
+                    place.quiet = false;
                     self.health.set_degraded(Some(format!(
                         "this edge cannot read Redis ({e}): it shows what it had"
                     )));
@@ -204,6 +210,7 @@ impl Feed {
             .query(self.redis.connected()?)?;
         let read = reply::read(&reply, &self.keys.outcomes);
         self.note_unreadable(read.unreadable, notes);
+        place.quiet = read.entries.is_empty() && read.unreadable == 0;
         for entry in &read.entries {
             self.accept(place, entry, true, notes);
         }
@@ -382,7 +389,7 @@ impl Feed {
         };
         if entry.id != place.stats_id {
             place.stats_id = entry.id.clone();
-            if place.backfilled {
+            if place.backfilled && place.quiet {
                 self.adopt_a_run_without_outcomes(place, entry);
             }
             match received(entry) {

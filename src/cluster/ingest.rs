@@ -39,9 +39,7 @@ use super::reply::{self, Entry};
 use super::{COMMAND_TIMEOUT, Keys, Link, Redis};
 use crate::ops::health::Heartbeats;
 use crate::ops::logging::RateLimit;
-use crate::pipeline::event::{
-    Event, MAX_BATCH, MAX_FUTURE_MS, MAX_ID_CHARS, MAX_MS, Source, check_producer,
-};
+use crate::pipeline::event::{Event, MAX_BATCH, MAX_ID_CHARS, MAX_MS, Source, check_producer};
 use crate::pipeline::intake::Intake;
 use crate::pipeline::stats::IngestState;
 use crate::time::WallClock;
@@ -68,26 +66,59 @@ if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return -1 end
 redis.call('XADD', KEYS[1], '*', 'events', ARGV[2], 'count', ARGV[3])
 return redis.call('INCRBY', KEYS[2], ARGV[3])";
 
-/// Counts, acknowledges and deletes entered batches while the lease is this
+/// Acknowledges, deletes and counts entered batches while the lease is this
 /// processor's (after `lease::FENCE`): KEYS[3] stream, KEYS[4] entered
-/// counter; ARGV[4] group, ARGV[5] events entered, then the entry ids. The
-/// count goes first: a script that fails half-way keeps what it wrote, and
-/// a counter another client broke must not leave batches gone uncounted.
+/// counter; ARGV[4] group, then each entry's id and event count. Only what
+/// this call acknowledged is counted, so a retry after a lost reply counts
+/// nothing twice. A counter another client broke stops it before any
+/// write (a script keeps what it wrote before failing); and the writes
+/// Redis never refuses for want of memory (`XACK`, `XDEL`) come before the
+/// one it may (`INCRBY`), which it then lets through.
 const ACKNOWLEDGE: &str = r"
-local entered = redis.call('INCRBY', KEYS[4], ARGV[5])
-for i = 6, #ARGV do
-  redis.call('XACK', KEYS[3], ARGV[4], ARGV[i])
+local counted = redis.call('GET', KEYS[4])
+if counted and not tonumber(counted) then
+  return redis.error_reply('BADCOUNTER ' .. KEYS[4] .. ' holds no number')
+end
+local entered = 0
+for i = 5, #ARGV, 2 do
+  if redis.call('XACK', KEYS[3], ARGV[4], ARGV[i]) == 1 then
+    entered = entered + tonumber(ARGV[i + 1])
+  end
   redis.call('XDEL', KEYS[3], ARGV[i])
 end
-return entered";
+return redis.call('INCRBY', KEYS[4], entered)";
 
 /// Takes a settings change off the config stream while the lease is this
 /// processor's (after `lease::FENCE`): KEYS[3] config stream; ARGV[4]
-/// group, ARGV[5] entry id. Returns 1 when this call removed the entry, 0
-/// when its edge had withdrawn it already.
+/// group, ARGV[5] entry id, ARGV[6] how long its edge waits, ms. Returns 0
+/// when its edge had withdrawn it already, 1 when this call removed it in
+/// time, 2 when it did but too late (its edge has given up). Both times are
+/// Redis's own (the id's and `TIME`): no two hosts' clocks are compared.
 const TAKE_CHANGE: &str = r"
 redis.call('XACK', KEYS[3], ARGV[4], ARGV[5])
-return redis.call('XDEL', KEYS[3], ARGV[5])";
+if redis.call('XDEL', KEYS[3], ARGV[5]) == 0 then return 0 end
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local added_ms = tonumber(string.match(ARGV[5], '^(%d+)')) or 0
+if now_ms > added_ms + tonumber(ARGV[6]) then return 2 end
+return 1";
+
+/// Removes consumers of a group but one while they hold nothing — checked
+/// and removed at once, so a batch handed to one in between (a paused
+/// processor's blocked read) is never dropped with it: KEYS[1] stream;
+/// ARGV[1] group, ARGV[2] the consumer kept, ARGV[3] `1` to remove them
+/// whatever they hold, then the names.
+const FORGET: &str = r"
+local gone = 0
+for i = 4, #ARGV do
+  local name = ARGV[i]
+  if name ~= ARGV[2] and (ARGV[3] == '1'
+      or #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, name) == 0) then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], name)
+    gone = gone + 1
+  end
+end
+return gone";
 
 /// The consumer's fenced scripts.
 struct Scripts {
@@ -173,7 +204,9 @@ impl Received {
         if let Some(producer) = &self.producer {
             check_producer(producer)?;
         }
-        if self.created_at > clock.epoch_ms(now) + MAX_FUTURE_MS {
+        // The edge allowed a minute ahead by its clock; this one may be
+        // behind it, so only what no clock explains is refused.
+        if self.created_at > clock.epoch_ms(now) + MAX_MS {
             return Err(format!("createdAt {} in the future", self.created_at));
         }
         let deadline = Duration::from_millis(self.deadline_ms);
@@ -203,8 +236,9 @@ pub(crate) enum Refused {
     /// A settings change had no answer within [`SETTINGS_WAIT`]; it was
     /// withdrawn and will not be applied later.
     NoAnswer,
-    /// The processor took a settings change but sent no answer (it may
-    /// have died, or found it past its `until`): it may have been applied.
+    /// The change went into Redis, then the edge lost sight of it (no
+    /// answer from a processor that took it, or Redis failing the edge's
+    /// wait): it may have been applied.
     Unanswered,
 }
 
@@ -224,10 +258,13 @@ struct Answer {
     settings: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+    /// Taken too late: not applied.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    expired: bool,
 }
 
 /// How long an edge waits for the processor to apply a change; a change
-/// read after this is not applied (its `until` has passed).
+/// the processor takes after this (by Redis's clock) is not applied.
 const SETTINGS_WAIT: Duration = Duration::from_secs(3);
 /// How long an edge waits more for the answer to a change the processor
 /// took just as the edge gave up on it.
@@ -339,7 +376,6 @@ impl Forwarder {
         let unreachable = |e: redis::RedisError| Refused::Unreachable(e.to_string());
         let mut connection = self.take().map_err(unreachable)?;
         let reply = format!("{}:{}", self.keys.config_replies, uuid::Uuid::new_v4());
-        let until = self.clock.epoch_ms(Instant::now()) + SETTINGS_WAIT.as_secs_f64() * 1000.0;
         let id: String = redis::cmd("XADD")
             .arg(&self.keys.config)
             .arg("MAXLEN")
@@ -350,16 +386,16 @@ impl Forwarder {
             .arg(change)
             .arg("reply")
             .arg(&reply)
-            .arg("until")
-            .arg(until)
             .query(&mut connection)
             .map_err(unreachable)?;
+        // From here the change is in Redis: a failure may hide an answer.
+        let lost = |_| Refused::Unanswered;
         let wait = |connection: &mut redis::Connection, for_: Duration| {
             redis::cmd("BLPOP")
                 .arg(&reply)
                 .arg(for_.as_secs_f64())
                 .query::<Option<(String, Vec<u8>)>>(connection)
-                .map_err(unreachable)
+                .map_err(lost)
         };
         let mut answer = wait(&mut connection, SETTINGS_WAIT)?;
         if answer.is_none() {
@@ -369,7 +405,7 @@ impl Forwarder {
                 .arg(&self.keys.config)
                 .arg(&id)
                 .query(&mut connection)
-                .map_err(unreachable)?;
+                .map_err(lost)?;
             if withdrawn == 1 {
                 self.give_back(connection);
                 return Err(Refused::NoAnswer);
@@ -381,6 +417,7 @@ impl Forwarder {
             return Err(Refused::Unanswered);
         };
         match serde_json::from_slice::<Answer>(&answer) {
+            Ok(Answer { expired: true, .. }) => Err(Refused::NoAnswer),
             Ok(Answer {
                 settings: Some(settings),
                 ..
@@ -390,9 +427,7 @@ impl Forwarder {
                     "the processor refused the change".into()
                 })))
             }
-            Err(e) => Err(Refused::Unreachable(format!(
-                "an answer this version cannot read: {e}"
-            ))),
+            Err(_) => Err(Refused::Unanswered),
         }
     }
 
@@ -554,8 +589,10 @@ impl Consumer {
             .arg("0")
             .arg("MKSTREAM")
             .query(self.redis.connected()?);
+        // Out of memory, Redis refuses even a group that exists; the reads
+        // that follow say whether it does.
         if let Err(e) = created
-            && e.code() != Some("BUSYGROUP")
+            && !matches!(e.code(), Some("BUSYGROUP" | "OOM"))
         {
             return Err(e);
         }
@@ -569,7 +606,7 @@ impl Consumer {
             .arg("MKSTREAM")
             .query(self.redis.connected()?);
         if let Err(e) = created
-            && e.code() != Some("BUSYGROUP")
+            && !matches!(e.code(), Some("BUSYGROUP" | "OOM"))
         {
             return Err(e);
         }
@@ -577,8 +614,9 @@ impl Consumer {
         // What the config group's old consumers held was answered 504 long
         // ago: they go with it. The ingest group's hold nothing now.
         let (ingest, config) = (self.keys.ingest.clone(), self.keys.config.clone());
-        self.forget_other_consumers(&ingest, false)?;
-        self.forget_other_consumers(&config, true)?;
+        let forget = redis::Script::new(FORGET);
+        self.forget_other_consumers(&ingest, false, &forget)?;
+        self.forget_other_consumers(&config, true, &forget)?;
         progress.joined = true;
         Ok(())
     }
@@ -586,11 +624,13 @@ impl Consumer {
     /// Removes the group's consumers but this one: every processor run
     /// joins under its own name, and a deployment restarted for years would
     /// otherwise list each. One still holding entries stays, unless
-    /// `with_pending` (its entries are then forgotten by the group).
+    /// `with_pending` (its entries are then forgotten by the group); the
+    /// check and the removal are one script ([`FORGET`]).
     fn forget_other_consumers(
         &mut self,
         stream: &str,
         with_pending: bool,
+        forget: &redis::Script,
     ) -> redis::RedisResult<()> {
         let connection = self.redis.connected()?;
         let consumers: Vec<HashMap<String, redis::Value>> = redis::cmd("XINFO")
@@ -598,19 +638,19 @@ impl Consumer {
             .arg(stream)
             .arg(GROUP)
             .query(connection)?;
-        for consumer in consumers {
-            let field = |name: &str| consumer.get(name).cloned().unwrap_or(redis::Value::Nil);
-            let name: String = redis::from_redis_value(field("name"))?;
-            let pending: u64 = redis::from_redis_value(field("pending")).unwrap_or(1);
-            if name != self.name && (with_pending || pending == 0) {
-                let _: u64 = redis::cmd("XGROUP")
-                    .arg("DELCONSUMER")
-                    .arg(stream)
-                    .arg(GROUP)
-                    .arg(&name)
-                    .query(connection)?;
-            }
+        // As bytes: a name another client gave is passed back as it is.
+        let names: Vec<Vec<u8>> = consumers
+            .iter()
+            .filter_map(|c| redis::from_redis_value(c.get("name")?.clone()).ok())
+            .collect();
+        let mut call = forget.key(stream);
+        call.arg(GROUP)
+            .arg(&self.name)
+            .arg(if with_pending { "1" } else { "0" });
+        for name in &names {
+            call.arg(name.as_slice());
         }
+        let _: u64 = call.invoke(connection)?;
         Ok(())
     }
 
@@ -693,14 +733,12 @@ impl Consumer {
         if progress.unacknowledged.is_empty() {
             return Ok(());
         }
-        let events: u64 = progress.unacknowledged.iter().map(|(_, n)| n).sum();
         let mut call = self.lease.fenced(script, &self.keys);
         call.key(&self.keys.ingest)
             .key(&self.keys.entered)
-            .arg(GROUP)
-            .arg(events);
-        for (id, _) in &progress.unacknowledged {
-            call.arg(id);
+            .arg(GROUP);
+        for (id, events) in &progress.unacknowledged {
+            call.arg(id).arg(*events);
         }
         let _: i64 = call.invoke(self.redis.connected()?)?;
         for (id, _) in progress.unacknowledged.drain(..) {
@@ -716,12 +754,11 @@ impl Consumer {
     /// applied after its edge answered 504.
     fn answer_change(&mut self, change: &Entry, take: &redis::Script) -> redis::RedisResult<()> {
         let mut call = self.lease.fenced(take, &self.keys);
-        call.key(&self.keys.config).arg(GROUP).arg(&change.id);
+        call.key(&self.keys.config)
+            .arg(GROUP)
+            .arg(&change.id)
+            .arg(SETTINGS_WAIT.as_millis() as u64);
         let taken: i64 = call.invoke(self.redis.connected()?)?;
-        let until = change
-            .field("until")
-            .and_then(|u| String::from_utf8_lossy(u).parse::<f64>().ok())
-            .unwrap_or(0.0);
         // Only a list an edge named: a reply key is never another key.
         let reply = change
             .field("reply")
@@ -730,18 +767,26 @@ impl Consumer {
         let (Some(reply), Some(json)) = (reply, change.field("change")) else {
             return Ok(());
         };
-        // `until` stands for an edge that died before it could withdraw.
-        if taken == 0 || self.clock.epoch_ms(Instant::now()) > until {
-            return Ok(());
-        }
-        let answer = match (self.settings)(json) {
-            Ok(settings) => Answer {
-                settings: RawValue::from_string(settings).ok(),
-                error: None,
-            },
-            Err(error) => Answer {
+        let answer = match taken {
+            0 => return Ok(()),
+            // Its edge gave up (or died): told it was not applied, in case
+            // it still listens.
+            2 => Answer {
                 settings: None,
-                error: Some(error),
+                error: None,
+                expired: true,
+            },
+            _ => match (self.settings)(json) {
+                Ok(settings) => Answer {
+                    settings: RawValue::from_string(settings).ok(),
+                    error: None,
+                    expired: false,
+                },
+                Err(error) => Answer {
+                    settings: None,
+                    error: Some(error),
+                    expired: false,
+                },
             },
         };
         let answer = serde_json::to_vec(&answer).unwrap_or_default();
