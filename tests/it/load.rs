@@ -185,3 +185,38 @@ fn the_load_tools_producer_posts_the_classes_of_its_mix_with_their_deadlines() {
     assert_eq!(at(&report, "/daemonStats/conservation"), true, "{report}");
     assert_eq!(at(&report, "/latenessMs/late"), 0, "{report}");
 }
+
+#[test]
+fn probes_are_timed_and_the_other_clients_are_drained_in_bulk() {
+    let report = load_report(&[
+        "--spawn",
+        "--ws",
+        "12",
+        "--probes",
+        "3",
+        "--drain-ms",
+        "50",
+        "--seconds",
+        "2",
+        "--warmup",
+        "1",
+        "--json",
+        "--",
+        "--rate",
+        "50",
+    ]);
+    let at = |path: &str| at(&report, path);
+    assert_eq!(at("/clients/ws/connected"), 3, "the probes: {report}");
+    assert_eq!(at("/drained/connected"), 9, "{report}");
+    assert_eq!(at("/drained/closedByServer"), 0, "{report}");
+    // Nine clients each read at least the outcomes of the window, in bulk.
+    let bytes = at("/drained/bytes").as_u64().unwrap_or(0);
+    let received = at("/messages/received").as_u64().unwrap_or(0);
+    assert!(received > 0, "{report}");
+    assert!(bytes > 9 * (received / 3) * 100, "{report}");
+    assert_eq!(at("/gaps/missingSeqs"), 0, "{report}");
+    assert!(
+        at("/server/cpuUsPerMessage").as_f64() > Some(0.0),
+        "{report}"
+    );
+}

@@ -307,8 +307,9 @@ pub enum Stream {
     Sse(BufReader<Socket>),
 }
 
-pub fn connect_ws(addr: SocketAddr) -> Result<(Socket, Stream), String> {
-    let (socket, ws) = connect_websocket(addr, &format!("ws://{addr}/ws?control=1"))?;
+/// A WebSocket client of `path` on `addr` (nchan's subscriber location, say).
+pub fn connect_ws_at(addr: SocketAddr, path: &str) -> Result<(Socket, Stream), String> {
+    let (socket, ws) = connect_websocket(addr, &format!("ws://{addr}{path}"))?;
     Ok((socket, Stream::WebSocket(ws)))
 }
 
@@ -462,31 +463,51 @@ pub struct Connected {
 pub fn connect_all(
     count: u32,
     kind: &str,
-    connect: fn(SocketAddr) -> Result<(Socket, Stream), String>,
+    connect: &Connect<'_>,
     addrs: &[SocketAddr],
     shared: &Arc<Shared>,
 ) -> Connected {
-    let mut connected = Connected {
-        sockets: Vec::with_capacity(count as usize),
-        readers: Vec::with_capacity(count as usize),
-        failures: BTreeMap::new(),
-    };
+    let mut connected = Connected::with_capacity(count);
     for i in 0..count {
         let addr = addrs[i as usize % addrs.len()];
+        connected.connect_one(format!("{kind}-{i}"), connect, addr, shared);
+    }
+    connected
+}
+
+/// How a client of one kind connects to an address.
+pub type Connect<'a> = dyn Fn(SocketAddr) -> Result<(Socket, Stream), String> + 'a;
+
+impl Connected {
+    pub fn with_capacity(count: u32) -> Self {
+        Connected {
+            sockets: Vec::with_capacity(count as usize),
+            readers: Vec::with_capacity(count as usize),
+            failures: BTreeMap::new(),
+        }
+    }
+
+    /// Connects one client to `addr`; its reader thread is called `name`.
+    pub fn connect_one(
+        &mut self,
+        name: String,
+        connect: &Connect<'_>,
+        addr: SocketAddr,
+        shared: &Arc<Shared>,
+    ) {
         let result = connect(addr).and_then(|(socket, stream)| {
-            let reader = spawn_reader(format!("{kind}-{i}"), stream, shared)
+            let reader = spawn_reader(name, stream, shared)
                 .map_err(|e| format!("cannot start a reader thread: {e}"))?;
             Ok((socket, reader))
         });
         match result {
             Ok((socket, reader)) => {
-                connected.sockets.push(socket);
-                connected.readers.push(reader);
+                self.sockets.push(socket);
+                self.readers.push(reader);
             }
-            Err(why) => *connected.failures.entry(why).or_default() += 1,
+            Err(why) => *self.failures.entry(why).or_default() += 1,
         }
     }
-    connected
 }
 
 /// Ends every stream from this side and collects the readers' tallies.

@@ -32,7 +32,8 @@
 //! prints one summary (`--json`: one JSON object).
 //!
 //! Threads: `main` (connects, samples `/proc`, reports), `ws-N` / `sse-N`
-//! (one reader per client), `ingest` (the producer), `daemon-log` (drains a
+//! (one reader per client), `drain` (reads the drained clients, `--probes`),
+//! `publish` (the messages of `--target nchan`), `ingest` (the producer), `daemon-log` (drains a
 //! spawned daemon's log), `pull-N` (one per pull worker), and tiny_http's
 //! `http-accept` and `http-conn` threads for the HTTP worker (one per
 //! kept-alive connection from the daemon). The readers and workers share only
@@ -42,15 +43,18 @@
 //!
 //! The modules: `options` (the flags), `daemon` (a spawned daemon and its
 //! `/api/stats`), `clients` (the measured readers and their tallies),
-//! `replay` (the replaying clients), `pull` (the tool's own workers),
-//! `ingest` (the producer), `procfs` (CPU, memory and threads from `/proc`),
+//! `drain` (the clients read in bulk), `replay` (the replaying clients),
+//! `pull` (the tool's own workers), `peer` (what the tool publishes to
+//! nginx + nchan), `ingest` (the producer), `procfs` (CPU, memory and threads from `/proc`),
 //! `window` (one run, from connecting to closing), `report` (the typed
 //! report) and `summary` (its human form).
 
 mod clients;
 mod daemon;
+mod drain;
 mod ingest;
 mod options;
+mod peer;
 mod procfs;
 mod pull;
 mod replay;

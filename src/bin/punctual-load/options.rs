@@ -84,6 +84,30 @@ pub struct Options {
     /// it can; longer than the run: never reads).
     #[arg(long, default_value_t = 0.0)]
     pub replay_pause: f64,
+    /// Of the `--ws` clients, how many are measured, each on its own
+    /// reader thread; the others are drained: read in bulk every
+    /// `--drain-ms` by one thread, their bytes only counted (default:
+    /// every client is measured).
+    #[arg(long)]
+    pub probes: Option<u32>,
+    /// How often the drained clients are read, ms.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub drain_ms: u64,
+    /// The server measured: punctual, or nginx with nchan (the tool then
+    /// publishes `--rate` messages a second to `--pub` and subscribes on
+    /// `--sub-path`).
+    #[arg(long, value_enum, default_value_t = TargetKind::Punctual)]
+    pub target: TargetKind,
+    /// The nchan publisher location (`--target nchan`), e.g.
+    /// `http://127.0.0.1:8090/pub`.
+    #[arg(long = "pub")]
+    pub pub_url: Option<String>,
+    /// The nchan WebSocket subscriber location (`--target nchan`).
+    #[arg(long, default_value = "/sub")]
+    pub sub_path: String,
+    /// Messages a second the tool publishes (`--target nchan`).
+    #[arg(long, default_value_t = 50.0)]
+    pub rate: f64,
     /// Print one JSON object instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -92,9 +116,24 @@ pub struct Options {
     pub daemon_args: Vec<String>,
 }
 
+/// What the tool measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Punctual,
+    Nchan,
+}
+
 impl Options {
     pub fn check(&self) -> Result<(), String> {
-        if self.ws + self.sse == 0 && self.ingest_rate == 0.0 {
+        if self.probes.is_some_and(|p| p > self.ws) {
+            return Err("--probes counts among the --ws clients: at most --ws".into());
+        }
+        if self.target == TargetKind::Nchan {
+            self.check_nchan()?;
+        }
+        if self.ws + self.sse == 0 && self.ingest_rate == 0.0 && self.target == TargetKind::Punctual
+        {
             return Err("nothing to do: give --ws, --sse or --ingest-rate".into());
         }
         if !(0.0..=1_000_000.0).contains(&self.ingest_rate) {
@@ -116,6 +155,29 @@ impl Options {
             );
         }
         Ok(())
+    }
+
+    /// nchan has no pipeline and no stats: only WebSocket clients of what
+    /// the tool publishes itself.
+    fn check_nchan(&self) -> Result<(), String> {
+        if self.pub_url.is_none() || self.spawn {
+            return Err("--target nchan needs --pub URL and --addr (it cannot be spawned)".into());
+        }
+        if self.sse + self.replay + self.pull_workers > 0 || self.ingest_rate > 0.0 {
+            return Err(
+                "--target nchan takes only --ws clients (no --sse, --replay, --pull-workers or --ingest-rate)"
+                    .into(),
+            );
+        }
+        if !(0.1..=100_000.0).contains(&self.rate) {
+            return Err("--rate must be between 0.1 and 100000 messages/s".into());
+        }
+        Ok(())
+    }
+
+    /// The measured WebSocket clients; the rest of `--ws` are drained.
+    pub fn measured_ws(&self) -> u32 {
+        self.probes.unwrap_or(self.ws)
     }
 
     fn clients(&self) -> usize {

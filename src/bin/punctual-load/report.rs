@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::clients::{Tally, delay_histogram};
+use crate::options::TargetKind;
 use crate::procfs::ServerReadings;
 
 #[derive(Serialize)]
@@ -31,6 +32,12 @@ pub struct Report {
     pub ingest: Option<IngestReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub replay: Option<ReplayReport>,
+    /// The clients read in bulk (`--probes`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drained: Option<DrainReport>,
+    /// What the tool published (`--target nchan`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<PublishReport>,
 }
 
 impl Report {
@@ -45,6 +52,8 @@ impl Report {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Target {
+    /// punctual, or the peer (`nchan`).
+    pub kind: TargetKind,
     /// The addresses the clients were dealt over, comma-separated.
     pub addr: String,
     pub spawned: bool,
@@ -137,7 +146,8 @@ pub struct Server {
     pub threads: Option<u64>,
     pub tick_jitter_ms_p99: Option<Spread>,
     /// Server CPU over the window per message the clients received of those
-    /// decided in it, µs: what one more dashboard's message costs.
+    /// decided in it (a drained client counted as getting what a measured
+    /// one got on average), µs: what one more dashboard's message costs.
     pub cpu_us_per_message: Option<f64>,
 }
 
@@ -259,6 +269,32 @@ pub struct IngestReport {
     pub refused: u64,
     pub failed_posts: u64,
     pub late_posts: u64,
+}
+
+/// The clients read in bulk: connected, and what they took in all.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainReport {
+    pub requested: u32,
+    pub connected: usize,
+    pub connect_failures: u64,
+    pub failure_reasons: BTreeMap<String, u64>,
+    /// Bytes read from all of them, from connecting to closing.
+    pub bytes: u64,
+    /// Those the server closed before the tool did.
+    pub closed_by_server: usize,
+}
+
+/// The messages the tool published to a peer.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishReport {
+    pub rate: f64,
+    pub seconds: f64,
+    pub sent: u64,
+    pub failed: u64,
+    /// Sent more than a second behind schedule.
+    pub late: u64,
 }
 
 #[derive(Serialize)]

@@ -4,6 +4,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::options::TargetKind;
 use crate::report::{Connections, Percentiles, Report, Work};
 
 /// A value as its JSON reads (`1.0`, `[303,902]`, `{"a":1}`), a string
@@ -20,8 +21,11 @@ pub fn print(r: &Report) {
     print_setting(r);
     print_clients(r);
     print_delays(r);
-    print_counts(r);
-    print_daemon(r);
+    print_server(r);
+    if r.target.kind == TargetKind::Punctual {
+        print_counts(r);
+        print_daemon(r);
+    }
 }
 
 /// The daemon, the machine and the clients.
@@ -46,6 +50,30 @@ fn print_setting(r: &Report) {
         if c.requested != 0 {
             println!("  {kind:<11} {}", connected(c, "connected"));
         }
+    }
+    if let Some(d) = &r.drained {
+        let mut line = format!(
+            "{}/{} connected and read in bulk, {} bytes in all, {} closed by the server",
+            d.connected, d.requested, d.bytes, d.closed_by_server
+        );
+        if d.connect_failures != 0 {
+            line += &format!(
+                "; {} failed: {}",
+                d.connect_failures,
+                show(&d.failure_reasons)
+            );
+        }
+        println!("  drained     {line}");
+    }
+    if let Some(p) = &r.published {
+        println!(
+            "  published   {} messages to the peer in {} s at {}/s; {} failed, {} late",
+            p.sent,
+            show(&p.seconds),
+            show(&p.rate),
+            p.failed,
+            p.late
+        );
     }
 }
 
@@ -185,8 +213,8 @@ fn print_work(work: &Work) {
     );
 }
 
-/// The daemon's process, its clock, the replays and its own counts.
-fn print_daemon(r: &Report) {
+/// The server's processes: CPU, memory, threads, cost per message.
+fn print_server(r: &Report) {
     let s = &r.server;
     println!(
         "  server      CPU {} % of one core (busiest second {} %); RSS {} MiB (max {} MiB); {} threads; this tool {} %",
@@ -207,6 +235,11 @@ fn print_daemon(r: &Report) {
         "  cost        {} µs of server CPU per message delivered",
         show(&s.cpu_us_per_message)
     );
+}
+
+/// The daemon's clock, the replays and its own counts.
+fn print_daemon(r: &Report) {
+    let s = &r.server;
     let jitter = s.tick_jitter_ms_p99.as_ref();
     println!(
         "  clock       generator tick jitter p99 per second: median {} ms, max {} ms",

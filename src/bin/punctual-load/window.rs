@@ -10,10 +10,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::clients::{self, Shared, Tally, close_all, connect_all, connect_sse, connect_ws};
+use crate::clients::{
+    self, Connected, Shared, Tally, close_all, connect_all, connect_sse, connect_ws_at,
+};
 use crate::daemon::{daemon_report, http_agent, server_stats, verdict_rates, work_report};
+use crate::drain::Drained;
 use crate::ingest::Producer;
-use crate::options::Options;
+use crate::options::{Options, TargetKind};
+use crate::peer::Publisher;
 use crate::procfs::{self, ServerReadings, cpu_ticks, machine_busy, machine_ticks};
 use crate::pull::{PullWorkers, close_pull_workers, connect_pull_workers};
 use crate::replay::{Replays, close_replays, start_replays};
@@ -43,8 +47,14 @@ pub fn measure(options: &Options, setting: &Setting) -> Result<Report, String> {
     let ticks_per_s = procfs::clock_ticks_per_second();
     let shared = Arc::new(Shared::new(options.seconds));
     let addr = setting.addrs[0];
-    let opened = open(options, &setting.addrs, &shared);
+    let opened = open(options, &setting.addrs, &shared)?;
     let mut producer = Producer::start(options, addr)?;
+    let publisher = match &options.pub_url {
+        Some(url) if options.target == TargetKind::Nchan => {
+            Some(Publisher::start(url, options.rate)?)
+        }
+        _ => None,
+    };
 
     // The window is fixed before it starts; events decided inside it count.
     shared.set_window(options.warmup, options.seconds);
@@ -52,20 +62,27 @@ pub fn measure(options: &Options, setting: &Setting) -> Result<Report, String> {
 
     let (readings, replays) = watch_window(options, setting, &agent, ticks_per_s)?;
     let ingest_seconds = producer.stop();
+    let published = publisher.map(Publisher::stop);
     let closed = settle(options, opened.clients, replays, &shared, &agent, addr)?;
     let pull = close_pull_workers(opened.pull);
+    let drained = opened.drained.map(Drained::close);
 
     let stats_start = &readings.stats_start;
     let tallies: Vec<&Tally> = closed.tallies.iter().collect();
     let tallied = tally_report(&tallies, options.seconds)?;
     let mut server = Server::new(&readings.server, &setting.pids);
+    // Drained clients are counted as getting what a measured one got.
+    let all_clients = tallies.len() + drained.as_ref().map_or(0, |d| d.connected);
+    let delivered =
+        tallied.messages.received as f64 * all_clients as f64 / tallies.len().max(1) as f64;
     server.cpu_us_per_message = readings
         .server
         .cpu_pct
-        .filter(|_| tallied.messages.received > 0)
-        .map(|pct| round3(pct / 100.0 * readings.wall * 1e6 / tallied.messages.received as f64));
+        .filter(|_| delivered > 0.0)
+        .map(|pct| round3(pct / 100.0 * readings.wall * 1e6 / delivered));
     Ok(Report {
         target: Target {
+            kind: options.target,
             addr: setting
                 .addrs
                 .iter()
@@ -106,6 +123,8 @@ pub fn measure(options: &Options, setting: &Setting) -> Result<Report, String> {
         tallied,
         ingest: producer.report(options, ingest_seconds),
         replay: closed.replay,
+        drained,
+        published,
     })
 }
 
@@ -119,21 +138,46 @@ struct Measured {
 struct Opened {
     pull: PullWorkers,
     clients: Measured,
+    /// The clients read in bulk (`--probes`), if any.
+    drained: Option<Drained>,
     /// How long the clients took to connect.
     seconds: f64,
 }
 
-fn open(options: &Options, addrs: &[SocketAddr], shared: &Arc<Shared>) -> Opened {
+fn open(options: &Options, addrs: &[SocketAddr], shared: &Arc<Shared>) -> Result<Opened, String> {
     // The workers first: the pipeline is running by the time the clients join.
     let pull = connect_pull_workers(options.pull_workers, options.pull_credit, addrs[0]);
     let connecting = Instant::now();
-    let ws = connect_all(options.ws, "ws", connect_ws, addrs, shared);
-    let sse = connect_all(options.sse, "sse", connect_sse, addrs, shared);
-    Opened {
+    let path = match options.target {
+        TargetKind::Punctual => "/ws?control=1",
+        TargetKind::Nchan => options.sub_path.as_str(),
+    };
+    let connect_ws = |addr| connect_ws_at(addr, path);
+    let (total, measured) = (options.ws, options.measured_ws());
+    let every = Duration::from_millis(options.drain_ms);
+    let mut drained = (total > measured)
+        .then(|| Drained::new(total - measured, every))
+        .transpose()?;
+    // The probes are spread evenly over the connection order (a server
+    // that writes to its clients in that order favours the first).
+    let mut ws = Connected::with_capacity(measured);
+    for i in 0..total {
+        let addr = addrs[i as usize % addrs.len()];
+        match drained.as_mut() {
+            Some(d) if !is_probe(i, total, measured) => d.add(&connect_ws, addr),
+            _ => ws.connect_one(format!("ws-{i}"), &connect_ws, addr, shared),
+        }
+    }
+    if let Some(d) = drained.as_mut() {
+        d.start()?;
+    }
+    let sse = connect_all(options.sse, "sse", &connect_sse, addrs, shared);
+    Ok(Opened {
         pull,
         clients: Measured { ws, sse },
+        drained,
         seconds: connecting.elapsed().as_secs_f64(),
-    }
+    })
 }
 
 /// What was read over the window.
@@ -160,7 +204,7 @@ fn watch_window(
     ticks_per_s: f64,
 ) -> Result<(Readings, Replays), String> {
     let addr = setting.addrs[0];
-    let stats_start = server_stats(agent, addr)?;
+    let stats_start = stats_of(options, agent, addr)?;
     let stats_started = Instant::now();
     let own_before = cpu_ticks("self");
     let machine_before = machine_ticks();
@@ -171,10 +215,10 @@ fn watch_window(
         &setting.pids,
         Duration::from_secs_f64(options.seconds),
         ticks_per_s,
-        || server_stats(agent, addr).ok(),
+        || stats_of(options, agent, addr).ok(),
     );
     let wall = window.elapsed().as_secs_f64();
-    let stats_window = server_stats(agent, addr)?;
+    let stats_window = stats_of(options, agent, addr)?;
     let stats_seconds = stats_started.elapsed().as_secs_f64();
     let own_cpu = own_before
         .zip(cpu_ticks("self"))
@@ -224,7 +268,7 @@ fn settle(
     }
     let grace = grace.elapsed().as_secs_f64();
     let caught_up = shared.caught_up();
-    let stats_end = server_stats(agent, addr)?;
+    let stats_end = stats_of(options, agent, addr)?;
     let (ws_failures, sse_failures) = (clients.ws.failures.clone(), clients.sse.failures.clone());
     let replay = close_replays(replays);
     let ws_tallies = close_all(clients.ws, shared);
@@ -238,4 +282,19 @@ fn settle(
         grace,
         stats_end,
     })
+}
+
+/// Whether client `i` of `total` is one of the `probes` measured ones:
+/// exactly `probes` of them, evenly spread.
+fn is_probe(i: u32, total: u32, probes: u32) -> bool {
+    let share = |n: u32| u64::from(n) * u64::from(probes) / u64::from(total);
+    share(i + 1) > share(i)
+}
+
+/// The daemon's `/api/stats`; nothing (`null`) for a peer, which has none.
+fn stats_of(options: &Options, agent: &ureq::Agent, addr: SocketAddr) -> Result<Value, String> {
+    match options.target {
+        TargetKind::Punctual => server_stats(agent, addr),
+        TargetKind::Nchan => Ok(Value::Null),
+    }
 }
