@@ -227,6 +227,14 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(1..=3_600))]
     pub tcp_user_timeout: u64,
 
+    /// Send each message to dashboards at once (TCP_NODELAY) instead of
+    /// letting the kernel merge the small messages written while an earlier
+    /// one is unacknowledged, as nginx leaves WebSocket subscribers. Merging
+    /// halves the segments and ACKs per message; a client that reads late
+    /// may wait up to its delayed ACK (~40 ms) for a message.
+    #[arg(long, env = "PUNCTUAL_CLIENT_NODELAY")]
+    pub client_nodelay: bool,
+
     /// What this node does: `all` (one node, no Redis), `processor` (the
     /// pipeline, publishing to Redis) or `edge` (dashboards fed from Redis).
     #[arg(long, env = "PUNCTUAL_ROLE", value_enum, default_value_t = NodeRole::All)]

@@ -336,6 +336,7 @@ fn upgrade_websocket(app: &App, request: Request) {
                     }
                 })
                 .ok();
+            set_client_nodelay(app, &socket);
             let sink = ws::WsSink::new(socket, held, watched);
             start_client(app, client, Box::new(sink), slot, "ws");
         }
@@ -378,6 +379,17 @@ fn connect_worker(app: &App, request: Request) {
     }
 }
 
+/// A dashboard's socket leaves Nagle on unless `--client-nodelay` (the
+/// listener's TCP_NODELAY, which every accepted socket inherits, suits
+/// request and answer, not a stream of small messages): at 1,000 clients
+/// × 50 messages/s it halves the segments, ACKs and server CPU per message
+/// (BENCHMARKS.md, "Against nginx + nchan").
+fn set_client_nodelay(app: &App, socket: &std::net::TcpStream) {
+    if let Err(e) = socket.set_nodelay(app.config.client_nodelay) {
+        log::debug!("could not set a client's TCP_NODELAY: {e}");
+    }
+}
+
 /// `GET /events`: a Server-Sent Events stream on the same terms as `/ws`;
 /// `cors_origin` is what a page admitted by `--allowed-origin` is told.
 fn open_event_stream(app: &App, request: Request, cors_origin: Option<String>) {
@@ -387,9 +399,10 @@ fn open_event_stream(app: &App, request: Request, cors_origin: Option<String>) {
         Err(reply) => return respond(request, reply),
     };
     let epoch = app.log.epoch();
-    let opened = request
-        .into_socket()
-        .and_then(|(socket, held)| sse::SseSink::open(socket, held, epoch, cors_origin.as_deref()));
+    let opened = request.into_socket().and_then(|(socket, held)| {
+        set_client_nodelay(app, &socket);
+        sse::SseSink::open(socket, held, epoch, cors_origin.as_deref())
+    });
     match opened {
         Ok(sink) => start_client(app, client, Box::new(sink), slot, "sse"),
         Err(e) => {

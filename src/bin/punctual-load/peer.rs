@@ -1,7 +1,7 @@
 //! The peer measured beside punctual (`--target nchan`): nginx with the
 //! nchan module has no pipeline, so the tool publishes the messages itself,
 //! `--rate` a second to the publisher location `--pub`, each a JSON outcome
-//! as punctual sends one (`type`, `seq`, `createdAt`, `processedAt` = the
+//! as punctual sends one (the same fields and size; `processedAt` = the
 //! moment it is sent), and the clients subscribe on the WebSocket location
 //! `--sub-path`. Delivery is then receive − publish, as it is receive −
 //! verdict for punctual: both start where the server has the message.
@@ -72,6 +72,17 @@ impl Publisher {
     }
 }
 
+/// An outcome as punctual's generator makes one at `--work-ms 1` (same
+/// fields, same size, ~230 bytes), decided at `at`: both servers carry the
+/// same bytes.
+fn outcome(seq: u64, at: f64) -> String {
+    let id = uuid::Uuid::new_v4();
+    let created = at - 1.0;
+    format!(
+        r#"{{"type":"event","seq":{seq},"id":"{id}","source":"generator","producer":"generator","createdAt":{created:.3},"deadlineMs":1000,"processedAt":{at:.3},"latencyMs":1.000,"status":"on-time"}}"#
+    )
+}
+
 /// Publishes message n at start + n / rate, until `stop` is set.
 fn publish(url: &str, rate: f64, stop: &AtomicBool, counts: &Counts) {
     let agent = http_agent();
@@ -89,10 +100,7 @@ fn publish(url: &str, rate: f64, stop: &AtomicBool, counts: &Counts) {
             counts.late.fetch_add(1, Ordering::Relaxed);
         }
         seq += 1;
-        let at = now_ms();
-        let body = format!(
-            r#"{{"type":"event","seq":{seq},"createdAt":{at:.3},"processedAt":{at:.3},"status":"on-time"}}"#
-        );
+        let body = outcome(seq, now_ms());
         let sent = agent
             .post(url)
             .header("Content-Type", "application/json")
