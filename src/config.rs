@@ -154,6 +154,13 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_clients: Option<u32>,
 
+    /// Threads that write outcomes to caught-up dashboards, each to its own
+    /// share of the clients. Default: one per core; 1 writes from the
+    /// fan-out thread itself.
+    #[arg(long, env = "PUNCTUAL_DELIVERY_THREADS",
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub delivery_threads: Option<u32>,
+
     /// Most open connections at once, clients included; more are answered 503 with
     /// Retry-After. Default: what the open-file limit allows after a reserve of an
     /// eighth of it (32 to 256), at most 11024.
@@ -354,6 +361,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The delivery threads to run: `--delivery-threads`, else one per core.
+    pub(crate) fn delivery_threads(&self) -> usize {
+        self.delivery_threads.map_or_else(
+            || std::thread::available_parallelism().map_or(1, |n| n.get()),
+            |n| n as usize,
+        )
+    }
+
     /// Reads this process's flags and `PUNCTUAL_*` variables (a blank variable
     /// counts as unset); on nonsense it prints what is wrong, naming the flag,
     /// and exits with status 2.

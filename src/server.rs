@@ -323,8 +323,12 @@ fn start_pipeline(config: &Config, caps: Caps, redis: Option<&str>) -> io::Resul
     // seq is from.
     let epoch = Epoch::random();
     let log = shared.log(config, &epoch);
-    let (subscriptions, fanout_thread) =
-        delivery::spawn(broadcast_rx, Arc::clone(&log), Arc::clone(&shared.faults))?;
+    let (subscriptions, fanout_thread) = delivery::spawn(
+        broadcast_rx,
+        Arc::clone(&log),
+        Arc::clone(&shared.faults),
+        config.delivery_threads(),
+    )?;
     let work = match config.work {
         WorkMode::Simulate => Work::Simulate,
         WorkMode::Http => Work::Http(config.work_url.as_deref().unwrap_or_default().into()),
@@ -511,8 +515,12 @@ fn start_edge(config: &Config, caps: Caps, url: &str) -> io::Result<Node> {
     // The edge's own run until the stream names the processor's.
     let epoch = Epoch::random();
     let log = shared.log(config, &epoch);
-    let (subscriptions, fanout_thread) =
-        delivery::spawn(broadcast_rx, Arc::clone(&log), Arc::clone(&shared.faults))?;
+    let (subscriptions, fanout_thread) = delivery::spawn(
+        broadcast_rx,
+        Arc::clone(&log),
+        Arc::clone(&shared.faults),
+        config.delivery_threads(),
+    )?;
     let (counts, meters) = (
         Arc::clone(&shared.client_counts),
         Arc::clone(&shared.meters),

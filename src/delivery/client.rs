@@ -3,8 +3,9 @@
 //!
 //! Who writes to the socket is decided by the cursor's [`Mode`], under the
 //! cursor's lock:
-//! - **fast**: the client is caught up. The fan-out thread writes each new
-//!   batch to it itself, without blocking (the socket is non-blocking); what
+//! - **fast**: the client is caught up. The thread that delivers its share of
+//!   the clients (a delivery thread, or the fan-out itself) writes each new
+//!   batch to it, without blocking (the socket is non-blocking); what
 //!   the socket does not take stays in the sink's buffer, and the client
 //!   turns slow. No thread wakes up for a client whose socket takes the bytes.
 //! - **slow**: the client's own thread writes with blocking writes (bounded by
@@ -479,10 +480,11 @@ impl Client {
         }
     }
 
-    /// Hands the client back to the fan-out thread if nothing was appended
-    /// since it caught up. Checked under the cursor's lock: the fan-out
-    /// thread appends before it looks at cursors, so either it sees the
-    /// client fast and delivers the new batch, or this sees the batch.
+    /// Hands the client back to the fast path if nothing was appended since
+    /// it caught up. Checked under the cursor's lock: the fan-out appends
+    /// before the batch reaches any cursor (its own walk, or a delivery
+    /// thread's), so either that sees the client fast and delivers the new
+    /// batch, or this sees the batch.
     fn go_fast(&self, log: &Log) -> bool {
         let mut cursor = self.lock();
         if !log.is_head(cursor.next) {

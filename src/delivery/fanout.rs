@@ -1,11 +1,16 @@
-//! The fan-out thread: appends every broadcast to the log and writes each
-//! batch to every caught-up client itself, without blocking.
+//! The fan-out thread: appends every broadcast to the log and has each batch
+//! written to every caught-up client, without blocking, by the delivery
+//! threads (`--delivery-threads`, one per core by default), each of which
+//! owns a share of the clients; with one, the fan-out writes itself.
 //!
-//! Owns: the list of connected clients. Reads the hub's broadcast channel and
-//! the subscribe channel; writes the log and, on the fast path, clients'
-//! sockets (non-blocking). A client whose socket would block, or that is
-//! replaying, is served by its own thread meanwhile (see `client`); the
-//! fan-out never waits for one.
+//! Owns: the delivery threads and which clients each serves. Reads the hub's
+//! broadcast channel and the subscribe channel; writes the log (its one
+//! writer) and each delivery thread's work channel, in order: a client is
+//! handed to its thread after it is placed in the log and before the first
+//! batch appended after that, so it misses nothing and gets nothing twice.
+//! A delivery thread writes clients' sockets on the fast path only. A client
+//! whose socket would block, or that is replaying, is served by its own
+//! thread meanwhile (see `client`); nobody here waits for one.
 
 use std::io;
 use std::sync::Arc;
@@ -26,6 +31,12 @@ const MAX_BATCH: usize = 256;
 /// of connections outpaces the fan-out thread.
 const SUBSCRIBE_CHANNEL_CAPACITY: usize = 1024;
 
+/// Batches (and new clients) waiting for one delivery thread; past it the
+/// fan-out waits for that thread, as it would for its own writes. Small:
+/// what waits here is held beside the log (at most 8 × `MAX_BATCH` messages
+/// behind the slowest thread) and shows in no backlog.
+const WORK_CHANNEL_CAPACITY: usize = 8;
+
 /// Lets transports add clients to the fan-out.
 #[derive(Clone)]
 pub struct Subscriptions {
@@ -41,20 +52,30 @@ impl Subscriptions {
     }
 }
 
-/// Starts the fan-out thread. It ends when the hub's broadcast channel is
-/// closed, and then tells every client to finish. A panic in it is an
-/// essential stage's death (see [`Faults::run_essential`]).
+/// Starts the fan-out thread and, when `threads` > 1, that many delivery
+/// threads. It ends when the hub's broadcast channel is closed, and then
+/// tells every client to finish. A panic in any of them is an essential
+/// stage's death (see [`Faults::run_essential`]).
 pub fn spawn(
     broadcasts: Receiver<Broadcast>,
     log: Arc<Log>,
     faults: Arc<Faults>,
+    threads: usize,
 ) -> io::Result<(Subscriptions, JoinHandle<()>)> {
     let (subscribe, subscribed) = crossbeam_channel::bounded(SUBSCRIBE_CHANNEL_CAPACITY);
+    let mut shards = Vec::new();
+    if threads > 1 {
+        for n in 1..=threads {
+            shards.push(Shard::spawn(n, Arc::clone(&faults))?);
+        }
+    }
     let handle = thread::Builder::new()
         .name("fanout".into())
         .spawn(move || {
             let fanout = FanOut {
-                clients: Vec::new(),
+                clients: Clients::default(),
+                shards,
+                next_shard: 0,
                 log,
                 faults: Arc::clone(&faults),
             };
@@ -63,9 +84,93 @@ pub fn spawn(
     Ok((Subscriptions { subscribe }, handle))
 }
 
+/// What the fan-out hands a delivery thread, in the log's order.
+enum Work {
+    /// A client placed in the log: this thread writes to it from now on.
+    Add(Arc<Client>),
+    /// A batch appended to the log at this position.
+    Batch(u64, Arc<[Broadcast]>),
+}
+
+/// One delivery thread, seen from the fan-out.
+struct Shard {
+    work: Option<Sender<Work>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Shard {
+    fn spawn(n: usize, faults: Arc<Faults>) -> io::Result<Self> {
+        let (work, todo) = crossbeam_channel::bounded(WORK_CHANNEL_CAPACITY);
+        let thread = thread::Builder::new()
+            .name(format!("delivery-{n}"))
+            .spawn(move || {
+                let mut clients = Clients::default();
+                faults.run_essential(Role::Fanout, || {
+                    for work in todo {
+                        match work {
+                            Work::Add(client) => clients.0.push(client),
+                            Work::Batch(start, batch) => clients.deliver(start, &batch),
+                        }
+                    }
+                });
+                // Dropping `clients` tells each to finish.
+            })?;
+        Ok(Shard {
+            work: Some(work),
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands `work` over; gives it back if the thread is gone (it
+    /// panicked: the daemon is dying, or an embedded one serves on), and
+    /// from then on takes nothing.
+    fn send(&mut self, work: Work) -> Result<(), Work> {
+        let Some(sender) = &self.work else {
+            return Err(work);
+        };
+        sender.send(work).map_err(|refused| {
+            self.work = None;
+            refused.into_inner()
+        })
+    }
+
+    /// Whether it still takes work.
+    fn alive(&self) -> bool {
+        self.work.is_some()
+    }
+}
+
+/// Clients one thread writes to. However that thread ends — its input
+/// closed, or a panic unwinding it — each is told to finish, so its own
+/// thread sends what is left of the log, says goodbye and ends instead of
+/// waiting for more.
+#[derive(Default)]
+struct Clients(Vec<Arc<Client>>);
+
+impl Clients {
+    /// Writes `batch` (appended at `start`) to every caught-up client
+    /// without blocking, forgetting the ones that have gone.
+    fn deliver(&mut self, start: u64, batch: &[Broadcast]) {
+        self.0
+            .retain(|client| client.deliver(start, batch) == Keep::Yes);
+    }
+}
+
+impl Drop for Clients {
+    fn drop(&mut self) {
+        for client in self.0.drain(..) {
+            client.end();
+        }
+    }
+}
+
 /// The fan-out thread's state.
 struct FanOut {
-    clients: Vec<Arc<Client>>,
+    /// The clients it writes to itself (when there are no delivery threads).
+    clients: Clients,
+    shards: Vec<Shard>,
+    /// The delivery thread the next client goes to.
+    next_shard: usize,
     log: Arc<Log>,
     faults: Arc<Faults>,
 }
@@ -100,29 +205,61 @@ impl FanOut {
         // Dropping `self` tells every client to finish (see `Drop`).
     }
 
-    /// Places a new client in the log; its own thread takes it from there.
+    /// Places a new client in the log, then hands it to the delivery
+    /// thread whose turn it is (round robin); its own thread takes it from
+    /// there.
     fn add(&mut self, client: Arc<Client>) {
         client.join(self.log.start(&client.interest().resume));
-        self.clients.push(client);
+        if self.shards.is_empty() {
+            self.clients.0.push(client);
+            return;
+        }
+        let mut work = Work::Add(client);
+        for _ in 0..self.shards.len() {
+            let shard = self.next_shard % self.shards.len();
+            self.next_shard = self.next_shard.wrapping_add(1);
+            match self.shards[shard].send(work) {
+                Ok(()) => return,
+                Err(refused) => work = refused,
+            }
+        }
+        // Every delivery thread is gone: the client is told to finish
+        // rather than left waiting for outcomes nobody will write.
+        if let Work::Add(client) = work {
+            client.end();
+        }
     }
 
-    /// Appends `batch` to the log, then writes it to every caught-up client
-    /// without blocking, forgetting the ones that have gone.
+    /// Appends `batch` to the log, then has it written to every caught-up
+    /// client: by the delivery threads, each to its own, or here.
     fn deliver(&mut self, batch: &[Broadcast]) {
         self.faults.injection_point(Role::Fanout);
         let start = self.log.append(batch);
-        self.clients
-            .retain(|client| client.deliver(start, batch) == Keep::Yes);
+        if self.shards.is_empty() {
+            self.clients.deliver(start, batch);
+            return;
+        }
+        let shared: Arc<[Broadcast]> = batch.into();
+        for shard in self.shards.iter_mut().filter(|s| s.alive()) {
+            let _ = shard.send(Work::Batch(start, Arc::clone(&shared)));
+        }
     }
 }
 
 impl Drop for FanOut {
-    /// However the fan-out ends — its input closed, or a panic unwinding it —
-    /// every client is told to finish, so each thread sends what is left of
-    /// the log, says goodbye and ends instead of waiting for more.
+    /// However the fan-out ends, every client is told to finish (by its
+    /// delivery thread, which ends once its work channel closes), and only
+    /// then is the log closed.
     fn drop(&mut self) {
-        for client in self.clients.drain(..) {
-            client.end();
+        drop(std::mem::take(&mut self.clients));
+        // Every channel closed first, so the threads finish side by side.
+        for shard in &mut self.shards {
+            shard.work = None;
+        }
+        for shard in &mut self.shards {
+            if let Some(thread) = shard.thread.take() {
+                let _ = thread.join();
+            }
         }
         // Nothing more will be appended: a waiting publisher drains and ends.
         self.log.close();
@@ -136,14 +273,18 @@ mod tests {
     use crate::delivery::{ClientCounts, Interest, Kind};
     use crate::epoch::Epoch;
     use bytes::Bytes;
+    use std::collections::BTreeSet;
     use std::sync::Mutex;
 
-    /// A client's socket that keeps the seq of every outcome written to it.
-    struct Seqs(Arc<Mutex<Vec<u64>>>);
+    /// A client's socket that keeps the seq of every outcome written to
+    /// it, and the name of each thread that wrote one.
+    struct Seqs(Arc<Mutex<Vec<u64>>>, Arc<Mutex<BTreeSet<String>>>);
 
     impl Sink for Seqs {
         fn write_message(&mut self, message: &Broadcast) -> io::Result<()> {
             self.0.lock().expect("lock").push(message.seq);
+            let name = std::thread::current().name().unwrap_or("").to_owned();
+            self.1.lock().expect("lock").insert(name);
             Ok(())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -186,7 +327,7 @@ mod tests {
             Arc::new(ClientCounts::default()),
         ));
         let written = Arc::new(Mutex::new(Vec::new()));
-        client.attach(Box::new(Seqs(Arc::clone(&written))));
+        client.attach(Box::new(Seqs(Arc::clone(&written), Arc::default())));
         // Subscribed first, then the batch: both wait when the fan-out looks.
         let (subscribe, subscribed) = crossbeam_channel::bounded(1);
         let (broadcast, broadcasts) = crossbeam_channel::bounded(2);
@@ -195,7 +336,9 @@ mod tests {
         broadcast.send(outcome(2)).expect("sent");
         drop((subscribe, broadcast));
         let fanout = FanOut {
-            clients: Vec::new(),
+            clients: Clients::default(),
+            shards: Vec::new(),
+            next_shard: 0,
             log: Arc::clone(&log),
             faults: Arc::clone(&faults),
         };
@@ -204,5 +347,70 @@ mod tests {
         // The client's own thread writes what its cursor has, then ends.
         client.serve(&log, &faults);
         assert_eq!(*written.lock().expect("lock"), [1, 2]);
+    }
+
+    /// With delivery threads, clients dealt out round robin each get every
+    /// outcome once, in order, while the fan-out runs (not only from their
+    /// own threads at the end), whichever thread writes to them.
+    #[test]
+    fn delivery_threads_write_every_outcome_once_in_order_to_each_of_their_clients() {
+        let faults = Arc::new(Faults::new(Arc::default(), None));
+        let log = Arc::new(Log::new(
+            1024,
+            usize::MAX,
+            Epoch::parse("e").expect("epoch"),
+        ));
+        let (broadcast, broadcasts) = crossbeam_channel::bounded(1024);
+        let (subscriptions, fanout) =
+            spawn(broadcasts, Arc::clone(&log), Arc::clone(&faults), 3).expect("spawn");
+        let writers = Arc::new(Mutex::new(BTreeSet::new()));
+        let clients: Vec<_> = (0..7)
+            .map(|_| {
+                let client = Arc::new(Client::new(
+                    Interest::default(),
+                    Arc::new(ClientCounts::default()),
+                ));
+                let written = Arc::new(Mutex::new(Vec::new()));
+                client.attach(Box::new(Seqs(Arc::clone(&written), Arc::clone(&writers))));
+                assert!(subscriptions.subscribe(Arc::clone(&client)));
+                // Its own thread, as a transport starts one.
+                let (log, faults, serving) =
+                    (Arc::clone(&log), Arc::clone(&faults), Arc::clone(&client));
+                let thread = std::thread::spawn(move || serving.serve(&log, &faults));
+                (thread, written)
+            })
+            .collect();
+        // Paced, so the clients' threads have gone fast when most come.
+        for seq in 1..=500 {
+            broadcast.send(outcome(seq)).expect("sent");
+            if seq % 10 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        let all: Vec<u64> = (1..=500).collect();
+        let everyone_has_all = || {
+            clients
+                .iter()
+                .all(|(_, written)| written.lock().expect("lock").len() == all.len())
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !everyone_has_all() && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(
+            everyone_has_all(),
+            "every client got every outcome while it ran"
+        );
+        drop((broadcast, subscriptions));
+        fanout.join().expect("the fan-out ends with its input");
+        for (thread, written) in clients {
+            thread.join().expect("the client's thread ends");
+            assert_eq!(*written.lock().expect("lock"), all);
+        }
+        // The fast path ran on the delivery threads, every one of them.
+        let writers = writers.lock().expect("lock");
+        for n in 1..=3 {
+            assert!(writers.contains(&format!("delivery-{n}")), "{writers:?}");
+        }
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! Owns: the shared [`Log`] (every message once, in order), one [`Client`]
 //! per connection (a cursor into the log, its filter, its socket and its own
-//! thread), the fan-out thread that appends to the log and writes each batch
-//! to every caught-up client without blocking, and the client slots (the cap).
+//! thread), the fan-out thread that appends to the log and the delivery
+//! threads that write each batch to their caught-up clients without blocking,
+//! and the client slots (the cap).
 //!
 //! Channels: reads the hub's broadcast channel (already-serialised messages:
 //! the boundary between producing outcomes and delivering them) and the
