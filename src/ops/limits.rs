@@ -1,4 +1,5 @@
-//! Process limits: how many connections and clients the descriptor limit allows.
+//! Process limits: how many connections and clients the descriptor limit,
+//! and the memory maps their threads need (`vm.max_map_count`), allow.
 //!
 //! Owns no thread and no channel. Every connection — a plain HTTP one, or a
 //! WebSocket or SSE client after its upgrade — holds one descriptor. The soft
@@ -57,11 +58,60 @@ pub fn caps(connections: Option<u32>, clients: Option<u32>) -> Result<Caps, Stri
             1024
         }
     };
-    let (caps, warnings) = caps_for(limit, connections, clients)?;
+    let (caps, mut warnings) = caps_for(limit, connections, clients)?;
+    let caps = match max_map_count() {
+        Some(maps) => {
+            let (caps, warning) = cap_by_memory_maps(caps, maps);
+            warnings.extend(warning);
+            caps
+        }
+        None => caps,
+    };
     for warning in warnings {
         log::warn!("{warning}");
     }
     Ok(caps)
+}
+
+/// Memory maps one thread holds: its stack and guard page, and the
+/// alternate signal stack and guard page Rust gives every thread.
+pub const MAPS_PER_THREAD: u64 = 4;
+
+/// Memory maps kept back for the binary, its libraries, the heap and the
+/// daemon's own threads.
+pub const MAP_RESERVE: u64 = 8192;
+
+/// `vm.max_map_count`, if it can be read.
+fn max_map_count() -> Option<u64> {
+    std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Lowers the caps to the threads `max_maps` memory maps allow. Unlike
+/// descriptors, which the front survives running out of, a thread that
+/// cannot map its signal stack aborts the whole process (Rust's runtime
+/// does), so a cap beyond this is never kept, even an explicit one: one
+/// client too many would take every other down with it.
+pub fn cap_by_memory_maps(caps: Caps, max_maps: u64) -> (Caps, Option<String>) {
+    let threads = max_maps.saturating_sub(MAP_RESERVE) / MAPS_PER_THREAD;
+    let allowed = usize::try_from(threads / THREADS_PER_CONNECTION).unwrap_or(usize::MAX);
+    if caps.connections <= allowed {
+        return (caps, None);
+    }
+    let warning = format!(
+        "{} connections need a thread each, and vm.max_map_count {max_maps} allows {allowed} \
+         ({MAPS_PER_THREAD} memory maps per thread, {MAP_RESERVE} kept back): serving at most \
+         {allowed}; raise vm.max_map_count (sysctl) for more",
+        caps.connections
+    );
+    let capped = Caps {
+        connections: allowed,
+        clients: caps.clients.min(allowed),
+    };
+    (capped, Some(warning))
 }
 
 /// The caps for descriptor limit `fd_limit`, and what to warn about; `Err`
@@ -182,6 +232,24 @@ mod tests {
             warnings[0].contains("--max-connections 1000"),
             "{warnings:?}"
         );
+    }
+
+    #[test]
+    fn caps_beyond_what_the_memory_maps_allow_are_lowered_even_explicit_ones() {
+        let asked = Caps {
+            connections: 19_600,
+            clients: 19_300,
+        };
+        // Linux's default vm.max_map_count.
+        let (caps, warning) = cap_by_memory_maps(asked, 65_530);
+        assert_eq!((caps.connections, caps.clients), (14_334, 14_334));
+        assert!(
+            warning.is_some_and(|w| w.contains("vm.max_map_count 65530")),
+            "warned, naming the setting"
+        );
+        // The defaults fit.
+        let (defaults, _) = caps_for(65_536, None, None).expect("serves");
+        assert_eq!(cap_by_memory_maps(defaults, 65_530), (defaults, None));
     }
 
     #[test]
