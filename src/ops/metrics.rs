@@ -14,8 +14,9 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::pipeline::event::Cause;
 use crate::pipeline::ledger::Dropped;
-use crate::pipeline::stats::Snapshot;
+use crate::pipeline::stats::{Quantiles, Snapshot, Spent};
 
 /// Content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -99,6 +100,7 @@ fn encode_outcomes(encoder: &mut DescriptorEncoder, s: &Snapshot) -> Result {
         ConstGauge::new(p.latency_p99_ms / 1000.0)
             .encode(p99.encode_family(&[("producer", p.name.as_str())])?)?;
     }
+    encode_spent(encoder, s)?;
     gauge(
         encoder,
         "punctual_in_flight",
@@ -107,6 +109,81 @@ fn encode_outcomes(encoder: &mut DescriptorEncoder, s: &Snapshot) -> Result {
     )?;
     latency_histogram(encoder, s)?;
     Ok(())
+}
+
+/// Where the time went (queue wait, credit wait, work: p50 and p99 of the
+/// last window) and misses by cause since start, overall and by producer.
+fn encode_spent(encoder: &mut DescriptorEncoder, s: &Snapshot) -> Result {
+    let misses =
+        |spent: &Spent| Cause::ALL.map(|cause| (cause.name(), spent.misses_total.of(cause)));
+    labelled_counters(
+        encoder,
+        "punctual_misses",
+        "Late and dropped verdicts by cause (queue, work, capacity, admission, credit).",
+        &misses(&s.spent).map(|(cause, n)| ([("cause", cause)], n)),
+    )?;
+    let by_producer: Vec<([(&str, &str); 2], u64)> = s
+        .producers
+        .iter()
+        .flat_map(|p| {
+            misses(&p.spent)
+                .map(|(cause, n)| ([("producer", p.name.as_str()), ("cause", cause)], n))
+        })
+        .collect();
+    labelled_counters(
+        encoder,
+        "punctual_producer_misses",
+        "Late and dropped verdicts by producer (at most 32, the rest as other) and cause.",
+        &by_producer,
+    )?;
+    let quantiles: [(&str, &str, Pick); 2] = [
+        (
+            "punctual_spent_p50_seconds",
+            "punctual_producer_spent_p50_seconds",
+            |q| q.p50,
+        ),
+        (
+            "punctual_spent_p99_seconds",
+            "punctual_producer_spent_p99_seconds",
+            |q| q.p99,
+        ),
+    ];
+    for (overall, by_producer, pick) in quantiles {
+        let mut family = encoder.encode_descriptor(
+            overall,
+            "Each part of the outcomes' time (queue, wait, work) at this quantile, last window.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (part, ms) in parts(&s.spent, pick) {
+            ConstGauge::new(ms / 1000.0).encode(family.encode_family(&[("part", part)])?)?;
+        }
+        let mut family = encoder.encode_descriptor(
+            by_producer,
+            "Each part of each producer's outcomes' time at this quantile, last window.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for p in &s.producers {
+            for (part, ms) in parts(&p.spent, pick) {
+                let labels = [("producer", p.name.as_str()), ("part", part)];
+                ConstGauge::new(ms / 1000.0).encode(family.encode_family(&labels)?)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Which quantile of a part to export.
+type Pick = fn(&Quantiles) -> f64;
+
+/// `(part, ms)` of queue wait, credit wait and work, at one quantile.
+fn parts(spent: &Spent, pick: Pick) -> [(&'static str, f64); 3] {
+    [
+        ("queue", pick(&spent.queue_ms)),
+        ("wait", pick(&spent.wait_ms)),
+        ("work", pick(&spent.work_ms)),
+    ]
 }
 
 /// The work queue, the worker threads, real work and the utilisation.

@@ -182,6 +182,84 @@ impl Status {
     }
 }
 
+/// Why a deadline was missed: the one word a late or dropped outcome carries
+/// (`cause` on the wire). The rule, also in the README:
+///
+/// - a drop at the queue's door is `capacity`, a drop by admission
+///   `admission`, a worker's panic `work`;
+/// - any other miss (late, or expired before its work started) is the part
+///   of its time that was longest: `queue` (creation until a worker took
+///   it), `credit` (a pull task waiting for a worker with room) or `work`
+///   (the work, until its verdict); a tie goes to the earlier part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// It spent most of its time waiting in the queue.
+    Queue,
+    /// Its work ran past what was left.
+    Work,
+    /// The queue was full when it arrived.
+    Capacity,
+    /// Admission saw it could not finish in the time left.
+    Admission,
+    /// It spent most of its time waiting for a pull worker with room.
+    Credit,
+}
+
+impl Cause {
+    /// Every cause, in the order stats and metrics list them.
+    pub const ALL: [Cause; 5] = [
+        Cause::Queue,
+        Cause::Work,
+        Cause::Capacity,
+        Cause::Admission,
+        Cause::Credit,
+    ];
+
+    /// The wire name (`queue`, `work`, `capacity`, `admission`, `credit`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Cause::Queue => "queue",
+            Cause::Work => "work",
+            Cause::Capacity => "capacity",
+            Cause::Admission => "admission",
+            Cause::Credit => "credit",
+        }
+    }
+}
+
+/// The instants that cut an outcome's time into queue wait, credit wait and
+/// work. Left `None`, a stage did not happen: an event judged in the queue
+/// (refused at the door, expired there) spent all its time queued.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stages {
+    /// When it left the queue: a worker took it. In `pull` mode the credit
+    /// wait starts here; in the other modes the work does.
+    pub dequeued: Option<Instant>,
+    /// When its work started (after any credit wait and admission).
+    pub work_started: Option<Instant>,
+}
+
+impl Stages {
+    /// Work that started as the event left the queue (no credit wait).
+    pub fn starting(started: Instant) -> Self {
+        Stages {
+            dequeued: Some(started),
+            work_started: Some(started),
+        }
+    }
+}
+
+/// Where an outcome's time went: the three parts add up to its latency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    /// From creation until a worker took it (or the verdict, if none did).
+    pub queue: Duration,
+    /// A pull task waiting for a worker with room; zero in other modes.
+    pub wait: Duration,
+    /// The work as measured, until the verdict; `None` when no work started.
+    pub work: Option<Duration>,
+}
+
 /// An event with its verdict and the moment the verdict was given.
 #[derive(Debug)]
 pub struct Outcome {
@@ -194,6 +272,8 @@ pub struct Outcome {
     /// What went wrong, for a `failed` verdict: a status code, an error kind,
     /// or the worker's own words (at most [`MAX_ERROR_CHARS`] characters).
     pub error: Option<Box<str>>,
+    /// Where its time went on the way to the verdict.
+    pub stages: Stages,
 }
 
 /// Longest `error` an outcome carries; a worker's longer message is cut.
@@ -222,13 +302,46 @@ impl Outcome {
         self.decided.saturating_duration_since(self.event.created)
     }
 
-    /// An outcome with no `error`: every verdict but `failed`.
+    /// An outcome with no `error` given in the queue: refused at the door
+    /// or expired there.
     pub fn new(event: Event, status: Status, decided: Instant) -> Self {
         Outcome {
             event,
             status,
             decided,
             error: None,
+            stages: Stages::default(),
+        }
+    }
+
+    /// Its latency cut at its stages. Each cut is held between the one
+    /// before and the verdict, so the parts add up to [`Outcome::latency`]
+    /// exactly, even for an event dated (by its producer) after it was judged.
+    pub fn split(&self) -> Split {
+        let created = self.event.created;
+        let decided = self.decided.max(created);
+        let dequeued = self.stages.dequeued.map(|t| t.clamp(created, decided));
+        let left_queue = dequeued.unwrap_or(decided);
+        let work_started = self
+            .stages
+            .work_started
+            .map(|t| t.clamp(left_queue, decided));
+        Split {
+            queue: left_queue - created,
+            wait: work_started.unwrap_or(decided) - left_queue,
+            work: work_started.map(|started| decided - started),
+        }
+    }
+
+    /// Why it missed its deadline (see [`Cause`]); `None` for on-time and
+    /// failed verdicts.
+    pub fn cause(&self) -> Option<Cause> {
+        match self.status {
+            Status::OnTime | Status::Failed => None,
+            Status::Dropped(DropReason::QueueFull) => Some(Cause::Capacity),
+            Status::Dropped(DropReason::Infeasible) => Some(Cause::Admission),
+            Status::Dropped(DropReason::Panicked) => Some(Cause::Work),
+            Status::Late | Status::Dropped(DropReason::Expired) => Some(self.split().longest()),
         }
     }
 
@@ -269,12 +382,26 @@ impl Outcome {
         push_json(&mut out, &processed_at);
         out.extend_from_slice(br#","latencyMs":"#);
         push_json(&mut out, &latency_ms);
+        let split = self.split();
+        out.extend_from_slice(br#","queueMs":"#);
+        push_json(&mut out, &to_microsecond(millis(split.queue)));
+        out.extend_from_slice(br#","waitMs":"#);
+        push_json(&mut out, &to_microsecond(millis(split.wait)));
+        if let Some(work) = split.work {
+            out.extend_from_slice(br#","workMs":"#);
+            push_json(&mut out, &to_microsecond(millis(work)));
+        }
         out.extend_from_slice(br#","status":""#);
         out.extend_from_slice(self.status.name().as_bytes());
         out.push(b'"');
         if let Some(reason) = drop_reason {
             out.extend_from_slice(br#","dropReason":""#);
             out.extend_from_slice(reason.name().as_bytes());
+            out.push(b'"');
+        }
+        if let Some(cause) = self.cause() {
+            out.extend_from_slice(br#","cause":""#);
+            out.extend_from_slice(cause.name().as_bytes());
             out.push(b'"');
         }
         if let Some(error) = error {
@@ -291,9 +418,23 @@ impl Outcome {
     }
 }
 
+impl Split {
+    /// The longest part as a cause; a tie goes to the earlier part.
+    fn longest(&self) -> Cause {
+        let work = self.work.unwrap_or_default();
+        if self.queue >= self.wait && self.queue >= work {
+            Cause::Queue
+        } else if self.wait >= work {
+            Cause::Credit
+        } else {
+            Cause::Work
+        }
+    }
+}
+
 /// Bytes of an outcome message besides its id and payload, with room to spare:
-/// the keys and punctuation (~165), five numbers (≤ 24 each) and the names.
-const WIRE_FIXED_BYTES: usize = 352;
+/// the keys and punctuation (~210), eight numbers (≤ 24 each) and the names.
+const WIRE_FIXED_BYTES: usize = 480;
 
 /// Appends `value` as JSON (escaping, number formatting). The field names and
 /// punctuation around the values are constants written as they are: a derived
@@ -334,9 +475,15 @@ struct WireEvent<'a> {
     deadline_ms: u64,
     processed_at: f64,
     latency_ms: f64,
+    queue_ms: f64,
+    wait_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    work_ms: Option<f64>,
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     drop_reason: Option<DropReason>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cause: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -356,6 +503,7 @@ mod tests {
             status: Status::Dropped(DropReason::QueueFull),
             decided: t0 + Duration::from_millis(2),
             error: None,
+            stages: Stages::default(),
         };
         let v: serde_json::Value =
             serde_json::from_slice(&outcome.to_wire(7, &clock)).expect("valid JSON");
@@ -390,6 +538,7 @@ mod tests {
                 status,
                 decided: t0 + 37 * ns + offset,
                 error: None,
+                stages: Stages::default(),
             };
             let v: serde_json::Value =
                 serde_json::from_slice(&outcome.to_wire(1, &clock)).expect("valid JSON");
@@ -413,6 +562,7 @@ mod tests {
             status: Status::OnTime,
             decided: t0 + Duration::from_millis(50),
             error: None,
+            stages: Stages::default(),
         };
         let v: serde_json::Value =
             serde_json::from_slice(&outcome.to_wire(1, &WallClock::new())).expect("valid JSON");
@@ -424,6 +574,7 @@ mod tests {
     fn derived_wire(outcome: &Outcome, seq: u64, clock: &WallClock) -> Vec<u8> {
         let created_at = to_microsecond(clock.epoch_ms(outcome.event.created));
         let latency_ms = to_microsecond(millis(outcome.latency()));
+        let split = outcome.split();
         let wire = WireEvent {
             kind: "event",
             seq,
@@ -434,11 +585,15 @@ mod tests {
             deadline_ms: whole_millis(outcome.event.deadline),
             processed_at: to_microsecond(created_at + latency_ms),
             latency_ms,
+            queue_ms: to_microsecond(millis(split.queue)),
+            wait_ms: to_microsecond(millis(split.wait)),
+            work_ms: split.work.map(|work| to_microsecond(millis(work))),
             status: outcome.status.name(),
             drop_reason: match outcome.status {
                 Status::Dropped(reason) => Some(reason),
                 _ => None,
             },
+            cause: outcome.cause().map(Cause::name),
             error: outcome.error.as_deref(),
             payload: outcome.event.payload.as_deref(),
         };
@@ -470,6 +625,7 @@ mod tests {
                 Event::generated(t0, Duration::from_millis(100)),
                 ingested.clone(),
             ] {
+                let at = |nanos: u64| Some(t0 + Duration::from_nanos(nanos));
                 let outcome = Outcome {
                     event,
                     status,
@@ -477,6 +633,17 @@ mod tests {
                     error: status
                         .eq(&Status::Failed)
                         .then(|| error_text("HTTP 500 \"quoted\"")),
+                    stages: match n % 3 {
+                        0 => Stages::default(),
+                        1 => Stages {
+                            dequeued: at(1_234_567 * n as u64),
+                            work_started: None,
+                        },
+                        _ => Stages {
+                            dequeued: at(1_234_567 * n as u64),
+                            work_started: at(7_654_321 * n as u64),
+                        },
+                    },
                 };
                 let written = outcome.to_wire(u64::MAX - n as u64, &clock);
                 let derived = derived_wire(&outcome, u64::MAX - n as u64, &clock);
@@ -503,11 +670,136 @@ mod tests {
             status: Status::Dropped(DropReason::Infeasible),
             decided: t0 + Duration::from_secs(3_600),
             error: Some(error_text(&escaped(MAX_ERROR_CHARS + 10))),
+            stages: Stages {
+                dequeued: Some(t0 + Duration::from_secs(1_800)),
+                work_started: Some(t0 + Duration::from_secs(2_700)),
+            },
         };
         let envelope = outcome.to_wire(u64::MAX, &clock).len() - 1;
         assert!(
             envelope <= MAX_ENVELOPE_BYTES,
             "{envelope} bytes besides the payload"
+        );
+    }
+
+    /// An outcome of a 100 ms deadline judged `decided_ms` after creation,
+    /// with its stages at the given offsets.
+    fn staged(
+        status: Status,
+        dequeued_ms: Option<u64>,
+        work_ms: Option<u64>,
+        decided_ms: u64,
+    ) -> Outcome {
+        let t0 = Instant::now();
+        let at = |ms: Option<u64>| ms.map(|ms| t0 + Duration::from_millis(ms));
+        Outcome {
+            event: Event::generated(t0, Duration::from_millis(100)),
+            status,
+            decided: t0 + Duration::from_millis(decided_ms),
+            error: None,
+            stages: Stages {
+                dequeued: at(dequeued_ms),
+                work_started: at(work_ms),
+            },
+        }
+    }
+
+    #[test]
+    fn the_parts_of_the_split_add_up_to_the_latency() {
+        let ms = Duration::from_millis;
+        for (outcome, queue, wait, work) in [
+            (
+                staged(Status::OnTime, Some(10), Some(10), 30),
+                10,
+                0,
+                Some(20),
+            ),
+            (
+                staged(Status::Late, Some(10), Some(60), 100),
+                10,
+                50,
+                Some(40),
+            ),
+            (
+                staged(Status::Dropped(DropReason::Expired), None, None, 100),
+                100,
+                0,
+                None,
+            ),
+            (
+                staged(Status::Dropped(DropReason::Expired), Some(20), None, 100),
+                20,
+                80,
+                None,
+            ),
+        ] {
+            let split = outcome.split();
+            assert_eq!(
+                split,
+                Split {
+                    queue: ms(queue),
+                    wait: ms(wait),
+                    work: work.map(ms)
+                }
+            );
+            assert_eq!(
+                split.queue + split.wait + split.work.unwrap_or_default(),
+                outcome.latency()
+            );
+        }
+        // An event its producer dated after the verdict: every part is empty.
+        let mut future = staged(Status::OnTime, Some(10), Some(10), 30);
+        future.event.created += ms(60_000);
+        let split = future.split();
+        assert_eq!(
+            (split.queue, split.wait, split.work),
+            (ms(0), ms(0), Some(ms(0)))
+        );
+    }
+
+    #[test]
+    fn a_miss_is_caused_by_its_drop_reason_or_else_its_longest_part() {
+        let cause =
+            |status, dequeued, work, decided| staged(status, dequeued, work, decided).cause();
+        let dropped = Status::Dropped;
+        assert_eq!(cause(Status::OnTime, Some(90), Some(90), 100), None);
+        assert_eq!(cause(Status::Failed, Some(90), Some(90), 100), None);
+        assert_eq!(
+            cause(dropped(DropReason::QueueFull), None, None, 0),
+            Some(Cause::Capacity)
+        );
+        assert_eq!(
+            cause(dropped(DropReason::Infeasible), Some(5), None, 5),
+            Some(Cause::Admission)
+        );
+        assert_eq!(
+            cause(dropped(DropReason::Panicked), Some(5), Some(5), 6),
+            Some(Cause::Work)
+        );
+        assert_eq!(
+            cause(dropped(DropReason::Expired), None, None, 100),
+            Some(Cause::Queue)
+        );
+        assert_eq!(
+            cause(dropped(DropReason::Expired), Some(10), None, 100),
+            Some(Cause::Credit)
+        );
+        assert_eq!(
+            cause(Status::Late, Some(90), Some(90), 101),
+            Some(Cause::Queue)
+        );
+        assert_eq!(
+            cause(Status::Late, Some(20), Some(20), 101),
+            Some(Cause::Work)
+        );
+        assert_eq!(
+            cause(Status::Late, Some(10), Some(70), 101),
+            Some(Cause::Credit)
+        );
+        assert_eq!(
+            cause(Status::Late, Some(50), Some(50), 100),
+            Some(Cause::Queue),
+            "a tie"
         );
     }
 

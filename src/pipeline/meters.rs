@@ -14,7 +14,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 
 /// Highest latency the histogram records exactly; beyond it values are clamped.
-const MAX_TRACKED_LATENCY_US: u64 = 3_600_000_000;
+pub(super) const MAX_TRACKED_LATENCY_US: u64 = 3_600_000_000;
 
 /// Live meters updated by the stages that own them: atomics, and one
 /// mutex for the tick jitter, taken once per generator wake.

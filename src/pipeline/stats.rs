@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Settings;
 use crate::ops::faults::PanicCounts;
+use crate::pipeline::event::Cause;
 use crate::pipeline::ledger::{Dropped, Totals};
 use crate::pipeline::overload::{Health, OVERLOADED_UTILISATION};
 
@@ -31,6 +32,78 @@ pub struct LatencyMs {
     /// given (`decided − deadline_at`): the cost of waking a worker at its
     /// deadline. 0 when the window had no late verdict.
     pub late_after_deadline_p99: f64,
+}
+
+/// The 50th and 99th percentiles of one part of the outcomes' time in the
+/// last window, ms (0 when the window had none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Quantiles {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+}
+
+/// Misses (late and dropped outcomes) by cause (see `event::Cause`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Causes {
+    /// Most of the time was spent waiting in the queue.
+    pub queue: u64,
+    /// The work ran past what was left (or its worker panicked).
+    pub work: u64,
+    /// The queue was full (`queue-full`).
+    pub capacity: u64,
+    /// Admission saw it could not finish in time (`infeasible`).
+    pub admission: u64,
+    /// Most of the time was spent waiting for a pull worker with room.
+    pub credit: u64,
+}
+
+impl Causes {
+    /// Counts one miss.
+    pub fn count(&mut self, cause: Cause) {
+        *self.of_mut(cause) += 1;
+    }
+
+    /// The misses of `cause`.
+    pub fn of(&self, cause: Cause) -> u64 {
+        match cause {
+            Cause::Queue => self.queue,
+            Cause::Work => self.work,
+            Cause::Capacity => self.capacity,
+            Cause::Admission => self.admission,
+            Cause::Credit => self.credit,
+        }
+    }
+
+    fn of_mut(&mut self, cause: Cause) -> &mut u64 {
+        match cause {
+            Cause::Queue => &mut self.queue,
+            Cause::Work => &mut self.work,
+            Cause::Capacity => &mut self.capacity,
+            Cause::Admission => &mut self.admission,
+            Cause::Credit => &mut self.credit,
+        }
+    }
+}
+
+/// Where the outcomes' time went (`queueMs`, `waitMs`, `workMs` on the wire)
+/// and why deadlines were missed: overall in [`Snapshot::spent`], and per
+/// producer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Spent {
+    /// Queue wait of the last window's outcomes that were queued (every
+    /// verdict but `queue-full`).
+    pub queue_ms: Quantiles,
+    /// Credit wait of the last window's outcomes a worker took (0 unless `pull`).
+    pub wait_ms: Quantiles,
+    /// Work of the last window's outcomes whose work started.
+    pub work_ms: Quantiles,
+    /// The last window's misses by cause.
+    pub misses: Causes,
+    /// Misses by cause since start.
+    pub misses_total: Causes,
 }
 
 /// Per-second rates over the last window.
@@ -75,6 +148,9 @@ pub struct Snapshot {
     pub rates: Rates,
     /// Latency of events worked on (on-time and late) in the last window.
     pub latency_ms: LatencyMs,
+    /// Where the time went and why deadlines were missed.
+    #[serde(default)]
+    pub spent: Spent,
     /// Work queue fill.
     pub queue: QueueState,
     /// Worker pool use.
@@ -358,6 +434,9 @@ pub struct ProducerStats {
     pub rate: f64,
     /// p99 latency of its events worked on in the last window, ms (0: none).
     pub latency_p99_ms: f64,
+    /// Where its events' time went and why its deadlines were missed.
+    #[serde(default)]
+    pub spent: Spent,
 }
 
 impl Snapshot {

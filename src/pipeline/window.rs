@@ -13,13 +13,13 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::config::WorkMode;
-use crate::pipeline::event::{Outcome, Status};
+use crate::pipeline::event::{DropReason, Outcome, Status};
 use crate::pipeline::ledger::Totals;
-use crate::pipeline::meters::{micros_histogram, p99_ms, record_micros};
+use crate::pipeline::meters::{MAX_TRACKED_LATENCY_US, micros_histogram, p99_ms, record_micros};
 use crate::pipeline::overload::{Counters, Health, Now, Recent};
 use crate::pipeline::stats::{
-    CumulativeLatency, LatencyMs, Load, ProducerStats, Rates, Readings, Schedulability, Snapshot,
-    WorkState,
+    Causes, CumulativeLatency, LatencyMs, Load, ProducerStats, Quantiles, Rates, Readings,
+    Schedulability, Snapshot, Spent, WorkState,
 };
 
 /// Latency of the current window and the totals at its start. Owned by the hub.
@@ -36,6 +36,91 @@ pub struct Window {
     /// The last few windows' tallies, for the overload verdict.
     recent: Recent,
     producers: Producers,
+    spent: SpentWindow,
+}
+
+/// Where the time of one window's outcomes went, and its misses by cause
+/// (the window's and since start): overall in the hub's window, and in each
+/// producer's row.
+struct SpentWindow {
+    queue_us: Histogram<u64>,
+    wait_us: Histogram<u64>,
+    work_us: Histogram<u64>,
+    misses: Causes,
+    misses_total: Causes,
+}
+
+impl SpentWindow {
+    fn new() -> Self {
+        SpentWindow {
+            queue_us: part_histogram(),
+            wait_us: part_histogram(),
+            work_us: part_histogram(),
+            misses: Causes::default(),
+            misses_total: Causes::default(),
+        }
+    }
+
+    fn record(&mut self, outcome: &Outcome) {
+        let split = outcome.split();
+        let queued = outcome.status != Status::Dropped(DropReason::QueueFull);
+        if queued {
+            record_part(&mut self.queue_us, split.queue);
+        }
+        if outcome.stages.dequeued.is_some() {
+            record_part(&mut self.wait_us, split.wait);
+        }
+        if let Some(work) = split.work {
+            record_part(&mut self.work_us, work);
+        }
+        if let Some(cause) = outcome.cause() {
+            self.misses.count(cause);
+            self.misses_total.count(cause);
+        }
+    }
+
+    /// The window's figures; starts the next window.
+    fn take(&mut self) -> Spent {
+        let spent = Spent {
+            queue_ms: quantiles(&self.queue_us),
+            wait_ms: quantiles(&self.wait_us),
+            work_ms: quantiles(&self.work_us),
+            misses: self.misses,
+            misses_total: self.misses_total,
+        };
+        self.queue_us.reset();
+        self.wait_us.reset();
+        self.work_us.reset();
+        self.misses = Causes::default();
+        spent
+    }
+}
+
+/// A histogram of one part of the outcomes' time, in µs, to two significant
+/// digits: a p50 or p99 within 1 % says where the time went, and at a tenth
+/// of a latency histogram's memory, three of them per producer row stay small.
+fn part_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, MAX_TRACKED_LATENCY_US, 2)
+        .expect("constant histogram bounds are valid")
+}
+
+/// Records `part` in whole microseconds, clamped at the ceiling. Unlike a
+/// latency, a part is often exactly zero (no credit wait outside `pull`), and
+/// is shown as 0, not as the 1 µs floor of a latency histogram.
+fn record_part(histogram: &mut Histogram<u64>, part: Duration) {
+    let micros = u64::try_from(part.as_micros()).unwrap_or(u64::MAX);
+    histogram.saturating_record(micros.min(MAX_TRACKED_LATENCY_US));
+}
+
+fn quantiles(histogram: &Histogram<u64>) -> Quantiles {
+    if histogram.is_empty() {
+        return Quantiles::default();
+    }
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    Quantiles {
+        p50: ms(0.50),
+        p99: ms(0.99),
+    }
 }
 
 /// Most producers with a row of their own; the rest share the row `other`,
@@ -55,6 +140,7 @@ struct ProducerRow {
     verdicts: Totals,
     window_verdicts: u64,
     window_latency_us: Histogram<u64>,
+    spent: SpentWindow,
 }
 
 impl Producers {
@@ -66,6 +152,7 @@ impl Producers {
         if matches!(outcome.status, Status::OnTime | Status::Late) {
             record_micros(&mut row.window_latency_us, outcome.latency());
         }
+        row.spent.record(outcome);
     }
 
     /// The row of `name`: its own while there is room, else `other`.
@@ -86,6 +173,7 @@ impl Producers {
             verdicts: Totals::default(),
             window_verdicts: 0,
             window_latency_us: micros_histogram(),
+            spent: SpentWindow::new(),
         });
         self.index.insert(name.into(), self.rows.len() - 1);
         self.rows.len() - 1
@@ -96,7 +184,10 @@ impl Producers {
         self.rows
             .iter_mut()
             .map(|row| {
-                let stats = ProducerStats::of(row, seconds);
+                let stats = ProducerStats {
+                    spent: row.spent.take(),
+                    ..ProducerStats::of(row, seconds)
+                };
                 row.window_verdicts = 0;
                 row.window_latency_us.reset();
                 stats
@@ -126,6 +217,7 @@ impl ProducerStats {
                 0.0
             },
             latency_p99_ms: p99_ms(&row.window_latency_us),
+            spent: Spent::default(),
         }
     }
 }
@@ -148,6 +240,7 @@ impl Window {
             recent_load: VecDeque::with_capacity(LOAD_WINDOWS),
             recent: Recent::default(),
             producers: Producers::default(),
+            spent: SpentWindow::new(),
         }
     }
 
@@ -155,6 +248,7 @@ impl Window {
     /// Drops are excluded: their "latency" is time-to-drop and would flatter the chart.
     pub fn record(&mut self, outcome: &Outcome) {
         self.producers.record(outcome);
+        self.spent.record(outcome);
         if matches!(outcome.status, Status::OnTime | Status::Late) {
             record_micros(&mut self.latency_us, outcome.latency());
             self.cumulative.record(outcome.latency());
@@ -190,6 +284,7 @@ impl Window {
             totals: readings.totals,
             rates,
             latency_ms,
+            spent: self.spent.take(),
             queue: readings.queue,
             workers: readings.workers,
             clients: readings.clients,

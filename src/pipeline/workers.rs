@@ -30,7 +30,7 @@ use crossbeam_channel::Sender;
 use crate::config::Knobs;
 use crate::ops::faults::{Faults, Role};
 use crate::pipeline::admission::{Admit, WorkEstimator, admit};
-use crate::pipeline::event::{DropReason, Event, Outcome, Status, error_text};
+use crate::pipeline::event::{DropReason, Event, Outcome, Stages, Status, error_text};
 use crate::pipeline::ledger::Ledger;
 use crate::pipeline::meters::Meters;
 use crate::pipeline::schedule::WorkQueue;
@@ -114,19 +114,37 @@ enum Hands {
     Pull(Arc<RemoteWorkers>),
 }
 
-/// A verdict with the instant it follows from and, for `failed`, why.
+/// A verdict with the instant it follows from, where the time until then
+/// went and, for `failed`, why.
 struct Verdict {
     status: Status,
     decided: Instant,
     error: Option<Box<str>>,
+    stages: Stages,
 }
 
 impl Verdict {
-    fn at(status: Status, decided: Instant) -> Self {
+    /// A verdict reached at `decided` on an event taken from the queue at
+    /// `dequeued` whose work never started.
+    fn unworked(status: Status, dequeued: Instant, decided: Instant) -> Self {
         Verdict {
             status,
             decided,
             error: None,
+            stages: Stages {
+                dequeued: Some(dequeued),
+                work_started: None,
+            },
+        }
+    }
+
+    /// A verdict reached at `decided` on work that started at `stages.work_started`.
+    fn worked(status: Status, stages: Stages, decided: Instant) -> Self {
+        Verdict {
+            status,
+            decided,
+            error: None,
+            stages,
         }
     }
 }
@@ -142,33 +160,43 @@ impl WorkerContext {
 
     /// Gives `event` its verdict. A panic on the way is caught here, around
     /// this one event, and becomes the verdict `dropped/panicked`, decided
-    /// when the panic was caught.
+    /// when the panic was caught (its time after leaving the queue counted
+    /// as work: what ran there was the worker's).
     fn judge(&self, event: Event, hands: &mut Hands) -> Outcome {
+        let dequeued = Instant::now();
         let verdict = self
             .faults
-            .catch(Role::Worker, || self.verdict(&event, hands))
-            .unwrap_or_else(|| Verdict::at(Status::Dropped(DropReason::Panicked), Instant::now()));
+            .catch(Role::Worker, || self.verdict(&event, hands, dequeued))
+            .unwrap_or_else(|| {
+                let panicked = Status::Dropped(DropReason::Panicked);
+                Verdict::worked(panicked, Stages::starting(dequeued), Instant::now())
+            });
         Outcome {
             event,
             status: verdict.status,
             decided: verdict.decided,
             error: verdict.error,
+            stages: verdict.stages,
         }
     }
 
-    /// Decides on `event` and, when admitted, runs its work under its deadline.
-    fn verdict(&self, event: &Event, hands: &mut Hands) -> Verdict {
+    /// Decides on `event`, taken from the queue at `dequeued`, and, when
+    /// admitted, runs its work under its deadline.
+    fn verdict(&self, event: &Event, hands: &mut Hands, dequeued: Instant) -> Verdict {
         self.faults.injection_point(Role::Worker);
         let simulated = matches!(hands, Hands::Simulate);
         let predicted = self.prediction(event, simulated);
         let now = Instant::now();
         if let Some(refused) = refusal(admit(now, event.deadline_at(), predicted)) {
-            return Verdict::at(refused, now);
+            // Deciding is part of leaving the queue: no credit was waited for.
+            return Verdict::unworked(refused, now, now);
         }
         match hands {
             Hands::Simulate => self.simulate(event),
-            Hands::Http(caller) => self.real_work(event, || caller.call(event)),
-            Hands::Pull(remote_workers) => self.hand_over(remote_workers, event, predicted),
+            Hands::Http(caller) => self.real_work(event, None, || caller.call(event)),
+            Hands::Pull(remote_workers) => {
+                self.hand_over(remote_workers, event, predicted, dequeued)
+            }
         }
     }
 
@@ -212,7 +240,7 @@ impl WorkerContext {
         if event.work.is_none() {
             self.lock_estimator().observe(decided, took);
         }
-        Verdict::at(status, decided)
+        Verdict::worked(status, Stages::starting(started), decided)
     }
 
     /// Waits for a connected worker with room, sends it `event` and waits for
@@ -222,32 +250,40 @@ impl WorkerContext {
     /// taking an earlier frame, or that stopped taking tasks (it closed or
     /// went) since its credit was taken, is left at once for other room,
     /// within the deadline: no worker thread waits on a write, and no event
-    /// fails for a worker that never had it.
+    /// fails for a worker that never had it. The time from `dequeued` until
+    /// a worker took the task is the event's credit wait.
     fn hand_over(
         &self,
         remote_workers: &RemoteWorkers,
         event: &Event,
         predicted: Option<Duration>,
+        dequeued: Instant,
     ) -> Verdict {
+        let unworked = |status, decided| Verdict::unworked(status, dequeued, decided);
         loop {
             let Some(credit) = remote_workers.acquire(event.deadline_at()) else {
-                return Verdict::at(Status::Dropped(DropReason::Expired), Instant::now());
+                return unworked(Status::Dropped(DropReason::Expired), Instant::now());
             };
             let now = Instant::now();
             if let Some(refused) = refusal(admit(now, event.deadline_at(), predicted)) {
                 credit.give_back(remote_workers);
-                return Verdict::at(refused, now);
+                return unworked(refused, now);
             }
             let task = match task_json(event, &self.clock, now, Some("task")) {
                 Ok(task) => task,
                 Err(e) => {
                     credit.give_back(remote_workers);
-                    return failed(error_text(&format!("unserialisable event: {e}")), now);
+                    let error = error_text(&format!("unserialisable event: {e}"));
+                    return Verdict {
+                        error: Some(error),
+                        ..unworked(Status::Failed, now)
+                    };
                 }
             };
             match credit.offer(remote_workers, &event.id, task) {
                 Offer::Taken(handover) => {
-                    return self.real_work(event, || handover.answer(event.deadline_at()));
+                    let answer = || handover.answer(event.deadline_at());
+                    return self.real_work(event, Some(dequeued), answer);
                 }
                 Offer::Elsewhere => continue,
             }
@@ -260,17 +296,31 @@ impl WorkerContext {
     /// answer is `late` at the deadline instant. The duration of answered
     /// work (and of work abandoned at the deadline, a lower bound) teaches
     /// the estimator; a failure's does not, it says nothing of the work.
-    fn real_work(&self, event: &Event, call: impl FnOnce() -> Answer) -> Verdict {
+    /// `dequeued` is when the event left the queue, when that was not when
+    /// its work started (a pull task's credit wait lies between).
+    fn real_work(
+        &self,
+        event: &Event,
+        dequeued: Option<Instant>,
+        call: impl FnOnce() -> Answer,
+    ) -> Verdict {
         let deadline_at = event.deadline_at();
         let busy = Busy::start(&self.meters);
         let started = Instant::now();
+        let stages = Stages {
+            dequeued: Some(dequeued.unwrap_or(started)),
+            work_started: Some(started),
+        };
         let answer = call();
         let mut decided = Instant::now();
         drop(busy);
         let took = self.count_work(started, decided);
         match answer {
-            Answer::Failed(error) if decided <= deadline_at => failed(error, decided),
-            Answer::Failed(_) => Verdict::at(Status::Late, decided),
+            Answer::Failed(error) if decided <= deadline_at => Verdict {
+                error: Some(error),
+                ..Verdict::worked(Status::Failed, stages, decided)
+            },
+            Answer::Failed(_) => Verdict::worked(Status::Late, stages, decided),
             Answer::Done | Answer::TimedOut => {
                 if answer == Answer::TimedOut && decided <= deadline_at {
                     // A timeout that fired early must not give `late` before the deadline.
@@ -278,7 +328,7 @@ impl WorkerContext {
                     decided = Instant::now();
                 }
                 self.lock_estimator().observe(decided, took);
-                Verdict::at(verdict_at(decided, deadline_at), decided)
+                Verdict::worked(verdict_at(decided, deadline_at), stages, decided)
             }
         }
     }
@@ -307,14 +357,6 @@ fn refusal(admitted: Admit) -> Option<Status> {
         Admit::Expired => Some(Status::Dropped(DropReason::Expired)),
         Admit::Infeasible => Some(Status::Dropped(DropReason::Infeasible)),
         Admit::Start { .. } => None,
-    }
-}
-
-fn failed(error: Box<str>, decided: Instant) -> Verdict {
-    Verdict {
-        status: Status::Failed,
-        decided,
-        error: Some(error),
     }
 }
 
@@ -403,13 +445,13 @@ mod tests {
             }
         };
         for _ in 0..WorkEstimator::MIN_SAMPLES {
-            let verdict = ctx.real_work(&event, slow(Answer::Failed("HTTP 500".into())));
+            let verdict = ctx.real_work(&event, None, slow(Answer::Failed("HTTP 500".into())));
             assert_eq!(verdict.status, Status::Failed);
         }
         let predicted = |ctx: &WorkerContext| ctx.prediction(&event, false).expect("admission on");
         assert_eq!(predicted(&ctx), MS, "failures measured nothing");
         for _ in 0..WorkEstimator::MIN_SAMPLES {
-            let verdict = ctx.real_work(&event, slow(Answer::Done));
+            let verdict = ctx.real_work(&event, None, slow(Answer::Done));
             assert_eq!(verdict.status, Status::OnTime);
         }
         assert!(predicted(&ctx) >= 5 * MS, "{:?}", predicted(&ctx));
@@ -463,7 +505,7 @@ mod tests {
             clock: WallClock::new(),
         };
         let event = Event::generated(Instant::now(), 5_000 * MS);
-        let verdict = ctx.hand_over(&remote_workers, &event, None);
+        let verdict = ctx.hand_over(&remote_workers, &event, None, Instant::now());
         assert_eq!((verdict.status, verdict.error), (Status::OnTime, None));
         drop(worker.join().expect("worker"));
     }

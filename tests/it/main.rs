@@ -25,6 +25,7 @@ mod resume;
 mod schedule;
 mod service;
 mod settings;
+mod spent;
 mod systemd;
 mod verdicts;
 mod wire;
