@@ -1,5 +1,6 @@
 // punctual's live dashboard: one WebSocket, a stats bar, two charts, a health
-// panel, live settings, outcomes by producer and the last 50 outcomes.
+// panel with advice on recent misses, live settings, outcomes by producer and
+// the last 50 outcomes, each with where its time went.
 //
 // Messages are only parsed and buffered as they arrive; the DOM is updated
 // once per animation frame from what was buffered since the last frame. The
@@ -9,6 +10,7 @@
 import {
   HEALTH_WINDOW_S,
   KNOBS,
+  MissHistory,
   RESET_TEXT,
   Ring,
   SCHEDULES,
@@ -24,11 +26,13 @@ import {
   formatUptime,
   gapText,
   health,
+  missAdvice,
   parseKnob,
   producerRows,
   sampleFromStats,
   scheduleOf,
   socketUrl,
+  splitShown,
   utilisationSummary,
   workSummary,
 } from "./logic.js";
@@ -56,6 +60,8 @@ const $ = (id) => document.getElementById(id);
 const pending = new Ring(PENDING_CAPACITY);
 const rows = new Ring(MAX_ROWS);
 const series = new Series();
+/** The last few stats messages' misses by cause: what the hint and the producers' cause say. */
+const misses = new MissHistory(HEALTH_WINDOW_S);
 let latestStats = null;
 /** When the newest stats message arrived (client time): its health verdict goes stale after HEALTH_WINDOW_S. */
 let latestStatsAt = 0;
@@ -184,6 +190,7 @@ function onMessage(text) {
     latestStats = data;
     latestStatsAt = Date.now();
     series.add(sampleFromStats(data, latestStatsAt));
+    misses.add(data, latestStatsAt);
     statsDirty = true;
     chartsDirty = true;
   }
@@ -193,6 +200,7 @@ function onMessage(text) {
 function forgetOutcomes() {
   pending.clear();
   rows.clear();
+  misses.clear();
   rowsDirty = true;
   statsDirty = true;
 }
@@ -200,10 +208,12 @@ function forgetOutcomes() {
 // ---- rendering, once per frame ----
 
 const table = { body: null, cells: [], texts: [] };
-const CELL_KEYS = ["id", "statusText", "source", "producer", "created", "processed", "latency", "deadline"];
-const CELL_CLASSES = ["mono", "status", "c-source", "c-producer", "c-created", "", "num", "num c-deadline"];
+const CELL_KEYS = ["id", "statusText", "source", "producer", "created", "processed", "latency", "split", "deadline"];
+const CELL_CLASSES = ["mono", "status", "c-source", "c-producer", "c-created", "", "num", "num c-split", "num c-deadline"];
 /** The producer cell: its title holds the whole name. */
 const PRODUCER_CELL = CELL_KEYS.indexOf("producer");
+/** The split cell: its title holds the parts to the microsecond. */
+const SPLIT_CELL = CELL_KEYS.indexOf("split");
 
 function ensureRows(count) {
   while (table.cells.length < count) {
@@ -239,6 +249,7 @@ function renderRows() {
     // A failed outcome's error may be long: the tooltip holds more than the cell.
     if (cells[1].title !== row.statusTitle) cells[1].title = row.statusTitle;
     if (cells[PRODUCER_CELL].title !== row.producerTitle) cells[PRODUCER_CELL].title = row.producerTitle;
+    if (cells[SPLIT_CELL].title !== row.splitTitle) cells[SPLIT_CELL].title = row.splitTitle;
     CELL_KEYS.forEach((key, j) => {
       if (texts[j] !== row[key]) {
         cells[j].textContent = row[key];
@@ -306,7 +317,8 @@ function renderStats() {
   renderWork(workSummary(s.work));
   renderSchedule(scheduleOf(s.config?.schedule));
   renderUtilisation(utilisationSummary(s.schedulability));
-  renderProducers(producerRows(s.producers));
+  const now = Date.now();
+  renderProducers(producerRows(s.producers, (name) => misses.recent(now, name), HEALTH_WINDOW_S));
 
   applyConfig(s.config);
 }
@@ -342,8 +354,10 @@ function renderUtilisation(util) {
   setText("h-util-detail", util.detail);
 }
 
-const PRODUCER_KEYS = ["name", "rate", "onTimePct", "p99", "late", "failed", "drops"];
-const PRODUCER_CLASSES = ["c-name", "num c-rate", "num c-pct", "num c-p99", "num c-late", "num c-failed", "c-drops"];
+const PRODUCER_KEYS = ["name", "rate", "onTimePct", "p99", "late", "failed", "drops", "cause"];
+const PRODUCER_CLASSES = ["c-name", "num c-rate", "num c-pct", "num c-p99", "num c-late", "num c-failed", "c-drops", "c-cause"];
+/** The cause cell: highlighted while its misses are recent, its title holds the counts. */
+const CAUSE_CELL = PRODUCER_KEYS.indexOf("cause");
 
 /** The Producers panel; hidden for a daemon whose stats have no `producers`. Names are set as text only. */
 function renderProducers(list) {
@@ -365,6 +379,10 @@ function renderProducers(list) {
     const cls = row.low ? "low" : "";
     if (tr.className !== cls) tr.className = cls;
     if (tr.cells[0].title !== row.fullName) tr.cells[0].title = row.fullName;
+    const cause = tr.cells[CAUSE_CELL];
+    const causeCls = row.causeRecent ? "c-cause recent" : "c-cause";
+    if (cause.className !== causeCls) cause.className = causeCls;
+    if (cause.title !== row.causeTitle) cause.title = row.causeTitle;
     PRODUCER_KEYS.forEach((key, j) => {
       if (tr.cells[j].textContent !== row[key]) tr.cells[j].textContent = row[key];
     });
@@ -384,6 +402,21 @@ function renderHealth() {
   else text = h.reasons.join(" · ");
   setText("health-reasons", text);
   setText("health-rule", h.rule);
+  renderHint(h.state === "unknown" ? null : missAdvice(misses.recent(Date.now()), adviceContext(latestStats), HEALTH_WINDOW_S));
+}
+
+/** What the advice depends on: how work is done and the queue's order. */
+function adviceContext(s) {
+  return { mode: s?.work?.mode, schedule: scheduleOf(s?.config?.schedule) };
+}
+
+/** The hint under the verdict: what to do about the recent misses; hidden when there were none. */
+function renderHint(advice) {
+  const el = $("health-hint");
+  if (el.hidden !== (advice === null)) el.hidden = advice === null;
+  if (advice === null) return;
+  setText("health-hint", advice.text);
+  if (el.title !== advice.title) el.title = advice.title;
 }
 
 function renderConnection() {
@@ -402,7 +435,13 @@ let chartsDrawnAt = 0;
 function drawCharts(now) {
   colors ??= palette(document.documentElement);
   const samples = series.samples();
-  drawLatency($("latency-chart"), samples, now, colors);
+  // The parts of the time are drawn, and named in the legend, only once the server measured them.
+  const shown = splitShown(samples);
+  for (const [key, id] of [["queueP99", "key-queue"], ["waitP99", "key-wait"], ["workP99", "key-work"]]) {
+    const el = $(id);
+    if (el.hidden !== !shown[key]) el.hidden = !shown[key];
+  }
+  drawLatency($("latency-chart"), samples, now, colors, shown);
   drawOutcomes($("outcomes-chart"), samples, now, colors);
   chartsDrawnAt = now;
 }

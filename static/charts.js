@@ -1,7 +1,19 @@
-// Hand-drawn canvas charts: latency (p50, p99, deadline) and stacked outcomes,
-// both over the last WINDOW_S seconds. Coordinates come from logic.js.
+// Hand-drawn canvas charts: latency (p50, p99, deadline, and the p99 of each
+// part of the time) and stacked outcomes, both over the last WINDOW_S
+// seconds. Coordinates come from logic.js.
 
-import { WINDOW_S, axisLabel, latencyOf, latencyScaleMax, num, outcomesScaleMax, ticks, toRuns } from "./logic.js";
+import {
+  SPLIT_PARTS,
+  WINDOW_S,
+  axisLabel,
+  latencyOf,
+  latencyScaleMax,
+  num,
+  outcomesScaleMax,
+  splitOf,
+  ticks,
+  toRuns,
+} from "./logic.js";
 
 const PAD = { left: 48, right: 10, top: 10, bottom: 22 };
 
@@ -19,6 +31,9 @@ export function palette(element) {
     p50: v("--p50", "#2f6fd6"),
     p99: v("--p99", "#7b3fc4"),
     deadline: v("--deadline", "#c62828"),
+    queueP99: v("--queue", "#0f8f86"),
+    waitP99: v("--wait", "#64748b"),
+    workP99: v("--work", "#8c5a2b"),
   };
 }
 
@@ -101,8 +116,23 @@ function strokeRuns(ctx, runs, color, width, dash = []) {
   ctx.restore();
 }
 
-/** Draws p50 and p99 latency with the deadline as a dashed step line. */
-export function drawLatency(canvas, samples, nowMs, colors) {
+/**
+ * Draws p50 and p99 latency with the deadline as a dashed step line, and
+ * where the time went: the p99 of queue wait, credit wait and work, dashed,
+ * for the parts `shown` (from splitShown; none from an older server).
+ *
+ * Why p99 lines of the parts rather than a stack of their p50s: a deadline
+ * is missed in the tail, and the chart already shows the tail against the
+ * deadline. A part's p99 line climbing towards the deadline says at a glance
+ * which part eats it (queue wait under overload, work when the work is
+ * slow), while p50s would sit calmly below the deadline as events miss it.
+ * Percentiles do not add either: a stack of the parts' p50s (or p99s) need
+ * not meet the total's, so its top would be a height no event had, beside
+ * a total line saying otherwise. Dashed and thinner, on top of
+ * the solid totals, so a part that is all of the time (work with an empty
+ * queue) shows over its total without hiding it.
+ */
+export function drawLatency(canvas, samples, nowMs, colors, shown = {}) {
   const { ctx, box } = prepare(canvas);
   const yMax = latencyScaleMax(samples);
   axes(ctx, box, yMax, "ms", colors);
@@ -126,6 +156,11 @@ export function drawLatency(canvas, samples, nowMs, colors) {
   }
   strokeRuns(ctx, toRuns(samples, (s) => latencyOf(s, "p50"), frame), colors.p50, 2);
   strokeRuns(ctx, toRuns(samples, (s) => latencyOf(s, "p99"), frame), colors.p99, 2);
+  for (const key of SPLIT_PARTS) {
+    if (!shown[key]) continue;
+    const dash = key === "waitP99" ? [2, 3] : [5, 3];
+    strokeRuns(ctx, toRuns(samples, (s) => splitOf(s, key), frame), colors[key], 1.5, dash);
+  }
   ctx.restore();
 }
 

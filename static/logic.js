@@ -142,7 +142,17 @@ export function sampleFromStats(stats, atMs) {
     failed: num(rates.failed),
     dropped: num(rates.dropped),
     entered: num(rates.generated) + num(rates.ingested),
+    // Where the time went (`spent`), null from a server that does not say.
+    queueP99: spentPercentile(stats?.spent, "queueMs", "p99"),
+    waitP99: spentPercentile(stats?.spent, "waitMs", "p99"),
+    workP99: spentPercentile(stats?.spent, "workMs", "p99"),
   };
+}
+
+/** A percentile of one part of `spent` ({queueMs: {p50, p99}, …}), or null when it is not there. */
+export function spentPercentile(spent, part, key) {
+  const v = spent?.[part]?.[key];
+  return typeof v === "number" && Number.isFinite(v) ? Math.max(v, 0) : null;
 }
 
 /**
@@ -280,10 +290,46 @@ export function latencyOf(sample, key) {
   return sample.onTime + sample.late > 0 ? sample[key] : null;
 }
 
-/** The y scale top for the latency chart: covers p99 and the deadline, with headroom. */
+/**
+ * A sample's p99 of one part of the time (`queueP99`, `waitP99`, `workP99`),
+ * or null when the server did not say or nothing was measured in its second
+ * (the server then reports 0): queue wait needs an outcome judged that
+ * second; credit wait and work need one a worker finished.
+ */
+export function splitOf(sample, key) {
+  const v = sample[key];
+  if (v === null || v === undefined) return null;
+  const judged = sample.onTime + sample.late + num(sample.failed) + sample.dropped;
+  const worked = sample.onTime + sample.late + num(sample.failed);
+  return (key === "queueP99" ? judged : worked) > 0 ? v : null;
+}
+
+/** The parts of the time drawn on the latency chart, in legend order. */
+export const SPLIT_PARTS = Object.freeze(["queueP99", "waitP99", "workP99"]);
+
+/**
+ * Which parts of the time the latency chart draws: {queueP99, waitP99,
+ * workP99} → boolean. A part is drawn when some sample measured it; the
+ * credit wait only when it was ever above 0 (it is 0 outside `--work pull`,
+ * and a line on the axis would say nothing).
+ */
+export function splitShown(samples) {
+  const shown = { queueP99: false, waitP99: false, workP99: false };
+  for (const s of samples) {
+    for (const key of SPLIT_PARTS) {
+      const v = splitOf(s, key);
+      if (v !== null && (key !== "waitP99" || v > 0)) shown[key] = true;
+    }
+  }
+  return shown;
+}
+
+/** The y scale top for the latency chart: covers p99, its parts and the deadline, with headroom. */
 export function latencyScaleMax(samples) {
   let max = 0;
-  for (const s of samples) max = Math.max(max, s.p99, s.p50, s.deadlineMs);
+  for (const s of samples) {
+    max = Math.max(max, s.p99, s.p50, s.deadlineMs, num(s.queueP99), num(s.waitP99), num(s.workP99));
+  }
   return niceCeil(max * 1.1, 10);
 }
 
@@ -371,10 +417,232 @@ export function errorText(v, max = ERROR_SHOWN) {
   return chars.length > max ? `${chars.slice(0, Math.max(max - 1, 0)).join("").trimEnd()}…` : flat;
 }
 
+// ---- where the time went ----
+
+/**
+ * Why a deadline was missed, as the server names it on a late or dropped
+ * outcome (`cause`) and counts it in `spent.misses`, in the server's order
+ * (which also breaks a tie for the dominant cause). `label` is the cause in
+ * a few words; `what` says what happened to one outcome, for its tooltip.
+ */
+export const CAUSES = Object.freeze({
+  queue: { label: "queue wait", what: "most of its time went to waiting in the queue" },
+  work: { label: "work", what: "most of its time went to the work" },
+  capacity: { label: "queue full", what: "the queue was full when it arrived" },
+  admission: { label: "admission", what: "the predicted work did not fit the time left" },
+  credit: { label: "credit wait", what: "most of its time went to waiting for a remote worker with credit" },
+});
+const CAUSE_NAMES = Object.keys(CAUSES);
+
+/**
+ * Drop reasons that already name their cause: the status cell does not say
+ * it twice ("dropped · queue-full", not "… · queue full"); its title does.
+ */
+const CAUSE_OF_REASON = Object.freeze({ "queue-full": "capacity", infeasible: "admission", panicked: "work" });
+
+/** The cause named by `v`, or null for anything else (a newer server's cause is not guessed at). */
+export function causeOf(v) {
+  return typeof v === "string" && Object.hasOwn(CAUSES, v) ? v : null;
+}
+
+/**
+ * Misses by cause from a `spent.misses` or `spent.missesTotal` object:
+ * {queue, work, capacity, admission, credit}, each a whole number ≥ 0.
+ * null when `m` is not an object (a server that does not say).
+ */
+export function missCounts(m) {
+  if (!m || typeof m !== "object" || Array.isArray(m)) return null;
+  const out = {};
+  for (const c of CAUSE_NAMES) out[c] = Math.max(0, Math.round(num(m[c])));
+  return out;
+}
+
+/** Two miss counts added; null only when both are. */
+export function addCounts(a, b) {
+  if (!a) return b ? { ...b } : null;
+  if (!b) return { ...a };
+  const out = {};
+  for (const c of CAUSE_NAMES) out[c] = num(a[c]) + num(b[c]);
+  return out;
+}
+
+/**
+ * The cause of most misses in `counts`: {cause, count, total, share}, or
+ * null when there are none. A tie goes to the cause listed first in CAUSES.
+ */
+export function dominantCause(counts) {
+  if (!counts) return null;
+  let best = null;
+  let total = 0;
+  for (const c of CAUSE_NAMES) {
+    const n = num(counts[c]);
+    total += n;
+    if (n > 0 && (best === null || n > num(counts[best]))) best = c;
+  }
+  if (best === null) return null;
+  const count = num(counts[best]);
+  return { cause: best, count, total, share: count / total };
+}
+
+/** Misses by cause as "33 queue wait · 7 work", largest first; "" when none. */
+export function countsText(counts) {
+  if (!counts) return "";
+  return CAUSE_NAMES.filter((c) => num(counts[c]) > 0)
+    .sort((a, b) => num(counts[b]) - num(counts[a]))
+    .map((c) => `${formatCount(num(counts[c]))} ${CAUSES[c].label}`)
+    .join(" · ");
+}
+
+/**
+ * The `misses` of the last few stats messages, overall and per producer, so
+ * the page can say what caused the recent misses. Each message's `misses`
+ * covers its own window (the last second), so the sum over the messages of
+ * the last `windowS` seconds is the misses of those seconds. Bounded: a
+ * fixed number of messages, each with the server's bounded producer list.
+ */
+export class MissHistory {
+  constructor(windowS = HEALTH_WINDOW_S) {
+    this.windowS = windowS;
+    this.windowMs = windowS * 1000;
+    // A message a second, plus slack for a burst after a hidden tab wakes up.
+    this.ring = new Ring(windowS * 2 + 8);
+  }
+
+  /** Records the stats message `stats` received at client time `atMs`. */
+  add(stats, atMs) {
+    const producers = new Map();
+    if (Array.isArray(stats?.producers)) {
+      for (const p of stats.producers) {
+        const counts = typeof p?.name === "string" ? missCounts(p.spent?.misses) : null;
+        if (counts) producers.set(p.name, counts);
+      }
+    }
+    this.ring.push({ t: atMs, all: missCounts(stats?.spent?.misses), producers });
+  }
+
+  /**
+   * Misses by cause over the last `windowS` seconds before `nowMs`: of the
+   * producer `name`, or of all when no name is given. null when no message
+   * of that time said (an older server, or no stats lately).
+   */
+  recent(nowMs, name) {
+    let sum = null;
+    for (const m of this.ring.toArray()) {
+      if (m.t <= nowMs - this.windowMs || m.t > nowMs) continue;
+      sum = addCounts(sum, name === undefined ? m.all : (m.producers.get(name) ?? null));
+    }
+    return sum;
+  }
+
+  clear() {
+    this.ring.clear();
+  }
+}
+
+/**
+ * The Producers panel's cause cell: the dominant cause of a producer's
+ * misses over the last `windowS` seconds (`recent`), else since the start
+ * (`total`, its `spent.missesTotal`). Returns {text, title, recent}: `text`
+ * is "queue wait 83 %" for recent misses, "queue wait (since start)" for
+ * older ones, and a dash when there were none or the server does not say.
+ */
+export function causeCell(recent, total, windowS = HEALTH_WINDOW_S) {
+  const now = dominantCause(recent);
+  if (now) {
+    return {
+      text: `${CAUSES[now.cause].label} ${formatPercent(now.share)}`,
+      title: `misses in the last ${windowS} s: ${countsText(recent)}`,
+      recent: true,
+    };
+  }
+  const ever = dominantCause(total);
+  if (ever) {
+    return {
+      text: `${CAUSES[ever.cause].label} (since start)`,
+      title: `no misses in the last ${windowS} s; since start: ${countsText(total)}`,
+      recent: false,
+    };
+  }
+  return { text: DASH, title: "", recent: false };
+}
+
+/**
+ * What to do about the recent misses, from their counts by cause over the
+ * last `windowS` seconds and the server's settings (`mode`: its `work.mode`;
+ * `schedule`: fifo or edf). Returns {text, title} naming the dominant cause
+ * and the advice, or null when there were no misses (or no counts).
+ */
+export function missAdvice(counts, { mode, schedule } = {}, windowS = HEALTH_WINDOW_S) {
+  const top = dominantCause(counts);
+  if (!top) return null;
+  const share = top.share < 1 ? `${formatPercent(top.share)} of ` : "all ";
+  const which = `${share}${formatCount(top.total)} in the last ${windowS} s`;
+  let advice;
+  switch (top.cause) {
+    case "queue":
+      advice = schedule === "edf" ? "add workers or send fewer events" : "add workers or switch to edf";
+      break;
+    case "work":
+      advice =
+        mode === "http"
+          ? "the work endpoint is slow"
+          : mode === "pull"
+            ? "the remote workers are slow"
+            : mode === "simulate"
+              ? "the simulated work takes longer than the deadline leaves: less work or a longer deadline"
+              : "the work takes longer than the deadline leaves";
+      break;
+    case "capacity":
+      advice = "add workers or a longer queue";
+      break;
+    case "admission":
+      advice = "the predicted work no longer fits the time left: less work or a longer deadline";
+      break;
+    case "credit":
+      advice = "no remote worker had credit free: connect more pull workers or raise their credit";
+      break;
+  }
+  return {
+    cause: top.cause,
+    text: `misses are ${CAUSES[top.cause].label} (${which}): ${advice}`,
+    title: `misses in the last ${windowS} s by cause: ${countsText(counts)}`,
+  };
+}
+
+/**
+ * Milliseconds in as few characters as still tell them apart: "0", "0.4",
+ * "12", "1.2s". A dash for anything that is not a number.
+ */
+export function compactMs(v) {
+  if (typeof v !== "number" || !Number.isFinite(v)) return DASH;
+  const ms = Math.max(v, 0);
+  if (ms < 0.05) return "0";
+  if (ms < 9.95) return String(+ms.toFixed(1));
+  if (ms < 999.5) return String(Math.round(ms));
+  return `${+(ms / 1000).toFixed(ms < 9950 ? 1 : 0)}s`;
+}
+
+/**
+ * An outcome's time cut into queue / credit wait / work, compact for its
+ * table cell: "0.2 / 0 / 50" (ms), a dash for work that never started.
+ * {text, title}; both empty-ish ("–", "") for an outcome without the split
+ * (an older server).
+ */
+export function splitText(e) {
+  const has = (v) => typeof v === "number" && Number.isFinite(v);
+  if (!has(e?.queueMs) && !has(e?.waitMs) && !has(e?.workMs)) return { text: DASH, title: "" };
+  const text = `${compactMs(e.queueMs)} / ${compactMs(e.waitMs)} / ${compactMs(e.workMs)}`;
+  const part = (v) => (has(v) ? formatMs(v) : "none");
+  const title = `queue ${part(e.queueMs)} · credit wait ${part(e.waitMs)} · work ${has(e.workMs) ? formatMs(e.workMs) : "not started"}`;
+  return { text, title };
+}
+
 /**
  * One table row's texts from a wire event; every field falls back to a dash.
  * A dropped outcome names its reason and a failed one its error after the
- * status; `statusTitle` is the longer form for the cell's tooltip.
+ * status, and a late or dropped one its cause (unless its drop reason
+ * already says it); `statusTitle` is the longer form for the cell's
+ * tooltip, always with the cause. `split` is where its time went.
  */
 export function eventRow(e) {
   const status = STATUSES.includes(e?.status) ? e.status : "unknown";
@@ -386,7 +654,16 @@ export function eventRow(e) {
     detail = errorText(e.error);
     fullDetail = errorText(e.error, ERROR_KEPT);
   }
+  const cause = status === "late" || status === "dropped" ? causeOf(e?.cause) : null;
+  if (cause) {
+    const implied = status === "dropped" && CAUSE_OF_REASON[e.dropReason] === cause;
+    if (!implied) detail = detail ? `${detail} · ${CAUSES[cause].label}` : CAUSES[cause].label;
+    fullDetail = `${fullDetail ? `${fullDetail} · ` : ""}cause: ${CAUSES[cause].label} (${CAUSES[cause].what})`;
+  }
+  const split = splitText(e);
   return {
+    split: split.text,
+    splitTitle: split.title,
     seq: Number.isSafeInteger(e?.seq) ? e.seq : -1,
     id: shortId(e?.id),
     fullId: typeof e?.id === "string" ? e.id : "",
@@ -534,12 +811,18 @@ export function sortProducers(list) {
  * One Producers-panel row's texts from a `producers` entry; every field falls
  * back to a dash. `low` is true when its on-time share is below
  * PRODUCER_LOW_PCT; p99 is a dash for a second with nothing worked on (the
- * server then reports 0).
+ * server then reports 0). `cause` is the dominant cause of its misses over
+ * the last few seconds (`recent`, counts by cause from MissHistory), else
+ * since the start (see causeCell).
  */
-export function producerRow(p) {
+export function producerRow(p, recent = null, windowS = HEALTH_WINDOW_S) {
   const pct = typeof p?.onTimePct === "number" && Number.isFinite(p.onTimePct) ? p.onTimePct : null;
   const p99 = num(p?.latencyP99Ms);
+  const cause = causeCell(recent, missCounts(p?.spent?.missesTotal), windowS);
   return {
+    cause: cause.text,
+    causeTitle: cause.title,
+    causeRecent: cause.recent,
     name: producerName(p?.name),
     fullName: typeof p?.name === "string" ? errorText(p.name, PRODUCER_KEPT) : "",
     rate: formatRate(p?.rate),
@@ -555,10 +838,11 @@ export function producerRow(p) {
 /**
  * The Producers panel's rows from a stats snapshot's `producers`, in display
  * order; null when the snapshot has none (an older daemon: the panel hides).
+ * `recentOf(name)` gives a producer's recent misses by cause (or null).
  */
-export function producerRows(producers) {
+export function producerRows(producers, recentOf = () => null, windowS = HEALTH_WINDOW_S) {
   if (!Array.isArray(producers)) return null;
-  return sortProducers(producers).map(producerRow);
+  return sortProducers(producers).map((p) => producerRow(p, recentOf(p.name), windowS));
 }
 
 /** The note for a `{"type":"gap","from","to"}` message: outcomes the server no longer kept when we resumed. */

@@ -6,9 +6,11 @@
 //! `PUNCTUAL_CHROMIUM`. Leaves screenshots in `target/dashboard.png` (1280×800)
 //! and `target/dashboard-phone.png` (390 px wide).
 //!
-//! One browser session walks through: live counters, rows and charts; the
-//! utilisation, the Producers panel and the schedule switched live; live
-//! settings forcing infeasible drops and late outcomes; 5,000 events/s; phone
+//! One browser session walks through: live counters, rows and charts; where
+//! the time went (the split of each row, its p99 lines on the latency chart);
+//! the utilisation, the Producers panel and the schedule switched live; live
+//! settings forcing infeasible drops and late outcomes, and the cause of the
+//! misses in the rows, the Producers panel and the health hint; 5,000 events/s; phone
 //! width; the server stopped and started again on the same port (the page
 //! reconnects by itself, resuming with `since=`); the token prompt of a server
 //! run with `--token`; and no errors from the page throughout.
@@ -455,6 +457,15 @@ fn canvas_pixels(id: &str, colors: &[[u8; 3]]) -> String {
     )
 }
 
+/// A condition: the generator's row of the Producers panel names the cause
+/// of its misses, matching the JavaScript regular expression `pattern`.
+fn producer_cause(pattern: &str) -> String {
+    format!(
+        "[...document.querySelectorAll('#producers tr')].some((tr) => tr.cells[0].textContent === 'generator' \
+           && {pattern}.test(tr.querySelector('td.c-cause').textContent))"
+    )
+}
+
 #[test]
 fn dashboard_shows_live_outcomes_takes_settings_and_reconnects() -> TestResult {
     let Some(chromium) = installed_chromium()? else {
@@ -532,9 +543,21 @@ fn drive(
         assert!(!cells.contains(bad), "the table shows {bad}: {cells}");
     }
     assert!(cells.contains("on-time"), "no on-time row: {cells}");
+    // Every row says where its time went: queue / credit wait / work, in ms;
+    // with the default 50 ms of work and an idle queue, the work is most of it.
     page.wait_for(
-        "health to say healthy",
-        "document.getElementById('health-state').textContent === 'healthy'",
+        "on-time rows with their split",
+        "[...document.querySelectorAll('#events tr.st-on-time')].length >= 10 \
+         && [...document.querySelectorAll('#events tr.st-on-time')].every((tr) => { \
+              const m = /^([0-9.]+) \\/ ([0-9.]+) \\/ ([0-9.]+)$/.exec(tr.querySelector('td.c-split').textContent); \
+              return m !== null && Number(m[3]) >= 40 && Number(m[1]) < 40 && Number(m[2]) === 0 \
+                && /^queue .* · credit wait .* · work .* ms$/.test(tr.querySelector('td.c-split').title); })",
+    )?;
+    // Healthy means nothing missed its deadline lately: no hint then.
+    page.wait_for(
+        "health to say healthy, with no hint",
+        "document.getElementById('health-state').textContent === 'healthy' \
+         && document.getElementById('health-hint').hidden",
     )?;
     // The rule under the verdict is the daemon's, from its stats.
     let rule = page.text("health-rule")?;
@@ -612,6 +635,30 @@ fn drive(
         hits(2) > 100,
         "latency chart has no deadline line: {latency}"
     );
+    // Where the time went: the p99 of queue wait and of work as dashed lines
+    // in their own colours, named in the legend; the credit wait (0 outside
+    // `--work pull`) neither drawn nor named.
+    let legend = page.eval(
+        "['key-queue', 'key-wait', 'key-work'].map((id) => !document.getElementById(id).hidden)",
+    )?;
+    assert_eq!(
+        legend,
+        serde_json::json!([true, false, true]),
+        "the latency legend must name queue and work p99, and not credit wait"
+    );
+    let split = page.eval(&canvas_pixels(
+        "latency-chart",
+        &[[0x0f, 0x8f, 0x86], [0x8c, 0x5a, 0x2b]],
+    ))?;
+    eprintln!("latency chart split pixels: {split}");
+    assert!(
+        split["hits"][0].as_u64() > Some(10),
+        "latency chart has no queue p99 line: {split}"
+    );
+    assert!(
+        split["hits"][1].as_u64() > Some(10),
+        "latency chart has no work p99 line: {split}"
+    );
     let outcomes = page.eval(&canvas_pixels("outcomes-chart", &[[0x1f, 0x8a, 0x45]]))?;
     eprintln!("outcomes chart pixels: {outcomes}");
     assert!(
@@ -628,6 +675,22 @@ fn drive(
         "document.getElementById('health-state').textContent === 'overloaded' \
          && / late, failed or dropped|≥ 1: overloaded by design/.test(document.getElementById('health-reasons').textContent)",
     )?;
+    // The misses are admission's: the rows, the Producers panel and the hint say so.
+    page.wait_for(
+        "an infeasible drop whose title names its cause",
+        "[...document.querySelectorAll('#events tr.st-dropped td.status')].some((td) => \
+           td.textContent === 'dropped · infeasible' && td.title.includes('cause: admission'))",
+    )?;
+    page.wait_for(
+        "the generator's misses to be mostly admission's",
+        &producer_cause("/^admission \\d+(\\.\\d+)? %$/"),
+    )?;
+    page.wait_for(
+        "a hint about admission",
+        "!document.getElementById('health-hint').hidden \
+         && /^misses are admission \\(.* in the last 5 s\\): the predicted work no longer fits the time left/\
+              .test(document.getElementById('health-hint').textContent)",
+    )?;
     // ...and with admission off through its switch, they run and end late.
     let late = page.count("s-late")?;
     page.eval("document.getElementById('k-admission').click()")?;
@@ -637,6 +700,25 @@ fn drive(
     )?;
     page.wait_count_above("s-late", late + 5)?;
     assert!(page.count("s-dropped")? > 0);
+    // A late row names its cause beside its status, and its split adds up to
+    // about its latency; the cause of the recent misses moves off admission.
+    page.wait_for(
+        "a late row with its cause and split",
+        "[...document.querySelectorAll('#events tr.st-late')].some((tr) => { \
+           const status = tr.querySelector('td.status').textContent; \
+           const parts = tr.querySelector('td.c-split').textContent.split(' / ').map(Number); \
+           const latency = parseFloat(tr.cells[6].textContent); \
+           return /^late · (queue wait|work|credit wait)$/.test(status) && parts.length === 3 \
+             && parts.every(Number.isFinite) && Math.abs(parts[0] + parts[1] + parts[2] - latency) < 3; })",
+    )?;
+    page.wait_for(
+        "the generator's misses to be mostly queue wait or work",
+        &producer_cause("/^(queue wait|work) \\d+(\\.\\d+)? %$/"),
+    )?;
+    page.wait_for(
+        "a hint about queue wait or work",
+        "/^misses are (queue wait|work) \\(/.test(document.getElementById('health-hint').textContent)",
+    )?;
 
     // A bad value is refused with a message, without reaching the server.
     page.eval(

@@ -90,14 +90,17 @@ function samples(list) {
   return list.map((over, i) => L.sampleFromStats(stats(over), 1000 * (i + 1)));
 }
 
-test("a stats message becomes a sample; missing fields become zero", () => {
+test("a stats message becomes a sample; missing fields become zero, a missing split null", () => {
   const s = L.sampleFromStats(stats(), 5);
   assert.equal(s.t, 5);
   assert.equal(s.p99, 60);
   assert.equal(s.deadlineMs, 100);
   assert.equal(s.onTime, 100);
   const empty = L.sampleFromStats({ type: "stats" }, 7);
-  for (const [k, v] of Object.entries(empty)) assert.ok(Number.isFinite(v), `${k} is ${v}`);
+  for (const key of L.SPLIT_PARTS) assert.equal(empty[key], null, `${key}: the server did not say`);
+  for (const [k, v] of Object.entries(empty)) {
+    if (!L.SPLIT_PARTS.includes(k)) assert.ok(Number.isFinite(v), `${k} is ${v}`);
+  }
 });
 
 const RULE = "Over the last 5 s: overloaded when … healthy otherwise.";
@@ -401,6 +404,9 @@ test("a producer row shows its rate, on-time share, p99, counts and drops by rea
     failed: "0",
     drops: "none",
     low: false,
+    cause: "–",
+    causeTitle: "",
+    causeRecent: false,
   });
   const bad = L.producerRow(producer({ onTimePct: 94.9, rate: 2.5, failed: 1234, dropped: { queueFull: 3, expired: 1, infeasible: 0, panicked: 0 } }));
   assert.equal(bad.low, true, "under 95 % is highlighted");
@@ -456,4 +462,239 @@ test("an outcome row names its producer, cut to fit, with the whole name in its 
   assert.equal(long.producerTitle.length, 64);
   assert.equal(L.eventRow({ status: "late" }).producer, "–", "an older daemon sends no producer");
   assert.equal(L.eventRow({ status: "late" }).producerTitle, "");
+});
+
+// ---- where the time went ----
+
+/** A stats `spent` object: p99s per part, misses of the last window and since start. */
+function spent({ queue = 1, wait = 0, work = 50, misses = {}, total = {} } = {}) {
+  const zero = { queue: 0, work: 0, capacity: 0, admission: 0, credit: 0 };
+  return {
+    queueMs: { p50: queue / 2, p99: queue },
+    waitMs: { p50: wait / 2, p99: wait },
+    workMs: { p50: work / 2, p99: work },
+    misses: { ...zero, ...misses },
+    missesTotal: { ...zero, ...total },
+  };
+}
+
+test("a stats message's split reaches the sample as the p99 of each part", () => {
+  const s = L.sampleFromStats({ ...stats(), spent: spent({ queue: 12.5, wait: 3, work: 48 }) }, 1);
+  assert.equal(s.queueP99, 12.5);
+  assert.equal(s.waitP99, 3);
+  assert.equal(s.workP99, 48);
+  // Half a split, or nonsense in it: what is there is used, the rest is null.
+  const half = L.sampleFromStats({ ...stats(), spent: { queueMs: { p99: 4 }, workMs: { p99: "x" } } }, 1);
+  assert.deepEqual([half.queueP99, half.waitP99, half.workP99], [4, null, null]);
+  assert.equal(L.sampleFromStats({ ...stats(), spent: null }, 1).queueP99, null);
+  assert.equal(L.spentPercentile({ queueMs: { p99: -1 } }, "queueMs", "p99"), 0, "never below 0");
+});
+
+test("the latency chart draws a part only when the server measured it", () => {
+  const [calm, idle, dropsOnly, old] = [
+    { ...stats(), spent: spent({ queue: 0.2, wait: 0, work: 50 }) },
+    { ...stats({ rates: { onTime: 0 } }), spent: spent({ queue: 0, wait: 0, work: 0 }) },
+    { ...stats({ rates: { onTime: 0, dropped: 30 } }), spent: spent({ queue: 90, work: 0 }) },
+    stats(),
+  ].map((m, i) => L.sampleFromStats(m, 1000 * (i + 1)));
+  assert.equal(L.splitOf(calm, "queueP99"), 0.2);
+  assert.equal(L.splitOf(calm, "workP99"), 50);
+  assert.equal(L.splitOf(idle, "queueP99"), null, "a second with nothing judged has no queue wait to show");
+  assert.equal(L.splitOf(idle, "workP99"), null);
+  assert.equal(L.splitOf(dropsOnly, "queueP99"), 90, "drops in the queue waited there");
+  assert.equal(L.splitOf(dropsOnly, "workP99"), null, "no work finished that second");
+  assert.equal(L.splitOf(old, "queueP99"), null, "an older server says nothing");
+  assert.deepEqual(L.splitShown([calm, idle]), { queueP99: true, waitP99: false, workP99: true }, "credit wait 0: not drawn");
+  assert.deepEqual(L.splitShown([old]), { queueP99: false, waitP99: false, workP99: false });
+  assert.deepEqual(L.splitShown([]), { queueP99: false, waitP99: false, workP99: false });
+  const pull = L.sampleFromStats({ ...stats(), spent: spent({ wait: 7 }) }, 1);
+  assert.equal(L.splitShown([calm, pull]).waitP99, true);
+  // The parts' lines fit the scale even above the total's p99 (drops in the queue).
+  const high = L.sampleFromStats({ ...stats(), spent: spent({ queue: 900 }) }, 1);
+  assert.ok(L.latencyScaleMax([high]) >= 900);
+});
+
+test("misses by cause are read defensively and added", () => {
+  assert.deepEqual(L.missCounts({ queue: 3, work: "x", capacity: -2, admission: 1.6, bogus: 9 }), {
+    queue: 3,
+    work: 0,
+    capacity: 0,
+    admission: 2,
+    credit: 0,
+  });
+  assert.equal(L.missCounts(undefined), null);
+  assert.equal(L.missCounts([1, 2]), null);
+  const a = L.missCounts({ queue: 1 });
+  assert.deepEqual(L.addCounts(a, L.missCounts({ queue: 2, work: 5 })), { queue: 3, work: 5, capacity: 0, admission: 0, credit: 0 });
+  assert.deepEqual(L.addCounts(null, a), a);
+  assert.notEqual(L.addCounts(null, a), a, "a copy, never the input");
+  assert.equal(L.addCounts(null, null), null);
+});
+
+test("the dominant cause is the one with most misses; a tie goes to the server's order", () => {
+  assert.deepEqual(L.dominantCause({ queue: 33, work: 7, capacity: 0, admission: 0, credit: 0 }), {
+    cause: "queue",
+    count: 33,
+    total: 40,
+    share: 33 / 40,
+  });
+  assert.equal(L.dominantCause({ queue: 1, work: 5, capacity: 5, admission: 0, credit: 0 }).cause, "work");
+  assert.equal(L.dominantCause({ queue: 0, work: 0, capacity: 0, admission: 2, credit: 3 }).cause, "credit");
+  assert.equal(L.dominantCause({ queue: 0, work: 0, capacity: 0, admission: 0, credit: 0 }), null, "no misses, no cause");
+  assert.equal(L.dominantCause(null), null);
+  assert.equal(L.countsText({ queue: 7, work: 33, capacity: 0, admission: 1, credit: 0 }), "33 work · 7 queue wait · 1 admission");
+  assert.equal(L.countsText(null), "");
+});
+
+test("the miss history sums the last few seconds' windows, overall and per producer", () => {
+  const h = new L.MissHistory(5);
+  const msg = (misses, perProducer = {}) => ({
+    ...stats(),
+    spent: spent({ misses }),
+    producers: Object.entries(perProducer).map(([name, m]) => ({ name, spent: spent({ misses: m }) })),
+  });
+  h.add(msg({ work: 9 }, { generator: { work: 9 } }), 1000);
+  h.add(msg({ queue: 2 }, { generator: { queue: 2 } }), 6500);
+  h.add(msg({ queue: 3, capacity: 1 }, { generator: { queue: 1 }, ingest: { queue: 2, capacity: 1 } }), 7500);
+  // At 8 s the window is (3 s, 8 s]: the first message is too old.
+  assert.deepEqual(h.recent(8000), { queue: 5, work: 0, capacity: 1, admission: 0, credit: 0 });
+  assert.deepEqual(h.recent(8000, "generator"), { queue: 3, work: 0, capacity: 0, admission: 0, credit: 0 });
+  assert.deepEqual(h.recent(8000, "ingest"), { queue: 2, work: 0, capacity: 1, admission: 0, credit: 0 });
+  assert.equal(h.recent(8000, "nobody"), null);
+  assert.equal(h.recent(20_000), null, "nothing lately: nothing to say");
+  // An older server: messages without `spent` say nothing.
+  const old = new L.MissHistory(5);
+  old.add({ ...stats(), producers: [{ name: "generator" }] }, 1000);
+  assert.equal(old.recent(1500), null);
+  assert.equal(old.recent(1500, "generator"), null);
+  old.add(null, 1200);
+  assert.equal(old.recent(1500), null);
+});
+
+test("the miss history stays bounded whatever the message rate", () => {
+  const h = new L.MissHistory(5);
+  for (let i = 0; i < 10_000; i++) h.add({ spent: spent({ misses: { queue: 1 } }) }, i);
+  assert.ok(h.ring.length <= h.ring.capacity && h.ring.capacity < 32, `${h.ring.length} of ${h.ring.capacity}`);
+  h.clear();
+  assert.equal(h.recent(10_000), null);
+});
+
+test("a producer's cause cell: recent misses first, else since start, else a dash", () => {
+  const recent = L.missCounts({ queue: 33, work: 7 });
+  assert.deepEqual(L.causeCell(recent, L.missCounts({ work: 900 })), {
+    text: "queue wait 82.5 %",
+    title: "misses in the last 5 s: 33 queue wait · 7 work",
+    recent: true,
+  });
+  assert.deepEqual(L.causeCell(L.missCounts({}), L.missCounts({ capacity: 12, credit: 1 })), {
+    text: "queue full (since start)",
+    title: "no misses in the last 5 s; since start: 12 queue full · 1 credit wait",
+    recent: false,
+  });
+  assert.equal(L.causeCell(null, L.missCounts({ admission: 1 })).text, "admission (since start)");
+  assert.equal(L.causeCell(L.missCounts({ work: 4 }), null).text, "work 100 %");
+  assert.deepEqual(L.causeCell(null, null), { text: "–", title: "", recent: false });
+  assert.deepEqual(L.causeCell(L.missCounts({}), L.missCounts({})), { text: "–", title: "", recent: false });
+
+  // In the producers panel: its recent misses come from the history, its total from its own entry.
+  const p = producer({ spent: spent({ total: { admission: 40, work: 2 } }) });
+  assert.equal(L.producerRow(p).cause, "admission (since start)");
+  const row = L.producerRow(p, L.missCounts({ credit: 5 }));
+  assert.equal(row.cause, "credit wait 100 %");
+  assert.equal(row.causeRecent, true);
+  const rows = L.producerRows([p, producer({ name: "ingest" })], (name) => (name === "ingest" ? L.missCounts({ work: 1 }) : null));
+  assert.deepEqual(
+    rows.map((r) => [r.name, r.cause]),
+    [
+      ["generator", "admission (since start)"],
+      ["ingest", "work 100 %"],
+    ],
+  );
+  assert.equal(L.producerRow(producer({ spent: "nonsense" })).cause, "–", "a processor or an older server: no cause");
+});
+
+test("the hint turns the recent causes into advice, and is absent without misses", () => {
+  const advice = (counts, ctx) => L.missAdvice(L.missCounts(counts), ctx)?.text ?? null;
+  assert.equal(
+    advice({ queue: 33, work: 7 }, { mode: "simulate", schedule: "fifo" }),
+    "misses are queue wait (82.5 % of 40 in the last 5 s): add workers or switch to edf",
+  );
+  assert.equal(
+    advice({ queue: 4 }, { schedule: "edf" }),
+    "misses are queue wait (all 4 in the last 5 s): add workers or send fewer events",
+    "already edf: not advised again",
+  );
+  assert.match(advice({ work: 4 }, { mode: "http" }), /^misses are work \(all 4 in the last 5 s\): the work endpoint is slow$/);
+  assert.match(advice({ work: 4 }, { mode: "pull" }), /: the remote workers are slow$/);
+  assert.match(advice({ work: 4 }, { mode: "simulate" }), /: the simulated work takes longer than the deadline leaves/);
+  assert.match(advice({ work: 4 }, {}), /: the work takes longer than the deadline leaves$/);
+  assert.match(advice({ capacity: 4 }), /^misses are queue full .*add workers or a longer queue$/);
+  assert.match(advice({ admission: 4 }), /^misses are admission .*the predicted work no longer fits the time left/);
+  assert.match(advice({ credit: 4 }), /^misses are credit wait .*connect more pull workers or raise their credit$/);
+  assert.equal(advice({}), null, "no recent misses: no hint");
+  assert.equal(L.missAdvice(null), null, "an older server: no hint");
+  const full = L.missAdvice(L.missCounts({ queue: 1, work: 2 }), {}, 3);
+  assert.equal(full.cause, "work");
+  assert.equal(full.title, "misses in the last 3 s by cause: 2 work · 1 queue wait");
+  assert.match(full.text, /in the last 3 s/);
+});
+
+test("milliseconds are compact in the split", () => {
+  const cases = [
+    [0, "0"],
+    [0.04, "0"],
+    [0.05, "0.1"],
+    [0.4, "0.4"],
+    [5, "5"],
+    [9.94, "9.9"],
+    [9.96, "10"],
+    [50.102, "50"],
+    [999.4, "999"],
+    [999.6, "1s"],
+    [1250, "1.3s"],
+    [12_345, "12s"],
+    [-1, "0"],
+  ];
+  for (const [v, want] of cases) assert.equal(L.compactMs(v), want, String(v));
+  for (const v of [undefined, null, NaN, Infinity, "5"]) assert.equal(L.compactMs(v), "–");
+});
+
+test("an outcome row shows where its time went, and a miss its cause beside the status", () => {
+  const late = L.eventRow({ status: "late", latencyMs: 100.1, queueMs: 70.25, waitMs: 0, workMs: 29.85, cause: "queue" });
+  assert.equal(late.split, "70 / 0 / 30");
+  assert.equal(late.splitTitle, "queue 70.3 ms · credit wait 0.00 ms · work 29.9 ms");
+  assert.equal(late.statusText, "late · queue wait");
+  assert.equal(late.statusTitle, "late · cause: queue wait (most of its time went to waiting in the queue)");
+
+  // Dropped before any work: no work part, and the reason then the cause.
+  const expired = L.eventRow({ status: "dropped", dropReason: "expired", queueMs: 100.4, waitMs: 0, cause: "queue" });
+  assert.equal(expired.split, "100 / 0 / –");
+  assert.match(expired.splitTitle, /work not started$/);
+  assert.equal(expired.statusText, "dropped · expired · queue wait");
+  assert.equal(expired.statusTitle, "dropped · expired · cause: queue wait (most of its time went to waiting in the queue)");
+  // A reason that names its cause is not followed by it again; the title says it.
+  const full = L.eventRow({ status: "dropped", dropReason: "queue-full", queueMs: 0, waitMs: 0, cause: "capacity" });
+  assert.equal(full.statusText, "dropped · queue-full");
+  assert.equal(full.statusTitle, "dropped · queue-full · cause: queue full (the queue was full when it arrived)");
+  assert.equal(L.eventRow({ status: "dropped", dropReason: "infeasible", cause: "admission" }).statusText, "dropped · infeasible");
+  assert.equal(L.eventRow({ status: "dropped", dropReason: "panicked", cause: "work" }).statusText, "dropped · panicked");
+  assert.equal(L.eventRow({ status: "dropped", dropReason: "expired", cause: "credit" }).statusText, "dropped · expired · credit wait");
+  assert.equal(L.eventRow({ status: "late", queueMs: 1, waitMs: 60.5, workMs: 40, cause: "credit" }).split, "1 / 61 / 40");
+
+  // On time: the split, no cause (and a cause sent anyway is not shown).
+  const ok = L.eventRow({ status: "on-time", queueMs: 0.123, waitMs: 0, workMs: 50.102, cause: "work" });
+  assert.equal(ok.split, "0.1 / 0 / 50");
+  assert.equal(ok.statusText, "on-time");
+  assert.equal(L.eventRow({ status: "failed", error: "HTTP 500", workMs: 3, queueMs: 0, waitMs: 0 }).statusText, "failed · HTTP 500");
+
+  // An older server, or a cause newer than the page: nothing shown for it, nothing broken.
+  const old = L.eventRow({ status: "late", latencyMs: 101 });
+  assert.equal(old.split, "–");
+  assert.equal(old.splitTitle, "");
+  assert.equal(old.statusText, "late");
+  assert.equal(L.eventRow({ status: "late", cause: "cosmic-rays" }).statusText, "late");
+  assert.equal(L.eventRow({ status: "late", cause: "__proto__" }).statusText, "late");
+  for (const v of Object.values(L.eventRow({ status: "late", queueMs: "x", waitMs: null, workMs: {} }))) {
+    assert.doesNotMatch(String(v), /NaN|undefined|null|object/);
+  }
 });
