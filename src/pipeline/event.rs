@@ -333,15 +333,18 @@ impl Outcome {
         }
     }
 
-    /// Why it missed its deadline (see [`Cause`]); `None` for on-time and
-    /// failed verdicts.
-    pub fn cause(&self) -> Option<Cause> {
+    /// Why it missed its deadline (see [`Cause`]), given its [`split`]
+    /// (taken once by the caller: the hub needs both for every outcome);
+    /// `None` for on-time and failed verdicts.
+    ///
+    /// [`split`]: Outcome::split
+    pub fn cause(&self, split: &Split) -> Option<Cause> {
         match self.status {
             Status::OnTime | Status::Failed => None,
             Status::Dropped(DropReason::QueueFull) => Some(Cause::Capacity),
             Status::Dropped(DropReason::Infeasible) => Some(Cause::Admission),
             Status::Dropped(DropReason::Panicked) => Some(Cause::Work),
-            Status::Late | Status::Dropped(DropReason::Expired) => Some(self.split().longest()),
+            Status::Late | Status::Dropped(DropReason::Expired) => Some(split.longest()),
         }
     }
 
@@ -399,7 +402,7 @@ impl Outcome {
             out.extend_from_slice(reason.name().as_bytes());
             out.push(b'"');
         }
-        if let Some(cause) = self.cause() {
+        if let Some(cause) = self.cause(&split) {
             out.extend_from_slice(br#","cause":""#);
             out.extend_from_slice(cause.name().as_bytes());
             out.push(b'"');
@@ -593,7 +596,7 @@ mod tests {
                 Status::Dropped(reason) => Some(reason),
                 _ => None,
             },
-            cause: outcome.cause().map(Cause::name),
+            cause: outcome.cause(&split).map(Cause::name),
             error: outcome.error.as_deref(),
             payload: outcome.event.payload.as_deref(),
         };
@@ -759,8 +762,10 @@ mod tests {
 
     #[test]
     fn a_miss_is_caused_by_its_drop_reason_or_else_its_longest_part() {
-        let cause =
-            |status, dequeued, work, decided| staged(status, dequeued, work, decided).cause();
+        let cause = |status, dequeued, work, decided| {
+            let outcome = staged(status, dequeued, work, decided);
+            outcome.cause(&outcome.split())
+        };
         let dropped = Status::Dropped;
         assert_eq!(cause(Status::OnTime, Some(90), Some(90), 100), None);
         assert_eq!(cause(Status::Failed, Some(90), Some(90), 100), None);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::config::WorkMode;
-use crate::pipeline::event::{DropReason, Outcome, Status};
+use crate::pipeline::event::{Cause, DropReason, Outcome, Split, Status};
 use crate::pipeline::ledger::Totals;
 use crate::pipeline::meters::{MAX_TRACKED_LATENCY_US, micros_histogram, p99_ms, record_micros};
 use crate::pipeline::overload::{Counters, Health, Now, Recent};
@@ -61,8 +61,7 @@ impl SpentWindow {
         }
     }
 
-    fn record(&mut self, outcome: &Outcome) {
-        let split = outcome.split();
+    fn record(&mut self, outcome: &Outcome, split: &Split, cause: Option<Cause>) {
         let queued = outcome.status != Status::Dropped(DropReason::QueueFull);
         if queued {
             record_part(&mut self.queue_us, split.queue);
@@ -73,7 +72,7 @@ impl SpentWindow {
         if let Some(work) = split.work {
             record_part(&mut self.work_us, work);
         }
-        if let Some(cause) = outcome.cause() {
+        if let Some(cause) = cause {
             self.misses.count(cause);
             self.misses_total.count(cause);
         }
@@ -144,7 +143,7 @@ struct ProducerRow {
 }
 
 impl Producers {
-    fn record(&mut self, outcome: &Outcome) {
+    fn record(&mut self, outcome: &Outcome, split: &Split, cause: Option<Cause>) {
         let row = self.row(outcome.event.producer());
         let row = &mut self.rows[row];
         row.verdicts.count_verdict(outcome.status);
@@ -152,7 +151,7 @@ impl Producers {
         if matches!(outcome.status, Status::OnTime | Status::Late) {
             record_micros(&mut row.window_latency_us, outcome.latency());
         }
-        row.spent.record(outcome);
+        row.spent.record(outcome, split, cause);
     }
 
     /// The row of `name`: its own while there is room, else `other`.
@@ -247,8 +246,10 @@ impl Window {
     /// Adds an outcome's latency when it was worked on (on-time or late).
     /// Drops are excluded: their "latency" is time-to-drop and would flatter the chart.
     pub fn record(&mut self, outcome: &Outcome) {
-        self.producers.record(outcome);
-        self.spent.record(outcome);
+        let split = outcome.split();
+        let cause = outcome.cause(&split);
+        self.producers.record(outcome, &split, cause);
+        self.spent.record(outcome, &split, cause);
         if matches!(outcome.status, Status::OnTime | Status::Late) {
             record_micros(&mut self.latency_us, outcome.latency());
             self.cumulative.record(outcome.latency());
