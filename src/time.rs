@@ -63,6 +63,15 @@ pub fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// A duration in whole microseconds, rounded down, saturating. Unlike
+/// `Duration::as_micros` it needs no 128-bit division: it runs several times
+/// for every outcome.
+pub fn whole_micros(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(1_000_000)
+        .saturating_add(u64::from(d.subsec_micros()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -77,7 +77,7 @@ pub(super) fn micros_histogram() -> Histogram<u64> {
 /// Records `took` in whole microseconds, at least 1 (the histogram's floor) and
 /// clamped at its ceiling.
 pub(super) fn record_micros(histogram: &mut Histogram<u64>, took: Duration) {
-    let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+    let micros = crate::time::whole_micros(took);
     histogram.saturating_record(micros.clamp(1, MAX_TRACKED_LATENCY_US));
 }
 

@@ -107,7 +107,7 @@ fn part_histogram() -> Histogram<u64> {
 /// latency, a part is often exactly zero (no credit wait outside `pull`), and
 /// is shown as 0, not as the 1 µs floor of a latency histogram.
 fn record_part(histogram: &mut Histogram<u64>, part: Duration) {
-    let micros = u64::try_from(part.as_micros()).unwrap_or(u64::MAX);
+    let micros = crate::time::whole_micros(part);
     histogram.saturating_record(micros.min(MAX_TRACKED_LATENCY_US));
 }
 
