@@ -272,8 +272,11 @@ pub struct Outcome {
     /// What went wrong, for a `failed` verdict: a status code, an error kind,
     /// or the worker's own words (at most [`MAX_ERROR_CHARS`] characters).
     pub error: Option<Box<str>>,
-    /// Where its time went on the way to the verdict.
+    /// The instants its time was cut at on the way to the verdict.
     pub stages: Stages,
+    /// Its latency cut at `stages`, taken once where the outcome is made
+    /// (a worker, the expiry thread, the intake), not on the hub's thread.
+    pub split: Split,
 }
 
 /// Longest `error` an outcome carries; a worker's longer message is cut.
@@ -305,40 +308,26 @@ impl Outcome {
     /// An outcome with no `error` given in the queue: refused at the door
     /// or expired there.
     pub fn new(event: Event, status: Status, decided: Instant) -> Self {
+        Outcome::staged(event, status, decided, Stages::default())
+    }
+
+    /// An outcome with no `error` whose time went through `stages`.
+    pub fn staged(event: Event, status: Status, decided: Instant, stages: Stages) -> Self {
+        let split = Split::of(event.created, decided, stages);
         Outcome {
             event,
             status,
             decided,
             error: None,
-            stages: Stages::default(),
+            stages,
+            split,
         }
     }
 
-    /// Its latency cut at its stages. Each cut is held between the one
-    /// before and the verdict, so the parts add up to [`Outcome::latency`]
-    /// exactly, even for an event dated (by its producer) after it was judged.
-    pub fn split(&self) -> Split {
-        let created = self.event.created;
-        let decided = self.decided.max(created);
-        let dequeued = self.stages.dequeued.map(|t| t.clamp(created, decided));
-        let left_queue = dequeued.unwrap_or(decided);
-        let work_started = self
-            .stages
-            .work_started
-            .map(|t| t.clamp(left_queue, decided));
-        Split {
-            queue: left_queue - created,
-            wait: work_started.unwrap_or(decided) - left_queue,
-            work: work_started.map(|started| decided - started),
-        }
-    }
-
-    /// Why it missed its deadline (see [`Cause`]), given its [`split`]
-    /// (taken once by the caller: the hub needs both for every outcome);
-    /// `None` for on-time and failed verdicts.
-    ///
-    /// [`split`]: Outcome::split
-    pub fn cause(&self, split: &Split) -> Option<Cause> {
+    /// Why it missed its deadline (see [`Cause`]); `None` for on-time and
+    /// failed verdicts.
+    pub fn cause(&self) -> Option<Cause> {
+        let split = &self.split;
         match self.status {
             Status::OnTime | Status::Failed => None,
             Status::Dropped(DropReason::QueueFull) => Some(Cause::Capacity),
@@ -385,7 +374,7 @@ impl Outcome {
         push_json(&mut out, &processed_at);
         out.extend_from_slice(br#","latencyMs":"#);
         push_json(&mut out, &latency_ms);
-        let split = self.split();
+        let split = &self.split;
         out.extend_from_slice(br#","queueMs":"#);
         push_ms(&mut out, split.queue);
         out.extend_from_slice(br#","waitMs":"#);
@@ -402,7 +391,7 @@ impl Outcome {
             out.extend_from_slice(reason.name().as_bytes());
             out.push(b'"');
         }
-        if let Some(cause) = self.cause(&split) {
+        if let Some(cause) = self.cause() {
             out.extend_from_slice(br#","cause":""#);
             out.extend_from_slice(cause.name().as_bytes());
             out.push(b'"');
@@ -422,6 +411,22 @@ impl Outcome {
 }
 
 impl Split {
+    /// The time from `created` to `decided` cut at `stages`. Each cut is held
+    /// between the one before and the verdict, so the parts add up to the
+    /// latency exactly, even for an event dated (by its producer) after it
+    /// was judged.
+    fn of(created: Instant, decided: Instant, stages: Stages) -> Self {
+        let decided = decided.max(created);
+        let dequeued = stages.dequeued.map(|t| t.clamp(created, decided));
+        let left_queue = dequeued.unwrap_or(decided);
+        let work_started = stages.work_started.map(|t| t.clamp(left_queue, decided));
+        Split {
+            queue: left_queue - created,
+            wait: work_started.unwrap_or(decided) - left_queue,
+            work: work_started.map(|started| decided - started),
+        }
+    }
+
     /// The longest part as a cause; a tie goes to the earlier part.
     fn longest(&self) -> Cause {
         let work = self.work.unwrap_or_default();
@@ -526,11 +531,13 @@ mod tests {
         let t0 = Instant::now();
         let clock = WallClock::anchored(t0, 1_000.0);
         let outcome = Outcome {
-            event: Event::generated(t0, Duration::from_millis(100)),
-            status: Status::Dropped(DropReason::QueueFull),
-            decided: t0 + Duration::from_millis(2),
             error: None,
-            stages: Stages::default(),
+            ..Outcome::staged(
+                Event::generated(t0, Duration::from_millis(100)),
+                Status::Dropped(DropReason::QueueFull),
+                t0 + Duration::from_millis(2),
+                Stages::default(),
+            )
         };
         let v: serde_json::Value =
             serde_json::from_slice(&outcome.to_wire(7, &clock)).expect("valid JSON");
@@ -561,11 +568,13 @@ mod tests {
             (deadline + 600 * ns, Status::Late),
         ] {
             let outcome = Outcome {
-                event: Event::generated(t0 + 37 * ns, deadline),
-                status,
-                decided: t0 + 37 * ns + offset,
                 error: None,
-                stages: Stages::default(),
+                ..Outcome::staged(
+                    Event::generated(t0 + 37 * ns, deadline),
+                    status,
+                    t0 + 37 * ns + offset,
+                    Stages::default(),
+                )
             };
             let v: serde_json::Value =
                 serde_json::from_slice(&outcome.to_wire(1, &clock)).expect("valid JSON");
@@ -585,11 +594,13 @@ mod tests {
     fn an_on_time_outcome_has_no_drop_reason() {
         let t0 = Instant::now();
         let outcome = Outcome {
-            event: Event::generated(t0, Duration::from_millis(100)),
-            status: Status::OnTime,
-            decided: t0 + Duration::from_millis(50),
             error: None,
-            stages: Stages::default(),
+            ..Outcome::staged(
+                Event::generated(t0, Duration::from_millis(100)),
+                Status::OnTime,
+                t0 + Duration::from_millis(50),
+                Stages::default(),
+            )
         };
         let v: serde_json::Value =
             serde_json::from_slice(&outcome.to_wire(1, &WallClock::new())).expect("valid JSON");
@@ -627,7 +638,7 @@ mod tests {
     fn derived_wire(outcome: &Outcome, seq: u64, clock: &WallClock) -> Vec<u8> {
         let created_at = to_microsecond(clock.epoch_ms(outcome.event.created));
         let latency_ms = to_microsecond(millis(outcome.latency()));
-        let split = outcome.split();
+        let split = &outcome.split;
         let wire = WireEvent {
             kind: "event",
             seq,
@@ -646,7 +657,7 @@ mod tests {
                 Status::Dropped(reason) => Some(reason),
                 _ => None,
             },
-            cause: outcome.cause(&split).map(Cause::name),
+            cause: outcome.cause().map(Cause::name),
             error: outcome.error.as_deref(),
             payload: outcome.event.payload.as_deref(),
         };
@@ -679,24 +690,23 @@ mod tests {
                 ingested.clone(),
             ] {
                 let at = |nanos: u64| Some(t0 + Duration::from_nanos(nanos));
+                let stages = match n % 3 {
+                    0 => Stages::default(),
+                    1 => Stages {
+                        dequeued: at(1_234_567 * n as u64),
+                        work_started: None,
+                    },
+                    _ => Stages {
+                        dequeued: at(1_234_567 * n as u64),
+                        work_started: at(7_654_321 * n as u64),
+                    },
+                };
+                let decided = t0 + Duration::from_nanos(123_456_789 * n as u64 + 1);
                 let outcome = Outcome {
-                    event,
-                    status,
-                    decided: t0 + Duration::from_nanos(123_456_789 * n as u64 + 1),
                     error: status
                         .eq(&Status::Failed)
                         .then(|| error_text("HTTP 500 \"quoted\"")),
-                    stages: match n % 3 {
-                        0 => Stages::default(),
-                        1 => Stages {
-                            dequeued: at(1_234_567 * n as u64),
-                            work_started: None,
-                        },
-                        _ => Stages {
-                            dequeued: at(1_234_567 * n as u64),
-                            work_started: at(7_654_321 * n as u64),
-                        },
-                    },
+                    ..Outcome::staged(event, status, decided, stages)
                 };
                 let written = outcome.to_wire(u64::MAX - n as u64, &clock);
                 let derived = derived_wire(&outcome, u64::MAX - n as u64, &clock);
@@ -719,14 +729,16 @@ mod tests {
         event.source = Source::Ingest;
         event.payload = Some(serde_json::value::RawValue::from_string("0".into()).expect("JSON"));
         let outcome = Outcome {
-            event,
-            status: Status::Dropped(DropReason::Infeasible),
-            decided: t0 + Duration::from_secs(3_600),
             error: Some(error_text(&escaped(MAX_ERROR_CHARS + 10))),
-            stages: Stages {
-                dequeued: Some(t0 + Duration::from_secs(1_800)),
-                work_started: Some(t0 + Duration::from_secs(2_700)),
-            },
+            ..Outcome::staged(
+                event,
+                Status::Dropped(DropReason::Infeasible),
+                t0 + Duration::from_secs(3_600),
+                Stages {
+                    dequeued: Some(t0 + Duration::from_secs(1_800)),
+                    work_started: Some(t0 + Duration::from_secs(2_700)),
+                },
+            )
         };
         let envelope = outcome.to_wire(u64::MAX, &clock).len() - 1;
         assert!(
@@ -746,14 +758,16 @@ mod tests {
         let t0 = Instant::now();
         let at = |ms: Option<u64>| ms.map(|ms| t0 + Duration::from_millis(ms));
         Outcome {
-            event: Event::generated(t0, Duration::from_millis(100)),
-            status,
-            decided: t0 + Duration::from_millis(decided_ms),
             error: None,
-            stages: Stages {
-                dequeued: at(dequeued_ms),
-                work_started: at(work_ms),
-            },
+            ..Outcome::staged(
+                Event::generated(t0, Duration::from_millis(100)),
+                status,
+                t0 + Duration::from_millis(decided_ms),
+                Stages {
+                    dequeued: at(dequeued_ms),
+                    work_started: at(work_ms),
+                },
+            )
         }
     }
 
@@ -786,7 +800,7 @@ mod tests {
                 None,
             ),
         ] {
-            let split = outcome.split();
+            let split = outcome.split;
             assert_eq!(
                 split,
                 Split {
@@ -801,9 +815,10 @@ mod tests {
             );
         }
         // An event its producer dated after the verdict: every part is empty.
-        let mut future = staged(Status::OnTime, Some(10), Some(10), 30);
-        future.event.created += ms(60_000);
-        let split = future.split();
+        let past = staged(Status::OnTime, Some(10), Some(10), 30);
+        let mut event = past.event;
+        event.created += ms(60_000);
+        let split = Outcome::staged(event, past.status, past.decided, past.stages).split;
         assert_eq!(
             (split.queue, split.wait, split.work),
             (ms(0), ms(0), Some(ms(0)))
@@ -812,10 +827,8 @@ mod tests {
 
     #[test]
     fn a_miss_is_caused_by_its_drop_reason_or_else_its_longest_part() {
-        let cause = |status, dequeued, work, decided| {
-            let outcome = staged(status, dequeued, work, decided);
-            outcome.cause(&outcome.split())
-        };
+        let cause =
+            |status, dequeued, work, decided| staged(status, dequeued, work, decided).cause();
         let dropped = Status::Dropped;
         assert_eq!(cause(Status::OnTime, Some(90), Some(90), 100), None);
         assert_eq!(cause(Status::Failed, Some(90), Some(90), 100), None);

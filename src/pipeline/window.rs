@@ -246,8 +246,8 @@ impl Window {
     /// Adds an outcome's latency when it was worked on (on-time or late).
     /// Drops are excluded: their "latency" is time-to-drop and would flatter the chart.
     pub fn record(&mut self, outcome: &Outcome) {
-        let split = outcome.split();
-        let cause = outcome.cause(&split);
+        let split = outcome.split;
+        let cause = outcome.cause();
         self.producers.record(outcome, &split, cause);
         self.spent.record(outcome, &split, cause);
         if matches!(outcome.status, Status::OnTime | Status::Late) {

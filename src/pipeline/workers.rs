@@ -172,11 +172,8 @@ impl WorkerContext {
                 Verdict::worked(panicked, Stages::starting(dequeued), Instant::now())
             });
         Outcome {
-            event,
-            status: verdict.status,
-            decided: verdict.decided,
             error: verdict.error,
-            stages: verdict.stages,
+            ..Outcome::staged(event, verdict.status, verdict.decided, verdict.stages)
         }
     }
 
