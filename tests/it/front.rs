@@ -755,3 +755,38 @@ fn a_peer_that_keeps_sending_after_the_refusal_is_cut_off_within_the_bound() {
     }
     assert_eq!(common::daemon::healthz_status(addr), Some(200));
 }
+
+/// Kept-alive connections opened together, as a load tool opens them: each
+/// must be answered at once. tiny_http's pool counted a woken thread as idle
+/// until it had taken its task, so connections accepted in a row were queued
+/// for one idle thread, and the others waited, unread, until some connection
+/// ended: on a fresh daemon the self-probe's, once a second.
+#[test]
+fn connections_opened_together_are_each_answered_at_once() {
+    const TOGETHER: usize = 8;
+    // The pool starts with four idle threads: the first burst is the test,
+    // so each round is a fresh daemon.
+    for _ in 0..5 {
+        let daemon = Daemon::spawn(&["--rate", "0"], &[]);
+        let addr = daemon.addr;
+        let mut streams: Vec<TcpStream> = (0..TOGETHER)
+            .map(|_| TcpStream::connect(addr).expect("connect"))
+            .collect();
+        let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        let sent = Instant::now();
+        for stream in &mut streams {
+            stream.write_all(request.as_bytes()).expect("send");
+        }
+        for (i, stream) in streams.iter_mut().enumerate() {
+            let left = Duration::from_millis(500).saturating_sub(sent.elapsed());
+            stream
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            let mut head = [0u8; 12];
+            assert!(
+                stream.read_exact(&mut head).is_ok(),
+                "connection {i} of {TOGETHER} opened together was not answered within 500 ms"
+            );
+        }
+    }
+}

@@ -69,7 +69,14 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // (patch) A woken thread counts as waiting until it has taken the
+        // lock back and its task, so the release (`== 0`) queued several
+        // connections accepted in a row for one idle thread. A connection's
+        // task lasts as long as the connection: the others waited, unread,
+        // until some connection ended (on a fresh daemon, the self-probe's
+        // each second; wrk's first run: p99 1 s, timeouts). Queue a task
+        // only for an idle thread no queued task has claimed yet.
+        if self.sharing.waiting_tasks.load(Ordering::Acquire) <= queue.len() {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
