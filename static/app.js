@@ -27,6 +27,7 @@ import {
   gapText,
   health,
   missAdvice,
+  num,
   parseKnob,
   producerRows,
   sampleFromStats,
@@ -190,7 +191,7 @@ function onMessage(text) {
     latestStats = data;
     latestStatsAt = Date.now();
     series.add(sampleFromStats(data, latestStatsAt));
-    misses.add(data, latestStatsAt);
+    misses.add(data, num(data.uptimeS) * 1000);
     statsDirty = true;
     chartsDirty = true;
   }
@@ -317,7 +318,7 @@ function renderStats() {
   renderWork(workSummary(s.work));
   renderSchedule(scheduleOf(s.config?.schedule));
   renderUtilisation(utilisationSummary(s.schedulability));
-  const now = Date.now();
+  const now = serverNow();
   renderProducers(producerRows(s.producers, (name) => misses.recent(now, name), HEALTH_WINDOW_S));
 
   applyConfig(s.config);
@@ -402,7 +403,17 @@ function renderHealth() {
   else text = h.reasons.join(" · ");
   setText("health-reasons", text);
   setText("health-rule", h.rule);
-  renderHint(h.state === "unknown" ? null : missAdvice(misses.recent(Date.now()), adviceContext(latestStats), HEALTH_WINDOW_S));
+  renderHint(h.state === "unknown" ? null : missAdvice(misses.recent(serverNow()), adviceContext(latestStats), HEALTH_WINDOW_S));
+}
+
+/**
+ * The server's uptime now, in ms, as the latest stats message and the time
+ * since it arrived tell it. The miss history is kept on the server's clock:
+ * a burst of stats messages (a tab waking up, a stream catching up) covers
+ * the seconds they were taken in, not the moment they arrived.
+ */
+function serverNow() {
+  return latestStats ? num(latestStats.uptimeS) * 1000 + (Date.now() - latestStatsAt) : 0;
 }
 
 /** What the advice depends on: how work is done and the queue's order. */

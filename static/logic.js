@@ -431,6 +431,7 @@ export const CAUSES = Object.freeze({
   capacity: { label: "queue full", what: "the queue was full when it arrived" },
   admission: { label: "admission", what: "the predicted work did not fit the time left" },
   credit: { label: "credit wait", what: "most of its time went to waiting for a remote worker with credit" },
+  transit: { label: "late arrival", what: "most of its time had passed before it reached the daemon (its createdAt)" },
 });
 const CAUSE_NAMES = Object.keys(CAUSES);
 
@@ -447,7 +448,7 @@ export function causeOf(v) {
 
 /**
  * Misses by cause from a `spent.misses` or `spent.missesTotal` object:
- * {queue, work, capacity, admission, credit}, each a whole number ≥ 0.
+ * {queue, work, capacity, admission, credit, transit}, each a whole number ≥ 0.
  * null when `m` is not an object (a server that does not say).
  */
 export function missCounts(m) {
@@ -508,7 +509,7 @@ export class MissHistory {
     this.ring = new Ring(windowS * 2 + 8);
   }
 
-  /** Records the stats message `stats` received at client time `atMs`. */
+  /** Records the stats message `stats`, taken at `atMs` (the server's uptime, in ms). */
   add(stats, atMs) {
     const producers = new Map();
     if (Array.isArray(stats?.producers)) {
@@ -601,6 +602,9 @@ export function missAdvice(counts, { mode, schedule } = {}, windowS = HEALTH_WIN
     case "credit":
       advice = "no remote worker had credit free: connect more pull workers or raise their credit";
       break;
+    case "transit":
+      advice = "events arrive long after their createdAt: the producer posts late (a backlog, or its clock)";
+      break;
   }
   return {
     cause: top.cause,
@@ -633,7 +637,8 @@ export function splitText(e) {
   if (!has(e?.queueMs) && !has(e?.waitMs) && !has(e?.workMs)) return { text: DASH, title: "" };
   const text = `${compactMs(e.queueMs)} / ${compactMs(e.waitMs)} / ${compactMs(e.workMs)}`;
   const part = (v) => (has(v) ? formatMs(v) : "none");
-  const title = `queue ${part(e.queueMs)} · credit wait ${part(e.waitMs)} · work ${has(e.workMs) ? formatMs(e.workMs) : "not started"}`;
+  const before = has(e.transitMs) ? `before arrival ${formatMs(e.transitMs)} · ` : "";
+  const title = `${before}queue ${part(e.queueMs)} · credit wait ${part(e.waitMs)} · work ${has(e.workMs) ? formatMs(e.workMs) : "not started"}`;
   return { text, title };
 }
 

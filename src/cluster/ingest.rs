@@ -206,6 +206,9 @@ impl Received {
         }
         // The edge allowed a minute ahead by its clock; this one may be
         // behind it, so only what no clock explains is refused.
+        if self.created_at.is_nan() || self.created_at < 0.0 {
+            return Err(format!("createdAt {} before the epoch", self.created_at));
+        }
         if self.created_at > clock.epoch_ms(now) + MAX_MS {
             return Err(format!("createdAt {} in the future", self.created_at));
         }
@@ -218,6 +221,7 @@ impl Received {
             id: self.id,
             source: Source::Ingest,
             created,
+            arrived: now,
             deadline,
             work: self.work_ms.map(|ms| Duration::from_secs_f64(ms / 1000.0)),
             payload: self.payload,

@@ -373,6 +373,7 @@ fn to_event(
         id,
         source: Source::Ingest,
         created,
+        arrived: now,
         deadline,
         work,
         payload,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::time::{WallClock, millis};
+use crate::time::WallClock;
 
 /// Where an event came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -27,6 +27,9 @@ pub struct Event {
     pub source: Source,
     /// When it was created; its deadline clock starts here, not when work starts.
     pub created: Instant,
+    /// When it reached this process: `created`, unless its producer dated
+    /// it earlier (`createdAt`); the time between is its transit.
+    pub arrived: Instant,
     /// How long after `created` it must be done.
     pub deadline: Duration,
     /// Its own simulated work, when it brings one; otherwise the configured work applies.
@@ -68,6 +71,7 @@ impl Event {
             id: fresh_id(),
             source: Source::Generator,
             created,
+            arrived: created,
             deadline,
             work: None,
             payload: None,
@@ -188,7 +192,8 @@ impl Status {
 /// - a drop at the queue's door is `capacity`, a drop by admission
 ///   `admission`, a worker's panic `work`;
 /// - any other miss (late, or expired before its work started) is the part
-///   of its time that was longest: `queue` (creation until a worker took
+///   of its time that was longest: `transit` (from the `createdAt` its
+///   producer gave until it arrived), `queue` (arrival until a worker took
 ///   it), `credit` (a pull task waiting for a worker with room) or `work`
 ///   (the work, until its verdict); a tie goes to the earlier part.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,19 +208,23 @@ pub enum Cause {
     Admission,
     /// It spent most of its time waiting for a pull worker with room.
     Credit,
+    /// Most of its time had passed before it arrived: its producer dated it
+    /// (`createdAt`) long before posting it.
+    Transit,
 }
 
 impl Cause {
     /// Every cause, in the order stats and metrics list them.
-    pub const ALL: [Cause; 5] = [
+    pub const ALL: [Cause; 6] = [
         Cause::Queue,
         Cause::Work,
         Cause::Capacity,
         Cause::Admission,
         Cause::Credit,
+        Cause::Transit,
     ];
 
-    /// The wire name (`queue`, `work`, `capacity`, `admission`, `credit`).
+    /// The wire name (`queue`, `work`, `capacity`, `admission`, `credit`, `transit`).
     pub fn name(self) -> &'static str {
         match self {
             Cause::Queue => "queue",
@@ -223,6 +232,7 @@ impl Cause {
             Cause::Capacity => "capacity",
             Cause::Admission => "admission",
             Cause::Credit => "credit",
+            Cause::Transit => "transit",
         }
     }
 }
@@ -249,10 +259,12 @@ impl Stages {
     }
 }
 
-/// Where an outcome's time went: the three parts add up to its latency.
+/// Where an outcome's time went: the parts add up to its latency.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Split {
-    /// From creation until a worker took it (or the verdict, if none did).
+    /// From creation until it arrived: zero unless its producer dated it.
+    pub transit: Duration,
+    /// From arrival until a worker took it (or the verdict, if none did).
     pub queue: Duration,
     /// A pull task waiting for a worker with room; zero in other modes.
     pub wait: Duration,
@@ -313,7 +325,7 @@ impl Outcome {
 
     /// An outcome with no `error` whose time went through `stages`.
     pub fn staged(event: Event, status: Status, decided: Instant, stages: Stages) -> Self {
-        let split = Split::of(event.created, decided, stages);
+        let split = Split::of(&event, decided, stages);
         Outcome {
             event,
             status,
@@ -344,7 +356,7 @@ impl Outcome {
             _ => None,
         };
         let created_at = to_microsecond(clock.epoch_ms(self.event.created));
-        let latency_ms = to_microsecond(millis(self.latency()));
+        let latency_ms = nearest_micro_ms(self.latency());
         let processed_at = to_microsecond(created_at + latency_ms);
         let payload = self.event.payload.as_deref().map(|p| p.get());
         // Sized for the whole message so that it is written without growing.
@@ -375,6 +387,10 @@ impl Outcome {
         out.extend_from_slice(br#","latencyMs":"#);
         push_json(&mut out, &latency_ms);
         let split = &self.split;
+        if !split.transit.is_zero() {
+            out.extend_from_slice(br#","transitMs":"#);
+            push_ms(&mut out, split.transit);
+        }
         out.extend_from_slice(br#","queueMs":"#);
         push_ms(&mut out, split.queue);
         out.extend_from_slice(br#","waitMs":"#);
@@ -411,17 +427,20 @@ impl Outcome {
 }
 
 impl Split {
-    /// The time from `created` to `decided` cut at `stages`. Each cut is held
-    /// between the one before and the verdict, so the parts add up to the
-    /// latency exactly, even for an event dated (by its producer) after it
-    /// was judged.
-    fn of(created: Instant, decided: Instant, stages: Stages) -> Self {
+    /// The time from the event's creation to `decided` cut at its arrival
+    /// and at `stages`. Each cut is held between the one before and the
+    /// verdict, so the parts add up to the latency exactly, even for an
+    /// event dated (by its producer) after it was judged.
+    fn of(event: &Event, decided: Instant, stages: Stages) -> Self {
+        let created = event.created;
         let decided = decided.max(created);
-        let dequeued = stages.dequeued.map(|t| t.clamp(created, decided));
+        let arrived = event.arrived.clamp(created, decided);
+        let dequeued = stages.dequeued.map(|t| t.clamp(arrived, decided));
         let left_queue = dequeued.unwrap_or(decided);
         let work_started = stages.work_started.map(|t| t.clamp(left_queue, decided));
         Split {
-            queue: left_queue - created,
+            transit: arrived - created,
+            queue: left_queue - arrived,
             wait: work_started.unwrap_or(decided) - left_queue,
             work: work_started.map(|started| decided - started),
         }
@@ -429,14 +448,18 @@ impl Split {
 
     /// The longest part as a cause; a tie goes to the earlier part.
     fn longest(&self) -> Cause {
-        let work = self.work.unwrap_or_default();
-        if self.queue >= self.wait && self.queue >= work {
-            Cause::Queue
-        } else if self.wait >= work {
-            Cause::Credit
-        } else {
-            Cause::Work
+        let parts = [
+            (self.queue, Cause::Queue),
+            (self.wait, Cause::Credit),
+            (self.work.unwrap_or_default(), Cause::Work),
+        ];
+        let mut longest = (self.transit, Cause::Transit);
+        for part in parts {
+            if part.0 > longest.0 {
+                longest = part;
+            }
         }
+        longest.1
     }
 }
 
@@ -457,7 +480,7 @@ fn push_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 /// numbers: three of these go into every outcome, and float rounding and
 /// formatting cost several times more.
 fn push_ms(out: &mut Vec<u8>, d: Duration) {
-    let micros = crate::time::whole_micros(d + Duration::from_nanos(500));
+    let micros = nearest_micros(d);
     push_json(out, &(micros / 1000));
     let fraction = micros % 1000;
     let digits = [
@@ -474,6 +497,17 @@ fn push_ms(out: &mut Vec<u8>, d: Duration) {
     };
     out.push(b'.');
     out.extend_from_slice(&digits[..significant]);
+}
+
+/// `d` in whole microseconds, to the nearest (a half rounds up).
+fn nearest_micros(d: Duration) -> u64 {
+    crate::time::whole_micros(d.saturating_add(Duration::from_nanos(500)))
+}
+
+/// `d` in milliseconds to the nearest microsecond, rounded as [`push_ms`]
+/// rounds the parts, so that a latency made of one part reads the same.
+fn nearest_micro_ms(d: Duration) -> f64 {
+    nearest_micros(d) as f64 / 1000.0
 }
 
 /// Milliseconds rounded to the microsecond: the clocks are no finer in
@@ -507,6 +541,8 @@ struct WireEvent<'a> {
     deadline_ms: u64,
     processed_at: f64,
     latency_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transit_ms: Option<f64>,
     queue_ms: f64,
     wait_ms: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -608,11 +644,6 @@ mod tests {
         assert!(v.get("dropReason").is_none());
     }
 
-    /// `d` in ms to the nearest microsecond, as an `f64` for `serde` to spell.
-    fn nearest_micro_ms(d: Duration) -> f64 {
-        (d.as_nanos() as f64 / 1000.0).round() / 1000.0
-    }
-
     #[test]
     fn a_part_is_spelled_as_serde_spells_its_value_in_ms() {
         for nanos in [
@@ -629,7 +660,8 @@ mod tests {
             let d = Duration::from_nanos(nanos);
             let mut written = Vec::new();
             push_ms(&mut written, d);
-            let expected = serde_json::to_string(&nearest_micro_ms(d)).expect("a number");
+            let rounded = (d.as_nanos() as f64 / 1000.0).round() / 1000.0;
+            let expected = serde_json::to_string(&rounded).expect("a number");
             assert_eq!(String::from_utf8_lossy(&written), expected, "{nanos} ns");
         }
     }
@@ -637,7 +669,7 @@ mod tests {
     /// The reference serialisation of the published shape, by `serde` derive.
     fn derived_wire(outcome: &Outcome, seq: u64, clock: &WallClock) -> Vec<u8> {
         let created_at = to_microsecond(clock.epoch_ms(outcome.event.created));
-        let latency_ms = to_microsecond(millis(outcome.latency()));
+        let latency_ms = nearest_micro_ms(outcome.latency());
         let split = &outcome.split;
         let wire = WireEvent {
             kind: "event",
@@ -649,6 +681,7 @@ mod tests {
             deadline_ms: whole_millis(outcome.event.deadline),
             processed_at: to_microsecond(created_at + latency_ms),
             latency_ms,
+            transit_ms: (!split.transit.is_zero()).then(|| nearest_micro_ms(split.transit)),
             queue_ms: nearest_micro_ms(split.queue),
             wait_ms: nearest_micro_ms(split.wait),
             work_ms: split.work.map(nearest_micro_ms),
@@ -804,6 +837,7 @@ mod tests {
             assert_eq!(
                 split,
                 Split {
+                    transit: ms(0),
                     queue: ms(queue),
                     wait: ms(wait),
                     work: work.map(ms)
@@ -864,6 +898,14 @@ mod tests {
             cause(Status::Late, Some(10), Some(70), 101),
             Some(Cause::Credit)
         );
+        // An event its producer dated 80 ms before it arrived.
+        let mut event = Event::generated(Instant::now(), Duration::from_millis(100));
+        event.arrived = event.created + Duration::from_millis(80);
+        let stages = Stages::starting(event.arrived + Duration::from_millis(5));
+        let decided = event.created + Duration::from_millis(101);
+        let outcome = Outcome::staged(event, Status::Late, decided, stages);
+        assert_eq!(outcome.split.transit, Duration::from_millis(80));
+        assert_eq!(outcome.cause(), Some(Cause::Transit));
         assert_eq!(
             cause(Status::Late, Some(50), Some(50), 100),
             Some(Cause::Queue),

@@ -37,6 +37,7 @@ pub struct LatencyMs {
 /// The 50th and 99th percentiles of one part of the outcomes' time in the
 /// last window, ms (0 when the window had none).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Quantiles {
     /// Median.
     pub p50: f64,
@@ -44,8 +45,10 @@ pub struct Quantiles {
     pub p99: f64,
 }
 
-/// Misses (late and dropped outcomes) by cause (see `event::Cause`).
+/// Misses (late and dropped outcomes) by cause (see `event::Cause`). A
+/// count a processor of another version does not send reads as 0.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Causes {
     /// Most of the time was spent waiting in the queue.
     pub queue: u64,
@@ -57,6 +60,9 @@ pub struct Causes {
     pub admission: u64,
     /// Most of the time was spent waiting for a pull worker with room.
     pub credit: u64,
+    /// Most of the time had passed before the event arrived (its producer's
+    /// `createdAt`).
+    pub transit: u64,
 }
 
 impl Causes {
@@ -73,6 +79,7 @@ impl Causes {
             Cause::Capacity => self.capacity,
             Cause::Admission => self.admission,
             Cause::Credit => self.credit,
+            Cause::Transit => self.transit,
         }
     }
 
@@ -83,6 +90,7 @@ impl Causes {
             Cause::Capacity => &mut self.capacity,
             Cause::Admission => &mut self.admission,
             Cause::Credit => &mut self.credit,
+            Cause::Transit => &mut self.transit,
         }
     }
 }
@@ -91,10 +99,10 @@ impl Causes {
 /// and why deadlines were missed: overall in [`Snapshot::spent`], and per
 /// producer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(default, rename_all = "camelCase")]
 pub struct Spent {
-    /// Queue wait of the last window's outcomes that were queued (every
-    /// verdict but `queue-full`).
+    /// Queue wait, from arrival, of the last window's outcomes but
+    /// `queue-full` ones (refused at the door, or pushed out by `edf`).
     pub queue_ms: Quantiles,
     /// Credit wait of the last window's outcomes a worker took (0 unless `pull`).
     pub wait_ms: Quantiles,

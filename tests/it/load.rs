@@ -79,6 +79,12 @@ fn assert_worked_on_time_by_the_tool(report: &Value, answered: &str, mode: &str)
     assert!(at(answered).as_u64() >= Some(on_time), "{report}");
     assert!(at("/messages/received").as_u64() > Some(0), "{report}");
     assert!(at("/verdictMs/p50").as_f64() > Some(0.0), "{report}");
+    // The daemon's split of those verdicts, read from each outcome: the work
+    // is the tool's round trip (the tool's histograms floor a value at 1 µs,
+    // so only the queue's presence is checked).
+    assert!(at("/queueMs/p50").as_f64().is_some(), "{report}");
+    assert!(at("/workMs/p50").as_f64() >= Some(0.01), "{report}");
+    assert_eq!(at("/verdictsPerSecond/misses/work"), 0.0, "{report}");
     assert_eq!(at("/daemonStats/totals/failed"), 0, "{report}");
     assert_eq!(at("/daemonStats/totals/late"), 0, "{report}");
     assert_eq!(at("/work/failedDuringRun"), 0, "{report}");

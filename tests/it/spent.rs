@@ -34,6 +34,7 @@ fn post(addr: SocketAddr, events: &[Value]) -> Vec<String> {
 /// `worked` says the work started.
 fn assert_parts_add_up(outcome: &Value, worked: bool) {
     let ms = |key: &str| outcome[key].as_f64();
+    let transit = ms("transitMs").unwrap_or(0.0);
     let queue = ms("queueMs").unwrap_or_else(|| panic!("no queueMs: {outcome}"));
     let wait = ms("waitMs").unwrap_or_else(|| panic!("no waitMs: {outcome}"));
     let work = ms("workMs");
@@ -43,7 +44,7 @@ fn assert_parts_add_up(outcome: &Value, worked: bool) {
         "workMs present iff work started: {outcome}"
     );
     let latency = ms("latencyMs").expect("latencyMs");
-    let sum = queue + wait + work.unwrap_or(0.0);
+    let sum = transit + queue + wait + work.unwrap_or(0.0);
     assert!(
         (sum - latency).abs() <= 0.003,
         "{sum} ≠ {latency}: {outcome}"
@@ -90,24 +91,27 @@ fn queue_work_and_capacity_misses_name_their_cause_and_every_part_adds_up() {
     assert!(outcome["workMs"].as_f64() >= Some(5.0), "{outcome}");
 
     // The work alone runs past the deadline.
-    let slow = post(addr, &[json!({"deadlineMs": 60, "workMs": 400})]);
+    let slow = post(addr, &[json!({"deadlineMs": 100, "workMs": 400})]);
     let outcome = judged(addr, &slow[0], "late", None, Some("work"));
     assert_parts_add_up(&outcome, true);
-    assert!(outcome["workMs"].as_f64() >= Some(55.0), "{outcome}");
+    assert!(
+        outcome["workMs"].as_f64() > outcome["queueMs"].as_f64(),
+        "{outcome}"
+    );
 
     // A long event holds the only worker; behind it one event waits until it
     // is late, one expires in the queue, and one finds the queue full. The
-    // worker is seen busy within about a second (the stats' window), so the
-    // first one behind waits at least 4 − 1.x s and works at most 5 − that:
-    // its wait is the longer part.
-    let blocker = post(addr, &[json!({"deadlineMs": 10_000, "workMs": 4_000})]);
+    // worker is seen busy within a second or two (the stats' window): posted
+    // T ≤ 3 s after the blocker started, the first one behind waits 8 − T s
+    // and works T + 2 s of its 10 s: its wait is the longer part.
+    let blocker = post(addr, &[json!({"deadlineMs": 20_000, "workMs": 8_000})]);
     assert!(common::eventually(WAIT, || {
         get_json(addr, "/api/stats").1["workers"]["busy"] == 1
     }));
     let behind = post(
         addr,
         &[
-            json!({"deadlineMs": 5_000, "workMs": 3_000}),
+            json!({"deadlineMs": 10_000, "workMs": 6_000}),
             json!({"deadlineMs": 150, "workMs": 10}),
             json!({"deadlineMs": 2_000, "workMs": 10}),
         ],
@@ -132,7 +136,8 @@ fn queue_work_and_capacity_misses_name_their_cause_and_every_part_adds_up() {
     assert_parts_add_up(&full, false);
 
     // The stats and the metrics count the same misses by cause.
-    let expected = json!({"queue": 2, "work": 1, "capacity": 1, "admission": 0, "credit": 0});
+    let expected =
+        json!({"queue": 2, "work": 1, "capacity": 1, "admission": 0, "credit": 0, "transit": 0});
     assert!(
         common::eventually(WAIT, || misses_total(addr) == expected),
         "{} ≠ {expected}",
@@ -181,12 +186,14 @@ fn the_time_split_of_a_window_shows_in_the_stats() {
     let events: Vec<Value> = (0..5)
         .map(|_| json!({"deadlineMs": 5000, "workMs": 40}))
         .collect();
-    let ids = post(addr, &events);
-    outcome_of(addr, &ids[4], WAIT);
-    // Five events of 40 ms on one worker: the work is about 40 ms each and
-    // the last waited for the four before it.
+    // Batches of five events of 40 ms on one worker, one after another: the
+    // work is about 40 ms each and the last of a batch waited for the four
+    // before it. Posted until a one-second window shows it, however slowly
+    // this thread runs.
     let mut seen = Value::Null;
     let split_shown = common::eventually(WAIT, || {
+        let ids = post(addr, &events);
+        outcome_of(addr, &ids[4], WAIT);
         seen = get_json(addr, "/api/stats").1["spent"].clone();
         seen["workMs"]["p50"].as_f64() >= Some(40.0)
             && seen["queueMs"]["p99"].as_f64() >= Some(120.0)
@@ -288,7 +295,8 @@ fn a_pull_task_waiting_for_credit_is_caused_by_credit_and_its_wait_is_measured()
         .expect("answer");
     let outcome = judged(addr, &held[0], "on-time", None, None);
     assert_parts_add_up(&outcome, true);
-    let expected = json!({"queue": 0, "work": 0, "capacity": 0, "admission": 0, "credit": 1});
+    let expected =
+        json!({"queue": 0, "work": 0, "capacity": 0, "admission": 0, "credit": 1, "transit": 0});
     assert!(common::eventually(WAIT, || misses_total(addr) == expected));
     server.stop();
 }
@@ -335,5 +343,43 @@ fn every_outcome_of_a_busy_run_has_parts_that_add_up() {
             .or_insert(0) += 1;
     }
     assert!(by_status.len() >= 2, "mixed verdicts: {by_status:?}");
+    server.stop();
+}
+
+#[test]
+fn time_before_arrival_is_transit_and_not_queue_wait() {
+    let server = start(|c: &mut Config| {
+        c.rate = 0;
+        c.admission = Admission::Off;
+    });
+    let addr = server.local_addr();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64()
+        * 1000.0;
+    // Dated 2 s ago with 1 s to live: it arrives expired. Dated 200 ms ago
+    // with 300 ms: it is late, most of its time spent before it arrived.
+    let ids = post(
+        addr,
+        &[
+            json!({"createdAt": now_ms - 2_000.0, "deadlineMs": 1_000}),
+            json!({"createdAt": now_ms - 200.0, "deadlineMs": 300, "workMs": 250}),
+        ],
+    );
+    let expired = judged(addr, &ids[0], "dropped", Some("expired"), Some("transit"));
+    assert_parts_add_up(&expired, false);
+    assert!(expired["transitMs"].as_f64() >= Some(2_000.0), "{expired}");
+    assert!(expired["queueMs"].as_f64() < Some(1_000.0), "{expired}");
+    let late = judged(addr, &ids[1], "late", None, Some("transit"));
+    assert_parts_add_up(&late, true);
+    assert!(late["transitMs"].as_f64() >= Some(200.0), "{late}");
+    // An event not dated by its producer has no transit.
+    let plain = post(addr, &[json!({"deadlineMs": 1_000})]);
+    let outcome = judged(addr, &plain[0], "on-time", None, None);
+    assert!(outcome.get("transitMs").is_none(), "{outcome}");
+    assert!(common::eventually(WAIT, || misses_total(addr)["transit"] == 2));
+    // The queue wait of the last window is not the producer's lateness.
+    assert!(get_json(addr, "/api/stats").1["spent"]["queueMs"]["p99"].as_f64() < Some(1_000.0));
     server.stop();
 }

@@ -468,7 +468,7 @@ test("an outcome row names its producer, cut to fit, with the whole name in its 
 
 /** A stats `spent` object: p99s per part, misses of the last window and since start. */
 function spent({ queue = 1, wait = 0, work = 50, misses = {}, total = {} } = {}) {
-  const zero = { queue: 0, work: 0, capacity: 0, admission: 0, credit: 0 };
+  const zero = { queue: 0, work: 0, capacity: 0, admission: 0, credit: 0, transit: 0 };
   return {
     queueMs: { p50: queue / 2, p99: queue },
     waitMs: { p50: wait / 2, p99: wait },
@@ -521,26 +521,27 @@ test("misses by cause are read defensively and added", () => {
     capacity: 0,
     admission: 2,
     credit: 0,
+    transit: 0,
   });
   assert.equal(L.missCounts(undefined), null);
   assert.equal(L.missCounts([1, 2]), null);
   const a = L.missCounts({ queue: 1 });
-  assert.deepEqual(L.addCounts(a, L.missCounts({ queue: 2, work: 5 })), { queue: 3, work: 5, capacity: 0, admission: 0, credit: 0 });
+  assert.deepEqual(L.addCounts(a, L.missCounts({ queue: 2, work: 5 })), { queue: 3, work: 5, capacity: 0, admission: 0, credit: 0, transit: 0 });
   assert.deepEqual(L.addCounts(null, a), a);
   assert.notEqual(L.addCounts(null, a), a, "a copy, never the input");
   assert.equal(L.addCounts(null, null), null);
 });
 
 test("the dominant cause is the one with most misses; a tie goes to the server's order", () => {
-  assert.deepEqual(L.dominantCause({ queue: 33, work: 7, capacity: 0, admission: 0, credit: 0 }), {
+  assert.deepEqual(L.dominantCause({ queue: 33, work: 7, capacity: 0, admission: 0, credit: 0, transit: 0 }), {
     cause: "queue",
     count: 33,
     total: 40,
     share: 33 / 40,
   });
-  assert.equal(L.dominantCause({ queue: 1, work: 5, capacity: 5, admission: 0, credit: 0 }).cause, "work");
+  assert.equal(L.dominantCause({ queue: 1, work: 5, capacity: 5, admission: 0, credit: 0, transit: 0 }).cause, "work");
   assert.equal(L.dominantCause({ queue: 0, work: 0, capacity: 0, admission: 2, credit: 3 }).cause, "credit");
-  assert.equal(L.dominantCause({ queue: 0, work: 0, capacity: 0, admission: 0, credit: 0 }), null, "no misses, no cause");
+  assert.equal(L.dominantCause({ queue: 0, work: 0, capacity: 0, admission: 0, credit: 0, transit: 0 }), null, "no misses, no cause");
   assert.equal(L.dominantCause(null), null);
   assert.equal(L.countsText({ queue: 7, work: 33, capacity: 0, admission: 1, credit: 0 }), "33 work · 7 queue wait · 1 admission");
   assert.equal(L.countsText(null), "");
@@ -557,9 +558,9 @@ test("the miss history sums the last few seconds' windows, overall and per produ
   h.add(msg({ queue: 2 }, { generator: { queue: 2 } }), 6500);
   h.add(msg({ queue: 3, capacity: 1 }, { generator: { queue: 1 }, ingest: { queue: 2, capacity: 1 } }), 7500);
   // At 8 s the window is (3 s, 8 s]: the first message is too old.
-  assert.deepEqual(h.recent(8000), { queue: 5, work: 0, capacity: 1, admission: 0, credit: 0 });
-  assert.deepEqual(h.recent(8000, "generator"), { queue: 3, work: 0, capacity: 0, admission: 0, credit: 0 });
-  assert.deepEqual(h.recent(8000, "ingest"), { queue: 2, work: 0, capacity: 1, admission: 0, credit: 0 });
+  assert.deepEqual(h.recent(8000), { queue: 5, work: 0, capacity: 1, admission: 0, credit: 0, transit: 0 });
+  assert.deepEqual(h.recent(8000, "generator"), { queue: 3, work: 0, capacity: 0, admission: 0, credit: 0, transit: 0 });
+  assert.deepEqual(h.recent(8000, "ingest"), { queue: 2, work: 0, capacity: 1, admission: 0, credit: 0, transit: 0 });
   assert.equal(h.recent(8000, "nobody"), null);
   assert.equal(h.recent(20_000), null, "nothing lately: nothing to say");
   // An older server: messages without `spent` say nothing.

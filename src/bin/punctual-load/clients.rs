@@ -145,6 +145,10 @@ pub struct Tally {
     /// `processedAt − createdAt` of events worked on: the pipeline and the
     /// work, delivery left out.
     pub verdict_us: Histogram<u32>,
+    /// The `queueMs` and `workMs` of the same events: where the verdict's
+    /// time went (the daemon's own split; `waitMs` is the rest).
+    pub queue_us: Histogram<u32>,
+    pub work_us: Histogram<u32>,
     /// How long after its deadline each late verdict came (latency − deadline).
     pub lateness_us: Histogram<u32>,
     pub max_delay_us: u64,
@@ -177,6 +181,8 @@ impl Tally {
             delay_us: delay_histogram(),
             end_to_end_us: delay_histogram(),
             verdict_us: delay_histogram(),
+            queue_us: delay_histogram(),
+            work_us: delay_histogram(),
             lateness_us: delay_histogram(),
             max_delay_us: 0,
             by_second: vec![(0, 0); seconds],
@@ -262,8 +268,14 @@ impl Tally {
     /// and under overload they would hide what the work costs.
     fn judged(&mut self, json: &[u8], created: f64, processed: f64) {
         if after(json, br#""status":"dropped""#).is_none() {
-            let us = ((processed - created).max(0.0) * 1000.0) as u64;
-            self.verdict_us.saturating_record(us.clamp(1, MAX_DELAY_US));
+            let us = |ms: f64| ((ms.max(0.0) * 1000.0) as u64).clamp(1, MAX_DELAY_US);
+            self.verdict_us.saturating_record(us(processed - created));
+            if let Some(queue) = number::<f64>(json, br#""queueMs":"#) {
+                self.queue_us.saturating_record(us(queue));
+            }
+            if let Some(work) = number::<f64>(json, br#""workMs":"#) {
+                self.work_us.saturating_record(us(work));
+            }
         }
         if after(json, br#""status":"late""#).is_some() {
             let deadline: f64 = number(json, br#""deadlineMs":"#).unwrap_or(0.0);

@@ -241,18 +241,18 @@ pub fn daemon_report(start: &Value, end: &Value) -> DaemonStats {
 /// second: the window's throughput, by verdict and drop reason.
 pub fn verdict_rates(start: &Value, end: &Value, seconds: f64) -> VerdictRates {
     let per_second = |path: &str| round1(grown(start, end, path) as f64 / seconds);
-    let dropped: BTreeMap<String, f64> = end
-        .pointer("/totals/dropped")
-        .and_then(Value::as_object)
-        .map_or_else(Default::default, |reasons| {
-            reasons
-                .keys()
-                .map(|reason| {
-                    let rate = per_second(&format!("/totals/dropped/{reason}"));
-                    (reason.clone(), rate)
-                })
-                .collect()
-        });
+    let each_per_second = |path: &str| -> BTreeMap<String, f64> {
+        end.pointer(path)
+            .and_then(Value::as_object)
+            .map_or_else(Default::default, |counts| {
+                counts
+                    .keys()
+                    .map(|key| (key.clone(), per_second(&format!("{path}/{key}"))))
+                    .collect()
+            })
+    };
+    let dropped = each_per_second("/totals/dropped");
+    let misses = each_per_second("/spent/missesTotal");
     let (on_time, late, failed) = (
         per_second("/totals/onTime"),
         per_second("/totals/late"),
@@ -266,6 +266,7 @@ pub fn verdict_rates(start: &Value, end: &Value, seconds: f64) -> VerdictRates {
         failed,
         worked: round1(on_time + late + failed),
         dropped,
+        misses,
     }
 }
 

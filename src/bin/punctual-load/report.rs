@@ -233,6 +233,8 @@ pub struct VerdictRates {
     pub worked: f64,
     /// By drop reason.
     pub dropped: BTreeMap<String, f64>,
+    /// Late and dropped verdicts by the daemon's cause (`spent.missesTotal`).
+    pub misses: BTreeMap<String, f64>,
 }
 
 #[derive(Serialize)]
@@ -317,6 +319,9 @@ pub struct Tallied {
     pub delivery_ms: Delivery,
     pub end_to_end_ms: Percentiles,
     pub verdict_ms: Percentiles,
+    /// The verdicts' `queueMs` and `workMs`: where their time went.
+    pub queue_ms: Percentiles,
+    pub work_ms: Percentiles,
     pub lateness_ms: Lateness,
     pub gaps: Gaps,
 }
@@ -399,6 +404,8 @@ struct Merged {
     delay: Histogram<u32>,
     end_to_end: Histogram<u32>,
     verdict: Histogram<u32>,
+    queue: Histogram<u32>,
+    work: Histogram<u32>,
     lateness: Histogram<u32>,
     /// Per second of the window: delay sum (µs) and count.
     by_second: Vec<(u64, u64)>,
@@ -414,6 +421,8 @@ fn merge(tallies: &[&Tally], seconds: f64) -> Result<Merged, String> {
         delay: delay_histogram(),
         end_to_end: delay_histogram(),
         verdict: delay_histogram(),
+        queue: delay_histogram(),
+        work: delay_histogram(),
         lateness: delay_histogram(),
         by_second: vec![(0, 0); seconds.ceil() as usize],
         first_seq: u64::MAX,
@@ -427,6 +436,8 @@ fn merge(tallies: &[&Tally], seconds: f64) -> Result<Merged, String> {
         add(&mut m.delay, &t.delay_us)?;
         add(&mut m.end_to_end, &t.end_to_end_us)?;
         add(&mut m.verdict, &t.verdict_us)?;
+        add(&mut m.queue, &t.queue_us)?;
+        add(&mut m.work, &t.work_us)?;
         add(&mut m.lateness, &t.lateness_us)?;
         for (total, (sum, n)) in m.by_second.iter_mut().zip(&t.by_second) {
             total.0 += sum;
@@ -459,6 +470,8 @@ pub fn tally_report(tallies: &[&Tally], seconds: f64) -> Result<Tallied, String>
         },
         end_to_end_ms: Percentiles::of(&m.end_to_end, m.end_to_end.max()),
         verdict_ms: Percentiles::of(&m.verdict, m.verdict.max()),
+        queue_ms: Percentiles::of(&m.queue, m.queue.max()),
+        work_ms: Percentiles::of(&m.work, m.work.max()),
         lateness_ms: Lateness {
             percentiles: Percentiles::of(&m.lateness, m.lateness.max()),
             late: m.lateness.len(),

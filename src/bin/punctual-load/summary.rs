@@ -134,6 +134,12 @@ fn print_delays(r: &Report) {
             &t.verdict_ms,
             "processedAt − createdAt of events worked on: pipeline + work",
         ),
+        (
+            "  queue",
+            &t.queue_ms,
+            "queueMs of the same: waiting for a worker",
+        ),
+        ("  work", &t.work_ms, "workMs of the same"),
     ] {
         print_percentiles(label, p, what);
     }
@@ -188,6 +194,15 @@ fn print_counts(r: &Report) {
         show(&v.seconds),
         show(&v.entered)
     );
+    if !v.misses.is_empty() {
+        let causes: Vec<String> = (v.misses.iter())
+            .map(|(cause, rate)| format!("{cause} {}", show(rate)))
+            .collect();
+        println!(
+            "  misses/s    by cause: {} (late and dropped, the daemon's split)",
+            causes.join(", ")
+        );
+    }
     print_work(&r.work);
 }
 
