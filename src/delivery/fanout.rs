@@ -14,6 +14,7 @@
 
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
 
 use crossbeam_channel::{Receiver, Sender, select_biased};
@@ -96,11 +97,19 @@ enum Work {
 struct Shard {
     work: Option<Sender<Work>>,
     thread: Option<JoinHandle<()>>,
+    /// Clients handed to it and not yet gone: counted up by the fan-out
+    /// before it sends one, down by the thread as they go, so it is never
+    /// less than what the thread holds or will hold. A thread with none is
+    /// not sent batches (a wake-up per batch for nothing, with no client:
+    /// a tenth of the context switches of an ingest request).
+    clients: Arc<AtomicUsize>,
 }
 
 impl Shard {
     fn spawn(n: usize, faults: Arc<Faults>) -> io::Result<Self> {
         let (work, todo) = crossbeam_channel::bounded(WORK_CHANNEL_CAPACITY);
+        let count = Arc::new(AtomicUsize::new(0));
+        let held = Arc::clone(&count);
         let thread = thread::Builder::new()
             .name(format!("delivery-{n}"))
             .spawn(move || {
@@ -109,7 +118,11 @@ impl Shard {
                     for work in todo {
                         match work {
                             Work::Add(client) => clients.0.push(client),
-                            Work::Batch(start, batch) => clients.deliver(start, &batch),
+                            Work::Batch(start, batch) => {
+                                let before = clients.0.len();
+                                clients.deliver(start, &batch);
+                                held.fetch_sub(before - clients.0.len(), Ordering::Relaxed);
+                            }
                         }
                     }
                 });
@@ -118,7 +131,13 @@ impl Shard {
         Ok(Shard {
             work: Some(work),
             thread: Some(thread),
+            clients: count,
         })
+    }
+
+    /// Whether it has clients to write a batch to.
+    fn serves_anyone(&self) -> bool {
+        self.alive() && self.clients.load(Ordering::Relaxed) > 0
     }
 
     /// Hands `work` over; gives it back if the thread is gone (it
@@ -216,11 +235,16 @@ impl FanOut {
         }
         let mut work = Work::Add(client);
         for _ in 0..self.shards.len() {
-            let shard = self.next_shard % self.shards.len();
+            let turn = self.next_shard % self.shards.len();
             self.next_shard = self.next_shard.wrapping_add(1);
-            match self.shards[shard].send(work) {
+            let shard = &mut self.shards[turn];
+            shard.clients.fetch_add(1, Ordering::Relaxed);
+            match shard.send(work) {
                 Ok(()) => return,
-                Err(refused) => work = refused,
+                Err(refused) => {
+                    shard.clients.fetch_sub(1, Ordering::Relaxed);
+                    work = refused;
+                }
             }
         }
         // Every delivery thread is gone: the client is told to finish
@@ -239,9 +263,10 @@ impl FanOut {
             self.clients.deliver(start, batch);
             return;
         }
-        let shared: Arc<[Broadcast]> = batch.into();
-        for shard in self.shards.iter_mut().filter(|s| s.alive()) {
-            let _ = shard.send(Work::Batch(start, Arc::clone(&shared)));
+        let mut shared: Option<Arc<[Broadcast]>> = None;
+        for shard in self.shards.iter_mut().filter(|s| s.serves_anyone()) {
+            let batch = shared.get_or_insert_with(|| batch.into());
+            let _ = shard.send(Work::Batch(start, Arc::clone(batch)));
         }
     }
 }
@@ -412,5 +437,55 @@ mod tests {
         for n in 1..=3 {
             assert!(writers.contains(&format!("delivery-{n}")), "{writers:?}");
         }
+    }
+
+    /// Batches appended while no client is connected go to no delivery
+    /// thread; the first client handed to one afterwards still gets every
+    /// outcome from where it joined, in order, from that thread.
+    #[test]
+    fn a_delivery_thread_sent_nothing_while_it_had_no_client_misses_nothing_after() {
+        let faults = Arc::new(Faults::new(Arc::default(), None));
+        let log = Arc::new(Log::new(
+            1024,
+            usize::MAX,
+            Epoch::parse("e").expect("epoch"),
+        ));
+        let (broadcast, broadcasts) = crossbeam_channel::bounded(1024);
+        let (subscriptions, fanout) =
+            spawn(broadcasts, Arc::clone(&log), Arc::clone(&faults), 2).expect("spawn");
+        for seq in 1..=100 {
+            broadcast.send(outcome(seq)).expect("sent");
+        }
+        let client = Arc::new(Client::new(
+            Interest::default(),
+            Arc::new(ClientCounts::default()),
+        ));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        let writers = Arc::new(Mutex::new(BTreeSet::new()));
+        client.attach(Box::new(Seqs(Arc::clone(&written), Arc::clone(&writers))));
+        assert!(subscriptions.subscribe(Arc::clone(&client)));
+        let (serving, log_for_client, faults_for_client) =
+            (Arc::clone(&client), Arc::clone(&log), Arc::clone(&faults));
+        let thread = std::thread::spawn(move || serving.serve(&log_for_client, &faults_for_client));
+        for seq in 101..=300 {
+            broadcast.send(outcome(seq)).expect("sent");
+            if seq % 10 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while written.lock().expect("lock").last() != Some(&300)
+            && std::time::Instant::now() < until
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop((broadcast, subscriptions));
+        fanout.join().expect("the fan-out ends with its input");
+        thread.join().expect("the client's thread ends");
+        let written = written.lock().expect("lock");
+        let first = *written.first().expect("outcomes written");
+        assert!(first <= 101, "it joined before 101 was made: {first}");
+        assert_eq!(*written, (first..=300).collect::<Vec<_>>());
+        assert!(writers.lock().expect("lock").contains("delivery-1"));
     }
 }
