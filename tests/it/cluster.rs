@@ -666,6 +666,9 @@ fn an_event_posted_to_one_edge_arrives_whole_as_an_outcome_on_another() {
         );
         assert_eq!(big["status"], "on-time", "{}", big["status"]);
         assert!(got.iter().any(|o| o["producer"] == "edge-a"));
+        // Where its time went travels with it.
+        assert!(big["queueMs"].as_f64().is_some(), "{big}");
+        assert!(big["workMs"].as_f64().is_some(), "{big}");
     }
     let ingest = ingest_settled(processor.addr, 3);
     assert_eq!(ingest["entered"], 3);
@@ -678,6 +681,22 @@ fn an_event_posted_to_one_edge_arrives_whole_as_an_outcome_on_another() {
             forwarded == 3
         }),
         "the edge counts what it forwarded: {forwarded}"
+    );
+    // So do the stats' misses by cause, through an edge's stats: one event
+    // whose work cannot fit its deadline is dropped by admission.
+    let doomed = br#"{"id":"doomed","deadlineMs":50,"workMs":5000}"#;
+    assert_eq!(
+        post(a.addr, "/api/events", "application/json", doomed).status,
+        202
+    );
+    let misses = |node: SocketAddr| get_json(node, "/api/stats").1["spent"]["missesTotal"].clone();
+    let mut seen = (Value::Null, Value::Null);
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            seen = (misses(processor.addr), misses(a.addr));
+            seen.0["admission"] == 1 && seen.1 == seen.0
+        }),
+        "the edge serves the processor's misses by cause: {seen:?}"
     );
 }
 
