@@ -14,7 +14,6 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::pipeline::event::Cause;
 use crate::pipeline::ledger::Dropped;
 use crate::pipeline::stats::{Quantiles, Snapshot, Spent};
 
@@ -114,8 +113,7 @@ fn encode_outcomes(encoder: &mut DescriptorEncoder, s: &Snapshot) -> Result {
 /// Where the time went (queue wait, credit wait, work: p50 and p99 of the
 /// last window) and misses by cause since start, overall and by producer.
 fn encode_spent(encoder: &mut DescriptorEncoder, s: &Snapshot) -> Result {
-    let misses =
-        |spent: &Spent| Cause::ALL.map(|cause| (cause.name(), spent.misses_total.of(cause)));
+    let misses = |spent: &Spent| spent.misses_total.named();
     labelled_counters(
         encoder,
         "punctual_misses",

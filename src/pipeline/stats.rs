@@ -71,6 +71,11 @@ impl Causes {
         *self.of_mut(cause) += 1;
     }
 
+    /// `(cause's wire name, misses)` of every cause, in `Cause::ALL`'s order.
+    pub fn named(&self) -> [(&'static str, u64); Cause::ALL.len()] {
+        Cause::ALL.map(|cause| (cause.name(), self.of(cause)))
+    }
+
     /// The misses of `cause`.
     pub fn of(&self, cause: Cause) -> u64 {
         match cause {
