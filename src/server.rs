@@ -322,13 +322,7 @@ fn start_pipeline(config: &Config, caps: Caps, redis: Option<&str>) -> io::Resul
     // Seqs restart at 1 in every run; the epoch tells clients which run a
     // seq is from.
     let epoch = Epoch::random();
-    let log = shared.log(config, &epoch);
-    let (subscriptions, fanout_thread) = delivery::spawn(
-        broadcast_rx,
-        Arc::clone(&log),
-        Arc::clone(&shared.faults),
-        config.delivery_threads(),
-    )?;
+    let (log, subscriptions, fanout_thread) = shared.delivery(config, &epoch, broadcast_rx)?;
     let work = match config.work {
         WorkMode::Simulate => Work::Simulate,
         WorkMode::Http => Work::Http(config.work_url.as_deref().unwrap_or_default().into()),
@@ -514,13 +508,7 @@ fn start_edge(config: &Config, caps: Caps, url: &str) -> io::Result<Node> {
     let (broadcast_tx, broadcast_rx) = crossbeam_channel::bounded(hub::BROADCAST_CHANNEL_CAPACITY);
     // The edge's own run until the stream names the processor's.
     let epoch = Epoch::random();
-    let log = shared.log(config, &epoch);
-    let (subscriptions, fanout_thread) = delivery::spawn(
-        broadcast_rx,
-        Arc::clone(&log),
-        Arc::clone(&shared.faults),
-        config.delivery_threads(),
-    )?;
+    let (log, subscriptions, fanout_thread) = shared.delivery(config, &epoch, broadcast_rx)?;
     let (counts, meters) = (
         Arc::clone(&shared.client_counts),
         Arc::clone(&shared.meters),
@@ -601,13 +589,27 @@ impl Shared {
         })
     }
 
-    /// The shared log of the run `epoch`.
-    fn log(&self, config: &Config, epoch: &Epoch) -> Arc<Log> {
-        Arc::new(Log::new(
+    /// The shared log of the run `epoch`, and the fan-out (with its
+    /// delivery threads) appending `broadcasts` to it and writing them to
+    /// the clients it is handed.
+    fn delivery(
+        &self,
+        config: &Config,
+        epoch: &Epoch,
+        broadcasts: Receiver<Broadcast>,
+    ) -> io::Result<(Arc<Log>, Subscriptions, JoinHandle<()>)> {
+        let log = Arc::new(Log::new(
             config.history as usize,
             config.history_bytes as usize,
             epoch.clone(),
-        ))
+        ));
+        let (subscriptions, fanout_thread) = delivery::spawn(
+            broadcasts,
+            Arc::clone(&log),
+            Arc::clone(&self.faults),
+            config.delivery_threads(),
+        )?;
+        Ok((log, subscriptions, fanout_thread))
     }
 
     /// What starts the generator, writing `intake` until `stopped` closes.
