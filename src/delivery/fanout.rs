@@ -374,6 +374,29 @@ mod tests {
         assert_eq!(*written.lock().expect("lock"), [1, 2]);
     }
 
+    /// Which threads wrote to the clients of a test.
+    type Writers = Arc<Mutex<BTreeSet<String>>>;
+
+    /// A subscribed client with its own thread serving it, as a transport
+    /// starts one: the thread, and the seqs written to it.
+    fn served_client(
+        subscriptions: &Subscriptions,
+        log: &Arc<Log>,
+        faults: &Arc<Faults>,
+        writers: &Writers,
+    ) -> (JoinHandle<String>, Arc<Mutex<Vec<u64>>>) {
+        let client = Arc::new(Client::new(
+            Interest::default(),
+            Arc::new(ClientCounts::default()),
+        ));
+        let written = Arc::new(Mutex::new(Vec::new()));
+        client.attach(Box::new(Seqs(Arc::clone(&written), Arc::clone(writers))));
+        assert!(subscriptions.subscribe(Arc::clone(&client)));
+        let (log, faults) = (Arc::clone(log), Arc::clone(faults));
+        let thread = std::thread::spawn(move || client.serve(&log, &faults));
+        (thread, written)
+    }
+
     /// With delivery threads, clients dealt out round robin each get every
     /// outcome once, in order, while the fan-out runs (not only from their
     /// own threads at the end), whichever thread writes to them.
@@ -388,22 +411,9 @@ mod tests {
         let (broadcast, broadcasts) = crossbeam_channel::bounded(1024);
         let (subscriptions, fanout) =
             spawn(broadcasts, Arc::clone(&log), Arc::clone(&faults), 3).expect("spawn");
-        let writers = Arc::new(Mutex::new(BTreeSet::new()));
+        let writers = Writers::default();
         let clients: Vec<_> = (0..7)
-            .map(|_| {
-                let client = Arc::new(Client::new(
-                    Interest::default(),
-                    Arc::new(ClientCounts::default()),
-                ));
-                let written = Arc::new(Mutex::new(Vec::new()));
-                client.attach(Box::new(Seqs(Arc::clone(&written), Arc::clone(&writers))));
-                assert!(subscriptions.subscribe(Arc::clone(&client)));
-                // Its own thread, as a transport starts one.
-                let (log, faults, serving) =
-                    (Arc::clone(&log), Arc::clone(&faults), Arc::clone(&client));
-                let thread = std::thread::spawn(move || serving.serve(&log, &faults));
-                (thread, written)
-            })
+            .map(|_| served_client(&subscriptions, &log, &faults, &writers))
             .collect();
         // Paced, so the clients' threads have gone fast when most come.
         for seq in 1..=500 {
@@ -456,17 +466,8 @@ mod tests {
         for seq in 1..=100 {
             broadcast.send(outcome(seq)).expect("sent");
         }
-        let client = Arc::new(Client::new(
-            Interest::default(),
-            Arc::new(ClientCounts::default()),
-        ));
-        let written = Arc::new(Mutex::new(Vec::new()));
-        let writers = Arc::new(Mutex::new(BTreeSet::new()));
-        client.attach(Box::new(Seqs(Arc::clone(&written), Arc::clone(&writers))));
-        assert!(subscriptions.subscribe(Arc::clone(&client)));
-        let (serving, log_for_client, faults_for_client) =
-            (Arc::clone(&client), Arc::clone(&log), Arc::clone(&faults));
-        let thread = std::thread::spawn(move || serving.serve(&log_for_client, &faults_for_client));
+        let writers = Writers::default();
+        let (thread, written) = served_client(&subscriptions, &log, &faults, &writers);
         for seq in 101..=300 {
             broadcast.send(outcome(seq)).expect("sent");
             if seq % 10 == 0 {
