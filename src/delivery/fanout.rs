@@ -374,6 +374,35 @@ mod tests {
         assert_eq!(*written.lock().expect("lock"), [1, 2]);
     }
 
+    /// A fan-out running with `threads` delivery threads over a log of
+    /// 1,024 messages, and what a test feeds it through.
+    struct Running {
+        faults: Arc<Faults>,
+        log: Arc<Log>,
+        broadcast: Sender<Broadcast>,
+        subscriptions: Subscriptions,
+        fanout: JoinHandle<()>,
+    }
+
+    fn running(threads: usize) -> Running {
+        let faults = Arc::new(Faults::new(Arc::default(), None));
+        let log = Arc::new(Log::new(
+            1024,
+            usize::MAX,
+            Epoch::parse("e").expect("epoch"),
+        ));
+        let (broadcast, broadcasts) = crossbeam_channel::bounded(1024);
+        let (subscriptions, fanout) =
+            spawn(broadcasts, Arc::clone(&log), Arc::clone(&faults), threads).expect("spawn");
+        Running {
+            faults,
+            log,
+            broadcast,
+            subscriptions,
+            fanout,
+        }
+    }
+
     /// Which threads wrote to the clients of a test.
     type Writers = Arc<Mutex<BTreeSet<String>>>;
 
@@ -402,15 +431,13 @@ mod tests {
     /// own threads at the end), whichever thread writes to them.
     #[test]
     fn delivery_threads_write_every_outcome_once_in_order_to_each_of_their_clients() {
-        let faults = Arc::new(Faults::new(Arc::default(), None));
-        let log = Arc::new(Log::new(
-            1024,
-            usize::MAX,
-            Epoch::parse("e").expect("epoch"),
-        ));
-        let (broadcast, broadcasts) = crossbeam_channel::bounded(1024);
-        let (subscriptions, fanout) =
-            spawn(broadcasts, Arc::clone(&log), Arc::clone(&faults), 3).expect("spawn");
+        let Running {
+            faults,
+            log,
+            broadcast,
+            subscriptions,
+            fanout,
+        } = running(3);
         let writers = Writers::default();
         let clients: Vec<_> = (0..7)
             .map(|_| served_client(&subscriptions, &log, &faults, &writers))
@@ -454,15 +481,13 @@ mod tests {
     /// outcome from where it joined, in order, from that thread.
     #[test]
     fn a_delivery_thread_sent_nothing_while_it_had_no_client_misses_nothing_after() {
-        let faults = Arc::new(Faults::new(Arc::default(), None));
-        let log = Arc::new(Log::new(
-            1024,
-            usize::MAX,
-            Epoch::parse("e").expect("epoch"),
-        ));
-        let (broadcast, broadcasts) = crossbeam_channel::bounded(1024);
-        let (subscriptions, fanout) =
-            spawn(broadcasts, Arc::clone(&log), Arc::clone(&faults), 2).expect("spawn");
+        let Running {
+            faults,
+            log,
+            broadcast,
+            subscriptions,
+            fanout,
+        } = running(2);
         for seq in 1..=100 {
             broadcast.send(outcome(seq)).expect("sent");
         }
